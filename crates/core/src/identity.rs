@@ -1,0 +1,411 @@
+//! OpenPGP identities: public certificates of members and servers, and secret keys of the
+//! people and servers that sign. Loads what `gpg --export` and `gpg --export-secret-keys`
+//! write (armored or binary) and generates new Ed25519/Cv25519 identities that gpg 2.2 reads.
+
+use std::fmt;
+
+use pgp::composed::{
+    ArmorOptions, Deserializable, DetachedSignature, EncryptionCaps, KeyType,
+    SecretKeyParamsBuilder, SignedPublicKey, SignedPublicSubKey, SignedSecretKey,
+    SignedSecretSubKey, SubkeyParamsBuilder,
+};
+use pgp::crypto::ecc_curve::ECCCurve;
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::packet::{Signature, SignatureType};
+use pgp::ser::Serialize as _;
+use pgp::types::{KeyDetails, Password, SigningKey};
+use rand::{CryptoRng, Rng};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Why a certificate or secret key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("not an OpenPGP {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("the OpenPGP data holds {found} keys; exactly one is expected")]
+    NotSingle { found: usize },
+    #[error("key {fingerprint} has invalid self-signatures: {detail}")]
+    BadBinding {
+        fingerprint: Fingerprint,
+        detail: String,
+    },
+    #[error("key {fingerprint} has no usable {purpose} key (missing, revoked or wrong flags)")]
+    NoUsableKey {
+        fingerprint: Fingerprint,
+        purpose: &'static str,
+    },
+    #[error("key {fingerprint} is protected by a passphrase that did not unlock it")]
+    Locked { fingerprint: Fingerprint },
+    #[error("the user id {0:?} is not of the form `Name <address>` or `address`")]
+    BadUserId(String),
+    #[error("OpenPGP operation failed: {0}")]
+    Pgp(String),
+}
+
+/// Uppercase hex fingerprint of an OpenPGP primary key: the stable name of a person or server
+/// in rosters, requests and audit logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub(crate) fn of(key: &impl KeyDetails) -> Self {
+        Self::from_pgp(&key.fingerprint())
+    }
+
+    pub(crate) fn from_pgp(fingerprint: &pgp::types::Fingerprint) -> Self {
+        Fingerprint(hex::encode_upper(fingerprint.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Fingerprint {
+    type Error = IdentityError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let valid_length = value.len() == 40 || value.len() == 64;
+        if valid_length && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Fingerprint(value.to_ascii_uppercase()))
+        } else {
+            Err(IdentityError::Malformed {
+                what: "fingerprint",
+                detail: format!("{value:?} is not 40 or 64 hex digits"),
+            })
+        }
+    }
+}
+
+impl From<Fingerprint> for String {
+    fn from(value: Fingerprint) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A public OpenPGP certificate whose self-signatures have been verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cert {
+    key: SignedPublicKey,
+    fingerprint: Fingerprint,
+}
+
+impl Cert {
+    /// Parses one certificate, armored or binary, and verifies its self-signatures.
+    pub fn from_bytes(data: &[u8]) -> Result<Self, IdentityError> {
+        let key = parse_single::<SignedPublicKey>(data, "public key")?;
+        Self::from_key(key)
+    }
+
+    fn from_key(key: SignedPublicKey) -> Result<Self, IdentityError> {
+        let fingerprint = Fingerprint::of(&key);
+        key.verify_bindings()
+            .map_err(|e| IdentityError::BadBinding {
+                fingerprint: fingerprint.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Cert { key, fingerprint })
+    }
+
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// The user ids the certificate names, as written (`Name <address>`).
+    pub fn user_ids(&self) -> Vec<String> {
+        self.key
+            .details
+            .users
+            .iter()
+            .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
+            .collect()
+    }
+
+    /// The subkey that should receive session keys: the newest one whose binding signature
+    /// allows encryption and that has not been revoked.
+    pub fn encryption_subkey(&self) -> Result<&SignedPublicSubKey, IdentityError> {
+        self.key
+            .public_subkeys
+            .iter()
+            .filter(|sk| subkey_usable(&sk.signatures, |s| can_encrypt(s)))
+            .max_by_key(|sk| sk.key.created_at())
+            .ok_or_else(|| IdentityError::NoUsableKey {
+                fingerprint: self.fingerprint.clone(),
+                purpose: "encryption",
+            })
+    }
+
+    /// Verifies a binary detached signature over `data` made by this certificate's primary key
+    /// or one of its signing subkeys.
+    pub fn verify_detached(&self, signature: &DetachedSignature, data: &[u8]) -> bool {
+        if signature.verify(&self.key, data).is_ok() {
+            return true;
+        }
+        self.key
+            .public_subkeys
+            .iter()
+            .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
+            .any(|sk| signature.verify(&sk.key, data).is_ok())
+    }
+
+    /// Every key of the certificate that may have made a signature: the primary key and the
+    /// signing subkeys. Used to check signatures inside messages.
+    pub fn verifying_keys(&self) -> Vec<&dyn pgp::types::VerifyingKey> {
+        let mut keys: Vec<&dyn pgp::types::VerifyingKey> = vec![&self.key];
+        keys.extend(
+            self.key
+                .public_subkeys
+                .iter()
+                .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
+                .map(|sk| &sk.key as &dyn pgp::types::VerifyingKey),
+        );
+        keys
+    }
+
+    /// Fingerprints of the primary key and every subkey, to find the certificate a signature's
+    /// issuer subpacket names.
+    pub fn key_fingerprints(&self) -> Vec<Fingerprint> {
+        std::iter::once(self.fingerprint.clone())
+            .chain(
+                self.key
+                    .public_subkeys
+                    .iter()
+                    .map(|sk| Fingerprint::of(&sk.key)),
+            )
+            .collect()
+    }
+
+    pub fn to_armored(&self) -> String {
+        self.key
+            .to_armored_string(ArmorOptions::default())
+            .expect("serializing a parsed certificate into memory cannot fail")
+    }
+
+    pub fn to_binary(&self) -> Vec<u8> {
+        self.key
+            .to_bytes()
+            .expect("serializing a parsed certificate into memory cannot fail")
+    }
+}
+
+/// A secret key able to sign (and, for members, to open session keys sent to it).
+/// Secret material is zeroized by the OpenPGP library when dropped.
+#[derive(Clone)]
+pub struct SecretIdentity {
+    key: SignedSecretKey,
+    passphrase: Zeroizing<String>,
+    cert: Cert,
+}
+
+impl fmt::Debug for SecretIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretIdentity")
+            .field("fingerprint", self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretIdentity {
+    /// Parses one secret key, armored or binary, as `gpg --export-secret-keys` writes it.
+    /// `passphrase` unlocks a protected key (empty for an unprotected one); it is checked now
+    /// so that a wrong passphrase is reported at load time, not at first use.
+    pub fn from_bytes(data: &[u8], passphrase: &str) -> Result<Self, IdentityError> {
+        let key = parse_single::<SignedSecretKey>(data, "secret key")?;
+        let cert = Cert::from_key(key.to_public_key())?;
+        let identity = SecretIdentity {
+            key,
+            passphrase: Zeroizing::new(passphrase.to_owned()),
+            cert,
+        };
+        identity.check_unlocks()?;
+        Ok(identity)
+    }
+
+    /// Generates a new identity: an Ed25519 primary key for certifying and signing and a
+    /// Cv25519 subkey for encryption, the same shape `gpg --quick-gen-key` makes, in the v4
+    /// format that gpg 2.2 reads.
+    pub fn generate<R: Rng + CryptoRng>(rng: R, user_id: &str) -> Result<Self, IdentityError> {
+        if !valid_user_id(user_id) {
+            return Err(IdentityError::BadUserId(user_id.to_owned()));
+        }
+        let pgp_err = |e: &dyn fmt::Display| IdentityError::Pgp(e.to_string());
+        let encryption = SubkeyParamsBuilder::default()
+            .key_type(KeyType::ECDH(ECCCurve::Curve25519Legacy))
+            .can_sign(false)
+            .can_encrypt(EncryptionCaps::All)
+            .can_authenticate(false)
+            .build()
+            .map_err(|e| pgp_err(&e))?;
+        let params = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .can_encrypt(EncryptionCaps::None)
+            .primary_user_id(user_id.to_owned())
+            .subkeys(vec![encryption])
+            .build()
+            .map_err(|e| pgp_err(&e))?;
+        let key = params.generate(rng).map_err(|e| pgp_err(&e))?;
+        let cert = Cert::from_key(key.to_public_key())?;
+        Ok(SecretIdentity {
+            key,
+            passphrase: Zeroizing::new(String::new()),
+            cert,
+        })
+    }
+
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+
+    pub fn fingerprint(&self) -> &Fingerprint {
+        self.cert.fingerprint()
+    }
+
+    /// The secret key, armored, for the owner's own key file. Never log this.
+    pub fn to_armored_secret(&self) -> String {
+        self.key
+            .to_armored_string(ArmorOptions::default())
+            .expect("serializing a parsed secret key into memory cannot fail")
+    }
+
+    /// A binary detached signature over `data` (SHA-256, the signing key of this identity).
+    pub fn sign_detached<R: Rng + CryptoRng>(
+        &self,
+        rng: R,
+        data: &[u8],
+    ) -> Result<DetachedSignature, IdentityError> {
+        self.with_signing_key(|key| {
+            DetachedSignature::sign_binary_data(
+                rng,
+                &Box::new(key),
+                &self.password(),
+                HashAlgorithm::Sha256,
+                data,
+            )
+            .map_err(|e| IdentityError::Pgp(e.to_string()))
+        })?
+    }
+
+    /// Runs `work` with the key that makes this identity's signatures: the primary key when its
+    /// self-signature allows signing, else the newest valid signing subkey.
+    pub fn with_signing_key<T>(
+        &self,
+        work: impl FnOnce(&dyn SigningKey) -> T,
+    ) -> Result<T, IdentityError> {
+        if primary_can_sign(&self.key.details.users, &self.key.details.direct_signatures) {
+            return Ok(work(&self.key.primary_key));
+        }
+        let subkey = self
+            .key
+            .secret_subkeys
+            .iter()
+            .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
+            .max_by_key(|sk| sk.key.created_at())
+            .ok_or_else(|| IdentityError::NoUsableKey {
+                fingerprint: self.fingerprint().clone(),
+                purpose: "signing",
+            })?;
+        Ok(work(&subkey.key))
+    }
+
+    /// The secret subkeys that may hold session keys sent to this identity.
+    pub(crate) fn decryption_subkeys(&self) -> impl Iterator<Item = &SignedSecretSubKey> {
+        self.key
+            .secret_subkeys
+            .iter()
+            .filter(|sk| subkey_usable(&sk.signatures, |s| can_encrypt(s)))
+    }
+
+    /// The passphrase in the form the OpenPGP library takes.
+    pub fn password(&self) -> Password {
+        Password::from(self.passphrase.as_str())
+    }
+
+    pub fn secret_key(&self) -> &SignedSecretKey {
+        &self.key
+    }
+
+    fn check_unlocks(&self) -> Result<(), IdentityError> {
+        let locked = || IdentityError::Locked {
+            fingerprint: self.fingerprint().clone(),
+        };
+        match self.key.primary_key.unlock(&self.password(), |_, _| Ok(())) {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(locked()),
+        }
+    }
+}
+
+/// Parses the exactly one transferable key of type `K` from armored or binary data.
+fn parse_single<K: Deserializable>(data: &[u8], what: &'static str) -> Result<K, IdentityError> {
+    let malformed = |detail: String| IdentityError::Malformed { what, detail };
+    let keys: Vec<K> = if looks_armored(data) {
+        let (iter, _) = K::from_armor_many(data).map_err(|e| malformed(e.to_string()))?;
+        iter.collect::<Result<_, _>>()
+            .map_err(|e| malformed(e.to_string()))?
+    } else {
+        K::from_bytes_many(data)
+            .map_err(|e| malformed(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| malformed(e.to_string()))?
+    };
+    let found = keys.len();
+    let mut keys = keys.into_iter();
+    match (keys.next(), found) {
+        (Some(key), 1) => Ok(key),
+        (_, 0) => Err(malformed("no key found".into())),
+        _ => Err(IdentityError::NotSingle { found }),
+    }
+}
+
+fn looks_armored(data: &[u8]) -> bool {
+    let start = data
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(data.len());
+    data[start..].starts_with(b"-----BEGIN PGP")
+}
+
+fn can_encrypt(sig: &Signature) -> bool {
+    let flags = sig.key_flags();
+    flags.encrypt_comms() || flags.encrypt_storage()
+}
+
+/// A subkey is usable when its newest binding signature has the wanted flags and no
+/// revocation signature is attached.
+fn subkey_usable(signatures: &[Signature], wanted: impl Fn(&Signature) -> bool) -> bool {
+    let revoked = signatures
+        .iter()
+        .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation));
+    let newest_binding = signatures
+        .iter()
+        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+        .max_by_key(|s| s.created());
+    !revoked && newest_binding.is_some_and(wanted)
+}
+
+fn primary_can_sign(users: &[pgp::types::SignedUser], direct: &[Signature]) -> bool {
+    users
+        .iter()
+        .flat_map(|u| u.signatures.iter())
+        .chain(direct.iter())
+        .any(|s| s.key_flags().sign())
+}
+
+fn valid_user_id(user_id: &str) -> bool {
+    let address = match (user_id.rfind('<'), user_id.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        (None, None) => user_id,
+        _ => return false,
+    };
+    crate::address::is_valid(address)
+}

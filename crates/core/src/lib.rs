@@ -1,0 +1,16 @@
+//! The pure core of hushlist: formats and rules shared by the key server, the list server
+//! and the client. Nothing here does I/O or reads the clock; callers pass time and randomness
+//! in. Nothing here decrypts a message body either: that lives in `hushlist-envelope`, which
+//! the servers do not depend on.
+
+pub mod address;
+pub mod identity;
+pub mod outer;
+pub mod request;
+pub mod roster;
+pub mod session;
+pub mod signed;
+
+pub use address::Address;
+pub use identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+pub use session::{KeyId, Pkesk, SessionKey};

@@ -1,0 +1,648 @@
+//! A list's membership: an append-only log of operations, each naming the hash of the one
+//! before and signed by an owner valid at that point. Both servers replay the log and verify
+//! every signature and link before acting, so neither can enrol a reader on its own.
+//!
+//! Ops are kept as the exact signed bytes ([`Signed`]); a body is parsed only once its
+//! signature has been checked against an owner (the genesis op, which has no prior owner, is
+//! checked against the owner certificate it carries).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use rand::{CryptoRng, Rng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::address::Address;
+use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+use crate::signed::{Domain, Signed};
+
+/// What a member may do. Every role may read; owners sign roster changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Member,
+    Reader,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+            Role::Reader => "reader",
+        })
+    }
+}
+
+/// Who may post to the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Posters {
+    /// Owners and members (readers never post).
+    Members,
+    Owners,
+}
+
+/// Which roster decides who may fetch a post's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFollows {
+    /// Whoever was a member when the post was made keeps access after removal.
+    PostingRoster,
+    /// Only current members get keys, so removing someone revokes access to every post.
+    CurrentRoster,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Ciphertext goes out as is; members fetch the key from the key server.
+    Pull,
+    /// The list server splices one PKESK per member, so any OpenPGP client reads the post.
+    Push,
+}
+
+/// The rules a list's posts follow, set by its owners in the roster log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub posters: Posters,
+    pub key_follows: KeyFollows,
+    pub new_members_read_old: bool,
+    pub delivery: DeliveryMode,
+    /// Days after posting when the key server destroys a post's key; `None` keeps it.
+    pub key_lifetime_days: Option<u32>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            posters: Posters::Members,
+            key_follows: KeyFollows::CurrentRoster,
+            new_members_read_old: false,
+            delivery: DeliveryMode::Pull,
+            key_lifetime_days: None,
+        }
+    }
+}
+
+/// A member as a roster op names them: address, armored certificate, role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    pub address: Address,
+    pub cert: String,
+    pub role: Role,
+}
+
+/// The change one roster op makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    Genesis { policy: Policy, owner: MemberEntry },
+    Add { member: MemberEntry },
+    Remove { address: Address },
+    SetRole { address: Address, role: Role },
+    SetPolicy { policy: Policy },
+}
+
+/// The signed body of a roster op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpBody {
+    pub list: Address,
+    pub seq: u64,
+    /// Hash of the previous op; `None` only for the genesis op (seq 0).
+    pub prev: Option<OpHash>,
+    pub signer: Fingerprint,
+    /// Unix seconds when the owner signed the op (informational).
+    pub signed_at: u64,
+    pub change: Change,
+}
+
+/// SHA-256 of an op's exact body bytes, lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OpHash(String);
+
+impl OpHash {
+    pub fn of(body: &[u8]) -> Self {
+        OpHash(hex::encode(Sha256::digest(body)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OpHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A roster op as stored and sent: the exact signed body bytes and the signature.
+pub type SignedOp = Signed;
+
+/// Why a roster op was refused. Each refusal has its own variant so servers and clients can
+/// tell a fork from a replay from a forged op.
+#[derive(Debug, thiserror::Error)]
+pub enum RosterError {
+    #[error("op {seq} is already in the log (replayed)")]
+    Replayed { seq: u64 },
+    #[error("op {seq} conflicts with the op already at that position (fork)")]
+    Fork { seq: u64 },
+    #[error("op {seq} names a previous op that is not the head of the log")]
+    WrongPrevious { seq: u64 },
+    #[error("op {got} arrived but the log expects op {expected} next")]
+    Gap { expected: u64, got: u64 },
+    #[error("the signature is not valid for any owner of the list")]
+    BadSignature,
+    #[error("{signer} signed the op but is a {role}, not an owner")]
+    NotOwner { signer: Fingerprint, role: Role },
+    #[error("{signer} signed the op but is no longer an owner of the list")]
+    FormerOwner { signer: Fingerprint },
+    #[error("the op is signed by {actual} but names {claimed} as signer")]
+    SignerMismatch {
+        claimed: Fingerprint,
+        actual: Fingerprint,
+    },
+    #[error("the op is for list {got}, not {expected}")]
+    WrongList { expected: Address, got: Address },
+    #[error("the first op of a list must be its genesis")]
+    GenesisExpected,
+    #[error("a list has only one genesis op")]
+    SecondGenesis,
+    #[error("the op would leave the list without an owner")]
+    LastOwner,
+    #[error("{0} is already on the roster")]
+    AlreadyMember(Address),
+    #[error("{0} is not on the roster")]
+    UnknownMember(Address),
+    #[error("certificate {0} is already on the roster under another address")]
+    CertInUse(Fingerprint),
+    #[error("the member certificate is unusable: {0}")]
+    BadCert(#[from] IdentityError),
+    #[error("the op body is not a valid roster op: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub address: Address,
+    pub cert: Cert,
+    pub role: Role,
+    /// Seq of the op that added the member.
+    pub since: u64,
+}
+
+/// One stretch of seqs during which a key held a role; `until` is the seq of the op that
+/// ended it (exclusive), `None` while it lasts.
+#[derive(Debug, Clone)]
+struct Tenure {
+    from: u64,
+    until: Option<u64>,
+    role: Role,
+}
+
+/// Why a reader or poster was refused under the roster and policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} is not on the roster")]
+    UnknownAddress(Address),
+    #[error("{0} is not a member of the list")]
+    NotMember(Fingerprint),
+    #[error("{fingerprint} is a {role} and the list lets only {posters:?} post")]
+    MayNotPost {
+        fingerprint: Fingerprint,
+        role: Role,
+        posters: Posters,
+    },
+    #[error("{0} is no longer a member and the list's keys follow the current roster")]
+    RemovedSincePosting(Fingerprint),
+    #[error("{0} joined after the post and the list does not let new members read older posts")]
+    JoinedAfterPosting(Fingerprint),
+    #[error("post was made at roster seq {posted_at}, but the roster head is {head}")]
+    FuturePost { posted_at: u64, head: u64 },
+}
+
+/// A verified roster: the log and the state it leads to.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    list: Address,
+    ops: Vec<SignedOp>,
+    hashes: Vec<OpHash>,
+    members: BTreeMap<Address, Member>,
+    address_of: HashMap<Fingerprint, Address>,
+    /// Every certificate ever on the roster, under each of its key fingerprints, so ops
+    /// signed by removed owners can be recognised and refused as such.
+    known_certs: HashMap<Fingerprint, Cert>,
+    tenures: HashMap<Fingerprint, Vec<Tenure>>,
+    /// Policy changes as (seq, policy), in seq order; the first is the genesis policy.
+    policies: Vec<(u64, Policy)>,
+}
+
+impl Roster {
+    /// Starts a roster from its genesis op, verified against the owner certificate it names.
+    pub fn genesis(op: SignedOp) -> Result<Self, RosterError> {
+        let body = parse_body(&op.body)?;
+        let Change::Genesis { policy, owner } = &body.change else {
+            return Err(RosterError::GenesisExpected);
+        };
+        if body.seq != 0 || body.prev.is_some() {
+            return Err(RosterError::GenesisExpected);
+        }
+        let cert = Cert::from_bytes(owner.cert.as_bytes())?;
+        cert.encryption_subkey()?;
+        if owner.role != Role::Owner {
+            return Err(RosterError::LastOwner);
+        }
+        if !op.verify(Domain::RosterOp, &cert) {
+            return Err(RosterError::BadSignature);
+        }
+        if body.signer != *cert.fingerprint() {
+            return Err(RosterError::SignerMismatch {
+                claimed: body.signer,
+                actual: cert.fingerprint().clone(),
+            });
+        }
+        let mut roster = Roster {
+            list: body.list.clone(),
+            ops: Vec::new(),
+            hashes: Vec::new(),
+            members: BTreeMap::new(),
+            address_of: HashMap::new(),
+            known_certs: HashMap::new(),
+            tenures: HashMap::new(),
+            policies: vec![(0, policy.clone())],
+        };
+        roster.enrol(owner.address.clone(), cert, Role::Owner, 0)?;
+        roster.hashes.push(OpHash::of(&op.body));
+        roster.ops.push(op);
+        Ok(roster)
+    }
+
+    /// Replays a whole log, verifying every op.
+    pub fn from_log(ops: impl IntoIterator<Item = SignedOp>) -> Result<Self, RosterError> {
+        let mut ops = ops.into_iter();
+        let mut roster = Roster::genesis(ops.next().ok_or(RosterError::GenesisExpected)?)?;
+        for op in ops {
+            roster.apply(op)?;
+        }
+        Ok(roster)
+    }
+
+    /// Verifies `op` against the current head and owners, then appends it.
+    pub fn apply(&mut self, op: SignedOp) -> Result<(), RosterError> {
+        let hash = OpHash::of(&op.body);
+        if let Some(seq) = self.hashes.iter().position(|h| *h == hash) {
+            return Err(RosterError::Replayed { seq: seq as u64 });
+        }
+        let signer = self.verified_owner(&op)?;
+        let body = parse_body(&op.body)?;
+        if body.list != self.list {
+            return Err(RosterError::WrongList {
+                expected: self.list.clone(),
+                got: body.list,
+            });
+        }
+        let next = self.ops.len() as u64;
+        if body.seq < next {
+            return Err(RosterError::Fork { seq: body.seq });
+        }
+        if body.seq > next {
+            return Err(RosterError::Gap {
+                expected: next,
+                got: body.seq,
+            });
+        }
+        if body.prev.as_ref() != Some(self.head_hash()) {
+            return Err(RosterError::WrongPrevious { seq: body.seq });
+        }
+        if body.signer != signer {
+            return Err(RosterError::SignerMismatch {
+                claimed: body.signer,
+                actual: signer,
+            });
+        }
+        self.change(body.seq, body.change)?;
+        self.hashes.push(hash);
+        self.ops.push(op);
+        Ok(())
+    }
+
+    /// Which current owner made the op's signature, or the precise reason none did.
+    fn verified_owner(&self, op: &SignedOp) -> Result<Fingerprint, RosterError> {
+        let cert = op
+            .find_signer(Domain::RosterOp, &self.known_certs)
+            .ok_or(RosterError::BadSignature)?;
+        let fingerprint = cert.fingerprint().clone();
+        match self.current_role(&fingerprint) {
+            Some(Role::Owner) => Ok(fingerprint),
+            Some(role) if !self.was_ever(&fingerprint, Role::Owner) => Err(RosterError::NotOwner {
+                signer: fingerprint,
+                role,
+            }),
+            _ if self.was_ever(&fingerprint, Role::Owner) => Err(RosterError::FormerOwner {
+                signer: fingerprint,
+            }),
+            _ => Err(RosterError::BadSignature),
+        }
+    }
+
+    fn change(&mut self, seq: u64, change: Change) -> Result<(), RosterError> {
+        match change {
+            Change::Genesis { .. } => Err(RosterError::SecondGenesis),
+            Change::Add { member } => {
+                let cert = Cert::from_bytes(member.cert.as_bytes())?;
+                cert.encryption_subkey()?;
+                self.enrol(member.address, cert, member.role, seq)
+            }
+            Change::Remove { address } => {
+                let member = self
+                    .members
+                    .get(&address)
+                    .ok_or_else(|| RosterError::UnknownMember(address.clone()))?;
+                if member.role == Role::Owner && self.owner_count() == 1 {
+                    return Err(RosterError::LastOwner);
+                }
+                let member = self.members.remove(&address).expect("checked above");
+                let fingerprint = member.cert.fingerprint();
+                self.address_of.remove(fingerprint);
+                self.end_tenure(fingerprint, seq);
+                Ok(())
+            }
+            Change::SetRole { address, role } => {
+                let member = self
+                    .members
+                    .get(&address)
+                    .ok_or_else(|| RosterError::UnknownMember(address.clone()))?;
+                if member.role == Role::Owner && role != Role::Owner && self.owner_count() == 1 {
+                    return Err(RosterError::LastOwner);
+                }
+                let fingerprint = member.cert.fingerprint().clone();
+                self.end_tenure(&fingerprint, seq);
+                self.tenures.entry(fingerprint).or_default().push(Tenure {
+                    from: seq,
+                    until: None,
+                    role,
+                });
+                self.members.get_mut(&address).expect("checked above").role = role;
+                Ok(())
+            }
+            Change::SetPolicy { policy } => {
+                self.policies.push((seq, policy));
+                Ok(())
+            }
+        }
+    }
+
+    fn enrol(
+        &mut self,
+        address: Address,
+        cert: Cert,
+        role: Role,
+        seq: u64,
+    ) -> Result<(), RosterError> {
+        if self.members.contains_key(&address) {
+            return Err(RosterError::AlreadyMember(address));
+        }
+        let fingerprint = cert.fingerprint().clone();
+        if self.address_of.contains_key(&fingerprint) {
+            return Err(RosterError::CertInUse(fingerprint));
+        }
+        for key in cert.key_fingerprints() {
+            self.known_certs.insert(key, cert.clone());
+        }
+        self.address_of.insert(fingerprint.clone(), address.clone());
+        self.tenures.entry(fingerprint).or_default().push(Tenure {
+            from: seq,
+            until: None,
+            role,
+        });
+        self.members.insert(
+            address.clone(),
+            Member {
+                address,
+                cert,
+                role,
+                since: seq,
+            },
+        );
+        Ok(())
+    }
+
+    fn end_tenure(&mut self, fingerprint: &Fingerprint, seq: u64) {
+        if let Some(open) = self
+            .tenures
+            .get_mut(fingerprint)
+            .and_then(|t| t.last_mut())
+            .filter(|t| t.until.is_none())
+        {
+            open.until = Some(seq);
+        }
+    }
+
+    fn owner_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::Owner)
+            .count()
+    }
+
+    fn current_role(&self, fingerprint: &Fingerprint) -> Option<Role> {
+        let address = self.address_of.get(fingerprint)?;
+        self.members.get(address).map(|m| m.role)
+    }
+
+    fn was_ever(&self, fingerprint: &Fingerprint, role: Role) -> bool {
+        self.tenures
+            .get(fingerprint)
+            .is_some_and(|ts| ts.iter().any(|t| t.role == role))
+    }
+
+    /// The role `fingerprint` held in the state right after op `seq`.
+    fn role_at(&self, fingerprint: &Fingerprint, seq: u64) -> Option<Role> {
+        self.tenures.get(fingerprint)?.iter().find_map(|t| {
+            (t.from <= seq && t.until.is_none_or(|until| seq < until)).then_some(t.role)
+        })
+    }
+
+    pub fn list(&self) -> &Address {
+        &self.list
+    }
+
+    /// Seq of the newest op.
+    pub fn head_seq(&self) -> u64 {
+        self.ops.len() as u64 - 1
+    }
+
+    pub fn head_hash(&self) -> &OpHash {
+        self.hashes
+            .last()
+            .expect("a roster always holds its genesis")
+    }
+
+    pub fn ops(&self) -> &[SignedOp] {
+        &self.ops
+    }
+
+    /// Ops after `seq`, for a peer that has the log up to `seq`.
+    pub fn ops_since(&self, seq: u64) -> &[SignedOp] {
+        let start = usize::try_from(seq.saturating_add(1)).unwrap_or(usize::MAX);
+        self.ops.get(start..).unwrap_or(&[])
+    }
+
+    pub fn policy(&self) -> &Policy {
+        self.policy_at(self.head_seq())
+    }
+
+    /// The policy in force right after op `seq`.
+    pub fn policy_at(&self, seq: u64) -> &Policy {
+        &self
+            .policies
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= seq)
+            .expect("the genesis policy applies from seq 0")
+            .1
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn member(&self, address: &Address) -> Option<&Member> {
+        self.members.get(address)
+    }
+
+    pub fn member_by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&Member> {
+        self.members.get(self.address_of.get(fingerprint)?)
+    }
+
+    /// Builds and signs the next op on top of this roster's head. The caller sends it to both
+    /// servers; [`Roster::apply`] is what accepts it.
+    pub fn sign_next<R: Rng + CryptoRng>(
+        &self,
+        rng: R,
+        owner: &SecretIdentity,
+        signed_at: u64,
+        change: Change,
+    ) -> Result<SignedOp, RosterError> {
+        let body = OpBody {
+            list: self.list.clone(),
+            seq: self.head_seq() + 1,
+            prev: Some(self.head_hash().clone()),
+            signer: owner.fingerprint().clone(),
+            signed_at,
+            change,
+        };
+        sign_body(rng, owner, &body)
+    }
+
+    /// May the holder of `fingerprint` post now?
+    pub fn may_post(&self, fingerprint: &Fingerprint) -> Result<&Member, Refusal> {
+        let member = self
+            .member_by_fingerprint(fingerprint)
+            .ok_or_else(|| Refusal::NotMember(fingerprint.clone()))?;
+        let posters = self.policy().posters;
+        let allowed = match member.role {
+            Role::Owner => true,
+            Role::Member => posters == Posters::Members,
+            Role::Reader => false,
+        };
+        if allowed {
+            Ok(member)
+        } else {
+            Err(Refusal::MayNotPost {
+                fingerprint: fingerprint.clone(),
+                role: member.role,
+                posters,
+            })
+        }
+    }
+
+    /// May `address` post now? (The list server knows posters by their From address.)
+    pub fn may_post_as(&self, address: &Address) -> Result<&Member, Refusal> {
+        let member = self
+            .members
+            .values()
+            .find(|m| m.address.same_mailbox(address))
+            .ok_or_else(|| Refusal::UnknownAddress(address.clone()))?;
+        self.may_post(member.cert.fingerprint())
+    }
+
+    /// May the holder of `fingerprint` get the key of a post made when the roster head was
+    /// `posted_at`? The policy in force at posting decides which roster counts. Returns the
+    /// certificate to seal the key to (a removed member's is still known from the log).
+    pub fn may_read(&self, fingerprint: &Fingerprint, posted_at: u64) -> Result<&Cert, Refusal> {
+        if posted_at > self.head_seq() {
+            return Err(Refusal::FuturePost {
+                posted_at,
+                head: self.head_seq(),
+            });
+        }
+        let policy = self.policy_at(posted_at);
+        let member_then = self.role_at(fingerprint, posted_at).is_some();
+        let member_now = self.member_by_fingerprint(fingerprint);
+        let refusal = match (policy.key_follows, member_then, member_now) {
+            (KeyFollows::PostingRoster, true, _) | (KeyFollows::CurrentRoster, true, Some(_)) => {
+                None
+            }
+            (_, false, Some(_)) if policy.new_members_read_old => None,
+            (_, false, Some(_)) => Some(Refusal::JoinedAfterPosting(fingerprint.clone())),
+            (KeyFollows::CurrentRoster, true, None) => {
+                Some(Refusal::RemovedSincePosting(fingerprint.clone()))
+            }
+            (_, false, None) => Some(Refusal::NotMember(fingerprint.clone())),
+        };
+        match (refusal, self.known_certs.get(fingerprint)) {
+            (Some(refusal), _) => Err(refusal),
+            (None, Some(cert)) => Ok(cert),
+            (None, None) => Err(Refusal::NotMember(fingerprint.clone())),
+        }
+    }
+}
+
+/// Signs the genesis op of a new list.
+pub fn sign_genesis<R: Rng + CryptoRng>(
+    rng: R,
+    owner: &SecretIdentity,
+    owner_address: Address,
+    list: Address,
+    policy: Policy,
+    signed_at: u64,
+) -> Result<SignedOp, RosterError> {
+    let body = OpBody {
+        list,
+        seq: 0,
+        prev: None,
+        signer: owner.fingerprint().clone(),
+        signed_at,
+        change: Change::Genesis {
+            policy,
+            owner: MemberEntry {
+                address: owner_address,
+                cert: owner.cert().to_armored(),
+                role: Role::Owner,
+            },
+        },
+    };
+    sign_body(rng, owner, &body)
+}
+
+fn sign_body<R: Rng + CryptoRng>(
+    rng: R,
+    owner: &SecretIdentity,
+    body: &OpBody,
+) -> Result<SignedOp, RosterError> {
+    let bytes = serde_json::to_vec(body).expect("roster op bodies always serialize");
+    Ok(Signed::sign(rng, Domain::RosterOp, owner, bytes)?)
+}
+
+/// Parses an op body; used only after its signature has been checked (or, for genesis, to
+/// find the certificate to check it with).
+pub fn parse_body(body: &[u8]) -> Result<OpBody, RosterError> {
+    serde_json::from_slice(body).map_err(|e| RosterError::Malformed(e.to_string()))
+}

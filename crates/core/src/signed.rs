@@ -1,0 +1,115 @@
+//! Exact signed bytes: a body and the binary detached OpenPGP signature over it, kept together
+//! so that what is stored and forwarded is what was signed. Each use signs under its own
+//! domain prefix, so a signature made for one purpose can never be presented for another.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use pgp::composed::{Deserializable as _, DetachedSignature};
+use pgp::ser::Serialize as _;
+use rand::{CryptoRng, Rng};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+
+/// What a signature was made for; the prefix is part of the signed data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    RosterOp,
+    Request,
+}
+
+impl Domain {
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Domain::RosterOp => b"hushlist roster-op v1\n",
+            Domain::Request => b"hushlist request v1\n",
+        }
+    }
+}
+
+/// A body and a detached signature over `domain prefix || body`, both base64 on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed {
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+}
+
+impl Signed {
+    pub fn sign<R: Rng + CryptoRng>(
+        rng: R,
+        domain: Domain,
+        signer: &SecretIdentity,
+        body: Vec<u8>,
+    ) -> Result<Self, IdentityError> {
+        let signature = signer.sign_detached(rng, &domain_data(domain, &body))?;
+        let signature = signature
+            .to_bytes()
+            .map_err(|e| IdentityError::Pgp(e.to_string()))?;
+        Ok(Signed { body, signature })
+    }
+
+    /// Parses the signature packet (not the body) so its issuer can be looked up.
+    fn detached(&self) -> Option<DetachedSignature> {
+        DetachedSignature::from_bytes(&self.signature[..]).ok()
+    }
+
+    /// Whether `cert` made the signature over this body under `domain`.
+    pub fn verify(&self, domain: Domain, cert: &Cert) -> bool {
+        self.detached()
+            .is_some_and(|sig| cert.verify_detached(&sig, &domain_data(domain, &self.body)))
+    }
+
+    /// Fingerprints the signature names as its issuer (primary or subkey).
+    pub fn issuer_fingerprints(&self) -> Vec<Fingerprint> {
+        self.detached()
+            .map(|sig| {
+                sig.signature
+                    .issuer_fingerprint()
+                    .into_iter()
+                    .map(Fingerprint::from_pgp)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Finds which of `certs` (keyed by every key fingerprint of each cert) made the
+    /// signature, using the issuer subpacket so the search costs one verification.
+    pub fn find_signer<'a>(
+        &self,
+        domain: Domain,
+        certs: &'a HashMap<Fingerprint, Cert>,
+    ) -> Option<&'a Cert> {
+        self.issuer_fingerprints()
+            .iter()
+            .filter_map(|fp| certs.get(fp))
+            .find(|cert| self.verify(domain, cert))
+    }
+}
+
+fn domain_data(domain: Domain, body: &[u8]) -> Vec<u8> {
+    let prefix = domain.prefix();
+    let mut data = Vec::with_capacity(prefix.len() + body.len());
+    data.extend_from_slice(prefix);
+    data.extend_from_slice(body);
+    data
+}
+
+/// Serde helper: bytes as standard base64 strings.
+pub mod b64 {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,319 @@
+//! Sealing and opening hushlist posts. This is the only crate that encrypts or decrypts a
+//! message body; the key server and list server do not depend on it (a test over
+//! `cargo metadata` keeps it so).
+//!
+//! A sealed post is an RFC 3156 PGP/MIME message. Inside the encryption is the original
+//! message as an RFC 9788 protected-header part (its real Subject, From, To, Date and
+//! Message-ID, Content-Type marked `hp="cipher"`), signed by the sender. The encryption is a
+//! SEIPD v1 packet (AES-256 with MDC, which gpg 2.2 reads) under a fresh session key, with no
+//! recipient packets: members get the key from the key server, or a list server in push mode
+//! splices in one PKESK per member.
+
+use std::io::Read as _;
+
+use hushlist_core::identity::{Cert, Fingerprint, SecretIdentity};
+use hushlist_core::outer::{
+    EXPOSED_HEADERS, EncryptedPost, KEY_ID_HEADER, KEY_SERVER_HEADER, OBSCURED_SUBJECT, OuterError,
+    armor_message,
+};
+use hushlist_core::session::{KeyId, POST_CIPHER, Pkesk, SessionError, SessionKey};
+use hushlist_core::{Address, IdentityError};
+use mail_parser::{HeaderName, MessageParser};
+use pgp::composed::{Message, MessageBuilder};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::packet::{Packet, PacketParser};
+use rand::{CryptoRng, Rng};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the input is not an RFC 5322 message with headers")]
+    NotAMessage,
+    #[error("the message needs exactly one valid From address")]
+    BadFrom,
+    #[error("the message has no To header naming the list")]
+    NoRecipient,
+    #[error(
+        "the key server URL {0:?} cannot go in a header (it must be one line of visible ASCII)"
+    )]
+    BadKeyServer(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("OpenPGP encryption failed: {0}")]
+    Pgp(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Outer(#[from] OuterError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("no PKESK in the message is addressed to {0}")]
+    NoPkeskForUs(Fingerprint),
+    #[error("the message did not decrypt: {0}")]
+    Undecryptable(String),
+    #[error("the message was tampered with (integrity check failed): {0}")]
+    Tampered(String),
+    #[error("the decrypted content is not a signed OpenPGP literal message: {0}")]
+    Unexpected(String),
+}
+
+/// A sealed post: what the sender deposits at the key server and what it mails to the list.
+#[derive(Debug)]
+pub struct Sealed {
+    pub session_key: SessionKey,
+    pub key_id: KeyId,
+    /// The outer PGP/MIME message, CRLF line ends.
+    pub message: Vec<u8>,
+}
+
+/// Seals `message` (an RFC 5322 message addressed to a list) for the key server at
+/// `key_server` (a URL, named in the outer header), signed by `sender`.
+pub fn seal<R: Rng + CryptoRng>(
+    mut rng: R,
+    message: &[u8],
+    sender: &SecretIdentity,
+    key_server: &str,
+) -> Result<Sealed, SealError> {
+    if key_server.is_empty() || !key_server.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(SealError::BadKeyServer(key_server.to_owned()));
+    }
+    let parsed = MessageParser::new()
+        .parse(message)
+        .ok_or(SealError::NotAMessage)?;
+    let from = parsed.from().ok_or(SealError::BadFrom)?;
+    if from.iter().count() != 1 {
+        return Err(SealError::BadFrom);
+    }
+    let from_address = from
+        .first()
+        .and_then(|a| a.address())
+        .and_then(|a| Address::parse(a).ok())
+        .ok_or(SealError::BadFrom)?;
+    if parsed.to().is_none_or(|to| to.iter().next().is_none()) {
+        return Err(SealError::NoRecipient);
+    }
+
+    let session_key = SessionKey::generate(&mut rng);
+    let key_id = KeyId::generate(&mut rng);
+    let root = parsed.root_part();
+    let headers = root.headers();
+    let eol: &[u8] = match headers.first() {
+        Some(h) if message[..h.offset_end as usize].ends_with(b"\r\n") => b"\r\n",
+        _ => b"\n",
+    };
+    let generated_message_id = parsed
+        .message_id()
+        .is_none()
+        .then(|| format!("<{key_id}@{}>", from_address.domain()));
+
+    // The protected part: every original header (Content-Type marked hp="cipher"), the
+    // HP-Outer record of what stays visible, then the original body untouched.
+    let mut inner = Vec::with_capacity(message.len() + 512);
+    let mut outer_headers = Vec::with_capacity(1024);
+    let mut has_content_type = false;
+    for header in headers {
+        let raw = &message[header.offset_field as usize..header.offset_end as usize];
+        let value = &message[header.offset_start as usize..header.offset_end as usize];
+        if header.name == HeaderName::ContentType {
+            has_content_type = true;
+            inner.extend_from_slice(raw.trim_ascii_end());
+            inner.extend_from_slice(b"; hp=\"cipher\"");
+            inner.extend_from_slice(eol);
+        } else {
+            inner.extend_from_slice(raw);
+        }
+        if is_exposed(header.name.as_str()) {
+            push_crlf(&mut outer_headers, raw);
+            inner.extend_from_slice(b"HP-Outer: ");
+            inner.extend_from_slice(header.name.as_str().as_bytes());
+            inner.extend_from_slice(b":");
+            inner.extend_from_slice(value.trim_ascii_end());
+            inner.extend_from_slice(eol);
+        }
+    }
+    if let Some(id) = &generated_message_id {
+        outer_headers.extend_from_slice(format!("Message-ID: {id}\r\n").as_bytes());
+        for line in [
+            format!("Message-ID: {id}"),
+            format!("HP-Outer: Message-ID: {id}"),
+        ] {
+            inner.extend_from_slice(line.as_bytes());
+            inner.extend_from_slice(eol);
+        }
+    }
+    if !has_content_type {
+        inner.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"");
+        inner.extend_from_slice(eol);
+    }
+    inner.extend_from_slice(format!("HP-Outer: Subject: {OBSCURED_SUBJECT}").as_bytes());
+    inner.extend_from_slice(eol);
+    let headers_end = headers.last().map_or(0, |h| h.offset_end as usize);
+    let body_start = (root.offset_body as usize).max(headers_end);
+    let separator = &message[headers_end..body_start];
+    inner.extend_from_slice(if separator.is_empty() { eol } else { separator });
+    inner.extend_from_slice(&message[body_start..]);
+
+    let packets = sender.with_signing_key(|signing_key| {
+        let mut builder = MessageBuilder::from_bytes("", inner).seipd_v1(&mut rng, POST_CIPHER);
+        builder
+            .set_session_key(pgp::composed::RawSessionKey::from(
+                &session_key.as_bytes()[..],
+            ))
+            .map_err(|e| SealError::Pgp(e.to_string()))?;
+        builder.sign(signing_key, sender.password(), HashAlgorithm::Sha256);
+        builder
+            .to_vec(&mut rng)
+            .map_err(|e| SealError::Pgp(e.to_string()))
+    })??;
+
+    let boundary = format!("hushlist-{key_id}");
+    let mut outer = outer_headers;
+    outer.extend_from_slice(
+        format!(
+            "Subject: {OBSCURED_SUBJECT}\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n \
+             boundary=\"{boundary}\"\r\n\
+             {KEY_ID_HEADER}: {key_id}\r\n\
+             {KEY_SERVER_HEADER}: {key_server}\r\n\
+             \r\n\
+             This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
+             --{boundary}\r\n\
+             Content-Type: application/pgp-encrypted\r\n\
+             Content-Description: PGP/MIME version identification\r\n\
+             \r\n\
+             Version: 1\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+             Content-Description: OpenPGP encrypted message\r\n\
+             Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
+             \r\n"
+        )
+        .as_bytes(),
+    );
+    outer.extend_from_slice(&armor_message(&packets));
+    outer.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(Sealed {
+        session_key,
+        key_id,
+        message: outer,
+    })
+}
+
+fn is_exposed(name: &str) -> bool {
+    EXPOSED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Appends a raw header field with every line end as CRLF.
+fn push_crlf(out: &mut Vec<u8>, raw: &[u8]) {
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What opens a post.
+pub enum OpenWith<'a> {
+    /// The session key, as the key server released it in clear to a trusted client or as
+    /// `gpg --show-session-key` printed it.
+    SessionKey(&'a SessionKey),
+    /// A PKESK from the key server and the member's secret key.
+    Pkesk(&'a Pkesk, &'a SecretIdentity),
+    /// The member's secret key, for a message with the member's PKESK already spliced in.
+    Identity(&'a SecretIdentity),
+}
+
+/// The outcome of checking the signature inside a post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    /// Made by the certificate with this fingerprint (one of the candidates given).
+    Valid(Fingerprint),
+    /// Signed, but by none of the candidates, or the signature does not verify.
+    Invalid,
+    /// Not signed at all.
+    Unsigned,
+}
+
+#[derive(Debug)]
+pub struct Opened {
+    /// The inner RFC 5322 message with its protected headers.
+    pub message: Vec<u8>,
+    pub signature: Signature,
+    pub key_id: KeyId,
+}
+
+/// Decrypts an outer post and checks its signature against `signers` (typically the list's
+/// roster). Returns nothing of the plaintext unless the integrity check (MDC) passed.
+pub fn open(outer: &[u8], with: OpenWith<'_>, signers: &[Cert]) -> Result<Opened, OpenError> {
+    let post = EncryptedPost::parse(outer)?;
+    let session_key = match with {
+        OpenWith::SessionKey(key) => key.clone(),
+        OpenWith::Pkesk(pkesk, identity) => pkesk.unseal(identity)?,
+        OpenWith::Identity(identity) => spliced_session_key(&post.packets, identity)?,
+    };
+    let (message, signature) = decrypt_packets(&post.packets, &session_key, signers)?;
+    Ok(Opened {
+        message,
+        signature,
+        key_id: post.key_id,
+    })
+}
+
+/// Finds the PKESK addressed to `identity` among the packets and opens it.
+fn spliced_session_key(packets: &[u8], identity: &SecretIdentity) -> Result<SessionKey, OpenError> {
+    for packet in PacketParser::new(packets) {
+        let Ok(Packet::PublicKeyEncryptedSessionKey(pkesk)) = packet else {
+            break;
+        };
+        match Pkesk::from_packet(&pkesk)?.unseal(identity) {
+            Ok(key) => return Ok(key),
+            Err(SessionError::PkeskNotForUs { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(OpenError::NoPkeskForUs(identity.fingerprint().clone()))
+}
+
+/// Decrypts binary OpenPGP packets (PKESKs, then a SEIPD packet) with a session key, reads the
+/// whole plaintext (so the MDC is checked before anything is returned) and checks signatures.
+pub fn decrypt_packets(
+    packets: &[u8],
+    session_key: &SessionKey,
+    signers: &[Cert],
+) -> Result<(Vec<u8>, Signature), OpenError> {
+    let message =
+        Message::from_bytes(packets).map_err(|e| OpenError::Undecryptable(e.to_string()))?;
+    let mut message = message
+        .decrypt_with_session_key(session_key.to_plain())
+        .map_err(|e| OpenError::Undecryptable(e.to_string()))?;
+    if message.is_compressed() {
+        message = message
+            .decompress()
+            .map_err(|e| OpenError::Unexpected(e.to_string()))?;
+    }
+    let mut plaintext = Vec::new();
+    message
+        .read_to_end(&mut plaintext)
+        .map_err(|e| OpenError::Tampered(e.to_string()))?;
+    let signature = if !message.is_signed() {
+        Signature::Unsigned
+    } else {
+        signers
+            .iter()
+            .find(|cert| {
+                cert.verifying_keys()
+                    .into_iter()
+                    .any(|key| message.verify(key).is_ok())
+            })
+            .map_or(Signature::Invalid, |cert| {
+                Signature::Valid(cert.fingerprint().clone())
+            })
+    };
+    Ok((plaintext, signature))
+}

@@ -1,0 +1,248 @@
+//! Seal/open round trips, PKESK paths, tampering and signature outcomes.
+
+use std::sync::OnceLock;
+
+use hushlist_core::outer::{EncryptedPost, OBSCURED_SUBJECT, armor_message};
+use hushlist_core::{Pkesk, SecretIdentity, SessionKey};
+use hushlist_envelope::{OpenError, OpenWith, Signature, open, seal};
+use proptest::prelude::*;
+use rand::rngs::OsRng;
+
+fn sender() -> &'static SecretIdentity {
+    static ID: OnceLock<SecretIdentity> = OnceLock::new();
+    ID.get_or_init(|| SecretIdentity::generate(OsRng, "Alice <alice@example.org>").unwrap())
+}
+
+fn member() -> &'static SecretIdentity {
+    static ID: OnceLock<SecretIdentity> = OnceLock::new();
+    ID.get_or_init(|| SecretIdentity::generate(OsRng, "Bob <bob@example.org>").unwrap())
+}
+
+const POST: &str = "From: Alice <alice@example.org>\r\n\
+To: team@lists.example.org\r\n\
+Subject: The secret plan\r\n\
+Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\
+Message-ID: <plan-1@example.org>\r\n\
+User-Agent: hushlist-test\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Meet at the usual place.\r\n";
+
+#[test]
+fn sealed_post_hides_subject_and_body_and_opens_with_the_session_key() {
+    let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
+    let outer = String::from_utf8(sealed.message.clone()).unwrap();
+    assert!(!outer.contains("secret plan"));
+    assert!(!outer.contains("usual place"));
+    assert!(
+        !outer.contains("hushlist-test"),
+        "User-Agent must stay inside"
+    );
+    assert!(outer.contains(&format!("Subject: {OBSCURED_SUBJECT}\r\n")));
+    assert!(outer.contains("From: Alice <alice@example.org>\r\n"));
+    assert!(outer.contains(&format!("Hushlist-Key-Id: {}\r\n", sealed.key_id)));
+    assert!(outer.contains("Hushlist-Key-Server: https://keys.example.org\r\n"));
+
+    let post = EncryptedPost::parse(&sealed.message).unwrap();
+    assert_eq!(post.key_id, sealed.key_id);
+    assert_eq!(post.from.as_str(), "alice@example.org");
+
+    let opened = open(
+        &sealed.message,
+        OpenWith::SessionKey(&sealed.session_key),
+        &[member().cert().clone(), sender().cert().clone()],
+    )
+    .unwrap();
+    assert_eq!(
+        opened.signature,
+        Signature::Valid(sender().fingerprint().clone())
+    );
+    let inner = String::from_utf8(opened.message).unwrap();
+    assert!(inner.contains("Subject: The secret plan\r\n"));
+    assert!(inner.contains("Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\n"));
+    assert!(inner.contains("HP-Outer: Subject: [...]\r\n"));
+    assert!(inner.ends_with("\r\n\r\nMeet at the usual place.\r\n"));
+}
+
+#[test]
+fn a_pkesk_for_the_member_opens_the_post_and_splicing_makes_it_self_contained() {
+    let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
+    let pkesk = Pkesk::seal(OsRng, &sealed.session_key, member().cert()).unwrap();
+    let via_pkesk = open(
+        &sealed.message,
+        OpenWith::Pkesk(&pkesk, member()),
+        &[sender().cert().clone()],
+    )
+    .unwrap();
+    assert_eq!(
+        via_pkesk.signature,
+        Signature::Valid(sender().fingerprint().clone())
+    );
+
+    let post = EncryptedPost::parse(&sealed.message).unwrap();
+    let other = SecretIdentity::generate(OsRng, "carol@example.org").unwrap();
+    let other_pkesk = Pkesk::seal(OsRng, &sealed.session_key, other.cert()).unwrap();
+    let spliced = post.splice(&sealed.message, &[other_pkesk, pkesk]);
+    let via_splice = open(
+        &spliced,
+        OpenWith::Identity(member()),
+        &[sender().cert().clone()],
+    )
+    .unwrap();
+    assert_eq!(via_splice.message, via_pkesk.message);
+
+    let stranger = SecretIdentity::generate(OsRng, "eve@example.org").unwrap();
+    let refused = open(&spliced, OpenWith::Identity(&stranger), &[]).unwrap_err();
+    assert!(matches!(refused, OpenError::NoPkeskForUs(_)), "{refused:?}");
+}
+
+#[test]
+fn a_pkesk_for_another_key_is_refused() {
+    let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
+    let for_sender = Pkesk::seal(OsRng, &sealed.session_key, sender().cert()).unwrap();
+    let err = open(&sealed.message, OpenWith::Pkesk(&for_sender, member()), &[]).unwrap_err();
+    assert!(err.to_string().contains("not a key of"), "{err}");
+}
+
+#[test]
+fn wrong_session_key_and_tampered_ciphertext_yield_no_plaintext() {
+    let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
+    let wrong = SessionKey::generate(OsRng);
+    assert!(open(&sealed.message, OpenWith::SessionKey(&wrong), &[]).is_err());
+
+    // Flip one bit deep inside the encrypted data and re-armor it.
+    let post = EncryptedPost::parse(&sealed.message).unwrap();
+    let mut packets = post.packets.clone();
+    let target = packets.len() - 40;
+    packets[target] ^= 0x01;
+    let text = String::from_utf8(sealed.message.clone()).unwrap();
+    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end = text.find("-----END PGP MESSAGE-----\r\n").unwrap() + 27;
+    let rearmored = String::from_utf8(armor_message(&packets)).unwrap();
+    let tampered = format!("{}{}{}", &text[..start], rearmored, &text[end..]).into_bytes();
+    let err = open(&tampered, OpenWith::SessionKey(&sealed.session_key), &[]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::Tampered(_) | OpenError::Undecryptable(_) | OpenError::Unexpected(_)
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn signature_by_someone_outside_the_candidates_is_invalid() {
+    let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
+    let opened = open(
+        &sealed.message,
+        OpenWith::SessionKey(&sealed.session_key),
+        &[member().cert().clone()],
+    )
+    .unwrap();
+    assert_eq!(opened.signature, Signature::Invalid);
+}
+
+#[test]
+fn refuses_input_that_is_not_a_postable_message() {
+    for (input, why) in [
+        ("no headers at all", "no From"),
+        (
+            "From: a@example.org, b@example.org\r\nTo: l@lists.example.org\r\n\r\nx",
+            "two From",
+        ),
+        ("From: a@example.org\r\n\r\nx", "no To"),
+    ] {
+        assert!(
+            seal(OsRng, input.as_bytes(), sender(), "https://k.example.org").is_err(),
+            "{why}"
+        );
+    }
+    assert!(
+        seal(
+            OsRng,
+            POST.as_bytes(),
+            sender(),
+            "https://k.example.org\r\nBcc: x"
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn missing_message_id_is_generated_inside_and_out() {
+    let post = "From: alice@example.org\nTo: team@lists.example.org\nSubject: lf only\n\nbody\n";
+    let sealed = seal(OsRng, post.as_bytes(), sender(), "https://k.example.org").unwrap();
+    let expected = format!("Message-ID: <{}@example.org>", sealed.key_id);
+    assert!(String::from_utf8_lossy(&sealed.message).contains(&expected));
+    let opened = open(
+        &sealed.message,
+        OpenWith::SessionKey(&sealed.session_key),
+        &[],
+    )
+    .unwrap();
+    let inner = String::from_utf8(opened.message).unwrap();
+    assert!(inner.contains(&expected));
+    assert!(inner.ends_with("\n\nbody\n"));
+}
+
+/// A 10 MiB attachment of every byte value round-trips exactly.
+#[test]
+fn ten_mebibyte_binary_attachment_round_trips() {
+    let attachment: Vec<u8> = (0..10 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    let message = multipart_with_attachment("big", "see attached", &attachment);
+    let sealed = seal(OsRng, &message, sender(), "https://k.example.org").unwrap();
+    let opened = open(
+        &sealed.message,
+        OpenWith::SessionKey(&sealed.session_key),
+        &[sender().cert().clone()],
+    )
+    .unwrap();
+    assert!(opened.message.ends_with(&message[body_offset(&message)..]));
+    assert_eq!(
+        opened.signature,
+        Signature::Valid(sender().fingerprint().clone())
+    );
+}
+
+fn body_offset(message: &[u8]) -> usize {
+    message.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4
+}
+
+/// A multipart/mixed message with a text part and a raw 8-bit binary attachment
+/// (Content-Transfer-Encoding: binary, as BINARYMIME allows).
+fn multipart_with_attachment(subject: &str, text: &str, attachment: &[u8]) -> Vec<u8> {
+    let mut m = format!(
+        "From: Alice <alice@example.org>\r\nTo: team@lists.example.org\r\nSubject: {subject}\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b0undary\"\r\n\r\n\
+         --b0undary\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{text}\r\n\
+         --b0undary\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    )
+    .into_bytes();
+    m.extend_from_slice(attachment);
+    m.extend_from_slice(b"\r\n--b0undary--\r\n");
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_messages_round_trip_exactly(
+        subject in "[ -~\u{a0}-\u{24f}]{0,200}",
+        long_line in proptest::collection::vec(b'a'..=b'z', 0..3000),
+        text in "\\PC{0,400}",
+        attachment in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        let mut text = text;
+        text.push('\n');
+        text.push_str(std::str::from_utf8(&long_line).unwrap());
+        let message = multipart_with_attachment(&subject.replace(['\r', '\n'], " "), &text, &attachment);
+        let sealed = seal(OsRng, &message, sender(), "https://k.example.org").unwrap();
+        let opened = open(&sealed.message, OpenWith::SessionKey(&sealed.session_key), &[sender().cert().clone()]).unwrap();
+        prop_assert_eq!(opened.signature, Signature::Valid(sender().fingerprint().clone()));
+        let body = &message[body_offset(&message)..];
+        prop_assert!(opened.message.ends_with(body));
+        let subject_line = format!("Subject: {}\r\n", subject.replace(['\r', '\n'], " "));
+        prop_assert!(opened.message.windows(subject_line.len()).any(|w| w == subject_line.as_bytes()));
+    }
+}
