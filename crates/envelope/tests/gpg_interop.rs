@@ -1,0 +1,240 @@
+//! Interoperability with real GnuPG: gpg-made keys load, gpg decrypts and verifies what we
+//! seal and splice, and we open what gpg encrypts given the session key it prints.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use hushlist_core::outer::{EncryptedPost, KEY_ID_HEADER};
+use hushlist_core::{Cert, Pkesk, SecretIdentity, SessionKey};
+use hushlist_envelope::{OpenWith, Signature, open, seal};
+use rand::rngs::OsRng;
+
+/// A throwaway GnuPG home.
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        Gpg { home }
+    }
+
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gpg must be installed (.ci/run installs gnupg)");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "gpg {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `gpg --quick-gen-key` with the given algorithm spec (`default`: RSA-3072 with an RSA
+    /// encryption subkey; `future-default`: Ed25519 with a Cv25519 subkey); returns the user id.
+    fn gen_key(&self, email: &str, algo: &str) -> String {
+        let uid = format!("Member <{email}>");
+        self.ok(&["--quick-gen-key", &uid, algo, "default", "never"], b"");
+        uid
+    }
+
+    fn export(&self, uid: &str, armor: bool) -> Vec<u8> {
+        let mut args = vec!["--export"];
+        if armor {
+            args.push("--armor");
+        }
+        args.push(uid);
+        self.ok(&args, b"").stdout
+    }
+
+    fn export_secret(&self, uid: &str, armor: bool) -> Vec<u8> {
+        let mut args = vec!["--export-secret-keys"];
+        if armor {
+            args.push("--armor");
+        }
+        args.push(uid);
+        self.ok(&args, b"").stdout
+    }
+
+    fn import(&self, data: &[u8]) {
+        self.ok(&["--import"], data);
+    }
+}
+
+const POST: &str = "From: Sender <sender@example.org>\r\n\
+To: team@lists.example.org\r\n\
+Subject: interop été\r\n\
+Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\
+Message-ID: <interop@example.org>\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n\
+Read by gpg without hushlist.\r\n";
+
+#[test]
+fn gpg_made_keys_load_armored_and_binary() {
+    let gpg = Gpg::new();
+    for (email, algo) in [
+        ("ed@example.org", "future-default"),
+        ("rsa@example.org", "default"),
+    ] {
+        let uid = gpg.gen_key(email, algo);
+        for armor in [true, false] {
+            let cert = Cert::from_bytes(&gpg.export(&uid, armor)).unwrap();
+            cert.encryption_subkey().unwrap();
+            let secret = SecretIdentity::from_bytes(&gpg.export_secret(&uid, armor), "").unwrap();
+            assert_eq!(secret.fingerprint(), cert.fingerprint());
+            assert!(cert.user_ids().contains(&uid));
+        }
+    }
+}
+
+#[test]
+fn gpg_decrypts_and_verifies_a_sealed_post_with_a_spliced_pkesk() {
+    let gpg = Gpg::new();
+    let uid = gpg.gen_key("member@example.org", "future-default");
+    let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
+    let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
+    gpg.import(sender.cert().to_armored().as_bytes());
+
+    let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
+    let post = EncryptedPost::parse(&sealed.message).unwrap();
+    let pkesk = Pkesk::seal(OsRng, &sealed.session_key, &member).unwrap();
+    let spliced = post.splice(&sealed.message, &[pkesk]);
+
+    let out = gpg.run(&["--status-fd", "2", "--decrypt"], &spliced);
+    let status = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "gpg exit {:?}: {status}", out.status);
+    assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
+    assert!(
+        status.contains(&format!("[GNUPG:] VALIDSIG {}", sender.fingerprint())),
+        "{status}"
+    );
+    assert!(status.contains("[GNUPG:] GOODSIG"), "{status}");
+    let ours = open(
+        &sealed.message,
+        OpenWith::SessionKey(&sealed.session_key),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        out.stdout, ours.message,
+        "gpg and hushlist see the same inner message"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Subject: interop été"));
+}
+
+#[test]
+fn gpg_rejects_a_tampered_spliced_post() {
+    let gpg = Gpg::new();
+    let uid = gpg.gen_key("member@example.org", "future-default");
+    let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
+    let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
+    let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
+    let post = EncryptedPost::parse(&sealed.message).unwrap();
+    let mut packets = Pkesk::seal(OsRng, &sealed.session_key, &member)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let mut data = post.packets.clone();
+    let target = data.len() - 30;
+    data[target] ^= 0x80;
+    packets.extend_from_slice(&data);
+    let armored = hushlist_core::outer::armor_message(&packets);
+    let out = gpg.run(&["--decrypt"], &armored);
+    // gpg may print plaintext before it finds the MDC failure; the exit code is what counts.
+    assert!(!out.status.success(), "gpg accepted a tampered post");
+}
+
+#[test]
+fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
+    let gpg = Gpg::new();
+    let sender_uid = gpg.gen_key("gpgsender@example.org", "future-default");
+    let member_uid = gpg.gen_key("member@example.org", "future-default");
+    let sender_cert = Cert::from_bytes(&gpg.export(&sender_uid, false)).unwrap();
+    let inner = POST.replace(
+        "Sender <sender@example.org>",
+        "Sender <gpgsender@example.org>",
+    );
+    let out = gpg.ok(
+        &[
+            "--armor",
+            "--cipher-algo",
+            "AES256",
+            "--sign",
+            "--local-user",
+            &sender_uid,
+            "--encrypt",
+            "--recipient",
+            &member_uid,
+        ],
+        inner.as_bytes(),
+    );
+    let shown = gpg.ok(
+        &["--status-fd", "2", "--show-session-key", "--decrypt"],
+        &out.stdout,
+    );
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    let session_text = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("[GNUPG:] SESSION_KEY "))
+        .unwrap_or_else(|| panic!("no SESSION_KEY in {stderr}"));
+    let session_key = SessionKey::from_gpg_string(session_text).unwrap();
+
+    // Wrap gpg's output as an RFC 3156 message, as Thunderbird or mutt would send it.
+    let key_id = "0123456789abcdef0123456789abcdef";
+    let mut outer = format!(
+        "From: gpgsender@example.org\r\nTo: team@lists.example.org\r\nSubject: [...]\r\n\
+         {KEY_ID_HEADER}: {key_id}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    outer.extend_from_slice(&out.stdout);
+    outer.extend_from_slice(b"\r\n--b--\r\n");
+
+    let opened = open(
+        &outer,
+        OpenWith::SessionKey(&session_key),
+        &[sender_cert.clone()],
+    )
+    .unwrap();
+    assert_eq!(opened.message, inner.as_bytes());
+    assert_eq!(
+        opened.signature,
+        Signature::Valid(sender_cert.fingerprint().clone())
+    );
+
+    // The same works from the member's gpg-made secret key, through gpg's own PKESK.
+    let member = SecretIdentity::from_bytes(&gpg.export_secret(&member_uid, true), "").unwrap();
+    let via_key = open(&outer, OpenWith::Identity(&member), &[sender_cert]).unwrap();
+    assert_eq!(via_key.message, inner.as_bytes());
+}
