@@ -1,0 +1,91 @@
+//! Golden files for the outer format. `outer-structure.eml` is a freshly sealed post with the
+//! random parts (key id, armored payload) masked, so any change to the format shows up as a
+//! diff. `sealed-post.eml` was sealed by an earlier build and must keep opening, with its
+//! session key and sender certificate stored beside it. Set HUSHLIST_BLESS=1 to rewrite the
+//! files after an intended format change.
+
+use std::path::PathBuf;
+
+use hushlist_core::{Cert, SecretIdentity, SessionKey};
+use hushlist_envelope::{OpenWith, Signature, open, seal};
+use rand::rngs::OsRng;
+
+const INPUT: &str = "From: Alice <alice@example.org>\r\n\
+To: team@lists.example.org\r\n\
+Cc: bob@example.org\r\n\
+Subject: Golden\r\n\
+Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\
+Message-ID: <golden@example.org>\r\n\
+In-Reply-To: <earlier@example.org>\r\n\
+X-Mailer: golden-test\r\n\
+Content-Type: text/plain; charset=us-ascii\r\n\
+\r\n\
+Golden body.\r\n";
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn bless() -> bool {
+    std::env::var_os("HUSHLIST_BLESS").is_some()
+}
+
+fn check(name: &str, actual: &[u8]) {
+    let path = golden(name);
+    if bless() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        expected == actual,
+        "{name} differs from the golden file:\n--- expected\n{}\n--- actual\n{}",
+        String::from_utf8_lossy(&expected),
+        String::from_utf8_lossy(actual)
+    );
+}
+
+#[test]
+fn outer_format_matches_the_golden_file() {
+    let sender = SecretIdentity::generate(OsRng, "Alice <alice@example.org>").unwrap();
+    let sealed = seal(OsRng, INPUT.as_bytes(), &sender, "https://keys.example.org").unwrap();
+    let text = String::from_utf8(sealed.message).unwrap();
+    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end =
+        text.find("-----END PGP MESSAGE-----\r\n").unwrap() + "-----END PGP MESSAGE-----\r\n".len();
+    let masked = format!(
+        "{}<ARMORED OPENPGP PAYLOAD>\r\n{}",
+        &text[..start],
+        &text[end..]
+    )
+    .replace(sealed.key_id.as_str(), "<KEY-ID>");
+    check("outer-structure.eml", masked.as_bytes());
+}
+
+#[test]
+fn a_post_sealed_by_an_earlier_build_still_opens() {
+    if bless() {
+        let sender = SecretIdentity::generate(OsRng, "Alice <alice@example.org>").unwrap();
+        let sealed = seal(OsRng, INPUT.as_bytes(), &sender, "https://keys.example.org").unwrap();
+        std::fs::write(golden("sealed-post.eml"), &sealed.message).unwrap();
+        std::fs::write(
+            golden("sealed-post.session-key"),
+            format!("9:{}\n", hex::encode(sealed.session_key.as_bytes())),
+        )
+        .unwrap();
+        std::fs::write(golden("sender.asc"), sender.cert().to_armored()).unwrap();
+    }
+    let outer = std::fs::read(golden("sealed-post.eml")).unwrap();
+    let key = SessionKey::from_gpg_string(
+        &std::fs::read_to_string(golden("sealed-post.session-key")).unwrap(),
+    )
+    .unwrap();
+    let sender = Cert::from_bytes(&std::fs::read(golden("sender.asc")).unwrap()).unwrap();
+    let opened = open(&outer, OpenWith::SessionKey(&key), &[sender.clone()]).unwrap();
+    assert_eq!(
+        opened.signature,
+        Signature::Valid(sender.fingerprint().clone())
+    );
+    check("sealed-post.inner.eml", &opened.message);
+}
