@@ -1,0 +1,45 @@
+//! The list server (the patent's broadcast mail server). It accepts only encrypted posts from
+//! allowed posters and fans them out; it only ever holds ciphertext, and the code that
+//! decrypts a post (`hushlist-envelope`) is not in its dependency graph.
+//!
+//! This crate so far holds the acceptance decision with the SMTP reply each refusal gets;
+//! the SMTP listener, queue and fan-out build on it.
+
+use hushlist_core::outer::{EncryptedPost, OuterError};
+use hushlist_core::roster::{Refusal, Roster};
+
+/// Why a post was refused at the end of DATA. Refusals are SMTP rejections (the sender's MTA
+/// tells the sender), never bounces sent later.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("this list only accepts encrypted posts; send it with `hushlist send` ({0})")]
+    NotEncrypted(OuterError),
+    #[error("the post is not a well-formed encrypted post: {0}")]
+    Malformed(OuterError),
+    #[error("{0} may not post to this list: {1}")]
+    NotAllowed(String, Refusal),
+}
+
+impl Rejection {
+    /// The SMTP reply code and RFC 3463 enhanced status for this refusal.
+    pub fn smtp_status(&self) -> (u16, &'static str) {
+        match self {
+            Rejection::NotEncrypted(_) => (550, "5.7.1"),
+            Rejection::Malformed(_) => (554, "5.6.0"),
+            Rejection::NotAllowed(..) => (550, "5.7.1"),
+        }
+    }
+}
+
+/// Checks a post to `roster`'s list: PGP/MIME-encrypted, naming its key id, from an address
+/// the roster lets post now.
+pub fn check_post(raw: &[u8], roster: &Roster) -> Result<EncryptedPost, Rejection> {
+    let post = EncryptedPost::parse(raw).map_err(|e| match e {
+        OuterError::NotEncrypted(_) => Rejection::NotEncrypted(e),
+        other => Rejection::Malformed(other),
+    })?;
+    roster
+        .may_post_as(&post.from)
+        .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))?;
+    Ok(post)
+}
