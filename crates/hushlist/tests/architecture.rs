@@ -1,0 +1,106 @@
+//! Invariants of the crate graph, checked with `cargo metadata`:
+//! - the servers cannot decrypt a post: `hushlist-envelope` (the only crate that decrypts a
+//!   message body) is not among their runtime dependencies, direct or transitive;
+//! - the core does no I/O: no async runtime, network, HTTP or database crate beneath it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runtime (normal and build) dependencies of each workspace package, by package name.
+fn runtime_graph() -> HashMap<String, Vec<String>> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let name_of: HashMap<&str, &str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| {
+            let deps = node["deps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|dep| {
+                    dep["dep_kinds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k["kind"].is_null() || k["kind"] == "build")
+                })
+                .map(|dep| name_of[dep["pkg"].as_str().unwrap()].to_owned())
+                .collect();
+            (name_of[node["id"].as_str().unwrap()].to_owned(), deps)
+        })
+        .collect()
+}
+
+fn closure(graph: &HashMap<String, Vec<String>>, root: &str) -> BTreeSet<String> {
+    assert!(graph.contains_key(root), "{root} is not in the workspace");
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(name) = stack.pop() {
+        for dep in &graph[&name] {
+            if seen.insert(dep.clone()) {
+                stack.push(dep.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn servers_cannot_reach_the_decrypting_crate() {
+    let graph = runtime_graph();
+    for server in ["hushlist-keyserver", "hushlist-listserver"] {
+        let deps = closure(&graph, server);
+        assert!(
+            deps.contains("hushlist-core"),
+            "{server} should build on the core"
+        );
+        assert!(
+            !deps.contains("hushlist-envelope"),
+            "{server} must not depend on hushlist-envelope (it could decrypt posts)"
+        );
+    }
+    // The check is not vacuous: the command does reach the decrypting crate.
+    assert!(closure(&graph, "hushlist").contains("hushlist-envelope"));
+}
+
+#[test]
+fn the_core_pulls_in_no_io_crates() {
+    let graph = runtime_graph();
+    let deps = closure(&graph, "hushlist-core");
+    let io_crates = [
+        "tokio",
+        "async-std",
+        "mio",
+        "hyper",
+        "reqwest",
+        "axum",
+        "sqlx",
+        "rusqlite",
+        "lettre",
+        "socket2",
+    ];
+    let found: Vec<_> = io_crates.iter().filter(|c| deps.contains(**c)).collect();
+    assert!(
+        found.is_empty(),
+        "the core depends on I/O crates: {found:?}"
+    );
+}
