@@ -135,7 +135,7 @@ impl Cert {
         self.key
             .public_subkeys
             .iter()
-            .filter(|sk| subkey_usable(&sk.signatures, |s| can_encrypt(s)))
+            .filter(|sk| subkey_usable(&sk.signatures, can_encrypt))
             .max_by_key(|sk| sk.key.created_at())
             .ok_or_else(|| IdentityError::NoUsableKey {
                 fingerprint: self.fingerprint.clone(),
@@ -322,7 +322,7 @@ impl SecretIdentity {
         self.key
             .secret_subkeys
             .iter()
-            .filter(|sk| subkey_usable(&sk.signatures, |s| can_encrypt(s)))
+            .filter(|sk| subkey_usable(&sk.signatures, can_encrypt))
     }
 
     /// The passphrase in the form the OpenPGP library takes.

@@ -174,7 +174,7 @@ impl Pkesk {
             subkey,
         )
         .map_err(|e| SessionError::Pgp(e.to_string()))?;
-        Ok(Pkesk::from_packet(&packet)?)
+        Pkesk::from_packet(&packet)
     }
 
     /// Serializes a parsed packet, header included.

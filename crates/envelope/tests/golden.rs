@@ -82,7 +82,12 @@ fn a_post_sealed_by_an_earlier_build_still_opens() {
     )
     .unwrap();
     let sender = Cert::from_bytes(&std::fs::read(golden("sender.asc")).unwrap()).unwrap();
-    let opened = open(&outer, OpenWith::SessionKey(&key), &[sender.clone()]).unwrap();
+    let opened = open(
+        &outer,
+        OpenWith::SessionKey(&key),
+        std::slice::from_ref(&sender),
+    )
+    .unwrap();
     assert_eq!(
         opened.signature,
         Signature::Valid(sender.fingerprint().clone())

@@ -224,7 +224,7 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
     let opened = open(
         &outer,
         OpenWith::SessionKey(&session_key),
-        &[sender_cert.clone()],
+        std::slice::from_ref(&sender_cert),
     )
     .unwrap();
     assert_eq!(opened.message, inner.as_bytes());
