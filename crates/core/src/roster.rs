@@ -233,6 +233,7 @@ pub struct Roster {
     list: Address,
     ops: Vec<SignedOp>,
     hashes: Vec<OpHash>,
+    seq_of: HashMap<OpHash, u64>,
     members: BTreeMap<Address, Member>,
     address_of: HashMap<Fingerprint, Address>,
     /// Every certificate ever on the roster, under each of its key fingerprints, so ops
@@ -271,6 +272,7 @@ impl Roster {
             list: body.list.clone(),
             ops: Vec::new(),
             hashes: Vec::new(),
+            seq_of: HashMap::new(),
             members: BTreeMap::new(),
             address_of: HashMap::new(),
             known_certs: HashMap::new(),
@@ -278,8 +280,7 @@ impl Roster {
             policies: vec![(0, policy.clone())],
         };
         roster.enrol(owner.address.clone(), cert, Role::Owner, 0)?;
-        roster.hashes.push(OpHash::of(&op.body));
-        roster.ops.push(op);
+        roster.append(op);
         Ok(roster)
     }
 
@@ -295,9 +296,8 @@ impl Roster {
 
     /// Verifies `op` against the current head and owners, then appends it.
     pub fn apply(&mut self, op: SignedOp) -> Result<(), RosterError> {
-        let hash = OpHash::of(&op.body);
-        if let Some(seq) = self.hashes.iter().position(|h| *h == hash) {
-            return Err(RosterError::Replayed { seq: seq as u64 });
+        if let Some(&seq) = self.seq_of.get(&OpHash::of(&op.body)) {
+            return Err(RosterError::Replayed { seq });
         }
         let signer = self.verified_owner(&op)?;
         let body = parse_body(&op.body)?;
@@ -327,9 +327,15 @@ impl Roster {
             });
         }
         self.change(body.seq, body.change)?;
+        self.append(op);
+        Ok(())
+    }
+
+    fn append(&mut self, op: SignedOp) {
+        let hash = OpHash::of(&op.body);
+        self.seq_of.insert(hash.clone(), self.ops.len() as u64);
         self.hashes.push(hash);
         self.ops.push(op);
-        Ok(())
     }
 
     /// Which current owner made the op's signature, or the precise reason none did.
