@@ -1,0 +1,396 @@
+//! Storage for the hushlist servers. One interface ([`Store`]) over SQLx's `Any` driver, so the
+//! same queries run on SQLite (the embedded default) and PostgreSQL. This is the only crate that
+//! knows SQL; it stores opaque bytes and knows nothing of cryptography.
+//!
+//! Every write returns only after the database committed it (SQLite: WAL with
+//! `synchronous=FULL`), so a server may acknowledge what a call here accepted.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A roster op as stored: its position and exact signed bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOp {
+    pub seq: i64,
+    pub body: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// A session key row. `sealed_key` is the key encrypted under the master key `master_key_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeyRow {
+    pub key_id: String,
+    pub list: String,
+    pub sender: String,
+    pub roster_seq: i64,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub master_key_id: String,
+    pub nonce: Vec<u8>,
+    pub sealed_key: Vec<u8>,
+}
+
+/// The trace of a destroyed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyedKey {
+    pub key_id: String,
+    pub list: String,
+    pub sender: String,
+    pub reason: String,
+    pub destroyed_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub key_id: String,
+    pub list: String,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// A server's own secret, encrypted under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub master_key_id: String,
+    pub nonce: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+/// Outcome of inserting a row that may already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    AlreadyPresent,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// `sqlite://PATH` is the only scheme so far.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // Migrate over a native connection (creates the file and the schema), then serve
+        // queries through the `Any` pool so PostgreSQL can share them.
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+        drop(conn);
+        let any_options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(any_options)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    /// Checks the database answers (for health endpoints).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn roster_ops(
+        &self,
+        list: &str,
+        after_seq: i64,
+    ) -> Result<Vec<StoredOp>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, body, signature FROM roster_ops WHERE list = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(list)
+        .bind(after_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredOp {
+                seq: r.get("seq"),
+                body: r.get("body"),
+                signature: r.get("signature"),
+            })
+            .collect())
+    }
+
+    /// Appends an op at `seq`; `AlreadyPresent` when another writer took that seq first.
+    pub async fn append_roster_op(
+        &self,
+        list: &str,
+        op: &StoredOp,
+    ) -> Result<Inserted, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO roster_ops (list, seq, body, signature) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(list)
+        .bind(op.seq)
+        .bind(&op.body)
+        .bind(&op.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted(done.rows_affected()))
+    }
+
+    pub async fn lists(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT list FROM roster_ops ORDER BY list")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get("list")).collect())
+    }
+
+    /// Stores a session key row unless one with the same key id exists (or was destroyed).
+    pub async fn insert_session_key(&self, row: &SessionKeyRow) -> Result<Inserted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let destroyed = sqlx::query("SELECT 1 FROM destroyed_keys WHERE key_id = $1")
+            .bind(&row.key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if destroyed.is_some() {
+            return Ok(Inserted::AlreadyPresent);
+        }
+        let done = sqlx::query(
+            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(&row.key_id)
+        .bind(&row.list)
+        .bind(&row.sender)
+        .bind(row.roster_seq)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(&row.master_key_id)
+        .bind(&row.nonce)
+        .bind(&row.sealed_key)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted(done.rows_affected()))
+    }
+
+    pub async fn session_key(&self, key_id: &str) -> Result<Option<SessionKeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key \
+             FROM session_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SessionKeyRow {
+            key_id: r.get("key_id"),
+            list: r.get("list"),
+            sender: r.get("sender"),
+            roster_seq: r.get("roster_seq"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            master_key_id: r.get("master_key_id"),
+            nonce: r.get("nonce"),
+            sealed_key: r.get("sealed_key"),
+        }))
+    }
+
+    /// Deletes a session key and records why, in one transaction. Returns false if there was
+    /// no such key.
+    pub async fn destroy_session_key(
+        &self,
+        key_id: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT list, sender FROM session_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let (list, sender): (String, String) = (row.get("list"), row.get("sender"));
+        sqlx::query("DELETE FROM session_keys WHERE key_id = $1")
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO destroyed_keys (key_id, list, sender, reason, destroyed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(key_id)
+        .bind(&list)
+        .bind(&sender)
+        .bind(reason)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn destroyed_key(&self, key_id: &str) -> Result<Option<DestroyedKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, list, sender, reason, destroyed_at FROM destroyed_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| DestroyedKey {
+            key_id: r.get("key_id"),
+            list: r.get("list"),
+            sender: r.get("sender"),
+            reason: r.get("reason"),
+            destroyed_at: r.get("destroyed_at"),
+        }))
+    }
+
+    /// Key ids whose expiry is at or before `now`.
+    pub async fn expired_keys(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id FROM session_keys WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get("key_id")).collect())
+    }
+
+    pub async fn count_session_keys(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM session_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get("n"))
+    }
+
+    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (key_id, list, at, actor, action, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&entry.key_id)
+        .bind(&entry.list)
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.outcome)
+        .bind(&entry.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, key_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, list, at, actor, action, outcome, detail FROM audit WHERE key_id = $1 ORDER BY id",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                key_id: r.get("key_id"),
+                list: r.get("list"),
+                at: r.get("at"),
+                actor: r.get("actor"),
+                action: r.get("action"),
+                outcome: r.get("outcome"),
+                detail: r.get("detail"),
+            })
+            .collect())
+    }
+
+    /// Records a request nonce; false if this signer already used it.
+    pub async fn remember_nonce(
+        &self,
+        signer: &str,
+        nonce: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO nonces (signer, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(signer)
+        .bind(nonce)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn prune_nonces(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn server_secret(&self, name: &str) -> Result<Option<SealedSecret>, StoreError> {
+        let row =
+            sqlx::query("SELECT master_key_id, nonce, sealed FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| SealedSecret {
+            master_key_id: r.get("master_key_id"),
+            nonce: r.get("nonce"),
+            sealed: r.get("sealed"),
+        }))
+    }
+
+    /// Stores a secret unless one of that name exists (first instance to start wins).
+    pub async fn put_server_secret(
+        &self,
+        name: &str,
+        secret: &SealedSecret,
+    ) -> Result<Inserted, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO server_secrets (name, master_key_id, nonce, sealed) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(&secret.master_key_id)
+        .bind(&secret.nonce)
+        .bind(&secret.sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted(done.rows_affected()))
+    }
+}
+
+fn inserted(rows_affected: u64) -> Inserted {
+    if rows_affected == 1 {
+        Inserted::New
+    } else {
+        Inserted::AlreadyPresent
+    }
+}

@@ -1,0 +1,166 @@
+//! Store behaviour every backend must share. Runs on SQLite here; PostgreSQL joins with its
+//! backend.
+
+use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoredOp};
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::open(&url).await.unwrap();
+    (dir, store)
+}
+
+fn key_row(key_id: &str) -> SessionKeyRow {
+    SessionKeyRow {
+        key_id: key_id.into(),
+        list: "team@lists.example.org".into(),
+        sender: "FPR".into(),
+        roster_seq: 3,
+        created_at: 100,
+        expires_at: Some(200),
+        master_key_id: "mk1".into(),
+        nonce: vec![1; 12],
+        sealed_key: vec![2; 48],
+    }
+}
+
+#[tokio::test]
+async fn roster_ops_append_once_per_seq_and_read_back_in_order() {
+    let (_dir, store) = store().await;
+    let op = |seq, b: u8| StoredOp {
+        seq,
+        body: vec![b],
+        signature: vec![b, b],
+    };
+    assert_eq!(
+        store.append_roster_op("l", &op(0, 1)).await.unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store.append_roster_op("l", &op(1, 2)).await.unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store.append_roster_op("l", &op(1, 9)).await.unwrap(),
+        Inserted::AlreadyPresent
+    );
+    assert_eq!(
+        store.append_roster_op("other", &op(0, 5)).await.unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store.roster_ops("l", -1).await.unwrap(),
+        vec![op(0, 1), op(1, 2)]
+    );
+    assert_eq!(store.roster_ops("l", 0).await.unwrap(), vec![op(1, 2)]);
+    assert_eq!(store.lists().await.unwrap(), ["l", "other"]);
+}
+
+#[tokio::test]
+async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone() {
+    let (_dir, store) = store().await;
+    assert_eq!(
+        store.insert_session_key(&key_row("k1")).await.unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store.insert_session_key(&key_row("k1")).await.unwrap(),
+        Inserted::AlreadyPresent
+    );
+    assert_eq!(store.session_key("k1").await.unwrap(), Some(key_row("k1")));
+    assert_eq!(
+        store.expired_keys(199, 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.expired_keys(200, 10).await.unwrap(), ["k1"]);
+    assert_eq!(store.count_session_keys().await.unwrap(), 1);
+
+    assert!(
+        store
+            .destroy_session_key("k1", "revoked", 150)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .destroy_session_key("k1", "revoked", 151)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.session_key("k1").await.unwrap(), None);
+    let tomb = store.destroyed_key("k1").await.unwrap().unwrap();
+    assert_eq!((tomb.reason.as_str(), tomb.destroyed_at), ("revoked", 150));
+    // A destroyed id can never be filled again.
+    assert_eq!(
+        store.insert_session_key(&key_row("k1")).await.unwrap(),
+        Inserted::AlreadyPresent
+    );
+    assert_eq!(store.count_session_keys().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn nonces_are_single_use_until_pruned() {
+    let (_dir, store) = store().await;
+    assert!(store.remember_nonce("A", "n1", 10).await.unwrap());
+    assert!(!store.remember_nonce("A", "n1", 10).await.unwrap());
+    assert!(store.remember_nonce("B", "n1", 10).await.unwrap());
+    assert_eq!(store.prune_nonces(11).await.unwrap(), 2);
+    assert!(store.remember_nonce("A", "n1", 20).await.unwrap());
+}
+
+#[tokio::test]
+async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins() {
+    let (_dir, store) = store().await;
+    for (i, action) in ["deposit", "release", "refuse"].iter().enumerate() {
+        let entry = AuditEntry {
+            key_id: "k".into(),
+            list: "l".into(),
+            at: i as i64,
+            actor: "FPR".into(),
+            action: (*action).into(),
+            outcome: "ok".into(),
+            detail: None,
+        };
+        store.append_audit(&entry).await.unwrap();
+    }
+    let actions: Vec<_> = store
+        .audit_log("k")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["deposit", "release", "refuse"]);
+
+    let first = SealedSecret {
+        master_key_id: "mk".into(),
+        nonce: vec![1],
+        sealed: vec![2],
+    };
+    let second = SealedSecret {
+        sealed: vec![3],
+        ..first.clone()
+    };
+    assert_eq!(
+        store.put_server_secret("id", &first).await.unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store.put_server_secret("id", &second).await.unwrap(),
+        Inserted::AlreadyPresent
+    );
+    assert_eq!(store.server_secret("id").await.unwrap(), Some(first));
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    {
+        let store = Store::open(&url).await.unwrap();
+        store.insert_session_key(&key_row("k9")).await.unwrap();
+    }
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.session_key("k9").await.unwrap(), Some(key_row("k9")));
+    assert!(Store::open("mysql://x").await.is_err());
+}
