@@ -4,6 +4,7 @@
 //! the servers do not depend on.
 
 pub mod address;
+pub mod api;
 pub mod identity;
 pub mod outer;
 pub mod request;

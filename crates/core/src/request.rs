@@ -101,11 +101,15 @@ impl NonceMemory for RecentNonces {
     }
 }
 
-/// A request whose signature, freshness and nonce have been checked.
+/// A request whose signature and freshness have been checked. Its nonce still has to be
+/// recorded (see [`SignedRequest::verify`]) before the request is acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRequest {
     pub signer: Fingerprint,
     pub timestamp: u64,
+    pub nonce: String,
+    /// When the nonce may be forgotten: the request can no longer pass the clock check.
+    pub nonce_expires_at: u64,
     pub body: Vec<u8>,
 }
 
@@ -145,6 +149,22 @@ impl SignedRequest {
         now: u64,
         nonces: &mut impl NonceMemory,
     ) -> Result<VerifiedRequest, RequestError> {
+        let verified = self.verify_signature_and_clock(purpose, cert, now)?;
+        if !nonces.remember(&verified.signer, &verified.nonce, verified.nonce_expires_at) {
+            return Err(RequestError::Replayed);
+        }
+        Ok(verified)
+    }
+
+    /// Everything [`SignedRequest::verify`] checks except the nonce, for servers whose nonce
+    /// memory is a database the caller writes to itself (and which must then refuse the
+    /// request as [`RequestError::Replayed`] if the nonce was already there).
+    pub fn verify_signature_and_clock(
+        &self,
+        purpose: &str,
+        cert: &Cert,
+        now: u64,
+    ) -> Result<VerifiedRequest, RequestError> {
         if cert.fingerprint() != &self.signer {
             return Err(RequestError::BadSignature(self.signer.clone()));
         }
@@ -176,13 +196,11 @@ impl SignedRequest {
                 "nonce must be 32 hex digits".into(),
             ));
         }
-        let expires_at = covered.timestamp + MAX_SKEW_SECS;
-        if !nonces.remember(&self.signer, &covered.nonce, expires_at) {
-            return Err(RequestError::Replayed);
-        }
         Ok(VerifiedRequest {
             signer: covered.signer,
             timestamp: covered.timestamp,
+            nonce_expires_at: covered.timestamp + MAX_SKEW_SECS,
+            nonce: covered.nonce,
             body: covered.body,
         })
     }

@@ -72,8 +72,8 @@ pub struct Policy {
     pub key_follows: KeyFollows,
     pub new_members_read_old: bool,
     pub delivery: DeliveryMode,
-    /// Days after posting when the key server destroys a post's key; `None` keeps it.
-    pub key_lifetime_days: Option<u32>,
+    /// Seconds after posting when the key server destroys a post's key; `None` keeps it.
+    pub key_lifetime_secs: Option<u64>,
 }
 
 impl Default for Policy {
@@ -83,7 +83,7 @@ impl Default for Policy {
             key_follows: KeyFollows::CurrentRoster,
             new_members_read_old: false,
             delivery: DeliveryMode::Pull,
-            key_lifetime_days: None,
+            key_lifetime_secs: None,
         }
     }
 }
@@ -521,6 +521,14 @@ impl Roster {
 
     pub fn member(&self, address: &Address) -> Option<&Member> {
         self.members.get(address)
+    }
+
+    /// The certificate of anyone ever on the roster (removed members included), by primary
+    /// fingerprint: what a server verifies their signed requests with.
+    pub fn known_cert(&self, fingerprint: &Fingerprint) -> Option<&Cert> {
+        self.known_certs
+            .get(fingerprint)
+            .filter(|cert| cert.fingerprint() == fingerprint)
     }
 
     pub fn member_by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&Member> {

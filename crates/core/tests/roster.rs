@@ -163,7 +163,7 @@ fn wrong_previous_hash_and_gaps_are_refused() {
             addr("olivia@example.org"),
             addr("team@lists.example.org"),
             Policy {
-                key_lifetime_days: Some(3),
+                key_lifetime_secs: Some(3 * 86_400),
                 ..Policy::default()
             },
             1,

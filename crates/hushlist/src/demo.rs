@@ -9,7 +9,7 @@ use hushlist_core::outer::EncryptedPost;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, Pkesk, SecretIdentity};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
-use hushlist_keyserver::{Deposit, GrantError, grant};
+use hushlist_keyserver::{ReleaseError, release};
 use hushlist_listserver::check_post;
 use rand::rngs::OsRng;
 
@@ -67,10 +67,10 @@ pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
          Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nRevenue is up. Keep it to yourselves.\r\n"
     );
     let sealed = seal(OsRng, post.as_bytes(), &olivia, KEY_SERVER)?;
-    let deposit = Deposit {
-        sealed_to_server: Pkesk::seal(OsRng, &sealed.session_key, key_server.cert())?,
-        posted_at: roster.head_seq(),
-    };
+    let sealed_to_server = Pkesk::seal(OsRng, &sealed.session_key, key_server.cert())?;
+    let posted_at = roster.head_seq();
+    // What the key server holds: the deposit opened with its own key (kept encrypted at rest).
+    let held_key = sealed_to_server.unseal(&key_server)?;
     writeln!(
         out,
         "\n3. Olivia seals the post under key id {}.",
@@ -79,8 +79,8 @@ pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "   Key server receives: key id, list, roster seq {}, and the session key sealed to its own key ({} bytes).\n   It never receives the message.",
-        deposit.posted_at,
-        deposit.sealed_to_server.as_bytes().len()
+        posted_at,
+        sealed_to_server.as_bytes().len()
     )?;
 
     let accepted = check_post(&sealed.message, &roster)
@@ -109,7 +109,7 @@ pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "\n5. Each member asks the key server and opens the post:"
     )?;
     for (name, member) in [("olivia", &olivia), ("bob", &bob), ("carol", &carol)] {
-        let pkesk = grant(OsRng, &roster, &deposit, &key_server, member.fingerprint())?;
+        let pkesk = release(OsRng, &roster, posted_at, &held_key, member.fingerprint())?;
         let opened = open(
             &sealed.message,
             OpenWith::Pkesk(&pkesk, member),
@@ -144,13 +144,13 @@ pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "\n6. Olivia removes carol (roster seq {}). The list keeps keys to the current roster, so:",
         roster.head_seq()
     )?;
-    match grant(OsRng, &roster, &deposit, &key_server, carol.fingerprint()) {
-        Err(GrantError::Refused(refusal)) => {
+    match release(OsRng, &roster, posted_at, &held_key, carol.fingerprint()) {
+        Err(ReleaseError::Refused(refusal)) => {
             writeln!(out, "   key server refuses carol: {refusal}")?
         }
         other => bail!("carol should have been refused, got {other:?}"),
     }
-    let pkesk = grant(OsRng, &roster, &deposit, &key_server, bob.fingerprint())?;
+    let pkesk = release(OsRng, &roster, posted_at, &held_key, bob.fingerprint())?;
     writeln!(out, "   bob still gets the key.")?;
 
     let spliced = EncryptedPost::parse(&sealed.message)?.splice(&sealed.message, &[pkesk]);

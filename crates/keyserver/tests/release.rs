@@ -1,16 +1,15 @@
-//! A key released by `grant` opens the post for an allowed member and is refused to others.
+//! A key released by `release` opens the post for an allowed member and is refused to others.
 
 use hushlist_core::roster::{
     Change, KeyFollows, MemberEntry, Policy, Refusal, Role, Roster, sign_genesis,
 };
-use hushlist_core::{Address, Pkesk, SecretIdentity};
+use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
-use hushlist_keyserver::{Deposit, GrantError, grant};
+use hushlist_keyserver::{ReleaseError, release};
 use rand::rngs::OsRng;
 
 #[test]
 fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
-    let server = SecretIdentity::generate(OsRng, "keys@keys.example.org").unwrap();
     let owner = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
     let bob = SecretIdentity::generate(OsRng, "bob@example.org").unwrap();
     let list = Address::parse("team@lists.example.org").unwrap();
@@ -42,12 +41,16 @@ fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
     let post =
         "From: olivia@example.org\r\nTo: team@lists.example.org\r\nSubject: s\r\n\r\nhello\r\n";
     let sealed = seal(OsRng, post.as_bytes(), &owner, "https://keys.example.org").unwrap();
-    let deposit = Deposit {
-        sealed_to_server: Pkesk::seal(OsRng, &sealed.session_key, server.cert()).unwrap(),
-        posted_at: roster.head_seq(),
-    };
+    let posted_at = roster.head_seq();
 
-    let pkesk = grant(OsRng, &roster, &deposit, &server, bob.fingerprint()).unwrap();
+    let pkesk = release(
+        OsRng,
+        &roster,
+        posted_at,
+        &sealed.session_key,
+        bob.fingerprint(),
+    )
+    .unwrap();
     let opened = open(
         &sealed.message,
         OpenWith::Pkesk(&pkesk, &bob),
@@ -66,20 +69,19 @@ fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
     roster
         .apply(roster.sign_next(OsRng, &owner, 2, remove).unwrap())
         .unwrap();
-    let refused = grant(OsRng, &roster, &deposit, &server, bob.fingerprint()).unwrap_err();
+    let refused = release(
+        OsRng,
+        &roster,
+        posted_at,
+        &sealed.session_key,
+        bob.fingerprint(),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             refused,
-            GrantError::Refused(Refusal::RemovedSincePosting(_))
+            ReleaseError::Refused(Refusal::RemovedSincePosting(_))
         ),
         "{refused:?}"
     );
-
-    // A deposit sealed to some other key is unusable, not silently wrong.
-    let misdirected = Deposit {
-        sealed_to_server: Pkesk::seal(OsRng, &sealed.session_key, bob.cert()).unwrap(),
-        ..deposit
-    };
-    let err = grant(OsRng, &roster, &misdirected, &server, owner.fingerprint()).unwrap_err();
-    assert!(matches!(err, GrantError::Key(_)), "{err:?}");
 }

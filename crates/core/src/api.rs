@@ -1,0 +1,135 @@
+//! The JSON shapes of the servers' HTTP APIs, shared by servers and client, and the purpose
+//! strings signed requests cover (method and path, so a signature fits one endpoint only).
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::identity::Fingerprint;
+use crate::session::KeyId;
+use crate::signed::{Signed, b64};
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_allowed`, `replayed`, `revoked`.
+    pub code: String,
+    /// What happened and, where possible, what to do.
+    pub message: String,
+}
+
+/// The key server's own certificate, which senders seal deposits to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerKey {
+    pub fingerprint: Fingerprint,
+    pub cert: String,
+}
+
+/// Where a list's roster stands on a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterHead {
+    pub list: Address,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// Roster ops after a given seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterOps {
+    pub list: Address,
+    pub head_seq: u64,
+    pub ops: Vec<Signed>,
+}
+
+/// A sender's deposit: the post's session key sealed (as a PKESK) to the key server's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    pub key_id: KeyId,
+    #[serde(with = "b64")]
+    pub sealed_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositReceipt {
+    pub key_id: KeyId,
+    /// The roster head the post's readers are judged against.
+    pub roster_seq: u64,
+    /// Unix seconds when the key will be destroyed, if the list sets a key lifetime.
+    pub expires_at: Option<u64>,
+}
+
+/// A key released to one member: the session key as a PKESK to their encryption subkey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRelease {
+    pub key_id: KeyId,
+    #[serde(with = "b64")]
+    pub pkesk: Vec<u8>,
+}
+
+/// The list server's request for one PKESK per recipient of a push-mode post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub recipients: Vec<Fingerprint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub fingerprint: Fingerprint,
+    #[serde(with = "b64")]
+    pub pkesk: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRefusal {
+    pub fingerprint: Fingerprint,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub key_id: KeyId,
+    pub granted: Vec<Grant>,
+    pub refused: Vec<GrantRefusal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: u64,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    pub key_id: KeyId,
+    pub entries: Vec<AuditRecord>,
+}
+
+/// Purposes (method and path) that signed requests are bound to.
+pub mod purpose {
+    use super::*;
+
+    pub fn deposit(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/keys")
+    }
+
+    pub fn fetch_key(list: &Address, key_id: &KeyId) -> String {
+        format!("POST /v1/lists/{list}/keys/{key_id}")
+    }
+
+    pub fn revoke(list: &Address, key_id: &KeyId) -> String {
+        format!("POST /v1/lists/{list}/keys/{key_id}/revoke")
+    }
+
+    pub fn audit(list: &Address, key_id: &KeyId) -> String {
+        format!("POST /v1/lists/{list}/keys/{key_id}/audit")
+    }
+}

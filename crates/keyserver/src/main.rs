@@ -1,0 +1,100 @@
+//! `hushlist-keyserver`: runs the key server over its data directory. Thin: it reads flags,
+//! loads secrets, and hands a listener to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use hushlist_keyserver::master::{MASTER_KEY_ENV, MasterKey};
+use hushlist_keyserver::{KeyServer, ServiceConfig, router};
+use hushlist_store::Store;
+use rand::rngs::OsRng;
+
+#[derive(Parser)]
+#[command(
+    name = "hushlist-keyserver",
+    version,
+    about = "The hushlist key server"
+)]
+struct Args {
+    /// Directory for the database, master key and tokens.
+    #[arg(long, default_value = "hushlist-data/keys")]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    /// Database URL (default: SQLite in the data directory).
+    #[arg(long)]
+    database: Option<String>,
+    /// Domain for the server's own OpenPGP user id.
+    #[arg(long, default_value = "localhost.localdomain")]
+    domain: String,
+    /// Seconds between sweeps that destroy expired keys.
+    #[arg(long, default_value_t = 60)]
+    sweep_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let master = MasterKey::load_or_create(
+        OsRng,
+        &args.data_dir,
+        std::env::var(MASTER_KEY_ENV).ok().as_deref(),
+    )
+    .context("loading the master key")?;
+    let admin_token = hushlist_keyserver::tokens::load_or_create(&args.data_dir, "admin.token")?;
+    let grants_token = hushlist_keyserver::tokens::load_or_create(&args.data_dir, "grants.token")?;
+    let database = args
+        .database
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("keyserver.db").display()));
+    let store = Store::open(&database)
+        .await
+        .with_context(|| format!("opening {database}"))?;
+    let config = ServiceConfig {
+        admin_token,
+        grants_token,
+        ..ServiceConfig::default()
+    };
+    let user_id = format!("hushlist key server <keys@{}>", args.domain);
+    let server = Arc::new(KeyServer::start(store, master, config, &user_id).await?);
+    tracing::info!(
+        fingerprint = %server.server_key().fingerprint,
+        admin_token_file = %args.data_dir.join("admin.token").display(),
+        "key server ready"
+    );
+
+    let sweeper = server.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(args.sweep_secs.max(1)));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweeper.expire_due().await {
+                tracing::warn!(error = %e, "expiry sweep failed");
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(server))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

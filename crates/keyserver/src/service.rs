@@ -1,0 +1,820 @@
+//! What the key server does, independent of HTTP: roster ops, deposits, releases, grants,
+//! revocation, expiry and audit, over the store. Every refusal is an [`ApiError`] with the
+//! status and code the HTTP layer sends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hushlist_core::api::{
+    AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
+    KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
+};
+use hushlist_core::request::{RequestError, SignedRequest, VerifiedRequest};
+use hushlist_core::roster::{Role, Roster, RosterError, SignedOp};
+use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_store::{
+    AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoreError, StoredOp,
+};
+use rand::rngs::OsRng;
+
+use crate::error::ApiError;
+use crate::master::{MasterKey, SealedBlob};
+use crate::release::{ReleaseError, release};
+
+/// Name of the server's own OpenPGP secret key in the store.
+const IDENTITY_SECRET: &str = "openpgp-identity";
+
+/// Settings the service needs at run time.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Bearer token that authorizes list genesis.
+    pub admin_token: String,
+    /// Bearer token the list server presents for push-mode grants.
+    pub grants_token: String,
+    /// Largest number of recipients in one grants call.
+    pub max_grants_per_call: usize,
+    /// Signed requests allowed per identity per second, and the burst above that.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            admin_token: String::new(),
+            grants_token: String::new(),
+            max_grants_per_call: 10_000,
+            rate_per_sec: 50.0,
+            rate_burst: 200.0,
+        }
+    }
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub deposits: AtomicU64,
+    pub releases: AtomicU64,
+    pub refusals: AtomicU64,
+    pub grants: AtomicU64,
+    pub revocations: AtomicU64,
+    pub expirations: AtomicU64,
+    pub roster_ops: AtomicU64,
+}
+
+pub struct KeyServer {
+    store: Store,
+    master: MasterKey,
+    identity: SecretIdentity,
+    config: ServiceConfig,
+    rosters: Mutex<HashMap<Address, Arc<Roster>>>,
+    limiter: Mutex<HashMap<Fingerprint, Bucket>>,
+    pub metrics: Metrics,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn as_db(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl KeyServer {
+    /// Loads the server's OpenPGP identity from the store, creating it on first start (the
+    /// first of several instances to store it wins; the others load that one).
+    pub async fn start(
+        store: Store,
+        master: MasterKey,
+        config: ServiceConfig,
+        user_id: &str,
+    ) -> Result<Self, ApiError> {
+        let identity = match store.server_secret(IDENTITY_SECRET).await? {
+            Some(sealed) => Self::open_identity(&master, &sealed)?,
+            None => {
+                let fresh = SecretIdentity::generate(OsRng, user_id)
+                    .map_err(|e| ApiError::internal(format!("generating the server key: {e}")))?;
+                let blob = master.seal(
+                    OsRng,
+                    fresh.to_armored_secret().as_bytes(),
+                    IDENTITY_SECRET.as_bytes(),
+                );
+                let sealed = SealedSecret {
+                    master_key_id: blob.master_key_id,
+                    nonce: blob.nonce,
+                    sealed: blob.ciphertext,
+                };
+                store.put_server_secret(IDENTITY_SECRET, &sealed).await?;
+                let stored = store
+                    .server_secret(IDENTITY_SECRET)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("server key vanished after storing it"))?;
+                Self::open_identity(&master, &stored)?
+            }
+        };
+        Ok(KeyServer {
+            store,
+            master,
+            identity,
+            config,
+            rosters: Mutex::new(HashMap::new()),
+            limiter: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    fn open_identity(
+        master: &MasterKey,
+        sealed: &SealedSecret,
+    ) -> Result<SecretIdentity, ApiError> {
+        let blob = SealedBlob {
+            master_key_id: sealed.master_key_id.clone(),
+            nonce: sealed.nonce.clone(),
+            ciphertext: sealed.sealed.clone(),
+        };
+        let armored = master
+            .open(&blob, IDENTITY_SECRET.as_bytes())
+            .map_err(|e| ApiError::internal(format!("opening the server key: {e}")))?;
+        SecretIdentity::from_bytes(&armored, "")
+            .map_err(|e| ApiError::internal(format!("loading the server key: {e}")))
+    }
+
+    pub fn server_key(&self) -> ServerKey {
+        ServerKey {
+            fingerprint: self.identity.fingerprint().clone(),
+            cert: self.identity.cert().to_armored(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The list's roster, brought up to date with ops other instances may have stored.
+    pub async fn roster(&self, list: &Address) -> Result<Arc<Roster>, ApiError> {
+        let cached = self
+            .rosters
+            .lock()
+            .expect("roster cache lock")
+            .get(list)
+            .cloned();
+        let after = cached.as_ref().map_or(-1, |r| as_db(r.head_seq()));
+        let newer = self.store.roster_ops(list.as_str(), after).await?;
+        if newer.is_empty() {
+            return cached.ok_or_else(|| ApiError::unknown_list(list));
+        }
+        let mut ops = newer.into_iter().map(|op| SignedOp {
+            body: op.body,
+            signature: op.signature,
+        });
+        let mut roster = match cached {
+            Some(roster) => Arc::unwrap_or_clone(roster),
+            None => Roster::genesis(ops.next().expect("newer is not empty")).map_err(|e| {
+                ApiError::internal(format!("stored roster of {list} is invalid: {e}"))
+            })?,
+        };
+        for op in ops {
+            roster.apply(op).map_err(|e| {
+                ApiError::internal(format!("stored roster of {list} is invalid: {e}"))
+            })?;
+        }
+        let roster = Arc::new(roster);
+        let mut cache = self.rosters.lock().expect("roster cache lock");
+        let keep_newer = cache
+            .get(list)
+            .is_some_and(|c| c.head_seq() > roster.head_seq());
+        if !keep_newer {
+            cache.insert(list.clone(), roster.clone());
+        }
+        Ok(cache.get(list).cloned().unwrap_or(roster))
+    }
+
+    /// Creates a list from its genesis op (the caller checked the admin token).
+    pub async fn create_list(&self, op: SignedOp) -> Result<RosterHead, ApiError> {
+        let roster = Roster::genesis(op.clone()).map_err(ApiError::roster)?;
+        let list = roster.list().clone();
+        let stored = StoredOp {
+            seq: 0,
+            body: op.body,
+            signature: op.signature,
+        };
+        match self.store.append_roster_op(list.as_str(), &stored).await? {
+            Inserted::New => {}
+            Inserted::AlreadyPresent => {
+                let existing = self.roster(&list).await?;
+                if existing.ops()[0].body == stored.body {
+                    return Ok(head(&existing));
+                }
+                return Err(ApiError::conflict(
+                    "list_exists",
+                    format!("list {list} already exists"),
+                ));
+            }
+        }
+        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
+        Ok(head(&*self.roster(&list).await?))
+    }
+
+    /// Appends a signed roster op after verifying it against the current roster.
+    pub async fn append_op(&self, list: &Address, op: SignedOp) -> Result<RosterHead, ApiError> {
+        let roster = self.roster(list).await?;
+        let mut next = (*roster).clone();
+        next.apply(op.clone()).map_err(ApiError::roster)?;
+        let stored = StoredOp {
+            seq: as_db(next.head_seq()),
+            body: op.body,
+            signature: op.signature,
+        };
+        if self.store.append_roster_op(list.as_str(), &stored).await? == Inserted::AlreadyPresent {
+            // Another instance appended first: judge the op against that history.
+            let current = self.roster(list).await?;
+            let mut again = (*current).clone();
+            again
+                .apply(SignedOp {
+                    body: stored.body,
+                    signature: stored.signature,
+                })
+                .map_err(ApiError::roster)?;
+            return Err(ApiError::conflict(
+                "roster_moved",
+                "the roster changed meanwhile; fetch it and sign again",
+            ));
+        }
+        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
+        Ok(head(&*self.roster(list).await?))
+    }
+
+    pub async fn ops_since(
+        &self,
+        list: &Address,
+        since: Option<u64>,
+    ) -> Result<RosterOps, ApiError> {
+        let roster = self.roster(list).await?;
+        let ops = match since {
+            Some(seq) => roster.ops_since(seq).to_vec(),
+            None => roster.ops().to_vec(),
+        };
+        Ok(RosterOps {
+            list: list.clone(),
+            head_seq: roster.head_seq(),
+            ops,
+        })
+    }
+
+    /// Checks a signed request from someone ever on the list's roster: rate limit, signature,
+    /// clock, and the nonce recorded in the store (shared by all instances).
+    async fn verify(
+        &self,
+        roster: &Roster,
+        request: &SignedRequest,
+        purpose: &str,
+    ) -> Result<(VerifiedRequest, Cert), ApiError> {
+        self.rate_limit(&request.signer)?;
+        let cert = roster
+            .known_cert(&request.signer)
+            .ok_or_else(|| {
+                ApiError::forbidden(
+                    "not_member",
+                    format!(
+                        "{} is not on the roster of {}",
+                        request.signer,
+                        roster.list()
+                    ),
+                )
+            })?
+            .clone();
+        let now = unix_now();
+        let verified = request
+            .verify_signature_and_clock(purpose, &cert, now)
+            .map_err(ApiError::request)?;
+        let fresh = self
+            .store
+            .remember_nonce(
+                verified.signer.as_str(),
+                &verified.nonce,
+                as_db(verified.nonce_expires_at),
+            )
+            .await?;
+        if !fresh {
+            return Err(ApiError::request(RequestError::Replayed));
+        }
+        Ok((verified, cert))
+    }
+
+    fn rate_limit(&self, who: &Fingerprint) -> Result<(), ApiError> {
+        let mut buckets = self.limiter.lock().expect("rate limiter lock");
+        let now = Instant::now();
+        let bucket = buckets.entry(who.clone()).or_insert(Bucket {
+            tokens: self.config.rate_burst,
+            last: now,
+        });
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.config.rate_per_sec;
+        bucket.tokens = (bucket.tokens + refill).min(self.config.rate_burst);
+        bucket.last = now;
+        if bucket.tokens < 1.0 {
+            return Err(ApiError::rate_limited(who));
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Stores a sender's deposit once the sender may post; 201 only after the row is durable.
+    pub async fn deposit(
+        &self,
+        list: &Address,
+        request: &SignedRequest,
+    ) -> Result<(DepositReceipt, bool), ApiError> {
+        let roster = self.roster(list).await?;
+        let (verified, _) = self
+            .verify(&roster, request, &purpose::deposit(list))
+            .await?;
+        let deposit: Deposit =
+            serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
+        let sender = verified.signer;
+        if let Err(refusal) = roster.may_post(&sender) {
+            self.audit(
+                &deposit.key_id,
+                list,
+                &sender,
+                "deposit",
+                "refused",
+                Some(refusal.to_string()),
+            )
+            .await?;
+            return Err(ApiError::forbidden("not_allowed", refusal.to_string()));
+        }
+        let pkesk = Pkesk::from_bytes(&deposit.sealed_key)
+            .map_err(|e| ApiError::bad_request("sealed_key_invalid", e.to_string()))?;
+        let session_key = pkesk.unseal(&self.identity).map_err(|e| {
+            ApiError::bad_request(
+                "sealed_key_invalid",
+                format!("the sealed key does not open with this key server's key ({e}); fetch /v1/server-key and seal to it"),
+            )
+        })?;
+        let now = unix_now();
+        let expires_at = roster
+            .policy()
+            .key_lifetime_secs
+            .map(|secs| now.saturating_add(secs));
+        let receipt = DepositReceipt {
+            key_id: deposit.key_id.clone(),
+            roster_seq: roster.head_seq(),
+            expires_at,
+        };
+        let blob = self.master.seal(
+            OsRng,
+            session_key.as_bytes(),
+            deposit.key_id.as_str().as_bytes(),
+        );
+        let row = SessionKeyRow {
+            key_id: deposit.key_id.to_string(),
+            list: list.to_string(),
+            sender: sender.to_string(),
+            roster_seq: as_db(receipt.roster_seq),
+            created_at: as_db(now),
+            expires_at: expires_at.map(as_db),
+            master_key_id: blob.master_key_id,
+            nonce: blob.nonce,
+            sealed_key: blob.ciphertext,
+        };
+        match self.store.insert_session_key(&row).await? {
+            Inserted::New => {
+                self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
+                self.audit(&deposit.key_id, list, &sender, "deposit", "stored", None)
+                    .await?;
+                Ok((receipt, true))
+            }
+            Inserted::AlreadyPresent => {
+                let existing = self.live_key(list, &deposit.key_id).await?;
+                let same = existing.list == row.list
+                    && existing.sender == row.sender
+                    && self.open_session_key(&existing)? == session_key;
+                if !same {
+                    return Err(ApiError::conflict(
+                        "key_id_taken",
+                        format!("key id {} already holds a different key", deposit.key_id),
+                    ));
+                }
+                Ok((
+                    DepositReceipt {
+                        key_id: deposit.key_id,
+                        roster_seq: u64::try_from(existing.roster_seq).unwrap_or_default(),
+                        expires_at: existing.expires_at.and_then(|e| u64::try_from(e).ok()),
+                    },
+                    false,
+                ))
+            }
+        }
+    }
+
+    /// Fetches a live key row of `list`: 404 if unknown, 410 if revoked or expired (and
+    /// destroys it now if its time has passed).
+    async fn live_key(&self, list: &Address, key_id: &KeyId) -> Result<SessionKeyRow, ApiError> {
+        let Some(row) = self.store.session_key(key_id.as_str()).await? else {
+            return Err(match self.store.destroyed_key(key_id.as_str()).await? {
+                Some(gone) if gone.list == list.as_str() => ApiError::gone(key_id, &gone.reason),
+                _ => ApiError::unknown_key(key_id),
+            });
+        };
+        if row.list != list.as_str() {
+            return Err(ApiError::unknown_key(key_id));
+        }
+        if row.expires_at.is_some_and(|at| at <= as_db(unix_now())) {
+            self.destroy(&row, "expired", "server").await?;
+            return Err(ApiError::gone(key_id, "expired"));
+        }
+        Ok(row)
+    }
+
+    fn open_session_key(&self, row: &SessionKeyRow) -> Result<SessionKey, ApiError> {
+        let blob = SealedBlob {
+            master_key_id: row.master_key_id.clone(),
+            nonce: row.nonce.clone(),
+            ciphertext: row.sealed_key.clone(),
+        };
+        let bytes = self
+            .master
+            .open(&blob, row.key_id.as_bytes())
+            .map_err(|e| ApiError::internal(format!("key {}: {e}", row.key_id)))?;
+        SessionKey::from_bytes(&bytes).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Releases a post's key to a member as a PKESK, if the roster and policy allow.
+    pub async fn fetch_key(
+        &self,
+        list: &Address,
+        key_id: &KeyId,
+        request: &SignedRequest,
+    ) -> Result<KeyRelease, ApiError> {
+        let roster = self.roster(list).await?;
+        let (verified, _) = self
+            .verify(&roster, request, &purpose::fetch_key(list, key_id))
+            .await?;
+        let reader = verified.signer;
+        let row = self.live_key(list, key_id).await?;
+        let posted_at = u64::try_from(row.roster_seq).unwrap_or_default();
+        let session_key = self.open_session_key(&row)?;
+        let pkesk = match release(OsRng, &roster, posted_at, &session_key, &reader) {
+            Ok(pkesk) => pkesk,
+            Err(ReleaseError::Refused(refusal)) => {
+                self.metrics.refusals.fetch_add(1, Ordering::Relaxed);
+                self.audit(
+                    key_id,
+                    list,
+                    &reader,
+                    "release",
+                    "refused",
+                    Some(refusal.to_string()),
+                )
+                .await?;
+                return Err(ApiError::forbidden("not_allowed", refusal.to_string()));
+            }
+            Err(ReleaseError::Key(e)) => {
+                return Err(ApiError::unprocessable(
+                    "member_key_unusable",
+                    e.to_string(),
+                ));
+            }
+        };
+        self.metrics.releases.fetch_add(1, Ordering::Relaxed);
+        self.audit(key_id, list, &reader, "release", "released", None)
+            .await?;
+        Ok(KeyRelease {
+            key_id: key_id.clone(),
+            pkesk: pkesk.as_bytes().to_vec(),
+        })
+    }
+
+    /// One PKESK per allowed recipient of a push-mode post (the caller checked the list
+    /// server's token). Refused recipients come back with the reason.
+    pub async fn grants(
+        &self,
+        list: &Address,
+        key_id: &KeyId,
+        request: GrantRequest,
+    ) -> Result<Grants, ApiError> {
+        if request.recipients.len() > self.config.max_grants_per_call {
+            return Err(ApiError::too_large(format!(
+                "{} recipients in one call; the limit is {}",
+                request.recipients.len(),
+                self.config.max_grants_per_call
+            )));
+        }
+        let roster = self.roster(list).await?;
+        let row = self.live_key(list, key_id).await?;
+        let posted_at = u64::try_from(row.roster_seq).unwrap_or_default();
+        let session_key = self.open_session_key(&row)?;
+        let mut granted = Vec::with_capacity(request.recipients.len());
+        let mut refused = Vec::new();
+        for fingerprint in request.recipients {
+            match release(OsRng, &roster, posted_at, &session_key, &fingerprint) {
+                Ok(pkesk) => granted.push(Grant {
+                    fingerprint,
+                    pkesk: pkesk.as_bytes().to_vec(),
+                }),
+                Err(e) => refused.push(GrantRefusal {
+                    fingerprint,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        self.metrics
+            .grants
+            .fetch_add(granted.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .refusals
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        let detail = format!(
+            "{} granted, {} refused{}",
+            granted.len(),
+            refused.len(),
+            refused
+                .iter()
+                .map(|r| format!("; {}: {}", r.fingerprint, r.reason))
+                .collect::<String>()
+        );
+        self.audit_raw(
+            key_id,
+            list,
+            "list-server",
+            "grants",
+            "released",
+            Some(detail),
+        )
+        .await?;
+        Ok(Grants {
+            key_id: key_id.clone(),
+            granted,
+            refused,
+        })
+    }
+
+    /// Destroys a key at the request of its sender or a current owner.
+    pub async fn revoke(
+        &self,
+        list: &Address,
+        key_id: &KeyId,
+        request: &SignedRequest,
+    ) -> Result<(), ApiError> {
+        let roster = self.roster(list).await?;
+        let (verified, _) = self
+            .verify(&roster, request, &purpose::revoke(list, key_id))
+            .await?;
+        let row = self.live_key(list, key_id).await?;
+        if !sender_or_owner(&roster, &verified.signer, &row.sender) {
+            self.audit(
+                key_id,
+                list,
+                &verified.signer,
+                "revoke",
+                "refused",
+                Some("not the sender or an owner".into()),
+            )
+            .await?;
+            return Err(ApiError::forbidden(
+                "not_allowed",
+                "only the post's sender or a list owner may revoke its key",
+            ));
+        }
+        self.destroy(&row, "revoked", verified.signer.as_str())
+            .await
+    }
+
+    async fn destroy(
+        &self,
+        row: &SessionKeyRow,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        if self
+            .store
+            .destroy_session_key(&row.key_id, reason, as_db(unix_now()))
+            .await?
+        {
+            let counter = if reason == "expired" {
+                &self.metrics.expirations
+            } else {
+                &self.metrics.revocations
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let key_id: KeyId = row
+                .key_id
+                .parse()
+                .map_err(|_| ApiError::internal("stored key id is malformed"))?;
+            let list = Address::parse(&row.list)
+                .map_err(|_| ApiError::internal("stored list is malformed"))?;
+            self.audit_raw(&key_id, &list, actor, reason, "destroyed", None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Destroys every key whose lifetime has passed; returns how many.
+    pub async fn expire_due(&self) -> Result<usize, ApiError> {
+        let due = self.store.expired_keys(as_db(unix_now()), 1000).await?;
+        let mut destroyed = 0;
+        for key_id in due {
+            if let Some(row) = self.store.session_key(&key_id).await? {
+                self.destroy(&row, "expired", "server").await?;
+                destroyed += 1;
+            }
+        }
+        self.store.prune_nonces(as_db(unix_now())).await?;
+        Ok(destroyed)
+    }
+
+    /// The audit trail of one key, for its sender and the list's owners.
+    pub async fn audit_log(
+        &self,
+        list: &Address,
+        key_id: &KeyId,
+        request: &SignedRequest,
+    ) -> Result<AuditLog, ApiError> {
+        let roster = self.roster(list).await?;
+        let (verified, _) = self
+            .verify(&roster, request, &purpose::audit(list, key_id))
+            .await?;
+        let sender = match self.store.session_key(key_id.as_str()).await? {
+            Some(row) if row.list == list.as_str() => row.sender,
+            _ => match self.store.destroyed_key(key_id.as_str()).await? {
+                Some(gone) if gone.list == list.as_str() => gone.sender,
+                _ => return Err(ApiError::unknown_key(key_id)),
+            },
+        };
+        if !sender_or_owner(&roster, &verified.signer, &sender) {
+            return Err(ApiError::forbidden(
+                "not_allowed",
+                "only the post's sender or a list owner may read its audit log",
+            ));
+        }
+        let entries = self
+            .store
+            .audit_log(key_id.as_str())
+            .await?
+            .into_iter()
+            .map(|e| AuditRecord {
+                at: u64::try_from(e.at).unwrap_or_default(),
+                actor: e.actor,
+                action: e.action,
+                outcome: e.outcome,
+                detail: e.detail,
+            })
+            .collect();
+        Ok(AuditLog {
+            key_id: key_id.clone(),
+            entries,
+        })
+    }
+
+    async fn audit(
+        &self,
+        key_id: &KeyId,
+        list: &Address,
+        actor: &Fingerprint,
+        action: &str,
+        outcome: &str,
+        detail: Option<String>,
+    ) -> Result<(), ApiError> {
+        self.audit_raw(key_id, list, actor.as_str(), action, outcome, detail)
+            .await
+    }
+
+    async fn audit_raw(
+        &self,
+        key_id: &KeyId,
+        list: &Address,
+        actor: &str,
+        action: &str,
+        outcome: &str,
+        detail: Option<String>,
+    ) -> Result<(), ApiError> {
+        tracing::info!(key_id = %key_id, list = %list, actor, action, outcome, "audit");
+        let entry = AuditEntry {
+            key_id: key_id.to_string(),
+            list: list.to_string(),
+            at: as_db(unix_now()),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        Ok(self.store.append_audit(&entry).await?)
+    }
+
+    pub fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        check_token(
+            &self.config.admin_token,
+            presented,
+            "the operator admin token",
+        )
+    }
+
+    pub fn check_grants_token(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        check_token(
+            &self.config.grants_token,
+            presented,
+            "the list server's grants token",
+        )
+    }
+}
+
+fn check_token(expected: &str, presented: Option<&str>, what: &str) -> Result<(), ApiError> {
+    let matches = presented.is_some_and(|p| {
+        !expected.is_empty()
+            && p.len() == expected.len()
+            && p.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(format!(
+            "this call needs {what} as `Authorization: Bearer TOKEN`"
+        )))
+    }
+}
+
+fn sender_or_owner(roster: &Roster, who: &Fingerprint, sender: &str) -> bool {
+    who.as_str() == sender
+        || roster
+            .member_by_fingerprint(who)
+            .is_some_and(|m| m.role == Role::Owner)
+}
+
+fn head(roster: &Roster) -> RosterHead {
+    RosterHead {
+        list: roster.list().clone(),
+        head_seq: roster.head_seq(),
+        head_hash: roster.head_hash().to_string(),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        ApiError::unavailable(format!("storage is unavailable: {e}"))
+    }
+}
+
+impl ApiError {
+    pub(crate) fn roster(e: RosterError) -> Self {
+        use RosterError::*;
+        let code = match &e {
+            Replayed { .. } => "replayed_op",
+            Fork { .. } => "fork",
+            WrongPrevious { .. } => "wrong_previous",
+            Gap { .. } => "gap",
+            BadSignature => "bad_signature",
+            NotOwner { .. } => "not_owner",
+            FormerOwner { .. } => "former_owner",
+            SignerMismatch { .. } => "signer_mismatch",
+            WrongList { .. } => "wrong_list",
+            GenesisExpected => "genesis_expected",
+            SecondGenesis => "second_genesis",
+            LastOwner => "last_owner",
+            AlreadyMember(_) => "already_member",
+            UnknownMember(_) => "unknown_member",
+            CertInUse(_) => "cert_in_use",
+            BadCert(_) => "bad_cert",
+            Malformed(_) => "malformed",
+        };
+        let message = e.to_string();
+        match e {
+            Replayed { .. } | Fork { .. } | WrongPrevious { .. } | Gap { .. } => {
+                ApiError::conflict(code, message)
+            }
+            BadSignature | SignerMismatch { .. } => {
+                ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
+            }
+            NotOwner { .. } | FormerOwner { .. } => ApiError::forbidden(code, message),
+            LastOwner | AlreadyMember(_) | UnknownMember(_) | CertInUse(_) => {
+                ApiError::conflict(code, message)
+            }
+            WrongList { .. } | GenesisExpected | SecondGenesis | BadCert(_) | Malformed(_) => {
+                ApiError::bad_request(code, message)
+            }
+        }
+    }
+
+    pub(crate) fn request(e: RequestError) -> Self {
+        let code = match &e {
+            RequestError::Malformed(_) => return ApiError::bad_request("malformed", e.to_string()),
+            RequestError::WrongPurpose { .. } => "wrong_purpose",
+            RequestError::SignerMismatch { .. } | RequestError::BadSignature(_) => "bad_signature",
+            RequestError::Stale { .. } => "stale_request",
+            RequestError::Replayed => "replayed",
+        };
+        ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, e.to_string())
+    }
+}

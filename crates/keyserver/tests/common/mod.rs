@@ -1,0 +1,233 @@
+//! A key server on a loopback port with a real SQLite store, and the people of a test list.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use hushlist_core::api::purpose;
+use hushlist_core::request::SignedRequest;
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
+use hushlist_core::{Address, KeyId, SecretIdentity};
+use hushlist_keyserver::master::MasterKey;
+use hushlist_keyserver::{KeyServer, ServiceConfig, router};
+use hushlist_store::Store;
+use rand::rngs::OsRng;
+use serde_json::Value;
+
+pub const ADMIN: &str = "admin-token-for-tests";
+pub const GRANTS: &str = "grants-token-for-tests";
+pub const LIST: &str = "team@lists.example.org";
+
+pub struct People {
+    pub olivia: SecretIdentity,
+    pub bob: SecretIdentity,
+    pub rita: SecretIdentity,
+    pub dave: SecretIdentity,
+    pub eve: SecretIdentity,
+}
+
+/// Olivia owns the list, Bob is a member, Rita a reader; Dave joins later; Eve never does.
+pub fn people() -> &'static People {
+    static P: OnceLock<People> = OnceLock::new();
+    P.get_or_init(|| People {
+        olivia: SecretIdentity::generate(OsRng, "olivia@example.org").unwrap(),
+        bob: SecretIdentity::generate(OsRng, "bob@example.org").unwrap(),
+        rita: SecretIdentity::generate(OsRng, "rita@example.org").unwrap(),
+        dave: SecretIdentity::generate(OsRng, "dave@example.org").unwrap(),
+        eve: SecretIdentity::generate(OsRng, "eve@example.org").unwrap(),
+    })
+}
+
+pub fn list() -> Address {
+    Address::parse(LIST).unwrap()
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub state: Arc<KeyServer>,
+    pub http: reqwest::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn master() -> MasterKey {
+    MasterKey::from_bytes(&[42; 32])
+}
+
+impl TestServer {
+    pub async fn start(config: ServiceConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config: ServiceConfig) -> Self {
+        let store = Store::open(&format!("sqlite://{}", Self::db_path(&dir).display()))
+            .await
+            .unwrap();
+        let config = ServiceConfig {
+            admin_token: ADMIN.into(),
+            grants_token: GRANTS.into(),
+            ..config
+        };
+        let state = Arc::new(
+            KeyServer::start(store, master(), config, "keys <keys@keys.example.org>")
+                .await
+                .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestServer {
+            dir,
+            addr,
+            state,
+            http: reqwest::Client::new(),
+            task,
+        }
+    }
+
+    pub fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("keyserver.db")
+    }
+
+    /// Stops serving and hands back the data directory (for restart tests).
+    pub fn stop(self) -> tempfile::TempDir {
+        self.task.abort();
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Creates the list with Olivia as owner, Bob as member and Rita as reader.
+    pub async fn create_list(&self, policy: Policy) -> Roster {
+        let p = people();
+        let genesis = sign_genesis(
+            OsRng,
+            &p.olivia,
+            Address::parse("olivia@example.org").unwrap(),
+            list(),
+            policy,
+            now(),
+        )
+        .unwrap();
+        let (status, body) = self.post("/v1/lists", &genesis, Some(ADMIN)).await;
+        assert_eq!(status, 201, "{body}");
+        let mut roster = Roster::genesis(genesis).unwrap();
+        self.add(&mut roster, &p.bob, "bob@example.org", Role::Member)
+            .await;
+        self.add(&mut roster, &p.rita, "rita@example.org", Role::Reader)
+            .await;
+        roster
+    }
+
+    pub async fn add(&self, roster: &mut Roster, who: &SecretIdentity, address: &str, role: Role) {
+        let member = MemberEntry {
+            address: Address::parse(address).unwrap(),
+            cert: who.cert().to_armored(),
+            role,
+        };
+        self.change(roster, Change::Add { member }).await;
+    }
+
+    pub async fn change(&self, roster: &mut Roster, change: Change) {
+        let op = roster
+            .sign_next(OsRng, &people().olivia, now(), change)
+            .unwrap();
+        let (status, body) = self.send_op(&op).await;
+        assert_eq!(status, 201, "{body}");
+        roster.apply(op).unwrap();
+    }
+
+    pub async fn send_op(&self, op: &SignedOp) -> (u16, Value) {
+        self.post(&format!("/v1/lists/{LIST}/ops"), op, None).await
+    }
+
+    pub async fn server_cert(&self) -> hushlist_core::Cert {
+        let (_, text) = self.get("/v1/server-key").await;
+        let key: hushlist_core::api::ServerKey = serde_json::from_str(&text).unwrap();
+        hushlist_core::Cert::from_bytes(key.cert.as_bytes()).unwrap()
+    }
+
+    /// Deposits `session_key` under `key_id` as `sender`.
+    pub async fn deposit(
+        &self,
+        sender: &SecretIdentity,
+        key_id: &KeyId,
+        session_key: &hushlist_core::SessionKey,
+    ) -> (u16, Value) {
+        let sealed =
+            hushlist_core::Pkesk::seal(OsRng, session_key, &self.server_cert().await).unwrap();
+        let body = hushlist_core::api::Deposit {
+            key_id: key_id.clone(),
+            sealed_key: sealed.as_bytes().to_vec(),
+        };
+        let request = signed(sender, &purpose::deposit(&list()), &body);
+        self.post(&format!("/v1/lists/{LIST}/keys"), &request, None)
+            .await
+    }
+
+    pub async fn fetch(&self, reader: &SecretIdentity, key_id: &KeyId) -> (u16, Value) {
+        let request = signed(
+            reader,
+            &purpose::fetch_key(&list(), key_id),
+            &serde_json::json!({}),
+        );
+        self.fetch_with(key_id, &request).await
+    }
+
+    pub async fn fetch_with(&self, key_id: &KeyId, request: &SignedRequest) -> (u16, Value) {
+        self.post(&format!("/v1/lists/{LIST}/keys/{key_id}"), request, None)
+            .await
+    }
+}
+
+pub fn signed(who: &SecretIdentity, purpose: &str, body: &impl serde::Serialize) -> SignedRequest {
+    SignedRequest::sign(
+        OsRng,
+        who,
+        purpose,
+        serde_json::to_vec(body).unwrap(),
+        now(),
+    )
+    .unwrap()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}

@@ -1,0 +1,574 @@
+//! The key server over TCP: each endpoint and each refusal.
+
+mod common;
+
+use common::*;
+use hushlist_core::api::{AuditLog, GrantRequest, Grants, KeyRelease, RosterOps, purpose};
+use hushlist_core::roster::{Change, KeyFollows, Policy, Role};
+use hushlist_core::{Address, KeyId, Pkesk, SessionKey};
+use hushlist_envelope::{OpenWith, Signature, open, seal};
+use hushlist_keyserver::ServiceConfig;
+use rand::rngs::OsRng;
+
+fn new_key() -> (KeyId, SessionKey) {
+    (KeyId::generate(OsRng), SessionKey::generate(OsRng))
+}
+
+#[tokio::test]
+async fn health_metrics_and_server_key_are_served() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let cert = server.server_cert().await;
+    assert!(cert.encryption_subkey().is_ok());
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains(
+        "# TYPE hushlist_keyserver_deposits_total counter\nhushlist_keyserver_deposits_total 0\n"
+    ));
+    assert!(metrics.contains("hushlist_keyserver_keys_stored 0\n"));
+    let (status, body) = server.get("/nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no_such_endpoint"));
+}
+
+#[tokio::test]
+async fn genesis_needs_the_admin_token_and_ops_are_verified() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    let p = people();
+    let genesis = hushlist_core::roster::sign_genesis(
+        OsRng,
+        &p.olivia,
+        Address::parse("olivia@example.org").unwrap(),
+        list(),
+        Policy::default(),
+        now(),
+    )
+    .unwrap();
+    let (status, body) = server.post("/v1/lists", &genesis, None).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"));
+    let (status, body) = server.post("/v1/lists", &genesis, Some("wrong")).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"));
+    let mut roster = server.create_list(Policy::default()).await;
+    assert_eq!(roster.head_seq(), 2);
+
+    // The same genesis again is harmless; another genesis for the list is a conflict.
+    let (status, _) = server
+        .post("/v1/lists", &roster.ops()[0], Some(ADMIN))
+        .await;
+    assert_eq!(status, 201);
+    let other = hushlist_core::roster::sign_genesis(
+        OsRng,
+        &p.bob,
+        Address::parse("bob@example.org").unwrap(),
+        list(),
+        Policy::default(),
+        now(),
+    )
+    .unwrap();
+    let (status, body) = server.post("/v1/lists", &other, Some(ADMIN)).await;
+    assert_eq!((status, code(&body)), (409, "list_exists"));
+
+    let replay = roster.ops()[1].clone();
+    let (status, body) = server.send_op(&replay).await;
+    assert_eq!((status, code(&body)), (409, "replayed_op"));
+
+    let by_member = roster
+        .sign_next(
+            OsRng,
+            &p.bob,
+            now(),
+            Change::Remove {
+                address: Address::parse("rita@example.org").unwrap(),
+            },
+        )
+        .unwrap();
+    let (status, body) = server.send_op(&by_member).await;
+    assert_eq!((status, code(&body)), (403, "not_owner"));
+
+    let fork_base = roster.clone();
+    server
+        .add(&mut roster, &p.dave, "dave@example.org", Role::Member)
+        .await;
+    let fork = fork_base
+        .sign_next(
+            OsRng,
+            &p.olivia,
+            now(),
+            Change::Remove {
+                address: Address::parse("rita@example.org").unwrap(),
+            },
+        )
+        .unwrap();
+    let (status, body) = server.send_op(&fork).await;
+    assert_eq!((status, code(&body)), (409, "fork"));
+
+    let (status, text) = server.get(&format!("/v1/lists/{LIST}/ops?since=1")).await;
+    assert_eq!(status, 200);
+    let ops: RosterOps = serde_json::from_str(&text).unwrap();
+    assert_eq!((ops.head_seq, ops.ops.len()), (3, 2));
+    assert_eq!(ops.ops[1], roster.ops()[3]);
+
+    let (status, body) = server
+        .post(
+            &format!("/v1/lists/{LIST}/ops"),
+            &serde_json::json!({"body": "!!", "signature": ""}),
+            None,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "malformed"));
+    let (status, text) = server.get("/v1/lists/nobody@lists.example.org/ops").await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("unknown_list"));
+}
+
+#[tokio::test]
+async fn deposits_are_checked_idempotent_and_conflicting_ones_refused() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    let (status, body) = server.deposit(&p.bob, &key_id, &session_key).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["roster_seq"], 2);
+    assert_eq!(server.deposit(&p.bob, &key_id, &session_key).await.0, 200);
+    let (status, body) = server
+        .deposit(&p.bob, &key_id, &SessionKey::generate(OsRng))
+        .await;
+    assert_eq!((status, code(&body)), (409, "key_id_taken"));
+    let (status, body) = server.deposit(&p.olivia, &key_id, &session_key).await;
+    assert_eq!((status, code(&body)), (409, "key_id_taken"));
+
+    let (status, body) = server
+        .deposit(&p.rita, &KeyId::generate(OsRng), &session_key)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "not_allowed"),
+        "readers may not post"
+    );
+    let (status, body) = server
+        .deposit(&p.eve, &KeyId::generate(OsRng), &session_key)
+        .await;
+    assert_eq!((status, code(&body)), (403, "not_member"));
+
+    // A key sealed to someone other than the key server is refused with a hint.
+    let misdirected = Pkesk::seal(OsRng, &session_key, p.bob.cert()).unwrap();
+    let body = hushlist_core::api::Deposit {
+        key_id: KeyId::generate(OsRng),
+        sealed_key: misdirected.as_bytes().to_vec(),
+    };
+    let request = signed(&p.bob, &purpose::deposit(&list()), &body);
+    let (status, body) = server
+        .post(&format!("/v1/lists/{LIST}/keys"), &request, None)
+        .await;
+    assert_eq!((status, code(&body)), (400, "sealed_key_invalid"));
+
+    let (status, body) = server
+        .post(
+            &format!("/v1/lists/{LIST}/keys"),
+            &serde_json::json!({"nope": 1}),
+            None,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "malformed"));
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/lists/{LIST}/keys")))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "too_large");
+}
+
+#[tokio::test]
+async fn members_fetch_a_pkesk_that_opens_the_post() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let text = format!("From: bob@example.org\r\nTo: {LIST}\r\nSubject: over tcp\r\n\r\nhello\r\n");
+    let sealed = seal(OsRng, text.as_bytes(), &p.bob, &server.url("")).unwrap();
+    assert_eq!(
+        server
+            .deposit(&p.bob, &sealed.key_id, &sealed.session_key)
+            .await
+            .0,
+        201
+    );
+    for member in [&p.olivia, &p.bob, &p.rita] {
+        let (status, body) = server.fetch(member, &sealed.key_id).await;
+        assert_eq!(status, 200, "{body}");
+        let release: KeyRelease = serde_json::from_value(body).unwrap();
+        let pkesk = Pkesk::from_bytes(&release.pkesk).unwrap();
+        let opened = open(
+            &sealed.message,
+            OpenWith::Pkesk(&pkesk, member),
+            &[p.bob.cert().clone()],
+        )
+        .unwrap();
+        assert_eq!(
+            opened.signature,
+            Signature::Valid(p.bob.fingerprint().clone())
+        );
+    }
+    let (status, body) = server.fetch(&p.eve, &sealed.key_id).await;
+    assert_eq!((status, code(&body)), (403, "not_member"));
+    let (status, body) = server.fetch(&p.bob, &KeyId::generate(OsRng)).await;
+    assert_eq!((status, code(&body)), (404, "unknown_key"));
+    let (status, body) = server
+        .post(
+            &format!("/v1/lists/{LIST}/keys/not-a-key-id"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "bad_key_id"));
+}
+
+#[tokio::test]
+async fn replayed_stale_forged_and_misdirected_requests_are_refused() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    server.deposit(&p.bob, &key_id, &session_key).await;
+
+    let request = signed(
+        &p.bob,
+        &purpose::fetch_key(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    assert_eq!(server.fetch_with(&key_id, &request).await.0, 200);
+    let (status, body) = server.fetch_with(&key_id, &request).await;
+    assert_eq!((status, code(&body)), (401, "replayed"));
+
+    let stale = hushlist_core::request::SignedRequest::sign(
+        OsRng,
+        &p.bob,
+        &purpose::fetch_key(&list(), &key_id),
+        b"{}".to_vec(),
+        now() - 600,
+    )
+    .unwrap();
+    let (status, body) = server.fetch_with(&key_id, &stale).await;
+    assert_eq!((status, code(&body)), (401, "stale_request"));
+
+    // Eve signs but claims to be Bob.
+    let mut forged = signed(
+        &p.eve,
+        &purpose::fetch_key(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    forged.signer = p.bob.fingerprint().clone();
+    let (status, body) = server.fetch_with(&key_id, &forged).await;
+    assert_eq!((status, code(&body)), (401, "bad_signature"));
+
+    // A request signed for another key id is refused at this one.
+    let other = KeyId::generate(OsRng);
+    let misdirected = signed(
+        &p.bob,
+        &purpose::fetch_key(&list(), &other),
+        &serde_json::json!({}),
+    );
+    let (status, body) = server.fetch_with(&key_id, &misdirected).await;
+    assert_eq!((status, code(&body)), (401, "wrong_purpose"));
+}
+
+#[tokio::test]
+async fn a_member_removed_under_current_roster_policy_is_refused_old_posts() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    let mut roster = server
+        .create_list(Policy {
+            key_follows: KeyFollows::CurrentRoster,
+            ..Policy::default()
+        })
+        .await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    server.deposit(&p.olivia, &key_id, &session_key).await;
+    assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
+    server
+        .change(
+            &mut roster,
+            Change::Remove {
+                address: Address::parse("bob@example.org").unwrap(),
+            },
+        )
+        .await;
+    let (status, body) = server.fetch(&p.bob, &key_id).await;
+    assert_eq!((status, code(&body)), (403, "not_allowed"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer a member")
+    );
+}
+
+#[tokio::test]
+async fn under_posting_roster_policy_a_removed_member_keeps_old_posts() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    let mut roster = server
+        .create_list(Policy {
+            key_follows: KeyFollows::PostingRoster,
+            ..Policy::default()
+        })
+        .await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    server.deposit(&p.olivia, &key_id, &session_key).await;
+    server
+        .change(
+            &mut roster,
+            Change::Remove {
+                address: Address::parse("bob@example.org").unwrap(),
+            },
+        )
+        .await;
+    assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_member_added_later_is_refused_old_posts_when_policy_says_so() {
+    for (new_read_old, expected) in [(false, 403), (true, 200)] {
+        let server = TestServer::start(ServiceConfig::default()).await;
+        let mut roster = server
+            .create_list(Policy {
+                new_members_read_old: new_read_old,
+                ..Policy::default()
+            })
+            .await;
+        let p = people();
+        let (key_id, session_key) = new_key();
+        server.deposit(&p.olivia, &key_id, &session_key).await;
+        server
+            .add(&mut roster, &p.dave, "dave@example.org", Role::Member)
+            .await;
+        let (status, body) = server.fetch(&p.dave, &key_id).await;
+        assert_eq!(status, expected, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn grants_need_the_list_server_token_and_refuse_non_members_with_a_reason() {
+    let server = TestServer::start(ServiceConfig {
+        max_grants_per_call: 3,
+        ..ServiceConfig::default()
+    })
+    .await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    server.deposit(&p.olivia, &key_id, &session_key).await;
+    let path = format!("/v1/lists/{LIST}/keys/{key_id}/grants");
+    let request = GrantRequest {
+        recipients: vec![
+            p.bob.fingerprint().clone(),
+            p.rita.fingerprint().clone(),
+            p.eve.fingerprint().clone(),
+        ],
+    };
+    let (status, body) = server.post(&path, &request, None).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"));
+    let (status, body) = server.post(&path, &request, Some(GRANTS)).await;
+    assert_eq!(status, 200, "{body}");
+    let grants: Grants = serde_json::from_value(body).unwrap();
+    assert_eq!(grants.granted.len(), 2);
+    assert_eq!(grants.refused.len(), 1);
+    assert_eq!(&grants.refused[0].fingerprint, p.eve.fingerprint());
+    assert!(grants.refused[0].reason.contains("not a member"));
+    let for_rita = grants
+        .granted
+        .iter()
+        .find(|g| &g.fingerprint == p.rita.fingerprint())
+        .unwrap();
+    assert_eq!(
+        Pkesk::from_bytes(&for_rita.pkesk)
+            .unwrap()
+            .unseal(&p.rita)
+            .unwrap(),
+        session_key
+    );
+
+    let too_many = GrantRequest {
+        recipients: vec![p.bob.fingerprint().clone(); 4],
+    };
+    let (status, body) = server.post(&path, &too_many, Some(GRANTS)).await;
+    assert_eq!((status, code(&body)), (413, "too_large"));
+}
+
+#[tokio::test]
+async fn revocation_destroys_the_key_and_the_audit_log_tells_the_story() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    server.deposit(&p.bob, &key_id, &session_key).await;
+    server.fetch(&p.rita, &key_id).await;
+    server.fetch(&p.eve, &key_id).await;
+
+    let revoke_path = format!("/v1/lists/{LIST}/keys/{key_id}/revoke");
+    let by_reader = signed(
+        &p.rita,
+        &purpose::revoke(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    let (status, body) = server.post(&revoke_path, &by_reader, None).await;
+    assert_eq!((status, code(&body)), (403, "not_allowed"));
+    let by_sender = signed(
+        &p.bob,
+        &purpose::revoke(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    let (status, body) = server.post(&revoke_path, &by_sender, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server
+            .state
+            .store()
+            .session_key(key_id.as_str())
+            .await
+            .unwrap(),
+        None,
+        "the row is deleted"
+    );
+
+    let (status, body) = server.fetch(&p.rita, &key_id).await;
+    assert_eq!((status, code(&body)), (410, "key_destroyed"));
+    let again = signed(
+        &p.bob,
+        &purpose::revoke(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    assert_eq!(server.post(&revoke_path, &again, None).await.0, 410);
+
+    let audit_path = format!("/v1/lists/{LIST}/keys/{key_id}/audit");
+    let by_member = signed(
+        &p.rita,
+        &purpose::audit(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    assert_eq!(server.post(&audit_path, &by_member, None).await.0, 403);
+    let by_owner = signed(
+        &p.olivia,
+        &purpose::audit(&list(), &key_id),
+        &serde_json::json!({}),
+    );
+    let (status, body) = server.post(&audit_path, &by_owner, None).await;
+    assert_eq!(status, 200, "{body}");
+    let log: AuditLog = serde_json::from_value(body).unwrap();
+    let story: Vec<_> = log
+        .entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("deposit", "stored"),
+            ("release", "released"),
+            ("revoke", "refused"),
+            ("revoked", "destroyed")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn expired_keys_are_destroyed_and_answer_410() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server
+        .create_list(Policy {
+            key_lifetime_secs: Some(1),
+            ..Policy::default()
+        })
+        .await;
+    let p = people();
+    let (key_a, session_key) = new_key();
+    let (key_b, _) = new_key();
+    server.deposit(&p.bob, &key_a, &session_key).await;
+    server.deposit(&p.bob, &key_b, &session_key).await;
+    assert_eq!(server.fetch(&p.rita, &key_a).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = server.fetch(&p.rita, &key_a).await;
+    assert_eq!((status, code(&body)), (410, "key_destroyed"));
+    assert_eq!(
+        server.state.expire_due().await.unwrap(),
+        1,
+        "the sweep destroys the other one"
+    );
+    assert_eq!(server.state.store().count_session_keys().await.unwrap(), 0);
+    assert_eq!(server.fetch(&p.rita, &key_b).await.0, 410);
+}
+
+#[tokio::test]
+async fn each_identity_is_rate_limited() {
+    let server = TestServer::start(ServiceConfig {
+        rate_per_sec: 0.001,
+        rate_burst: 3.0,
+        ..ServiceConfig::default()
+    })
+    .await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    assert_eq!(server.deposit(&p.bob, &key_id, &session_key).await.0, 201);
+    assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
+    assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
+    let (status, body) = server.fetch(&p.bob, &key_id).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"));
+    assert_eq!(
+        server.fetch(&p.rita, &key_id).await.0,
+        200,
+        "others are not affected"
+    );
+}
+
+#[tokio::test]
+async fn the_database_alone_holds_no_session_key_and_restart_keeps_deposits() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let keys: Vec<_> = (0..20).map(|_| new_key()).collect();
+    for (key_id, session_key) in &keys {
+        assert_eq!(server.deposit(&p.bob, key_id, session_key).await.0, 201);
+    }
+    let dir = server.stop();
+    let mut dump = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("keyserver.db")
+        {
+            dump.extend(std::fs::read(path).unwrap());
+        }
+    }
+    assert!(dump.len() > 10_000, "the database files were found");
+    for (_, session_key) in &keys {
+        let needle = session_key.as_bytes();
+        assert!(
+            !dump.windows(needle.len()).any(|w| w == needle),
+            "a session key is in the database in clear"
+        );
+    }
+
+    let restarted = TestServer::start_in(dir, ServiceConfig::default()).await;
+    for (key_id, session_key) in &keys {
+        let (status, body) = restarted.fetch(&p.rita, key_id).await;
+        assert_eq!(status, 200, "{body}");
+        let release: KeyRelease = serde_json::from_value(body).unwrap();
+        assert_eq!(
+            &Pkesk::from_bytes(&release.pkesk)
+                .unwrap()
+                .unseal(&p.rita)
+                .unwrap(),
+            session_key
+        );
+    }
+}
