@@ -173,18 +173,14 @@ impl Store {
     }
 
     /// Stores a session key row unless one with the same key id exists (or was destroyed).
+    /// One statement, so SQLite takes the write lock up front instead of upgrading a read
+    /// snapshot (which fails under concurrent writers).
     pub async fn insert_session_key(&self, row: &SessionKeyRow) -> Result<Inserted, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let destroyed = sqlx::query("SELECT 1 FROM destroyed_keys WHERE key_id = $1")
-            .bind(&row.key_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if destroyed.is_some() {
-            return Ok(Inserted::AlreadyPresent);
-        }
         let done = sqlx::query(
             "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&row.key_id)
         .bind(&row.list)
@@ -195,9 +191,8 @@ impl Store {
         .bind(&row.master_key_id)
         .bind(&row.nonce)
         .bind(&row.sealed_key)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(inserted(done.rows_affected()))
     }
 
@@ -230,8 +225,9 @@ impl Store {
         reason: &str,
         at: i64,
     ) -> Result<bool, StoreError> {
+        // The transaction starts with a write, so it holds the write lock from the start.
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT list, sender FROM session_keys WHERE key_id = $1")
+        let row = sqlx::query("DELETE FROM session_keys WHERE key_id = $1 RETURNING list, sender")
             .bind(key_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -239,10 +235,6 @@ impl Store {
             return Ok(false);
         };
         let (list, sender): (String, String) = (row.get("list"), row.get("sender"));
-        sqlx::query("DELETE FROM session_keys WHERE key_id = $1")
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO destroyed_keys (key_id, list, sender, reason, destroyed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )

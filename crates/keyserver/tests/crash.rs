@@ -1,0 +1,201 @@
+//! The real `hushlist-keyserver` process killed with SIGKILL in the middle of a burst of
+//! deposits: after a restart, every deposit that was answered 201 is still there.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use hushlist_core::api::{KeyRelease, ServerKey, purpose};
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
+use hushlist_core::{Address, Cert, KeyId, Pkesk, SessionKey};
+use rand::rngs::OsRng;
+
+const MASTER_HEX: &str = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a";
+
+/// Starts the binary and waits (bounded) for the address it prints.
+fn spawn(data_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-keyserver"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("HUSHLIST_MASTER_KEY", MASTER_HEX)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the key server printed its address");
+    (child, base)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    body: &impl serde::Serialize,
+    token: Option<&str>,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let mut request = http.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = people();
+    let http = reqwest::Client::new();
+    let (mut child, base) = spawn(dir.path());
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+
+    let genesis = sign_genesis(
+        OsRng,
+        &p.olivia,
+        Address::parse("olivia@example.org").unwrap(),
+        list(),
+        Policy::default(),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(
+        post(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    let mut roster = Roster::genesis(genesis).unwrap();
+    for (who, address, role) in [
+        (&p.bob, "bob@example.org", Role::Member),
+        (&p.rita, "rita@example.org", Role::Reader),
+    ] {
+        let member = MemberEntry {
+            address: Address::parse(address).unwrap(),
+            cert: who.cert().to_armored(),
+            role,
+        };
+        let op = roster
+            .sign_next(OsRng, &p.olivia, now(), Change::Add { member })
+            .unwrap();
+        assert_eq!(
+            post(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
+                .await
+                .unwrap()
+                .0,
+            201
+        );
+        roster.apply(op).unwrap();
+    }
+    let server_key: ServerKey = http
+        .get(format!("{base}/v1/server-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let server_cert = Arc::new(Cert::from_bytes(server_key.cert.as_bytes()).unwrap());
+
+    let acknowledged: Arc<Mutex<Vec<(KeyId, SessionKey)>>> = Arc::default();
+    let mut senders = Vec::new();
+    for (sender_index, deposits) in [(0usize, 100usize), (1, 100)] {
+        let (http, base, acknowledged, server_cert) = (
+            http.clone(),
+            base.clone(),
+            acknowledged.clone(),
+            server_cert.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            let sender = if sender_index == 0 {
+                &people().bob
+            } else {
+                &people().olivia
+            };
+            for _ in 0..deposits {
+                let (key_id, session_key) = (KeyId::generate(OsRng), SessionKey::generate(OsRng));
+                let sealed = Pkesk::seal(OsRng, &session_key, &server_cert).unwrap();
+                let body = hushlist_core::api::Deposit {
+                    key_id: key_id.clone(),
+                    sealed_key: sealed.as_bytes().to_vec(),
+                };
+                let request = signed(sender, &purpose::deposit(&list()), &body);
+                match post(
+                    &http,
+                    format!("{base}/v1/lists/{LIST}/keys"),
+                    &request,
+                    None,
+                )
+                .await
+                {
+                    Ok((201, _)) => acknowledged.lock().unwrap().push((key_id, session_key)),
+                    Ok((status, body)) => panic!("unexpected {status}: {body}"),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    // Kill once a good part of the burst is acknowledged, while deposits are in flight.
+    for _ in 0..600 {
+        if acknowledged.lock().unwrap().len() >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 40,
+        "only {} deposits acknowledged before the kill",
+        acknowledged.len()
+    );
+
+    let (mut child, base) = spawn(dir.path());
+    for (key_id, session_key) in &acknowledged {
+        let request = signed(
+            &p.rita,
+            &purpose::fetch_key(&list(), key_id),
+            &serde_json::json!({}),
+        );
+        let (status, body) = post(
+            &http,
+            format!("{base}/v1/lists/{LIST}/keys/{key_id}"),
+            &request,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "acknowledged deposit {key_id} lost: {body}");
+        let release: KeyRelease = serde_json::from_value(body).unwrap();
+        assert_eq!(
+            &Pkesk::from_bytes(&release.pkesk)
+                .unwrap()
+                .unseal(&p.rita)
+                .unwrap(),
+            session_key
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
