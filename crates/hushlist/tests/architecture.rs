@@ -1,7 +1,8 @@
 //! Invariants of the crate graph, checked with `cargo metadata`:
 //! - the servers cannot decrypt a post: `hushlist-envelope` (the only crate that decrypts a
 //!   message body) is not among their runtime dependencies, direct or transitive;
-//! - the core does no I/O: no async runtime, network, HTTP or database crate beneath it.
+//! - the core does no I/O: no async runtime, network, HTTP or database crate beneath it;
+//! - only `hushlist-store` knows SQL, and only the server crates serve HTTP.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -80,6 +81,32 @@ fn servers_cannot_reach_the_decrypting_crate() {
     }
     // The check is not vacuous: the command does reach the decrypting crate.
     assert!(closure(&graph, "hushlist").contains("hushlist-envelope"));
+}
+
+/// Workspace crates that name `dependency` directly as a runtime dependency.
+fn direct_users(graph: &HashMap<String, Vec<String>>, dependency: &str) -> BTreeSet<String> {
+    graph
+        .iter()
+        .filter(|(name, deps)| name.starts_with("hushlist") && deps.iter().any(|d| d == dependency))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[test]
+fn only_the_store_knows_sql_and_only_servers_speak_http() {
+    let graph = runtime_graph();
+    assert_eq!(
+        direct_users(&graph, "sqlx"),
+        BTreeSet::from(["hushlist-store".to_owned()])
+    );
+    let http_servers = direct_users(&graph, "axum");
+    assert!(http_servers.contains("hushlist-keyserver"));
+    assert!(
+        http_servers
+            .iter()
+            .all(|c| c == "hushlist-keyserver" || c == "hushlist-listserver"),
+        "{http_servers:?}"
+    );
 }
 
 #[test]

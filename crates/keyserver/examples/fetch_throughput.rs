@@ -17,7 +17,9 @@ use hushlist_store::Store;
 use rand::rngs::OsRng;
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[tokio::main]
@@ -27,7 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let clients: usize = args.next().map_or(Ok(8), |a| a.parse())?;
 
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await?;
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ))
+    .await?;
     let config = ServiceConfig {
         admin_token: "bench".into(),
         grants_token: "bench".into(),
@@ -35,7 +41,15 @@ async fn main() -> anyhow::Result<()> {
         rate_burst: 1e9,
         ..ServiceConfig::default()
     };
-    let state = Arc::new(KeyServer::start(store, MasterKey::from_bytes(&[1; 32]), config, "bench <keys@bench.example.org>").await?);
+    let state = Arc::new(
+        KeyServer::start(
+            store,
+            MasterKey::from_bytes(&[1; 32]),
+            config,
+            "bench <keys@bench.example.org>",
+        )
+        .await?,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, router(state)).into_future());
@@ -46,33 +60,79 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| SecretIdentity::generate(OsRng, &format!("m{i}@example.org")))
         .collect::<Result<_, _>>()?;
     let http = reqwest::Client::new();
-    let genesis = sign_genesis(OsRng, &owner, Address::parse("owner@example.org")?, list.clone(), Policy::default(), now())?;
-    http.post(format!("{base}/v1/lists")).bearer_auth("bench").json(&genesis).send().await?.error_for_status()?;
+    let genesis = sign_genesis(
+        OsRng,
+        &owner,
+        Address::parse("owner@example.org")?,
+        list.clone(),
+        Policy::default(),
+        now(),
+    )?;
+    http.post(format!("{base}/v1/lists"))
+        .bearer_auth("bench")
+        .json(&genesis)
+        .send()
+        .await?
+        .error_for_status()?;
     let mut roster = Roster::genesis(genesis)?;
     for (i, member) in members.iter().enumerate() {
-        let entry = MemberEntry { address: Address::parse(&format!("m{i}@example.org"))?, cert: member.cert().to_armored(), role: Role::Member };
+        let entry = MemberEntry {
+            address: Address::parse(&format!("m{i}@example.org"))?,
+            cert: member.cert().to_armored(),
+            role: Role::Member,
+        };
         let op = roster.sign_next(OsRng, &owner, now(), Change::Add { member: entry })?;
-        http.post(format!("{base}/v1/lists/{list}/ops")).json(&op).send().await?.error_for_status()?;
+        http.post(format!("{base}/v1/lists/{list}/ops"))
+            .json(&op)
+            .send()
+            .await?
+            .error_for_status()?;
         roster.apply(op)?;
     }
-    let server_key: ServerKey = http.get(format!("{base}/v1/server-key")).send().await?.json().await?;
+    let server_key: ServerKey = http
+        .get(format!("{base}/v1/server-key"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let server_cert = Cert::from_bytes(server_key.cert.as_bytes())?;
     let key_id = KeyId::generate(OsRng);
     let sealed = Pkesk::seal(OsRng, &SessionKey::generate(OsRng), &server_cert)?;
-    let deposit = Deposit { key_id: key_id.clone(), sealed_key: sealed.as_bytes().to_vec() };
-    let request = SignedRequest::sign(OsRng, &owner, &purpose::deposit(&list), serde_json::to_vec(&deposit)?, now())?;
-    http.post(format!("{base}/v1/lists/{list}/keys")).json(&request).send().await?.error_for_status()?;
+    let deposit = Deposit {
+        key_id: key_id.clone(),
+        sealed_key: sealed.as_bytes().to_vec(),
+    };
+    let request = SignedRequest::sign(
+        OsRng,
+        &owner,
+        &purpose::deposit(&list),
+        serde_json::to_vec(&deposit)?,
+        now(),
+    )?;
+    http.post(format!("{base}/v1/lists/{list}/keys"))
+        .json(&request)
+        .send()
+        .await?
+        .error_for_status()?;
 
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for member in members {
-        let (http, base, list, key_id, done, errors) = (http.clone(), base.clone(), list.clone(), key_id.clone(), done.clone(), errors.clone());
+        let (http, base, list, key_id, done, errors) = (
+            http.clone(),
+            base.clone(),
+            list.clone(),
+            key_id.clone(),
+            done.clone(),
+            errors.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let purpose = purpose::fetch_key(&list, &key_id);
             while Instant::now() < deadline {
-                let request = SignedRequest::sign(OsRng, &member, &purpose, b"{}".to_vec(), now()).expect("signing");
+                let request = SignedRequest::sign(OsRng, &member, &purpose, b"{}".to_vec(), now())
+                    .expect("signing");
                 let ok = http
                     .post(format!("{base}/v1/lists/{list}/keys/{key_id}"))
                     .json(&request)

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,34 +11,6 @@ use hushlist_core::api::{KeyRelease, ServerKey, purpose};
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, Cert, KeyId, Pkesk, SessionKey};
 use rand::rngs::OsRng;
-
-const MASTER_HEX: &str = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a";
-
-/// Starts the binary and waits (bounded) for the address it prints.
-fn spawn(data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-keyserver"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("HUSHLIST_MASTER_KEY", MASTER_HEX)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the key server printed its address");
-    (child, base)
-}
 
 async fn post(
     http: &reqwest::Client,
@@ -63,7 +32,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
     let dir = tempfile::tempdir().unwrap();
     let p = people();
     let http = reqwest::Client::new();
-    let (mut child, base) = spawn(dir.path());
+    let (mut child, base) = spawn_binary(dir.path(), &[]);
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
 
     let genesis = sign_genesis(
@@ -171,7 +140,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
         acknowledged.len()
     );
 
-    let (mut child, base) = spawn(dir.path());
+    let (mut child, base) = spawn_binary(dir.path(), &[]);
     for (key_id, session_key) in &acknowledged {
         let request = signed(
             &p.rita,
