@@ -14,9 +14,8 @@ use hushlist_core::api::{
 use hushlist_core::request::{RequestError, SignedRequest, VerifiedRequest};
 use hushlist_core::roster::{Role, Roster, RosterError, SignedOp};
 use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
-use hushlist_store::{
-    AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoreError, StoredOp,
-};
+use hushlist_store::rosters::{RosterCache, RosterStoreError};
+use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoreError};
 use rand::rngs::OsRng;
 
 use crate::error::ApiError;
@@ -69,7 +68,7 @@ pub struct KeyServer {
     master: MasterKey,
     identity: SecretIdentity,
     config: ServiceConfig,
-    rosters: Mutex<HashMap<Address, Arc<Roster>>>,
+    rosters: RosterCache,
     limiter: Mutex<HashMap<Fingerprint, Bucket>>,
     pub metrics: Metrics,
 }
@@ -122,11 +121,11 @@ impl KeyServer {
             }
         };
         Ok(KeyServer {
+            rosters: RosterCache::new(store.clone()),
             store,
             master,
             identity,
             config,
-            rosters: Mutex::new(HashMap::new()),
             limiter: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
         })
@@ -161,96 +160,21 @@ impl KeyServer {
 
     /// The list's roster, brought up to date with ops other instances may have stored.
     pub async fn roster(&self, list: &Address) -> Result<Arc<Roster>, ApiError> {
-        let cached = self
-            .rosters
-            .lock()
-            .expect("roster cache lock")
-            .get(list)
-            .cloned();
-        let after = cached.as_ref().map_or(-1, |r| as_db(r.head_seq()));
-        let newer = self.store.roster_ops(list.as_str(), after).await?;
-        if newer.is_empty() {
-            return cached.ok_or_else(|| ApiError::unknown_list(list));
-        }
-        let mut ops = newer.into_iter().map(|op| SignedOp {
-            body: op.body,
-            signature: op.signature,
-        });
-        let mut roster = match cached {
-            Some(roster) => Arc::unwrap_or_clone(roster),
-            None => Roster::genesis(ops.next().expect("newer is not empty")).map_err(|e| {
-                ApiError::internal(format!("stored roster of {list} is invalid: {e}"))
-            })?,
-        };
-        for op in ops {
-            roster.apply(op).map_err(|e| {
-                ApiError::internal(format!("stored roster of {list} is invalid: {e}"))
-            })?;
-        }
-        let roster = Arc::new(roster);
-        let mut cache = self.rosters.lock().expect("roster cache lock");
-        let keep_newer = cache
-            .get(list)
-            .is_some_and(|c| c.head_seq() > roster.head_seq());
-        if !keep_newer {
-            cache.insert(list.clone(), roster.clone());
-        }
-        Ok(cache.get(list).cloned().unwrap_or(roster))
+        Ok(self.rosters.get(list).await?)
     }
 
     /// Creates a list from its genesis op (the caller checked the admin token).
     pub async fn create_list(&self, op: SignedOp) -> Result<RosterHead, ApiError> {
-        let roster = Roster::genesis(op.clone()).map_err(ApiError::roster)?;
-        let list = roster.list().clone();
-        let stored = StoredOp {
-            seq: 0,
-            body: op.body,
-            signature: op.signature,
-        };
-        match self.store.append_roster_op(list.as_str(), &stored).await? {
-            Inserted::New => {}
-            Inserted::AlreadyPresent => {
-                let existing = self.roster(&list).await?;
-                if existing.ops()[0].body == stored.body {
-                    return Ok(head(&existing));
-                }
-                return Err(ApiError::conflict(
-                    "list_exists",
-                    format!("list {list} already exists"),
-                ));
-            }
-        }
+        let roster = self.rosters.create(op).await?;
         self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
-        Ok(head(&*self.roster(&list).await?))
+        Ok(head(&roster))
     }
 
     /// Appends a signed roster op after verifying it against the current roster.
     pub async fn append_op(&self, list: &Address, op: SignedOp) -> Result<RosterHead, ApiError> {
-        let roster = self.roster(list).await?;
-        let mut next = (*roster).clone();
-        next.apply(op.clone()).map_err(ApiError::roster)?;
-        let stored = StoredOp {
-            seq: as_db(next.head_seq()),
-            body: op.body,
-            signature: op.signature,
-        };
-        if self.store.append_roster_op(list.as_str(), &stored).await? == Inserted::AlreadyPresent {
-            // Another instance appended first: judge the op against that history.
-            let current = self.roster(list).await?;
-            let mut again = (*current).clone();
-            again
-                .apply(SignedOp {
-                    body: stored.body,
-                    signature: stored.signature,
-                })
-                .map_err(ApiError::roster)?;
-            return Err(ApiError::conflict(
-                "roster_moved",
-                "the roster changed meanwhile; fetch it and sign again",
-            ));
-        }
+        let roster = self.rosters.append(list, op).await?;
         self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
-        Ok(head(&*self.roster(list).await?))
+        Ok(head(&roster))
     }
 
     pub async fn ops_since(
@@ -278,7 +202,6 @@ impl KeyServer {
         request: &SignedRequest,
         purpose: &str,
     ) -> Result<(VerifiedRequest, Cert), ApiError> {
-        self.rate_limit(&request.signer)?;
         let cert = roster
             .known_cert(&request.signer)
             .ok_or_else(|| {
@@ -292,6 +215,8 @@ impl KeyServer {
                 )
             })?
             .clone();
+        // Buckets exist only for identities on some roster, so strangers cannot grow the map.
+        self.rate_limit(&request.signer)?;
         let now = unix_now();
         let verified = request
             .verify_signature_and_clock(purpose, &cert, now)
@@ -757,6 +682,19 @@ fn head(roster: &Roster) -> RosterHead {
         list: roster.list().clone(),
         head_seq: roster.head_seq(),
         head_hash: roster.head_hash().to_string(),
+    }
+}
+
+impl From<RosterStoreError> for ApiError {
+    fn from(e: RosterStoreError) -> Self {
+        match e {
+            RosterStoreError::UnknownList(list) => ApiError::unknown_list(&list),
+            RosterStoreError::ListExists(_) => ApiError::conflict("list_exists", e.to_string()),
+            RosterStoreError::Moved(_) => ApiError::conflict("roster_moved", e.to_string()),
+            RosterStoreError::Refused(refusal) => ApiError::roster(refusal),
+            RosterStoreError::Corrupt { .. } => ApiError::internal(e.to_string()),
+            RosterStoreError::Store(store) => store.into(),
+        }
     }
 }
 

@@ -2,8 +2,12 @@
 //! allowed posters and fans them out; it only ever holds ciphertext, and the code that
 //! decrypts a post (`hushlist-envelope`) is not in its dependency graph.
 //!
-//! This crate so far holds the acceptance decision with the SMTP reply each refusal gets;
-//! the SMTP listener, queue and fan-out build on it.
+//! So far: the acceptance decision with the SMTP reply each refusal gets (`check_post`), the
+//! SMTP receiver (`smtp`) and the durable acceptance path over the store (`service`). The
+//! delivery queue and fan-out build on these.
+
+pub mod service;
+pub mod smtp;
 
 use hushlist_core::outer::{EncryptedPost, OuterError};
 use hushlist_core::roster::{Refusal, Roster};

@@ -5,6 +5,8 @@
 //! Every write returns only after the database committed it (SQLite: WAL with
 //! `synchronous=FULL`), so a server may acknowledge what a call here accepted.
 
+pub mod rosters;
+
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -70,6 +72,18 @@ pub struct SealedSecret {
     pub master_key_id: String,
     pub nonce: Vec<u8>,
     pub sealed: Vec<u8>,
+}
+
+/// A post as the list server keeps it: the encrypted message and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostRow {
+    pub id: i64,
+    pub list: String,
+    pub mail_from: Option<String>,
+    pub key_id: String,
+    pub message_id: Option<String>,
+    pub received_at: i64,
+    pub message: Vec<u8>,
 }
 
 /// Outcome of inserting a row that may already exist.
@@ -376,6 +390,55 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(inserted(done.rows_affected()))
+    }
+}
+
+impl Store {
+    /// Stores an accepted post; returns its id once committed.
+    pub async fn insert_post(&self, post: &PostRow) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&post.list)
+        .bind(&post.mail_from)
+        .bind(&post.key_id)
+        .bind(&post.message_id)
+        .bind(post.received_at)
+        .bind(&post.message)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get("id"))
+    }
+
+    /// Posts of `list` with ids above `after_id`, oldest first, at most `limit`.
+    pub async fn posts(
+        &self,
+        list: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<PostRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts \
+             WHERE list = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(list)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PostRow {
+                id: r.get("id"),
+                list: r.get("list"),
+                mail_from: r.get("mail_from"),
+                key_id: r.get("key_id"),
+                message_id: r.get("message_id"),
+                received_at: r.get("received_at"),
+                message: r.get("message"),
+            })
+            .collect())
     }
 }
 

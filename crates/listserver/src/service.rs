@@ -1,0 +1,83 @@
+//! The list server's acceptance path: a post to one or more lists is checked against each
+//! list's verified roster and written to the store before the SMTP reply says 250.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hushlist_core::Address;
+use hushlist_store::rosters::RosterCache;
+use hushlist_store::{PostRow, Store};
+
+use crate::check_post;
+use crate::smtp::{PostSink, SinkError};
+
+pub struct ListServer {
+    store: Store,
+    rosters: RosterCache,
+}
+
+impl ListServer {
+    pub fn new(store: Store) -> Self {
+        ListServer {
+            rosters: RosterCache::new(store.clone()),
+            store,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn rosters(&self) -> &RosterCache {
+        &self.rosters
+    }
+}
+
+fn temporary(e: impl std::fmt::Display) -> SinkError {
+    tracing::error!(error = %e, "temporary failure while accepting mail");
+    SinkError::Temporary("storage is unavailable; try again later".into())
+}
+
+impl PostSink for ListServer {
+    async fn is_list(&self, address: &Address) -> Result<bool, SinkError> {
+        self.rosters.exists(address).await.map_err(temporary)
+    }
+
+    /// Checks the post against every addressed list before storing it for any, so a post
+    /// is either taken for all its lists or refused.
+    async fn accept(
+        &self,
+        mail_from: Option<&Address>,
+        lists: &[Address],
+        message: Vec<u8>,
+    ) -> Result<String, SinkError> {
+        let mut accepted = Vec::with_capacity(lists.len());
+        for list in lists {
+            let roster = self.rosters.get(list).await.map_err(temporary)?;
+            accepted.push((list, check_post(&message, &roster)?));
+        }
+        let received_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut ids = Vec::with_capacity(accepted.len());
+        for (list, post) in accepted {
+            let row = PostRow {
+                id: 0,
+                list: list.to_string(),
+                mail_from: mail_from.map(Address::to_string),
+                key_id: post.key_id.to_string(),
+                message_id: post.message_id.clone(),
+                received_at,
+                message: message.clone(),
+            };
+            ids.push(
+                self.store
+                    .insert_post(&row)
+                    .await
+                    .map_err(temporary)?
+                    .to_string(),
+            );
+        }
+        tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
+        Ok(ids.join(","))
+    }
+}

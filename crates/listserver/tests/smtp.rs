@@ -1,0 +1,355 @@
+//! The SMTP receiver driven through an in-memory pipe, with the real acceptance path over a
+//! SQLite store: every reply code and enhanced status, and posts stored before 250.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
+use hushlist_core::{Address, SecretIdentity};
+use hushlist_envelope::seal;
+use hushlist_listserver::service::ListServer;
+use hushlist_listserver::smtp::{SmtpConfig, run_session};
+use rand::rngs::OsRng;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream};
+
+const LIST: &str = "team@lists.example.org";
+
+struct People {
+    olivia: SecretIdentity,
+    rita: SecretIdentity,
+    eve: SecretIdentity,
+}
+
+fn people() -> &'static People {
+    static P: OnceLock<People> = OnceLock::new();
+    P.get_or_init(|| People {
+        olivia: SecretIdentity::generate(OsRng, "olivia@example.org").unwrap(),
+        rita: SecretIdentity::generate(OsRng, "rita@example.org").unwrap(),
+        eve: SecretIdentity::generate(OsRng, "eve@example.org").unwrap(),
+    })
+}
+
+async fn list_server() -> (tempfile::TempDir, Arc<ListServer>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = hushlist_store::Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("lists.db").display()
+    ))
+    .await
+    .unwrap();
+    let server = Arc::new(ListServer::new(store));
+    let p = people();
+    let list = Address::parse(LIST).unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &p.olivia,
+        Address::parse("olivia@example.org").unwrap(),
+        list.clone(),
+        Policy::default(),
+        0,
+    )
+    .unwrap();
+    let roster = server.rosters().create(genesis).await.unwrap();
+    let member = MemberEntry {
+        address: Address::parse("rita@example.org").unwrap(),
+        cert: p.rita.cert().to_armored(),
+        role: Role::Reader,
+    };
+    let op = roster
+        .sign_next(OsRng, &p.olivia, 1, Change::Add { member })
+        .unwrap();
+    server.rosters().append(&list, op).await.unwrap();
+    (dir, server)
+}
+
+/// A client end of an SMTP session running on the other end of a pipe.
+struct Client {
+    io: BufReader<DuplexStream>,
+}
+
+impl Client {
+    async fn start(
+        server: Arc<ListServer>,
+        config: SmtpConfig,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (client, server_end) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(async move {
+            run_session(server_end, &config, server.as_ref())
+                .await
+                .unwrap();
+        });
+        let mut client = Client {
+            io: BufReader::new(client),
+        };
+        assert!(client.reply().await.starts_with("220 "));
+        (client, task)
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    async fn reply(&mut self) -> String {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut line))
+                .await
+                .expect("reply in time")
+                .unwrap();
+            if read == 0 {
+                return text;
+            }
+            text.push_str(&line);
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return text;
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> String {
+        self.io
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        self.reply().await
+    }
+
+    async fn data(&mut self, message: &[u8]) -> String {
+        assert!(self.send("DATA").await.starts_with("354 "));
+        let mut stuffed = Vec::new();
+        for line in message.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                stuffed.push(b'.');
+            }
+            stuffed.extend_from_slice(line);
+        }
+        self.io.get_mut().write_all(&stuffed).await.unwrap();
+        self.io.get_mut().write_all(b".\r\n").await.unwrap();
+        self.reply().await
+    }
+}
+
+fn sealed_post(from: &str, who: &SecretIdentity) -> Vec<u8> {
+    let text = format!("From: {from}\r\nTo: {LIST}\r\nSubject: s\r\n\r\n.leading dot\r\nbody\r\n");
+    seal(OsRng, text.as_bytes(), who, "https://keys.example.org")
+        .unwrap()
+        .message
+}
+
+#[tokio::test]
+async fn an_encrypted_post_from_an_allowed_poster_is_stored_before_250() {
+    let (_dir, server) = list_server().await;
+    let (mut c, _task) = Client::start(server.clone(), SmtpConfig::default()).await;
+    let ehlo = c.send("EHLO client.example.org").await;
+    for capability in [
+        "PIPELINING",
+        "SIZE 26214400",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+    ] {
+        assert!(ehlo.contains(capability), "{ehlo}");
+    }
+    assert!(
+        c.send("MAIL FROM:<olivia@example.org> SIZE=5000")
+            .await
+            .starts_with("250 2.1.0")
+    );
+    assert!(
+        c.send(&format!("RCPT TO:<{LIST}>"))
+            .await
+            .starts_with("250 2.1.5")
+    );
+    let post = sealed_post("olivia@example.org", &people().olivia);
+    let reply = c.data(&post).await;
+    assert!(reply.starts_with("250 2.0.0 Queued as "), "{reply}");
+    let stored = server.store().posts(LIST, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].message, post,
+        "the ciphertext is stored byte for byte"
+    );
+    assert_eq!(stored[0].mail_from.as_deref(), Some("olivia@example.org"));
+    assert!(c.send("QUIT").await.starts_with("221 2.0.0"));
+}
+
+#[tokio::test]
+async fn refusals_at_end_of_data_carry_code_and_enhanced_status() {
+    let (_dir, server) = list_server().await;
+    let (mut c, _task) = Client::start(server.clone(), SmtpConfig::default()).await;
+    c.send("EHLO client.example.org").await;
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "olivia@example.org",
+            format!("From: olivia@example.org\r\nTo: {LIST}\r\nSubject: plain\r\n\r\nhello\r\n")
+                .into_bytes(),
+            "550 5.7.1 this list only accepts encrypted posts",
+        ),
+        (
+            "eve@example.org",
+            sealed_post("eve@example.org", &people().eve),
+            "550 5.7.1 eve@example.org may not post",
+        ),
+        (
+            "rita@example.org",
+            sealed_post("rita@example.org", &people().rita),
+            "550 5.7.1 rita@example.org may not post",
+        ),
+    ];
+    for (from, message, expected) in cases {
+        assert!(
+            c.send(&format!("MAIL FROM:<{from}>"))
+                .await
+                .starts_with("250 ")
+        );
+        assert!(
+            c.send(&format!("RCPT TO:<{LIST}>"))
+                .await
+                .starts_with("250 ")
+        );
+        let reply = c.data(&message).await;
+        assert!(reply.starts_with(expected), "{from}: {reply}");
+    }
+    let mut truncated = sealed_post("olivia@example.org", &people().olivia);
+    truncated.truncate(truncated.len() - 300);
+    truncated.extend_from_slice(b"\r\n");
+    c.send("MAIL FROM:<olivia@example.org>").await;
+    c.send(&format!("RCPT TO:<{LIST}>")).await;
+    let reply = c.data(&truncated).await;
+    assert!(reply.starts_with("554 5.6.0"), "{reply}");
+    assert!(
+        server.store().posts(LIST, 0, 10).await.unwrap().is_empty(),
+        "nothing refused is stored"
+    );
+}
+
+#[tokio::test]
+async fn command_errors_get_precise_replies() {
+    let (_dir, server) = list_server().await;
+    let config = SmtpConfig {
+        max_recipients: 1,
+        max_errors: 100,
+        ..SmtpConfig::default()
+    };
+    let (mut c, _task) = Client::start(server, config).await;
+    assert!(
+        c.send("MAIL FROM:<a@example.org>")
+            .await
+            .starts_with("503 5.5.1"),
+        "EHLO first"
+    );
+    c.send("HELO client.example.org").await;
+    assert!(
+        c.send(&format!("RCPT TO:<{LIST}>"))
+            .await
+            .starts_with("503 5.5.1")
+    );
+    assert!(c.send("DATA").await.starts_with("503 5.5.1"));
+    assert!(c.send("VRFY olivia").await.starts_with("502 5.5.1"));
+    assert!(c.send("EXPN team").await.starts_with("502 5.5.1"));
+    assert!(c.send("STARTTLS").await.starts_with("502 5.5.1"));
+    assert!(c.send("FROB").await.starts_with("500 5.5.2"));
+    assert!(
+        c.send("MAIL FROM:<a@example.org> SIZE=999999999")
+            .await
+            .starts_with("552 5.3.4")
+    );
+    assert!(
+        c.send("MAIL FROM:<not an address>")
+            .await
+            .starts_with("501 ")
+    );
+    assert!(
+        c.send("MAIL FROM:<>").await.starts_with("250 2.1.0"),
+        "the null sender is allowed"
+    );
+    assert!(
+        c.send("MAIL FROM:<b@example.org>")
+            .await
+            .starts_with("503 5.5.1"),
+        "nested MAIL"
+    );
+    assert!(
+        c.send("RCPT TO:<nolist@lists.example.org>")
+            .await
+            .starts_with("550 5.1.1")
+    );
+    assert!(
+        c.send("DATA").await.starts_with("554 5.5.1"),
+        "no valid recipients"
+    );
+    assert!(
+        c.send(&format!("RCPT TO:<{LIST}>"))
+            .await
+            .starts_with("250 2.1.5")
+    );
+    assert!(
+        c.send("RCPT TO:<other@lists.example.org>")
+            .await
+            .starts_with("452 4.5.3")
+    );
+    assert!(c.send("RSET").await.starts_with("250 2.0.0"));
+    assert!(c.send("NOOP").await.starts_with("250 2.0.0"));
+    let long = format!("NOOP {}", "x".repeat(10_000));
+    assert!(c.send(&long).await.starts_with("500 5.5.6"));
+}
+
+#[tokio::test]
+async fn oversize_messages_are_refused_after_data_without_being_kept() {
+    let (_dir, server) = list_server().await;
+    let (mut c, _task) = Client::start(
+        server.clone(),
+        SmtpConfig {
+            max_message_bytes: 4096,
+            ..SmtpConfig::default()
+        },
+    )
+    .await;
+    c.send("EHLO client.example.org").await;
+    c.send("MAIL FROM:<olivia@example.org>").await;
+    c.send(&format!("RCPT TO:<{LIST}>")).await;
+    let big = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(100_000));
+    let reply = c.data(big.as_bytes()).await;
+    assert!(reply.starts_with("552 5.3.4"), "{reply}");
+    assert!(
+        c.send("NOOP").await.starts_with("250 "),
+        "the session goes on"
+    );
+}
+
+#[tokio::test]
+async fn idle_and_error_prone_sessions_are_closed() {
+    let (_dir, server) = list_server().await;
+    let config = SmtpConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..SmtpConfig::default()
+    };
+    let (mut c, task) = Client::start(server.clone(), config).await;
+    assert!(c.reply().await.starts_with("421 4.4.2"));
+    task.await.unwrap();
+
+    let (mut c, task) = Client::start(
+        server,
+        SmtpConfig {
+            max_errors: 3,
+            ..SmtpConfig::default()
+        },
+    )
+    .await;
+    c.send("FROB").await;
+    c.send("FROB").await;
+    let last = c.send("FROB").await;
+    assert!(last.starts_with("500 5.5.2"), "{last}");
+    assert!(c.reply().await.starts_with("421 4.7.0"));
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn pipelined_commands_get_replies_in_order() {
+    let (_dir, server) = list_server().await;
+    let (mut c, _task) = Client::start(server, SmtpConfig::default()).await;
+    c.send("EHLO client.example.org").await;
+    c.io.get_mut().write_all(format!("MAIL FROM:<olivia@example.org>\r\nRCPT TO:<{LIST}>\r\nRCPT TO:<x@lists.example.org>\r\nRSET\r\n").as_bytes()).await.unwrap();
+    assert!(c.reply().await.starts_with("250 2.1.0"));
+    assert!(c.reply().await.starts_with("250 2.1.5"));
+    assert!(c.reply().await.starts_with("550 5.1.1"));
+    assert!(c.reply().await.starts_with("250 2.0.0"));
+}

@@ -1,0 +1,135 @@
+//! Verified rosters over the store, shared by both servers: every op read from the database is
+//! replayed through [`Roster::apply`], so a row written behind a server's back is refused, not
+//! trusted. The cache is refreshed with the ops other instances stored since, on every read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hushlist_core::Address;
+use hushlist_core::roster::{Roster, RosterError, SignedOp};
+
+use crate::{Inserted, Store, StoreError, StoredOp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RosterStoreError {
+    #[error("no list {0} here")]
+    UnknownList(Address),
+    #[error("list {0} already exists with another genesis")]
+    ListExists(Address),
+    #[error("the roster of {0} changed meanwhile; fetch it and sign again")]
+    Moved(Address),
+    #[error(transparent)]
+    Refused(#[from] RosterError),
+    #[error("the stored roster of {list} does not verify: {source}")]
+    Corrupt { list: Address, source: RosterError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct RosterCache {
+    store: Store,
+    cache: Mutex<HashMap<Address, Arc<Roster>>>,
+}
+
+impl RosterCache {
+    pub fn new(store: Store) -> Self {
+        RosterCache {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The list's roster, brought up to date with ops stored since it was cached.
+    pub async fn get(&self, list: &Address) -> Result<Arc<Roster>, RosterStoreError> {
+        let cached = self
+            .cache
+            .lock()
+            .expect("roster cache lock")
+            .get(list)
+            .cloned();
+        let after = cached
+            .as_ref()
+            .map_or(-1, |r| i64::try_from(r.head_seq()).unwrap_or(i64::MAX));
+        let newer = self.store.roster_ops(list.as_str(), after).await?;
+        if newer.is_empty() {
+            return cached.ok_or_else(|| RosterStoreError::UnknownList(list.clone()));
+        }
+        let corrupt = |source| RosterStoreError::Corrupt {
+            list: list.clone(),
+            source,
+        };
+        let mut ops = newer.into_iter().map(|op| SignedOp {
+            body: op.body,
+            signature: op.signature,
+        });
+        let mut roster = match cached {
+            Some(roster) => Arc::unwrap_or_clone(roster),
+            None => Roster::genesis(ops.next().expect("newer is not empty")).map_err(corrupt)?,
+        };
+        for op in ops {
+            roster.apply(op).map_err(corrupt)?;
+        }
+        let mut cache = self.cache.lock().expect("roster cache lock");
+        let current = cache
+            .entry(list.clone())
+            .and_modify(|c| {
+                if c.head_seq() < roster.head_seq() {
+                    *c = Arc::new(roster.clone());
+                }
+            })
+            .or_insert_with(|| Arc::new(roster));
+        Ok(current.clone())
+    }
+
+    /// Whether `list` has a roster here.
+    pub async fn exists(&self, list: &Address) -> Result<bool, RosterStoreError> {
+        match self.get(list).await {
+            Ok(_) => Ok(true),
+            Err(RosterStoreError::UnknownList(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Creates a list from its genesis op. The same genesis again is accepted (idempotent).
+    pub async fn create(&self, genesis: SignedOp) -> Result<Arc<Roster>, RosterStoreError> {
+        let roster = Roster::genesis(genesis.clone())?;
+        let list = roster.list().clone();
+        let stored = StoredOp {
+            seq: 0,
+            body: genesis.body,
+            signature: genesis.signature,
+        };
+        if self.store.append_roster_op(list.as_str(), &stored).await? == Inserted::AlreadyPresent {
+            let existing = self.get(&list).await?;
+            if existing.ops()[0].body != stored.body {
+                return Err(RosterStoreError::ListExists(list));
+            }
+        }
+        self.get(&list).await
+    }
+
+    /// Verifies `op` against the current roster and stores it.
+    pub async fn append(
+        &self,
+        list: &Address,
+        op: SignedOp,
+    ) -> Result<Arc<Roster>, RosterStoreError> {
+        let mut next = Arc::unwrap_or_clone(self.get(list).await?);
+        next.apply(op.clone())?;
+        let stored = StoredOp {
+            seq: i64::try_from(next.head_seq()).unwrap_or(i64::MAX),
+            body: op.body,
+            signature: op.signature,
+        };
+        if self.store.append_roster_op(list.as_str(), &stored).await? == Inserted::AlreadyPresent {
+            // Another instance appended first: judge the op against that history.
+            let mut current = Arc::unwrap_or_clone(self.get(list).await?);
+            current.apply(SignedOp {
+                body: stored.body,
+                signature: stored.signature,
+            })?;
+            return Err(RosterStoreError::Moved(list.clone()));
+        }
+        self.get(list).await
+    }
+}
