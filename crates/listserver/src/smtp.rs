@@ -314,3 +314,37 @@ impl Session {
 fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
+
+/// Accepts SMTP connections on `listener` until `shutdown` resolves, at most
+/// `max_connections` at once; one more is told 421 and closed.
+pub async fn serve<K: PostSink + 'static>(
+    listener: tokio::net::TcpListener,
+    config: std::sync::Arc<SmtpConfig>,
+    sink: std::sync::Arc<K>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let (config, sink) = (config.clone(), sink.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run_session(stream, &config, sink.as_ref()).await {
+                tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
