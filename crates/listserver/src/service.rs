@@ -43,7 +43,8 @@ impl PostSink for ListServer {
     }
 
     /// Checks the post against every addressed list before storing it for any, so a post
-    /// is either taken for all its lists or refused.
+    /// is either taken for all its lists or refused. Each stored post carries one pending
+    /// delivery per member of the roster it was accepted under, in the same transaction.
     async fn accept(
         &self,
         mail_from: Option<&Address>,
@@ -53,13 +54,14 @@ impl PostSink for ListServer {
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            accepted.push((list, check_post(&message, &roster)?));
+            let post = check_post(&message, &roster)?;
+            accepted.push((list, roster, post));
         }
         let received_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let mut ids = Vec::with_capacity(accepted.len());
-        for (list, post) in accepted {
+        for (list, roster, post) in accepted {
             let row = PostRow {
                 id: 0,
                 list: list.to_string(),
@@ -69,13 +71,13 @@ impl PostSink for ListServer {
                 received_at,
                 message: message.clone(),
             };
-            ids.push(
-                self.store
-                    .insert_post(&row)
-                    .await
-                    .map_err(temporary)?
-                    .to_string(),
-            );
+            let recipients: Vec<String> = roster.members().map(|m| m.address.to_string()).collect();
+            let id = self
+                .store
+                .insert_post(&row, &recipients)
+                .await
+                .map_err(temporary)?;
+            ids.push(id.to_string());
         }
         tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
         Ok(ids.join(","))

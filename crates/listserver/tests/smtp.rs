@@ -168,6 +168,16 @@ async fn an_encrypted_post_from_an_allowed_poster_is_stored_before_250() {
         "the ciphertext is stored byte for byte"
     );
     assert_eq!(stored[0].mail_from.as_deref(), Some("olivia@example.org"));
+    let deliveries = server
+        .store()
+        .pending_deliveries(stored[0].id)
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries,
+        ["olivia@example.org", "rita@example.org"],
+        "one queued delivery per member"
+    );
     assert!(c.send("QUIT").await.starts_with("221 2.0.0"));
 }
 

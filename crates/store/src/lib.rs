@@ -394,8 +394,16 @@ impl Store {
 }
 
 impl Store {
-    /// Stores an accepted post; returns its id once committed.
-    pub async fn insert_post(&self, post: &PostRow) -> Result<i64, StoreError> {
+    /// Stores an accepted post and one pending delivery per recipient in one transaction;
+    /// returns the post id once committed.
+    pub async fn insert_post(
+        &self,
+        post: &PostRow,
+        recipients: &[String],
+    ) -> Result<i64, StoreError> {
+        // Rows per INSERT statement: well under SQLite's limit of bound parameters.
+        const BATCH: usize = 400;
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -406,9 +414,36 @@ impl Store {
         .bind(&post.message_id)
         .bind(post.received_at)
         .bind(&post.message)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.get("id"))
+        let id: i64 = row.get("id");
+        for chunk in recipients.chunks(BATCH) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${}, $2)", i + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO deliveries (post_id, recipient, next_attempt_at) VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(id).bind(post.received_at);
+            for recipient in chunk {
+                query = query.bind(recipient);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The recipients of a post still waiting for delivery.
+    pub async fn pending_deliveries(&self, post_id: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT recipient FROM deliveries WHERE post_id = $1 AND state = 'pending' ORDER BY recipient",
+        )
+        .bind(post_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get("recipient")).collect())
     }
 
     /// Posts of `list` with ids above `after_id`, oldest first, at most `limit`.

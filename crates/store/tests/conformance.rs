@@ -164,3 +164,31 @@ async fn data_survives_reopening() {
     assert_eq!(store.session_key("k9").await.unwrap(), Some(key_row("k9")));
     assert!(Store::open("mysql://x").await.is_err());
 }
+
+#[tokio::test]
+async fn a_post_and_its_deliveries_are_stored_together() {
+    let (_dir, store) = store().await;
+    let post = hushlist_store::PostRow {
+        id: 0,
+        list: "l".into(),
+        mail_from: Some("a@example.org".into()),
+        key_id: "k".into(),
+        message_id: None,
+        received_at: 7,
+        message: b"ciphertext".to_vec(),
+    };
+    let mut recipients: Vec<String> = (0..1000).map(|i| format!("m{i:04}@example.org")).collect();
+    recipients.push("m0000@example.org".into());
+    let id = store.insert_post(&post, &recipients).await.unwrap();
+    let pending = store.pending_deliveries(id).await.unwrap();
+    assert_eq!(pending.len(), 1000, "one delivery per distinct recipient");
+    assert_eq!(pending[0], "m0000@example.org");
+    let stored = store.posts("l", 0, 10).await.unwrap();
+    assert_eq!(
+        (stored[0].id, stored[0].message.as_slice()),
+        (id, &b"ciphertext"[..])
+    );
+    let second = store.insert_post(&post, &[]).await.unwrap();
+    assert!(second > id);
+    assert!(store.pending_deliveries(second).await.unwrap().is_empty());
+}
