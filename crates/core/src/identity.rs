@@ -330,10 +330,6 @@ impl SecretIdentity {
         Password::from(self.passphrase.as_str())
     }
 
-    pub fn secret_key(&self) -> &SignedSecretKey {
-        &self.key
-    }
-
     fn check_unlocks(&self) -> Result<(), IdentityError> {
         let locked = || IdentityError::Locked {
             fingerprint: self.fingerprint().clone(),

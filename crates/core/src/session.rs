@@ -244,13 +244,4 @@ impl Pkesk {
             _ => Err(SessionError::Undecryptable("not a v3 session key".into())),
         }
     }
-
-    /// The legacy key id (16 hex digits) of the subkey this PKESK is addressed to.
-    pub fn recipient_key_id(&self) -> Result<String, SessionError> {
-        let packet = Self::parse(&self.0)?;
-        packet
-            .id()
-            .map(|id| id.to_string())
-            .map_err(|e| SessionError::BadPkesk(e.to_string()))
-    }
 }

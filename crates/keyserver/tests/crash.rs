@@ -12,21 +12,6 @@ use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_gene
 use hushlist_core::{Address, Cert, KeyId, Pkesk, SessionKey};
 use rand::rngs::OsRng;
 
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    body: &impl serde::Serialize,
-    token: Option<&str>,
-) -> Result<(u16, serde_json::Value), reqwest::Error> {
-    let mut request = http.post(url).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or_default()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,7 +30,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
     )
     .unwrap();
     assert_eq!(
-        post(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
+        post_json(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
             .await
             .unwrap()
             .0,
@@ -65,7 +50,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
             .sign_next(OsRng, &p.olivia, now(), Change::Add { member })
             .unwrap();
         assert_eq!(
-            post(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
+            post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
                 .await
                 .unwrap()
                 .0,
@@ -106,7 +91,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
                     sealed_key: sealed.as_bytes().to_vec(),
                 };
                 let request = signed(sender, &purpose::deposit(&list()), &body);
-                match post(
+                match post_json(
                     &http,
                     format!("{base}/v1/lists/{LIST}/keys"),
                     &request,
@@ -147,7 +132,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
             &purpose::fetch_key(&list(), key_id),
             &serde_json::json!({}),
         );
-        let (status, body) = post(
+        let (status, body) = post_json(
             &http,
             format!("{base}/v1/lists/{LIST}/keys/{key_id}"),
             &request,

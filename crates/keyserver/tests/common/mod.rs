@@ -115,13 +115,9 @@ impl TestServer {
         body: &impl serde::Serialize,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let mut request = self.http.post(self.url(path)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        post_json(&self.http, self.url(path), body, token)
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -264,4 +260,20 @@ pub fn spawn_binary(data_dir: &Path, extra_args: &[&str]) -> (Child, String) {
         .recv_timeout(Duration::from_secs(60))
         .expect("the key server printed its address");
     (child, base)
+}
+
+/// POSTs JSON, returning the status and the JSON body (null if there is none).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: String,
+    body: &impl serde::Serialize,
+    token: Option<&str>,
+) -> Result<(u16, Value), reqwest::Error> {
+    let mut request = http.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
