@@ -6,6 +6,7 @@
 pub mod address;
 pub mod api;
 pub mod identity;
+pub mod listmail;
 pub mod outer;
 pub mod request;
 pub mod roster;

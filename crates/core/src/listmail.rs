@@ -1,0 +1,191 @@
+//! What a list does to a post's outer headers before delivering it: the From rewritten to
+//! "Name via list" (DMARC-safe; who wrote the post is proven by the signature inside, not by
+//! this header), the author kept in Reply-To, and the list headers of RFC 2369, 2919 and 8058
+//! plus `Precedence: list`. The encrypted body is never touched. Also the VERP envelope
+//! sender that lets a bounce name the member it is about.
+
+use mail_builder::headers::address::Address as HeaderAddress;
+use mail_builder::headers::url::URL;
+use mail_parser::MessageParser;
+
+use crate::address::Address;
+use crate::outer::OuterError;
+
+/// Headers a delivered copy must not carry over from the post: the list writes its own.
+const REPLACED_HEADERS: [&str; 13] = [
+    "From",
+    "Sender",
+    "Return-Path",
+    "Precedence",
+    "List-Id",
+    "List-Post",
+    "List-Archive",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Help",
+    "List-Subscribe",
+    "List-Owner",
+    "Errors-To",
+];
+
+/// What the list says about itself in every copy.
+#[derive(Debug, Clone)]
+pub struct ListHeaders {
+    pub list: Address,
+    /// Human-readable name of the list, the phrase of List-Id.
+    pub description: Option<String>,
+    /// Where members fetch older posts (List-Archive).
+    pub archive_url: Option<String>,
+}
+
+impl ListHeaders {
+    /// The address that suspends delivery to whoever writes to it (List-Unsubscribe mailto).
+    pub fn leave_address(&self) -> String {
+        format!("{}-leave@{}", self.list.local_part(), self.list.domain())
+    }
+
+    /// RFC 2919 list identifier: the list's address with the `@` turned into a dot.
+    pub fn list_id(&self) -> String {
+        format!("{}.{}", self.list.local_part(), self.list.domain())
+    }
+}
+
+/// A post rewritten for delivery, ready to be written per recipient.
+#[derive(Debug, Clone)]
+pub struct ListCopy {
+    /// The rewritten header block without its final blank line.
+    head: Vec<u8>,
+    /// The body, byte for byte as posted.
+    body: Vec<u8>,
+}
+
+impl ListCopy {
+    /// Rewrites the outer headers of `raw` (an accepted post) for `list`.
+    pub fn new(raw: &[u8], list: &ListHeaders) -> Result<Self, OuterError> {
+        let message = MessageParser::new()
+            .parse(raw)
+            .filter(|m| !m.headers().is_empty())
+            .ok_or(OuterError::NotAMessage)?;
+        let root = message.root_part();
+        let header_end = root.offset_body as usize;
+        let author = message
+            .from()
+            .and_then(|from| from.first())
+            .ok_or(OuterError::BadFrom)?;
+        let author_address = author.address().ok_or(OuterError::BadFrom)?;
+        let author_name = author.name().unwrap_or(author_address);
+        let has_reply_to = root
+            .headers
+            .iter()
+            .any(|h| h.name.as_str().eq_ignore_ascii_case("Reply-To"));
+
+        let mut head = Vec::with_capacity(header_end + 512);
+        write_header(
+            &mut head,
+            "From",
+            &HeaderAddress::new_address(
+                Some(format!("{author_name} via {}", list.list.local_part())),
+                list.list.as_str(),
+            ),
+        );
+        if !has_reply_to {
+            write_header(
+                &mut head,
+                "Reply-To",
+                &HeaderAddress::new_address(author.name(), author_address),
+            );
+        }
+        for header in &root.headers {
+            let name = header.name.as_str();
+            if REPLACED_HEADERS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            head.extend_from_slice(&raw[header.offset_field as usize..header.offset_end as usize]);
+        }
+        // List-Id has the shape of a name-addr (RFC 2919: `[phrase] "<" list-id ">"`), so
+        // the address writer gives the phrase the right quoting and RFC 2047 encoding.
+        let list_id = list.list_id();
+        write_header(
+            &mut head,
+            "List-Id",
+            &HeaderAddress::new_address(list.description.as_deref(), list_id.as_str()),
+        );
+        write_header(
+            &mut head,
+            "List-Post",
+            &URL::new(format!("mailto:{}", list.list)),
+        );
+        if let Some(archive) = &list.archive_url {
+            write_header(&mut head, "List-Archive", &URL::new(archive.as_str()));
+        }
+        head.extend_from_slice(b"Precedence: list\r\n");
+        let body = raw[header_end.min(raw.len())..].to_vec();
+        Ok(ListCopy { head, body })
+    }
+
+    /// The copy for a batch of recipients: unsubscribing is by mail to the list's -leave
+    /// address, since a copy shared by many recipients cannot carry a link for one of them.
+    pub fn shared(&self, list: &ListHeaders) -> Vec<u8> {
+        self.assemble(
+            &URL::new(format!(
+                "mailto:{}?subject=unsubscribe",
+                list.leave_address()
+            )),
+            false,
+        )
+    }
+
+    /// The copy for one recipient, with an RFC 8058 one-click unsubscribe link for them.
+    pub fn for_one(&self, list: &ListHeaders, one_click_url: &str) -> Vec<u8> {
+        self.assemble(
+            &URL::new_list(
+                [
+                    one_click_url.to_owned(),
+                    format!("mailto:{}?subject=unsubscribe", list.leave_address()),
+                ]
+                .into_iter(),
+            ),
+            true,
+        )
+    }
+
+    fn assemble(&self, unsubscribe: &URL<'_>, one_click: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.body.len() + 256);
+        out.extend_from_slice(&self.head);
+        write_header(&mut out, "List-Unsubscribe", unsubscribe);
+        if one_click {
+            out.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &impl mail_builder::headers::Header) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    value
+        .write_header(&mut *out, name.len() + 2)
+        .expect("writing to a Vec cannot fail");
+}
+
+/// The VERP envelope sender for a copy to `recipient`: `list-bounces+user=host@domain`, so
+/// a bounce names the member it is about whatever the bouncing server puts in it.
+pub fn verp_sender(list: &Address, recipient: &Address) -> String {
+    format!(
+        "{}-bounces+{}={}@{}",
+        list.local_part(),
+        recipient.local_part(),
+        recipient.domain(),
+        list.domain()
+    )
+}
+
+/// The envelope sender for a copy shared by many recipients.
+pub fn bounce_sender(list: &Address) -> String {
+    format!("{}-bounces@{}", list.local_part(), list.domain())
+}
