@@ -21,6 +21,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
 }
 
 /// A roster op as stored: its position and exact signed bytes.
@@ -84,6 +86,60 @@ pub struct PostRow {
     pub message_id: Option<String>,
     pub received_at: i64,
     pub message: Vec<u8>,
+}
+
+/// A delivery claimed by a worker: due, and leased to it until the lease time it claimed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub post_id: i64,
+    pub recipient: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+}
+
+/// Where one delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// The states of a delivery: `Pending` until the relay takes it (`Delivered`) or refuses
+/// it for good or for too long (`Failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "pending" => Ok(DeliveryState::Pending),
+            "delivered" => Ok(DeliveryState::Delivered),
+            "failed" => Ok(DeliveryState::Failed),
+            other => Err(StoreError::Corrupt(format!("delivery state {other:?}"))),
+        }
+    }
+}
+
+/// Number of deliveries in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
 }
 
 /// Outcome of inserting a row that may already exist.
@@ -446,6 +502,157 @@ impl Store {
         Ok(rows.iter().map(|r| r.get("recipient")).collect())
     }
 
+    /// Claims up to `limit` pending deliveries due at `now`, oldest post first, by moving
+    /// their next attempt to `lease_until`: a worker that dies holding them only delays them
+    /// until then, and another worker (in this process or another) picks them up.
+    pub async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $2 \
+             WHERE state = 'pending' AND next_attempt_at <= $1 AND (post_id, recipient) IN ( \
+                 SELECT post_id, recipient FROM deliveries \
+                 WHERE state = 'pending' AND next_attempt_at <= $1 \
+                 ORDER BY next_attempt_at, post_id, recipient LIMIT $3) \
+             RETURNING post_id, recipient, attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed: Vec<ClaimedDelivery> = rows
+            .iter()
+            .map(|r| ClaimedDelivery {
+                post_id: r.get("post_id"),
+                recipient: r.get("recipient"),
+                attempts: r.get("attempts"),
+            })
+            .collect();
+        claimed.sort_by(|a, b| (a.post_id, &a.recipient).cmp(&(b.post_id, &b.recipient)));
+        Ok(claimed)
+    }
+
+    /// Records that the relay took the post for these recipients.
+    pub async fn mark_delivered(
+        &self,
+        post_id: i64,
+        recipients: &[String],
+    ) -> Result<(), StoreError> {
+        // Recipients per UPDATE: well under SQLite's limit of bound parameters.
+        const BATCH: usize = 400;
+        for chunk in recipients.chunks(BATCH) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_error = NULL \
+                 WHERE post_id = $1 AND state = 'pending' AND recipient IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(post_id);
+            for recipient in chunk {
+                query = query.bind(recipient);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt: the delivery is retried at `next_attempt_at`.
+    pub async fn defer_delivery(
+        &self,
+        post_id: i64,
+        recipient: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4 \
+             WHERE post_id = $1 AND recipient = $2 AND state = 'pending'",
+        )
+        .bind(post_id)
+        .bind(recipient)
+        .bind(next_attempt_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the delivery will not be tried again, and why.
+    pub async fn fail_delivery(
+        &self,
+        post_id: i64,
+        recipient: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = $3 \
+             WHERE post_id = $1 AND recipient = $2 AND state = 'pending'",
+        )
+        .bind(post_id)
+        .bind(recipient)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delivery(
+        &self,
+        post_id: i64,
+        recipient: &str,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, attempts, next_attempt_at, last_error FROM deliveries \
+             WHERE post_id = $1 AND recipient = $2",
+        )
+        .bind(post_id)
+        .bind(recipient)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(DeliveryRow {
+                state: DeliveryState::parse(&r.get::<String, _>("state"))?,
+                attempts: r.get("attempts"),
+                next_attempt_at: r.get("next_attempt_at"),
+                last_error: r.get("last_error"),
+            })
+        })
+        .transpose()
+    }
+
+    /// How many deliveries are in each state, over all posts.
+    pub async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = DeliveryCounts::default();
+        for row in rows {
+            let n: i64 = row.get("n");
+            match DeliveryState::parse(&row.get::<String, _>("state"))? {
+                DeliveryState::Pending => counts.pending = n,
+                DeliveryState::Delivered => counts.delivered = n,
+                DeliveryState::Failed => counts.failed = n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// One post by id.
+    pub async fn post(&self, id: i64) -> Result<Option<PostRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(post_row))
+    }
+
     /// Posts of `list` with ids above `after_id`, oldest first, at most `limit`.
     pub async fn posts(
         &self,
@@ -462,18 +669,19 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| PostRow {
-                id: r.get("id"),
-                list: r.get("list"),
-                mail_from: r.get("mail_from"),
-                key_id: r.get("key_id"),
-                message_id: r.get("message_id"),
-                received_at: r.get("received_at"),
-                message: r.get("message"),
-            })
-            .collect())
+        Ok(rows.iter().map(post_row).collect())
+    }
+}
+
+fn post_row(r: &sqlx::any::AnyRow) -> PostRow {
+    PostRow {
+        id: r.get("id"),
+        list: r.get("list"),
+        mail_from: r.get("mail_from"),
+        key_id: r.get("key_id"),
+        message_id: r.get("message_id"),
+        received_at: r.get("received_at"),
+        message: r.get("message"),
     }
 }
 

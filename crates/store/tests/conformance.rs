@@ -1,7 +1,10 @@
 //! Store behaviour every backend must share. Runs on SQLite here; PostgreSQL joins with its
 //! backend.
 
-use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoredOp};
+use hushlist_store::{
+    AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
+    StoredOp,
+};
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -191,4 +194,102 @@ async fn a_post_and_its_deliveries_are_stored_together() {
     let second = store.insert_post(&post, &[]).await.unwrap();
     assert!(second > id);
     assert!(store.pending_deliveries(second).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed() {
+    let (_dir, store) = store().await;
+    let post = hushlist_store::PostRow {
+        id: 0,
+        list: "l".into(),
+        mail_from: None,
+        key_id: "k".into(),
+        message_id: None,
+        received_at: 100,
+        message: b"ciphertext".to_vec(),
+    };
+    let recipients: Vec<String> = (0..5).map(|i| format!("m{i}@example.org")).collect();
+    let id = store.insert_post(&post, &recipients).await.unwrap();
+    assert_eq!(
+        store.post(id).await.unwrap().unwrap().message,
+        b"ciphertext"
+    );
+    assert!(store.post(id + 1).await.unwrap().is_none());
+
+    // Not due before the post was received.
+    assert!(
+        store
+            .claim_deliveries(99, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = store.claim_deliveries(100, 200, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first[0].recipient, "m0@example.org");
+    assert_eq!(first[0].attempts, 0);
+    // Claimed rows are leased: a second claim gets only the others.
+    let second = store.claim_deliveries(100, 200, 10).await.unwrap();
+    let names: Vec<_> = second.iter().map(|c| c.recipient.as_str()).collect();
+    assert_eq!(names, ["m3@example.org", "m4@example.org"]);
+    assert!(
+        store
+            .claim_deliveries(150, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .mark_delivered(id, &["m0@example.org".into(), "m1@example.org".into()])
+        .await
+        .unwrap();
+    store
+        .defer_delivery(id, "m2@example.org", 300, "451 4.3.0 try later")
+        .await
+        .unwrap();
+    store
+        .fail_delivery(id, "m3@example.org", "550 5.1.1 no such user")
+        .await
+        .unwrap();
+
+    // A lease that ran out (the worker died) makes the rest due again.
+    let expired = store.claim_deliveries(200, 400, 10).await.unwrap();
+    let names: Vec<_> = expired.iter().map(|c| c.recipient.as_str()).collect();
+    assert_eq!(names, ["m4@example.org"]);
+    let retried = store.claim_deliveries(300, 500, 10).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].recipient.as_str(), retried[0].attempts),
+        ("m2@example.org", 1)
+    );
+
+    let m2 = store.delivery(id, "m2@example.org").await.unwrap().unwrap();
+    assert_eq!(m2.last_error.as_deref(), Some("451 4.3.0 try later"));
+    let m3 = store.delivery(id, "m3@example.org").await.unwrap().unwrap();
+    assert_eq!(m3.state, DeliveryState::Failed);
+    assert_eq!(m3.last_error.as_deref(), Some("550 5.1.1 no such user"));
+    let m0 = store.delivery(id, "m0@example.org").await.unwrap().unwrap();
+    assert_eq!((m0.state, m0.attempts), (DeliveryState::Delivered, 1));
+    // A delivered or failed row is final: a late report from a dead worker's lease changes nothing.
+    store
+        .defer_delivery(id, "m0@example.org", 999, "late")
+        .await
+        .unwrap();
+    store
+        .fail_delivery(id, "m0@example.org", "late")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery(id, "m0@example.org").await.unwrap().unwrap(),
+        m0
+    );
+    assert_eq!(
+        store.delivery_counts().await.unwrap(),
+        DeliveryCounts {
+            pending: 2,
+            delivered: 2,
+            failed: 1
+        }
+    );
 }
