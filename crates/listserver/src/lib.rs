@@ -6,6 +6,7 @@
 //! SMTP receiver (`smtp`) and the durable acceptance path over the store (`service`). The
 //! delivery queue and fan-out build on these.
 
+pub mod delivery;
 pub mod service;
 pub mod smtp;
 

@@ -1,11 +1,13 @@
 //! The list server's acceptance path: a post to one or more lists is checked against each
 //! list's verified roster and written to the store before the SMTP reply says 250.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::{PostRow, Store};
+use tokio::sync::Notify;
 
 use crate::check_post;
 use crate::smtp::{PostSink, SinkError};
@@ -13,6 +15,7 @@ use crate::smtp::{PostSink, SinkError};
 pub struct ListServer {
     store: Store,
     rosters: RosterCache,
+    queued: Arc<Notify>,
 }
 
 impl ListServer {
@@ -20,7 +23,13 @@ impl ListServer {
         ListServer {
             rosters: RosterCache::new(store.clone()),
             store,
+            queued: Arc::new(Notify::new()),
         }
+    }
+
+    /// Signalled whenever a post is queued, for the delivery workers.
+    pub fn queued(&self) -> Arc<Notify> {
+        self.queued.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -79,6 +88,7 @@ impl PostSink for ListServer {
                 .map_err(temporary)?;
             ids.push(id.to_string());
         }
+        self.queued.notify_waiters();
         tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
         Ok(ids.join(","))
     }

@@ -116,14 +116,6 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
-    }
-
     fn parse(text: &str) -> Result<Self, StoreError> {
         match text {
             "pending" => Ok(DeliveryState::Pending),

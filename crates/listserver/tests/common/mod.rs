@@ -1,0 +1,230 @@
+//! Shared set-up for the list server's tests: a list over a real SQLite store, sealed posts,
+//! and Postfix's `smtp-sink` as the relay that copies are delivered to.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
+use hushlist_core::{Address, SecretIdentity};
+use hushlist_envelope::seal;
+use hushlist_listserver::service::ListServer;
+use hushlist_store::Store;
+use rand::rngs::OsRng;
+
+pub const LIST: &str = "team@lists.example.org";
+pub const OWNER: &str = "olivia@example.org";
+
+pub fn member_address(i: usize) -> String {
+    format!("member{i:05}@example.net")
+}
+
+pub async fn open_store(dir: &Path) -> Store {
+    Store::open(&format!("sqlite://{}", dir.join("lists.db").display()))
+        .await
+        .unwrap()
+}
+
+/// Creates the list in `server`'s store with `members` readers besides the owner, each with
+/// a key of their own. Returns the owner, who may post.
+pub async fn create_list(server: &ListServer, members: usize) -> SecretIdentity {
+    let owner = SecretIdentity::generate(OsRng, OWNER).unwrap();
+    let list = Address::parse(LIST).unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &owner,
+        Address::parse(OWNER).unwrap(),
+        list.clone(),
+        Policy::default(),
+        0,
+    )
+    .unwrap();
+    let mut roster = server.rosters().create(genesis).await.unwrap();
+    for i in 0..members {
+        let address = member_address(i);
+        let key = SecretIdentity::generate(OsRng, &address).unwrap();
+        let member = MemberEntry {
+            address: Address::parse(&address).unwrap(),
+            cert: key.cert().to_armored(),
+            role: Role::Reader,
+        };
+        let op = roster
+            .sign_next(OsRng, &owner, 1, Change::Add { member })
+            .unwrap();
+        roster = server.rosters().append(&list, op).await.unwrap();
+    }
+    owner
+}
+
+pub async fn list_server(dir: &Path) -> Arc<ListServer> {
+    Arc::new(ListServer::new(open_store(dir).await))
+}
+
+pub fn sealed_post(from: &str, who: &SecretIdentity) -> Vec<u8> {
+    let text = format!(
+        "From: Olivia Owner <{from}>\r\nTo: {LIST}\r\nSubject: news\r\nMessage-ID: <post@example.org>\r\n\r\n.leading dot\r\nbody\r\n"
+    );
+    seal(OsRng, text.as_bytes(), who, "https://keys.example.org")
+        .unwrap()
+        .message
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Postfix's smtp-sink on a loopback port, writing each transaction it takes to a file.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    dump_dir: PathBuf,
+}
+
+/// One transaction as smtp-sink saw it.
+#[derive(Debug)]
+pub struct SinkTransaction {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The message as received (without smtp-sink's own X- lines).
+    pub message: String,
+}
+
+impl SmtpSink {
+    /// Starts smtp-sink on `port`; `extra` are smtp-sink options (e.g. `-r RCPT` to answer
+    /// RCPT with 4xx).
+    pub fn start(port: u16, dump_dir: &Path, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(dump_dir).unwrap();
+        let mut command = Command::new(smtp_sink_path());
+        // As root, smtp-sink must drop privileges; the dump directory must then be writable.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if root {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dump_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            command.args(["-u", "nobody"]);
+        }
+        let template = format!("{}/%H%M%S.", dump_dir.display());
+        let sink = SmtpSink {
+            child: command
+                .args(extra)
+                .args(["-d", &template, &format!("127.0.0.1:{port}"), "64"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("smtp-sink must be installed (.ci/run installs postfix)"),
+            port,
+            dump_dir: dump_dir.to_owned(),
+        };
+        // Bounded wait until it listens; on failure, dropping `sink` kills it.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return sink;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("smtp-sink did not start listening on port {port}");
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Every transaction dumped so far.
+    pub fn transactions(&self) -> Vec<SinkTransaction> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dump_dir) else {
+            return out;
+        };
+        for entry in entries {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let mut mail_from = String::new();
+            let mut rcpt_to = Vec::new();
+            let mut message = String::new();
+            let mut in_envelope = true;
+            for line in text.split_inclusive('\n') {
+                if in_envelope {
+                    if let Some(v) = line.strip_prefix("X-Mail-Args: ") {
+                        mail_from = first_path(v);
+                        continue;
+                    }
+                    if let Some(v) = line.strip_prefix("X-Rcpt-Args: ") {
+                        rcpt_to.push(first_path(v));
+                        continue;
+                    }
+                    if line.starts_with("X-Client-") || line.starts_with("X-Helo-Args") {
+                        continue;
+                    }
+                    in_envelope = false;
+                }
+                message.push_str(line);
+            }
+            out.push(SinkTransaction {
+                mail_from,
+                rcpt_to,
+                message,
+            });
+        }
+        out
+    }
+
+    /// How many copies each recipient got.
+    pub fn copies_per_recipient(&self) -> BTreeMap<String, usize> {
+        let mut copies = BTreeMap::new();
+        for t in self.transactions() {
+            for r in t.rcpt_to {
+                *copies.entry(r).or_default() += 1;
+            }
+        }
+        copies
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn first_path(args: &str) -> String {
+    args.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
+fn smtp_sink_path() -> &'static str {
+    ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("smtp-sink")
+}
+
+/// Polls `done` every 100 ms for at most `limit`; panics with `what` if it never holds.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

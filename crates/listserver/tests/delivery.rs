@@ -1,0 +1,215 @@
+//! Fan-out to a real relay: Postfix's smtp-sink on loopback takes the copies; the queue in
+//! a real SQLite store records what became of each recipient.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use hushlist_core::Address;
+use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
+use hushlist_listserver::service::ListServer;
+use hushlist_listserver::smtp::PostSink as _;
+use hushlist_store::DeliveryState;
+use mail_parser::MessageParser;
+use tokio::sync::watch;
+
+fn config(port: u16) -> DeliveryConfig {
+    let mut config = DeliveryConfig::new(RelayConfig {
+        host: "127.0.0.1".into(),
+        port,
+        helo_name: "lists.example.org".into(),
+        timeout: Duration::from_secs(10),
+    });
+    config.workers = 2;
+    config.retry_first = Duration::from_secs(1);
+    config.retry_max = Duration::from_secs(1);
+    config.poll_interval = Duration::from_millis(100);
+    config.public_url = Some("https://lists.example.org".into());
+    config
+}
+
+/// Posts once as the owner; returns the post id.
+async fn post(server: &ListServer, owner: &hushlist_core::SecretIdentity) -> i64 {
+    let id = server
+        .accept(
+            Some(&Address::parse(OWNER).unwrap()),
+            &[Address::parse(LIST).unwrap()],
+            sealed_post(OWNER, owner),
+        )
+        .await
+        .unwrap();
+    id.parse().unwrap()
+}
+
+fn start(server: &ListServer, config: DeliveryConfig) -> watch::Sender<bool> {
+    let (stop, stopped) = watch::channel(false);
+    let deliverer = Deliverer::new(server.store().clone(), config, server.queued());
+    deliverer.spawn(stopped);
+    stop
+}
+
+async fn wait_for_empty_queue(server: &Arc<ListServer>) {
+    wait_until(Duration::from_secs(60), "the queue to drain", || async {
+        server.store().delivery_counts().await.unwrap().pending == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_member_gets_one_copy_with_list_headers_in_shared_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 20).await;
+    let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+    let mut config = config(sink.port);
+    config.max_rcpts_per_transaction = 8;
+    let _stop = start(&server, config);
+    post(&server, &owner).await;
+    wait_for_empty_queue(&server).await;
+
+    let copies = sink.copies_per_recipient();
+    let mut expected: Vec<String> = (0..20).map(member_address).collect();
+    expected.push(OWNER.into());
+    expected.sort();
+    assert_eq!(copies.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(copies.values().all(|&n| n == 1), "{copies:?}");
+    let transactions = sink.transactions();
+    // 21 recipients at most 8 per transaction.
+    assert_eq!(transactions.len(), 3);
+    for t in &transactions {
+        assert_eq!(t.mail_from, "team-bounces@lists.example.org");
+        let message = MessageParser::new().parse(t.message.as_bytes()).unwrap();
+        let from = message.from().unwrap().first().unwrap();
+        assert_eq!(from.address(), Some(LIST));
+        assert_eq!(from.name(), Some("Olivia Owner via team"));
+        assert_eq!(
+            message.reply_to().unwrap().first().unwrap().address(),
+            Some(OWNER)
+        );
+        let header = |name: &'static str| {
+            message
+                .header_raw(name)
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("List-Id"), "<team.lists.example.org>");
+        assert_eq!(header("List-Post"), "<mailto:team@lists.example.org>");
+        assert_eq!(
+            header("List-Archive"),
+            "<https://lists.example.org/v1/lists/team@lists.example.org/archive>"
+        );
+        assert!(header("List-Unsubscribe").contains("mailto:team-leave@lists.example.org"));
+        assert_eq!(header("Precedence"), "list");
+        assert!(hushlist_core::outer::EncryptedPost::parse(t.message.as_bytes()).is_ok());
+    }
+    let counts = server.store().delivery_counts().await.unwrap();
+    assert_eq!((counts.delivered, counts.failed), (21, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_verp_each_recipient_gets_a_transaction_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 3).await;
+    let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+    let mut config = config(sink.port);
+    config.verp = true;
+    let _stop = start(&server, config);
+    post(&server, &owner).await;
+    wait_for_empty_queue(&server).await;
+
+    let transactions = sink.transactions();
+    assert_eq!(transactions.len(), 4);
+    for t in &transactions {
+        let [rcpt] = t.rcpt_to.as_slice() else {
+            panic!("one recipient per transaction, got {:?}", t.rcpt_to);
+        };
+        let (local, domain) = rcpt.split_once('@').unwrap();
+        assert_eq!(
+            t.mail_from,
+            format!("team-bounces+{local}={domain}@lists.example.org")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_is_down_or_answers_4xx_is_retried_until_it_takes_the_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 2).await;
+    let port = free_port();
+    let _stop = start(&server, config(port));
+    let id = post(&server, &owner).await;
+    let first = member_address(0);
+
+    // Nothing listens yet: the attempt is deferred, not lost.
+    wait_until(
+        Duration::from_secs(20),
+        "a deferral while the relay is down",
+        || async {
+            let row = server.store().delivery(id, &first).await.unwrap().unwrap();
+            row.attempts >= 1
+                && row
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("unreachable"))
+        },
+    )
+    .await;
+
+    // Then the relay answers RCPT with 450 4.3.0.
+    let soft = SmtpSink::start(port, &dir.path().join("soft"), &["-r", "RCPT"]);
+    wait_until(Duration::from_secs(20), "a 4xx deferral", || async {
+        let row = server.store().delivery(id, &first).await.unwrap().unwrap();
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("450 4.3.0"))
+    })
+    .await;
+    assert!(soft.transactions().is_empty());
+    let row = server.store().delivery(id, &first).await.unwrap().unwrap();
+    assert_eq!(row.state, DeliveryState::Pending);
+    soft.stop();
+
+    // Finally it takes the post: every recipient exactly once.
+    let sink = SmtpSink::start(port, &dir.path().join("sink"), &[]);
+    wait_for_empty_queue(&server).await;
+    let copies = sink.copies_per_recipient();
+    assert_eq!(copies.len(), 3);
+    assert!(copies.values().all(|&n| n == 1), "{copies:?}");
+    let row = server.store().delivery(id, &first).await.unwrap().unwrap();
+    assert_eq!(row.state, DeliveryState::Delivered);
+    assert!(row.attempts >= 3, "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_refusal_is_recorded_per_recipient_and_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 2).await;
+    let sink = SmtpSink::start(
+        free_port(),
+        &dir.path().join("sink"),
+        &["-f", "RCPT", "-B", "550 5.1.1 Recipient address rejected"],
+    );
+    let _stop = start(&server, config(sink.port));
+    let id = post(&server, &owner).await;
+    wait_for_empty_queue(&server).await;
+
+    let row = server
+        .store()
+        .delivery(id, &member_address(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DeliveryState::Failed);
+    assert_eq!(row.attempts, 1);
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("550 5.1.1 Recipient address rejected")
+    );
+    assert_eq!(server.store().delivery_counts().await.unwrap().failed, 3);
+    assert!(sink.transactions().is_empty());
+}
