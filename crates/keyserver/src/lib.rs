@@ -4,14 +4,13 @@
 //! message body, and the code that decrypts one (`hushlist-envelope`) is not in its
 //! dependency graph.
 
-pub mod error;
 pub mod http;
 pub mod master;
 pub mod release;
 pub mod service;
 pub mod tokens;
 
-pub use error::ApiError;
 pub use http::router;
+pub use hushlist_http::ApiError;
 pub use release::{ReleaseError, release};
 pub use service::{KeyServer, ServiceConfig};

@@ -9,16 +9,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
-    KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
+    KeyRelease, ServerKey, purpose,
 };
 use hushlist_core::request::{RequestError, SignedRequest, VerifiedRequest};
-use hushlist_core::roster::{Role, Roster, RosterError, SignedOp};
+use hushlist_core::roster::{Role, Roster};
 use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
-use hushlist_store::rosters::{RosterCache, RosterStoreError};
-use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoreError};
+use hushlist_http::rosters::RosterHost;
+use hushlist_http::{ApiError, check_token};
+use hushlist_store::rosters::RosterCache;
+use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store};
 use rand::rngs::OsRng;
 
-use crate::error::ApiError;
 use crate::master::{MasterKey, SealedBlob};
 use crate::release::{ReleaseError, release};
 
@@ -161,37 +162,6 @@ impl KeyServer {
     /// The list's roster, brought up to date with ops other instances may have stored.
     pub async fn roster(&self, list: &Address) -> Result<Arc<Roster>, ApiError> {
         Ok(self.rosters.get(list).await?)
-    }
-
-    /// Creates a list from its genesis op (the caller checked the admin token).
-    pub async fn create_list(&self, op: SignedOp) -> Result<RosterHead, ApiError> {
-        let roster = self.rosters.create(op).await?;
-        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
-        Ok(head(&roster))
-    }
-
-    /// Appends a signed roster op after verifying it against the current roster.
-    pub async fn append_op(&self, list: &Address, op: SignedOp) -> Result<RosterHead, ApiError> {
-        let roster = self.rosters.append(list, op).await?;
-        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
-        Ok(head(&roster))
-    }
-
-    pub async fn ops_since(
-        &self,
-        list: &Address,
-        since: Option<u64>,
-    ) -> Result<RosterOps, ApiError> {
-        let roster = self.roster(list).await?;
-        let ops = match since {
-            Some(seq) => roster.ops_since(seq).to_vec(),
-            None => roster.ops().to_vec(),
-        };
-        Ok(RosterOps {
-            list: list.clone(),
-            head_seq: roster.head_seq(),
-            ops,
-        })
     }
 
     /// Checks a signed request from someone ever on the list's roster: rate limit, signature,
@@ -652,24 +622,6 @@ impl KeyServer {
     }
 }
 
-fn check_token(expected: &str, presented: Option<&str>, what: &str) -> Result<(), ApiError> {
-    let matches = presented.is_some_and(|p| {
-        !expected.is_empty()
-            && p.len() == expected.len()
-            && p.bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if matches {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized(format!(
-            "this call needs {what} as `Authorization: Bearer TOKEN`"
-        )))
-    }
-}
-
 fn sender_or_owner(roster: &Roster, who: &Fingerprint, sender: &str) -> bool {
     who.as_str() == sender
         || roster
@@ -677,82 +629,16 @@ fn sender_or_owner(roster: &Roster, who: &Fingerprint, sender: &str) -> bool {
             .is_some_and(|m| m.role == Role::Owner)
 }
 
-fn head(roster: &Roster) -> RosterHead {
-    RosterHead {
-        list: roster.list().clone(),
-        head_seq: roster.head_seq(),
-        head_hash: roster.head_hash().to_string(),
-    }
-}
-
-impl From<RosterStoreError> for ApiError {
-    fn from(e: RosterStoreError) -> Self {
-        match e {
-            RosterStoreError::UnknownList(list) => ApiError::unknown_list(&list),
-            RosterStoreError::ListExists(_) => ApiError::conflict("list_exists", e.to_string()),
-            RosterStoreError::Moved(_) => ApiError::conflict("roster_moved", e.to_string()),
-            RosterStoreError::Refused(refusal) => ApiError::roster(refusal),
-            RosterStoreError::Corrupt { .. } => ApiError::internal(e.to_string()),
-            RosterStoreError::Store(store) => store.into(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        ApiError::unavailable(format!("storage is unavailable: {e}"))
-    }
-}
-
-impl ApiError {
-    pub(crate) fn roster(e: RosterError) -> Self {
-        use RosterError::*;
-        let code = match &e {
-            Replayed { .. } => "replayed_op",
-            Fork { .. } => "fork",
-            WrongPrevious { .. } => "wrong_previous",
-            Gap { .. } => "gap",
-            BadSignature => "bad_signature",
-            NotOwner { .. } => "not_owner",
-            FormerOwner { .. } => "former_owner",
-            SignerMismatch { .. } => "signer_mismatch",
-            WrongList { .. } => "wrong_list",
-            GenesisExpected => "genesis_expected",
-            SecondGenesis => "second_genesis",
-            LastOwner => "last_owner",
-            AlreadyMember(_) => "already_member",
-            UnknownMember(_) => "unknown_member",
-            CertInUse(_) => "cert_in_use",
-            BadCert(_) => "bad_cert",
-            Malformed(_) => "malformed",
-        };
-        let message = e.to_string();
-        match e {
-            Replayed { .. } | Fork { .. } | WrongPrevious { .. } | Gap { .. } => {
-                ApiError::conflict(code, message)
-            }
-            BadSignature | SignerMismatch { .. } => {
-                ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
-            }
-            NotOwner { .. } | FormerOwner { .. } => ApiError::forbidden(code, message),
-            LastOwner | AlreadyMember(_) | UnknownMember(_) | CertInUse(_) => {
-                ApiError::conflict(code, message)
-            }
-            WrongList { .. } | GenesisExpected | SecondGenesis | BadCert(_) | Malformed(_) => {
-                ApiError::bad_request(code, message)
-            }
-        }
+impl RosterHost for KeyServer {
+    fn rosters(&self) -> &RosterCache {
+        &self.rosters
     }
 
-    pub(crate) fn request(e: RequestError) -> Self {
-        let code = match &e {
-            RequestError::Malformed(_) => return ApiError::bad_request("malformed", e.to_string()),
-            RequestError::WrongPurpose { .. } => "wrong_purpose",
-            RequestError::SignerMismatch { .. } | RequestError::BadSignature(_) => "bad_signature",
-            RequestError::Stale { .. } => "stale_request",
-            RequestError::Replayed => "replayed",
-        };
-        ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, e.to_string())
+    fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        KeyServer::check_admin(self, presented)
+    }
+
+    fn roster_op_accepted(&self) {
+        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,43 @@
+//! HTTP pieces both servers share: [`ApiError`] (an HTTP status, a stable code and a message
+//! as a JSON body), request-body and path parsing, and the signed roster endpoints, which
+//! the key server and the list server serve alike so that each verifies every op itself.
+
+mod error;
+pub mod rosters;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use hushlist_core::Address;
+use serde::de::DeserializeOwned;
+
+pub use error::{ApiError, check_token};
+
+/// Largest request body either server takes: a grants call for 10,000 recipients is about
+/// 0.5 MB of JSON.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Parses a JSON body, telling a too-large body (413) from a malformed one (400).
+pub fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!(
+            "request bodies are limited to {MAX_BODY_BYTES} bytes"
+        )),
+        _ => ApiError::malformed(rejection.body_text()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(ApiError::malformed)
+}
+
+/// A list address from a path segment.
+pub fn list(text: &str) -> Result<Address, ApiError> {
+    Address::parse(text).map_err(|e| ApiError::bad_request("bad_list", e.to_string()))
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
