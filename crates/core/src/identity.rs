@@ -2,6 +2,8 @@
 //! people and servers that sign. Loads what `gpg --export` and `gpg --export-secret-keys`
 //! write (armored or binary) and generates new Ed25519/Cv25519 identities that gpg 2.2 reads.
 
+use std::sync::Arc;
+
 use std::fmt;
 
 use pgp::composed::{
@@ -91,10 +93,11 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// A public OpenPGP certificate whose self-signatures have been verified.
+/// A public OpenPGP certificate whose self-signatures have been verified. Cheap to clone:
+/// rosters hold thousands and are copied on every change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cert {
-    key: SignedPublicKey,
+    key: Arc<SignedPublicKey>,
     fingerprint: Fingerprint,
 }
 
@@ -112,7 +115,10 @@ impl Cert {
                 fingerprint: fingerprint.clone(),
                 detail: e.to_string(),
             })?;
-        Ok(Cert { key, fingerprint })
+        Ok(Cert {
+            key: Arc::new(key),
+            fingerprint,
+        })
     }
 
     pub fn fingerprint(&self) -> &Fingerprint {
@@ -146,7 +152,7 @@ impl Cert {
     /// Verifies a binary detached signature over `data` made by this certificate's primary key
     /// or one of its signing subkeys.
     pub fn verify_detached(&self, signature: &DetachedSignature, data: &[u8]) -> bool {
-        if signature.verify(&self.key, data).is_ok() {
+        if signature.verify(self.key.as_ref(), data).is_ok() {
             return true;
         }
         self.key
@@ -159,7 +165,7 @@ impl Cert {
     /// Every key of the certificate that may have made a signature: the primary key and the
     /// signing subkeys. Used to check signatures inside messages.
     pub fn verifying_keys(&self) -> Vec<&dyn pgp::types::VerifyingKey> {
-        let mut keys: Vec<&dyn pgp::types::VerifyingKey> = vec![&self.key];
+        let mut keys: Vec<&dyn pgp::types::VerifyingKey> = vec![self.key.as_ref()];
         keys.extend(
             self.key
                 .public_subkeys

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod rosters;
+pub mod tokens;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

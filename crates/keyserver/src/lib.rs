@@ -8,7 +8,6 @@ pub mod http;
 pub mod master;
 pub mod release;
 pub mod service;
-pub mod tokens;
 
 pub use http::router;
 pub use hushlist_http::ApiError;

@@ -67,8 +67,8 @@ async fn main() -> anyhow::Result<()> {
         std::env::var(MASTER_KEY_ENV).ok().as_deref(),
     )
     .context("loading the master key")?;
-    let admin_token = hushlist_keyserver::tokens::load_or_create(&args.data_dir, "admin.token")?;
-    let grants_token = hushlist_keyserver::tokens::load_or_create(&args.data_dir, "grants.token")?;
+    let admin_token = hushlist_http::tokens::load_or_create(&args.data_dir, "admin.token")?;
+    let grants_token = hushlist_http::tokens::load_or_create(&args.data_dir, "grants.token")?;
     let database = args
         .database
         .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("keyserver.db").display()));

@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::service::ListServer;
+
 /// Where and how copies are handed over.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -37,13 +39,14 @@ pub struct DeliveryConfig {
     pub relay: RelayConfig,
     /// Concurrent workers, each with its own relay connection.
     pub workers: usize,
-    /// Deliveries a worker claims at a time.
-    pub claim_batch: usize,
-    /// Recipients per SMTP transaction for a shared copy.
+    /// Recipients per SMTP transaction for a shared copy; also how many deliveries a worker
+    /// claims at a time.
     pub max_rcpts_per_transaction: usize,
     /// One transaction per recipient with a VERP envelope sender naming them.
     pub verp: bool,
-    /// How long claimed deliveries stay with a worker before others may take them.
+    /// How long claimed deliveries stay with a worker before others may take them. Must
+    /// outlast the slowest transaction (see [`DeliveryConfig::validate`]), or a slow relay
+    /// could let a second worker send the same copies.
     pub lease: Duration,
     /// Delay before the first retry; doubled for each later one up to `retry_max`.
     pub retry_first: Duration,
@@ -61,7 +64,6 @@ impl DeliveryConfig {
         DeliveryConfig {
             relay,
             workers: 4,
-            claim_batch: 1000,
             max_rcpts_per_transaction: 100,
             verp: false,
             lease: Duration::from_secs(300),
@@ -71,6 +73,31 @@ impl DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             public_url: None,
         }
+    }
+}
+
+/// Replies a transaction waits for at most: greeting/EHLO, the pipelined MAIL and RCPTs,
+/// 354 to DATA, and the reply to the message.
+const WAITS_PER_TRANSACTION: u32 = 4;
+
+impl DeliveryConfig {
+    /// Checks that a transaction always ends within the lease it runs under.
+    pub fn validate(&self) -> Result<(), String> {
+        let slowest = self.relay.timeout * WAITS_PER_TRANSACTION;
+        if self.lease <= slowest {
+            return Err(format!(
+                "the delivery lease ({} s) must exceed {WAITS_PER_TRANSACTION} relay timeouts ({} s), \
+                 or a slow relay would get the same copies twice",
+                self.lease.as_secs(),
+                slowest.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Seconds a transaction may take at most.
+    fn slowest_transaction_secs(&self) -> i64 {
+        secs(self.relay.timeout * WAITS_PER_TRANSACTION)
     }
 }
 
@@ -93,18 +120,14 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// `queued` is signalled when a post is accepted, so idle workers start at once.
-    pub fn new(store: Store, config: DeliveryConfig, queued: Arc<Notify>) -> Self {
+    /// Workers for `server`'s queue; they wake when it accepts a post.
+    pub fn new(server: &ListServer, config: DeliveryConfig) -> Self {
         Deliverer {
-            store,
+            store: server.store().clone(),
             config: Arc::new(config),
-            queued,
-            metrics: Arc::default(),
+            queued: server.queued(),
+            metrics: server.metrics.delivery.clone(),
         }
-    }
-
-    pub fn metrics(&self) -> Arc<DeliveryMetrics> {
-        self.metrics.clone()
     }
 
     /// Starts the workers; they stop when `shutdown` turns true, after their current batch.
@@ -174,7 +197,11 @@ impl Worker {
         let lease_until = now + secs(self.config.lease);
         let claimed = self
             .store
-            .claim_deliveries(now, lease_until, self.config.claim_batch as i64)
+            .claim_deliveries(
+                now,
+                lease_until,
+                self.config.max_rcpts_per_transaction.max(1) as i64,
+            )
             .await?;
         if claimed.is_empty() {
             return Ok(false);
@@ -192,7 +219,7 @@ impl Worker {
                 }
                 continue;
             };
-            self.deliver_post(&post, &deliveries).await?;
+            self.deliver_post(&post, &deliveries, lease_until).await?;
         }
         Ok(true)
     }
@@ -201,6 +228,7 @@ impl Worker {
         &mut self,
         post: &PostRow,
         deliveries: &[ClaimedDelivery],
+        lease_until: i64,
     ) -> Result<(), StoreError> {
         let prepared = Address::parse(&post.list)
             .map_err(|e| e.to_string())
@@ -237,6 +265,14 @@ impl Worker {
         };
         for batch in deliveries.chunks(per_transaction) {
             let recipients: Vec<String> = batch.iter().map(|d| d.recipient.clone()).collect();
+            if unix_now() + self.config.slowest_transaction_secs() >= lease_until {
+                // Too little of the lease is left to be sure no other worker takes these
+                // over mid-transaction: hand them back for whoever claims next.
+                self.store
+                    .release_deliveries(post.id, &recipients, unix_now())
+                    .await?;
+                continue;
+            }
             let sender = match (self.config.verp, Address::parse(&recipients[0])) {
                 (true, Ok(recipient)) => verp_sender(&list, &recipient),
                 _ => bounce_sender(&list),

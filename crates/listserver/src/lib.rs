@@ -2,11 +2,12 @@
 //! allowed posters and fans them out; it only ever holds ciphertext, and the code that
 //! decrypts a post (`hushlist-envelope`) is not in its dependency graph.
 //!
-//! So far: the acceptance decision with the SMTP reply each refusal gets (`check_post`), the
-//! SMTP receiver (`smtp`) and the durable acceptance path over the store (`service`). The
-//! delivery queue and fan-out build on these.
+//! The acceptance decision with the SMTP reply each refusal gets (`check_post`), the SMTP
+//! receiver (`smtp`), the durable acceptance path over the store (`service`), the fan-out
+//! workers (`delivery`) and the HTTP interface (`http`).
 
 pub mod delivery;
+pub mod http;
 pub mod service;
 pub mod smtp;
 

@@ -2,20 +2,35 @@
 //! list's verified roster and written to the store before the SMTP reply says 250.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
+use hushlist_http::rosters::RosterHost;
+use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::{PostRow, Store};
 use tokio::sync::Notify;
 
 use crate::check_post;
+use crate::delivery::DeliveryMetrics;
 use crate::smtp::{PostSink, SinkError};
 
 pub struct ListServer {
     store: Store,
     rosters: RosterCache,
     queued: Arc<Notify>,
+    admin_token: String,
+    pub metrics: ListMetrics,
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct ListMetrics {
+    pub posts_accepted: AtomicU64,
+    pub posts_refused: AtomicU64,
+    pub roster_ops: AtomicU64,
+    pub delivery: Arc<DeliveryMetrics>,
 }
 
 impl ListServer {
@@ -24,7 +39,16 @@ impl ListServer {
             rosters: RosterCache::new(store.clone()),
             store,
             queued: Arc::new(Notify::new()),
+            admin_token: String::new(),
+            metrics: ListMetrics::default(),
         }
+    }
+
+    /// Sets the operator token that creating a list over HTTP needs (none: lists cannot be
+    /// created over HTTP).
+    pub fn with_admin_token(mut self, token: String) -> Self {
+        self.admin_token = token;
+        self
     }
 
     /// Signalled whenever a post is queued, for the delivery workers.
@@ -63,7 +87,9 @@ impl PostSink for ListServer {
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            let post = check_post(&message, &roster)?;
+            let post = check_post(&message, &roster).inspect_err(|_| {
+                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+            })?;
             accepted.push((list, roster, post));
         }
         let received_at = SystemTime::now()
@@ -88,8 +114,25 @@ impl PostSink for ListServer {
                 .map_err(temporary)?;
             ids.push(id.to_string());
         }
+        self.metrics
+            .posts_accepted
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
         self.queued.notify_waiters();
         tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
         Ok(ids.join(","))
+    }
+}
+
+impl RosterHost for ListServer {
+    fn rosters(&self) -> &RosterCache {
+        &self.rosters
+    }
+
+    fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        check_token(&self.admin_token, presented, "the operator admin token")
+    }
+
+    fn roster_op_accepted(&self) {
+        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
     }
 }

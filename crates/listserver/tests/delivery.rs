@@ -45,7 +45,7 @@ async fn post(server: &ListServer, owner: &hushlist_core::SecretIdentity) -> i64
 
 fn start(server: &ListServer, config: DeliveryConfig) -> watch::Sender<bool> {
     let (stop, stopped) = watch::channel(false);
-    let deliverer = Deliverer::new(server.store().clone(), config, server.queued());
+    let deliverer = Deliverer::new(server, config);
     deliverer.spawn(stopped);
     stop
 }

@@ -534,17 +534,51 @@ impl Store {
         post_id: i64,
         recipients: &[String],
     ) -> Result<(), StoreError> {
+        self.update_pending(
+            "state = 'delivered', attempts = attempts + 1, last_error = NULL",
+            None,
+            post_id,
+            recipients,
+        )
+        .await
+    }
+
+    /// Hands claimed deliveries back unattempted, due again at `due_at`.
+    pub async fn release_deliveries(
+        &self,
+        post_id: i64,
+        recipients: &[String],
+        due_at: i64,
+    ) -> Result<(), StoreError> {
+        self.update_pending("next_attempt_at = $2", Some(due_at), post_id, recipients)
+            .await
+    }
+
+    /// Applies `set` to the pending deliveries of `post_id` to `recipients`; `$2` in `set`
+    /// is `value`.
+    async fn update_pending(
+        &self,
+        set: &str,
+        value: Option<i64>,
+        post_id: i64,
+        recipients: &[String],
+    ) -> Result<(), StoreError> {
         // Recipients per UPDATE: well under SQLite's limit of bound parameters.
         const BATCH: usize = 400;
+        let first = if value.is_some() { 3 } else { 2 };
         for chunk in recipients.chunks(BATCH) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|i| format!("${}", i + first))
+                .collect();
             let sql = format!(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_error = NULL \
+                "UPDATE deliveries SET {set} \
                  WHERE post_id = $1 AND state = 'pending' AND recipient IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql).bind(post_id);
+            if let Some(value) = value {
+                query = query.bind(value);
+            }
             for recipient in chunk {
                 query = query.bind(recipient);
             }

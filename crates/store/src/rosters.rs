@@ -62,6 +62,11 @@ impl RosterCache {
             body: op.body,
             signature: op.signature,
         });
+        // Take the cached roster out while it is brought up to date, so it is not copied
+        // when nobody else holds it.
+        if let Some(cached) = &cached {
+            self.take_if_cached(list, cached);
+        }
         let mut roster = match cached {
             Some(roster) => Arc::unwrap_or_clone(roster),
             None => Roster::genesis(ops.next().expect("newer is not empty")).map_err(corrupt)?,
@@ -69,16 +74,7 @@ impl RosterCache {
         for op in ops {
             roster.apply(op).map_err(corrupt)?;
         }
-        let mut cache = self.cache.lock().expect("roster cache lock");
-        let current = cache
-            .entry(list.clone())
-            .and_modify(|c| {
-                if c.head_seq() < roster.head_seq() {
-                    *c = Arc::new(roster.clone());
-                }
-            })
-            .or_insert_with(|| Arc::new(roster));
-        Ok(current.clone())
+        Ok(self.put(list, Arc::new(roster)))
     }
 
     /// Whether `list` has a roster here.
@@ -114,8 +110,16 @@ impl RosterCache {
         list: &Address,
         op: SignedOp,
     ) -> Result<Arc<Roster>, RosterStoreError> {
-        let mut next = Arc::unwrap_or_clone(self.get(list).await?);
-        next.apply(op.clone())?;
+        let current = self.get(list).await?;
+        // Work on the cached roster itself rather than a copy when no request holds it:
+        // copying a roster of thousands of members on every op made bulk adds quadratic.
+        self.take_if_cached(list, &current);
+        let mut next = Arc::unwrap_or_clone(current);
+        if let Err(refusal) = next.apply(op.clone()) {
+            // `apply` changes nothing when it refuses an op, so the roster goes back as it was.
+            self.put(list, Arc::new(next));
+            return Err(refusal.into());
+        }
         let stored = StoredOp {
             seq: i64::try_from(next.head_seq()).unwrap_or(i64::MAX),
             body: op.body,
@@ -130,6 +134,29 @@ impl RosterCache {
             })?;
             return Err(RosterStoreError::Moved(list.clone()));
         }
-        self.get(list).await
+        let next = Arc::new(next);
+        self.put(list, next.clone());
+        Ok(next)
+    }
+
+    /// Removes `roster` from the cache if it is still the cached one.
+    fn take_if_cached(&self, list: &Address, roster: &Arc<Roster>) {
+        let mut cache = self.cache.lock().expect("roster cache lock");
+        if cache
+            .get(list)
+            .is_some_and(|current| Arc::ptr_eq(current, roster))
+        {
+            cache.remove(list);
+        }
+    }
+
+    /// Caches `roster` unless a newer one is cached already; returns the cached one.
+    fn put(&self, list: &Address, roster: Arc<Roster>) -> Arc<Roster> {
+        let mut cache = self.cache.lock().expect("roster cache lock");
+        let current = cache.entry(list.clone()).or_insert_with(|| roster.clone());
+        if current.head_seq() < roster.head_seq() {
+            *current = roster;
+        }
+        current.clone()
     }
 }

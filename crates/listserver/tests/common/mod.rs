@@ -43,7 +43,9 @@ pub async fn create_list(server: &ListServer, members: usize) -> SecretIdentity 
         0,
     )
     .unwrap();
-    let mut roster = server.rosters().create(genesis).await.unwrap();
+    // A copy of our own to sign with, so the server's cached roster is not shared and each
+    // append works on it in place.
+    let mut roster = Arc::unwrap_or_clone(server.rosters().create(genesis).await.unwrap());
     for i in 0..members {
         let address = member_address(i);
         let key = SecretIdentity::generate(OsRng, &address).unwrap();
@@ -55,7 +57,8 @@ pub async fn create_list(server: &ListServer, members: usize) -> SecretIdentity 
         let op = roster
             .sign_next(OsRng, &owner, 1, Change::Add { member })
             .unwrap();
-        roster = server.rosters().append(&list, op).await.unwrap();
+        roster.apply(op.clone()).unwrap();
+        server.rosters().append(&list, op).await.unwrap();
     }
     owner
 }

@@ -1,0 +1,103 @@
+//! The list server's HTTP/JSON interface: the signed roster endpoints (shared with the key
+//! server), `/healthz` and `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hushlist_http::{ApiError, MAX_BODY_BYTES, rosters};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::service::ListServer;
+
+/// Longest a request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(state: Arc<ListServer>) -> Router {
+    rosters::routes::<ListServer>()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_such_endpoint",
+                "no such endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<ListServer>>) -> Response {
+    match state.store().ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => ApiError::unavailable(format!("storage check failed: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<ListServer>>) -> Result<Response, ApiError> {
+    let queue = state.store().delivery_counts().await?;
+    let m = &state.metrics;
+    let d = &m.delivery;
+    let counters = [
+        (
+            "posts_accepted",
+            "Posts accepted over SMTP",
+            &m.posts_accepted,
+        ),
+        (
+            "posts_refused",
+            "Posts refused at end of DATA",
+            &m.posts_refused,
+        ),
+        ("roster_ops", "Roster ops accepted", &m.roster_ops),
+        ("delivered", "Copies the relay took", &d.delivered),
+        (
+            "deferred",
+            "Delivery attempts deferred (4xx or relay unreachable)",
+            &d.deferred,
+        ),
+        (
+            "failed",
+            "Deliveries failed for good (5xx or given up)",
+            &d.failed,
+        ),
+        (
+            "relay_transactions",
+            "SMTP transactions with the relay",
+            &d.transactions,
+        ),
+        (
+            "relay_connections",
+            "Connections opened to the relay",
+            &d.connections,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in counters {
+        let _ = write!(
+            text,
+            "# HELP hushlist_listserver_{name}_total {help}.\n# TYPE hushlist_listserver_{name}_total counter\nhushlist_listserver_{name}_total {}\n",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    let _ = write!(
+        text,
+        "# HELP hushlist_listserver_queue Deliveries by state.\n# TYPE hushlist_listserver_queue gauge\n\
+         hushlist_listserver_queue{{state=\"pending\"}} {}\n\
+         hushlist_listserver_queue{{state=\"delivered\"}} {}\n\
+         hushlist_listserver_queue{{state=\"failed\"}} {}\n",
+        queue.pending, queue.delivered, queue.failed
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

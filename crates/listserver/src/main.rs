@@ -1,0 +1,169 @@
+//! `hushlist-listserver`: runs the list server over its data directory: SMTP in, fan-out
+//! workers to the relay, and the HTTP interface. Thin: it reads flags and wires the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
+use hushlist_listserver::http::router;
+use hushlist_listserver::service::ListServer;
+use hushlist_listserver::smtp::{SmtpConfig, serve};
+use hushlist_store::Store;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "hushlist-listserver",
+    version,
+    about = "The hushlist list server"
+)]
+struct Args {
+    /// Directory for the database and the admin token.
+    #[arg(long, default_value = "hushlist-data/lists")]
+    data_dir: PathBuf,
+    /// Database URL (default: SQLite in the data directory).
+    #[arg(long)]
+    database: Option<String>,
+    /// SMTP address posts arrive on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    smtp_listen: SocketAddr,
+    /// HTTP address of the roster endpoints, /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8471")]
+    http_listen: SocketAddr,
+    /// Relay MTA that copies are handed to, as HOST:PORT.
+    #[arg(long, default_value = "localhost:25")]
+    relay: String,
+    /// Host name in the SMTP greeting and in EHLO to the relay.
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+    /// Public base URL of the HTTP interface, for List-Archive headers.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Concurrent delivery workers (one relay connection each).
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Recipients per SMTP transaction to the relay.
+    #[arg(long, default_value_t = 100)]
+    max_rcpts: usize,
+    /// One transaction per recipient with a VERP bounce address naming them.
+    #[arg(long)]
+    verp: bool,
+    /// Seconds a worker's claim on deliveries lasts (a crashed worker's deliveries are
+    /// retried after this); must exceed 4 relay timeouts.
+    #[arg(long, default_value_t = 300)]
+    lease_secs: u64,
+    /// Seconds to wait for the relay to connect or answer a command.
+    #[arg(long, default_value_t = 60)]
+    relay_timeout_secs: u64,
+    /// Seconds before the first retry of a deferred delivery (doubling up to an hour).
+    #[arg(long, default_value_t = 60)]
+    retry_secs: u64,
+    /// Simultaneous SMTP connections accepted.
+    #[arg(long, default_value_t = 100)]
+    max_connections: usize,
+    /// Largest post accepted, in bytes.
+    #[arg(long, default_value_t = 25 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Write logs as JSON lines (for log collectors) instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn relay(text: &str, helo_name: &str, timeout: Duration) -> anyhow::Result<RelayConfig> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        bail!("--relay {text:?} must be HOST:PORT, for example localhost:25");
+    };
+    let port = port
+        .parse()
+        .with_context(|| format!("--relay {text:?}: {port:?} is not a port number"))?;
+    Ok(RelayConfig {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+        helo_name: helo_name.to_owned(),
+        timeout,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let relay = relay(
+        &args.relay,
+        &args.hostname,
+        Duration::from_secs(args.relay_timeout_secs),
+    )?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let admin_token = hushlist_http::tokens::load_or_create(&args.data_dir, "admin.token")?;
+    let database = args
+        .database
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("listserver.db").display()));
+    let store = Store::open(&database)
+        .await
+        .with_context(|| format!("opening {database}"))?;
+    let server = Arc::new(ListServer::new(store).with_admin_token(admin_token));
+
+    let mut delivery = DeliveryConfig::new(relay);
+    delivery.workers = args.workers;
+    delivery.max_rcpts_per_transaction = args.max_rcpts;
+    delivery.verp = args.verp;
+    delivery.lease = Duration::from_secs(args.lease_secs);
+    delivery.retry_first = Duration::from_secs(args.retry_secs);
+    delivery.public_url = args.public_url;
+    if let Err(problem) = delivery.validate() {
+        bail!("{problem}; raise --lease-secs or lower --relay-timeout-secs");
+    }
+    let (stop, stopped) = watch::channel(false);
+    let workers = Deliverer::new(&server, delivery).spawn(stopped);
+
+    let smtp_listener = tokio::net::TcpListener::bind(args.smtp_listen)
+        .await
+        .with_context(|| format!("binding SMTP {}", args.smtp_listen))?;
+    let http_listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP {}", args.http_listen))?;
+    println!("smtp on {}", smtp_listener.local_addr()?);
+    println!("listening on http://{}", http_listener.local_addr()?);
+    tracing::info!(
+        admin_token_file = %args.data_dir.join("admin.token").display(),
+        "list server ready"
+    );
+
+    let smtp_config = Arc::new(SmtpConfig {
+        hostname: args.hostname,
+        max_message_bytes: args.max_message_bytes,
+        ..SmtpConfig::default()
+    });
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let http = axum::serve(http_listener, router(server.clone()));
+    tokio::select! {
+        result = serve(smtp_listener, smtp_config, server, args.max_connections, shutdown) => {
+            result.context("SMTP listener failed")?;
+        }
+        result = http => result.context("HTTP listener failed")?,
+    }
+    let _ = stop.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    Ok(())
+}
