@@ -191,12 +191,14 @@ impl Store {
         &self,
         list: &str,
         after_seq: i64,
+        limit: i64,
     ) -> Result<Vec<StoredOp>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, body, signature FROM roster_ops WHERE list = $1 AND seq > $2 ORDER BY seq",
+            "SELECT seq, body, signature FROM roster_ops WHERE list = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(list)
         .bind(after_seq)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -26,6 +26,9 @@ pub enum RosterStoreError {
     Store(#[from] StoreError),
 }
 
+/// Roster ops read from the store at a time.
+const OPS_PER_READ: i64 = 500;
+
 pub struct RosterCache {
     store: Store,
     cache: Mutex<HashMap<Address, Arc<Roster>>>,
@@ -47,10 +50,13 @@ impl RosterCache {
             .expect("roster cache lock")
             .get(list)
             .cloned();
-        let after = cached
+        let mut after = cached
             .as_ref()
             .map_or(-1, |r| i64::try_from(r.head_seq()).unwrap_or(i64::MAX));
-        let newer = self.store.roster_ops(list.as_str(), after).await?;
+        let mut newer = self
+            .store
+            .roster_ops(list.as_str(), after, OPS_PER_READ)
+            .await?;
         if newer.is_empty() {
             return cached.ok_or_else(|| RosterStoreError::UnknownList(list.clone()));
         }
@@ -58,10 +64,6 @@ impl RosterCache {
             list: list.clone(),
             source,
         };
-        let mut ops = newer.into_iter().map(|op| SignedOp {
-            body: op.body,
-            signature: op.signature,
-        });
         // Take the cached roster out while it is brought up to date, so it is not copied
         // when nobody else holds it.
         if let Some(cached) = &cached {
@@ -69,10 +71,34 @@ impl RosterCache {
         }
         let mut roster = match cached {
             Some(roster) => Arc::unwrap_or_clone(roster),
-            None => Roster::genesis(ops.next().expect("newer is not empty")).map_err(corrupt)?,
+            None => {
+                let genesis = newer.remove(0);
+                after = genesis.seq;
+                Roster::genesis(SignedOp {
+                    body: genesis.body,
+                    signature: genesis.signature,
+                })
+                .map_err(corrupt)?
+            }
         };
-        for op in ops {
-            roster.apply(op).map_err(corrupt)?;
+        // Read in pages: a list of many thousands of members is never all in memory twice.
+        loop {
+            for op in newer {
+                after = op.seq;
+                roster
+                    .apply(SignedOp {
+                        body: op.body,
+                        signature: op.signature,
+                    })
+                    .map_err(corrupt)?;
+            }
+            newer = self
+                .store
+                .roster_ops(list.as_str(), after, OPS_PER_READ)
+                .await?;
+            if newer.is_empty() {
+                break;
+            }
         }
         Ok(self.put(list, Arc::new(roster)))
     }

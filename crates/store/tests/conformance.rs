@@ -52,10 +52,11 @@ async fn roster_ops_append_once_per_seq_and_read_back_in_order() {
         Inserted::New
     );
     assert_eq!(
-        store.roster_ops("l", -1).await.unwrap(),
+        store.roster_ops("l", -1, 100).await.unwrap(),
         vec![op(0, 1), op(1, 2)]
     );
-    assert_eq!(store.roster_ops("l", 0).await.unwrap(), vec![op(1, 2)]);
+    assert_eq!(store.roster_ops("l", 0, 100).await.unwrap(), vec![op(1, 2)]);
+    assert_eq!(store.roster_ops("l", -1, 1).await.unwrap(), vec![op(0, 1)]);
     assert_eq!(store.lists().await.unwrap(), ["l", "other"]);
 }
 
