@@ -113,9 +113,40 @@ pub struct AuditLog {
     pub entries: Vec<AuditRecord>,
 }
 
+/// What a member asks the list server's archive for (the body of a signed request): posts
+/// with ids above `after`, oldest first, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveQuery {
+    pub after: i64,
+    pub limit: u32,
+}
+
+/// One archived post: the ciphertext message exactly as it was posted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedPost {
+    pub id: i64,
+    pub received_at: u64,
+    pub key_id: String,
+    pub message_id: Option<String>,
+    #[serde(with = "b64")]
+    pub message: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivePage {
+    pub list: Address,
+    pub posts: Vec<ArchivedPost>,
+    /// Where the next page starts (`after`), when there may be more.
+    pub next_after: Option<i64>,
+}
+
 /// Purposes (method and path) that signed requests are bound to.
 pub mod purpose {
     use super::*;
+
+    pub fn archive(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/archive")
+    }
 
     pub fn deposit(list: &Address) -> String {
         format!("POST /v1/lists/{list}/keys")

@@ -2,18 +2,18 @@
 //! revocation, expiry and audit, over the store. Every refusal is an [`ApiError`] with the
 //! status and code the HTTP layer sends.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
     KeyRelease, ServerKey, purpose,
 };
-use hushlist_core::request::{RequestError, SignedRequest, VerifiedRequest};
+use hushlist_core::request::{SignedRequest, VerifiedRequest};
 use hushlist_core::roster::{Role, Roster};
 use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
@@ -70,13 +70,8 @@ pub struct KeyServer {
     identity: SecretIdentity,
     config: ServiceConfig,
     rosters: RosterCache,
-    limiter: Mutex<HashMap<Fingerprint, Bucket>>,
+    verifier: RequestVerifier,
     pub metrics: Metrics,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
 }
 
 pub fn unix_now() -> u64 {
@@ -126,8 +121,9 @@ impl KeyServer {
             store,
             master,
             identity,
+            verifier: RequestVerifier::new(config.rate_per_sec, config.rate_burst),
             config,
-            limiter: Mutex::new(HashMap::new()),
+
             metrics: Metrics::default(),
         })
     }
@@ -164,62 +160,16 @@ impl KeyServer {
         Ok(self.rosters.get(list).await?)
     }
 
-    /// Checks a signed request from someone ever on the list's roster: rate limit, signature,
-    /// clock, and the nonce recorded in the store (shared by all instances).
+    /// Checks a signed request from someone ever on the list's roster.
     async fn verify(
         &self,
         roster: &Roster,
         request: &SignedRequest,
         purpose: &str,
     ) -> Result<(VerifiedRequest, Cert), ApiError> {
-        let cert = roster
-            .known_cert(&request.signer)
-            .ok_or_else(|| {
-                ApiError::forbidden(
-                    "not_member",
-                    format!(
-                        "{} is not on the roster of {}",
-                        request.signer,
-                        roster.list()
-                    ),
-                )
-            })?
-            .clone();
-        // Buckets exist only for identities on some roster, so strangers cannot grow the map.
-        self.rate_limit(&request.signer)?;
-        let now = unix_now();
-        let verified = request
-            .verify_signature_and_clock(purpose, &cert, now)
-            .map_err(ApiError::request)?;
-        let fresh = self
-            .store
-            .remember_nonce(
-                verified.signer.as_str(),
-                &verified.nonce,
-                as_db(verified.nonce_expires_at),
-            )
-            .await?;
-        if !fresh {
-            return Err(ApiError::request(RequestError::Replayed));
-        }
-        Ok((verified, cert))
-    }
-
-    fn rate_limit(&self, who: &Fingerprint) -> Result<(), ApiError> {
-        let mut buckets = self.limiter.lock().expect("rate limiter lock");
-        let now = Instant::now();
-        let bucket = buckets.entry(who.clone()).or_insert(Bucket {
-            tokens: self.config.rate_burst,
-            last: now,
-        });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.config.rate_per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(self.config.rate_burst);
-        bucket.last = now;
-        if bucket.tokens < 1.0 {
-            return Err(ApiError::rate_limited(who));
-        }
-        bucket.tokens -= 1.0;
-        Ok(())
+        self.verifier
+            .verify(&self.store, roster, request, purpose)
+            .await
     }
 
     /// Stores a sender's deposit once the sender may post; 201 only after the row is durable.

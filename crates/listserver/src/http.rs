@@ -1,17 +1,20 @@
 //! The list server's HTTP/JSON interface: the signed roster endpoints (shared with the key
-//! server), `/healthz` and `/metrics`.
+//! server), the members' archive, `/healthz` and `/metrics`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use hushlist_http::{ApiError, MAX_BODY_BYTES, rosters};
+use hushlist_core::request::SignedRequest;
+use hushlist_http::{ApiError, MAX_BODY_BYTES, json, list, rosters};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::service::ListServer;
@@ -23,6 +26,7 @@ pub fn router(state: Arc<ListServer>) -> Router {
     rosters::routes::<ListServer>()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/lists/{list}/archive", post(archive))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -100,4 +104,14 @@ async fn metrics(State(state): State<Arc<ListServer>>) -> Result<Response, ApiEr
         queue.pending, queue.delivered, queue.failed
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn archive(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    Ok(Json(state.archive(&list, &request).await?).into_response())
 }

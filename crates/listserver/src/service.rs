@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
+use hushlist_core::api::{ArchivePage, ArchiveQuery, ArchivedPost, purpose};
+use hushlist_core::request::SignedRequest;
+use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
@@ -21,8 +24,12 @@ pub struct ListServer {
     rosters: RosterCache,
     queued: Arc<Notify>,
     admin_token: String,
+    verifier: RequestVerifier,
     pub metrics: ListMetrics,
 }
+
+/// Most posts one archive request returns.
+pub const MAX_ARCHIVE_PAGE: u32 = 100;
 
 /// Counters for /metrics.
 #[derive(Debug, Default)]
@@ -40,6 +47,8 @@ impl ListServer {
             store,
             queued: Arc::new(Notify::new()),
             admin_token: String::new(),
+            // Per signer: bursts of 100 archive pages, then 10 a second.
+            verifier: RequestVerifier::new(10.0, 100.0),
             metrics: ListMetrics::default(),
         }
     }
@@ -49,6 +58,50 @@ impl ListServer {
     pub fn with_admin_token(mut self, token: String) -> Self {
         self.admin_token = token;
         self
+    }
+
+    /// A page of the list's archive for a current member: the ciphertext of each post as it
+    /// was posted. Keys stay with the key server, which decides what the member may read.
+    pub async fn archive(
+        &self,
+        list: &Address,
+        request: &SignedRequest,
+    ) -> Result<ArchivePage, ApiError> {
+        let roster = self.rosters.get(list).await?;
+        let (verified, _) = self
+            .verifier
+            .verify(&self.store, &roster, request, &purpose::archive(list))
+            .await?;
+        if roster.member_by_fingerprint(&verified.signer).is_none() {
+            return Err(ApiError::forbidden(
+                "not_member",
+                format!("{} is no longer a member of {list}", verified.signer),
+            ));
+        }
+        let query: ArchiveQuery =
+            serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
+        let limit = query.limit.clamp(1, MAX_ARCHIVE_PAGE);
+        let rows = self
+            .store
+            .posts(list.as_str(), query.after, i64::from(limit))
+            .await?;
+        let next_after = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|p| p.id))
+            .flatten();
+        Ok(ArchivePage {
+            list: list.clone(),
+            next_after,
+            posts: rows
+                .into_iter()
+                .map(|p| ArchivedPost {
+                    id: p.id,
+                    received_at: u64::try_from(p.received_at).unwrap_or(0),
+                    key_id: p.key_id,
+                    message_id: p.message_id,
+                    message: p.message,
+                })
+                .collect(),
+        })
     }
 
     /// Signalled whenever a post is queued, for the delivery workers.

@@ -1,0 +1,172 @@
+//! The list server's HTTP interface over loopback TCP with a real HTTP client: the members'
+//! archive (signed requests), the shared roster endpoints, /healthz and /metrics.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hushlist_core::api::{ArchivePage, ArchiveQuery, purpose};
+use hushlist_core::request::SignedRequest;
+use hushlist_core::{Address, SecretIdentity};
+use hushlist_listserver::http::router;
+use hushlist_listserver::service::ListServer;
+use hushlist_listserver::smtp::PostSink as _;
+use rand::rngs::OsRng;
+use serde_json::Value;
+
+async fn serve(server: Arc<ListServer>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(server)).await.unwrap() });
+    format!("http://{address}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn archive_request(who: &SecretIdentity, after: i64, limit: u32) -> SignedRequest {
+    let list = Address::parse(LIST).unwrap();
+    SignedRequest::sign(
+        OsRng,
+        who,
+        &purpose::archive(&list),
+        serde_json::to_vec(&ArchiveQuery { after, limit }).unwrap(),
+        now(),
+    )
+    .unwrap()
+}
+
+async fn post(http: &reqwest::Client, url: String, body: &impl serde::Serialize) -> (u16, Value) {
+    let response = http.post(url).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_page_through_the_archive_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 2).await;
+    let mut posted = Vec::new();
+    for _ in 0..3 {
+        let message = sealed_post(OWNER, &owner);
+        server
+            .accept(
+                Some(&Address::parse(OWNER).unwrap()),
+                &[Address::parse(LIST).unwrap()],
+                message.clone(),
+            )
+            .await
+            .unwrap();
+        posted.push(message);
+    }
+    let base = serve(server).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/lists/{LIST}/archive");
+
+    let (status, body) = post(&http, url.clone(), &archive_request(&owner, 0, 2)).await;
+    assert_eq!(status, 200, "{body}");
+    let page: ArchivePage = serde_json::from_value(body).unwrap();
+    assert_eq!(page.posts.len(), 2);
+    assert_eq!(
+        page.posts[0].message, posted[0],
+        "the ciphertext exactly as posted"
+    );
+    let after = page.next_after.expect("a next page");
+    let (_, body) = post(&http, url.clone(), &archive_request(&owner, after, 2)).await;
+    let page: ArchivePage = serde_json::from_value(body).unwrap();
+    assert_eq!(page.posts.len(), 1);
+    assert_eq!(page.posts[0].message, posted[2]);
+    assert_eq!(page.next_after, None);
+
+    // Someone not on the roster.
+    let eve = SecretIdentity::generate(OsRng, "eve@example.org").unwrap();
+    let (status, body) = post(&http, url.clone(), &archive_request(&eve, 0, 10)).await;
+    assert_eq!((status, code(&body)), (403, "not_member"), "{body}");
+
+    // The same signed request twice.
+    let request = archive_request(&owner, 0, 1);
+    assert_eq!(post(&http, url.clone(), &request).await.0, 200);
+    let (status, body) = post(&http, url.clone(), &request).await;
+    assert_eq!((status, code(&body)), (401, "replayed"), "{body}");
+
+    // Signed for another purpose.
+    let wrong = SignedRequest::sign(
+        OsRng,
+        &owner,
+        "POST /elsewhere",
+        serde_json::to_vec(&ArchiveQuery { after: 0, limit: 1 }).unwrap(),
+        now(),
+    )
+    .unwrap();
+    let (status, body) = post(&http, url.clone(), &wrong).await;
+    assert_eq!((status, code(&body)), (401, "wrong_purpose"), "{body}");
+
+    let response = http
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "malformed");
+
+    let (status, body) = post(
+        &http,
+        format!("{base}/v1/lists/nobody@lists.example.org/archive"),
+        &archive_request(&owner, 0, 1),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "unknown_list"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_endpoints_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    create_list(&server, 2).await;
+    let base = serve(server).await;
+    let http = reqwest::Client::new();
+
+    let ops: Value = http
+        .get(format!("{base}/v1/lists/{LIST}/ops?since=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ops["head_seq"], 2);
+    assert_eq!(ops["ops"].as_array().unwrap().len(), 1);
+
+    // Creating a list needs the operator token.
+    let (status, body) = post(&http, format!("{base}/v1/lists"), &serde_json::json!({})).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"), "{body}");
+
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hushlist_listserver_queue{state=\"pending\"} 0"));
+    assert!(metrics.contains("hushlist_listserver_posts_accepted_total 0"));
+
+    let missing = http.get(format!("{base}/v2/nothing")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
