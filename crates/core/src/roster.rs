@@ -519,6 +519,11 @@ impl Roster {
         self.members.values()
     }
 
+    /// The current member with this address.
+    pub fn member(&self, address: &Address) -> Option<&Member> {
+        self.members.get(address)
+    }
+
     /// The certificate of anyone ever on the roster (removed members included), by primary
     /// fingerprint: what a server verifies their signed requests with.
     pub fn known_cert(&self, fingerprint: &Fingerprint) -> Option<&Cert> {

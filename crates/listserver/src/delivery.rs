@@ -7,14 +7,18 @@
 //! A recipient is marked delivered only after the relay's 250 to DATA, so a crash re-sends
 //! at most the transaction in flight.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hushlist_core::Address;
+use hushlist_core::api::{GrantRequest, Grants};
 use hushlist_core::listmail::{ListCopy, ListHeaders, bounce_sender, verp_sender};
-use hushlist_store::{ClaimedDelivery, PostRow, Store, StoreError};
+use hushlist_core::outer::EncryptedPost;
+use hushlist_core::roster::{DeliveryMode, Roster};
+use hushlist_core::{Address, Fingerprint, Pkesk};
+use hushlist_store::rosters::RosterStoreError;
+use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
 use mail_send::SmtpClient;
 use smtp_proto::{EXT_PIPELINING, Response};
 use tokio::net::TcpStream;
@@ -57,6 +61,24 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// Base URL of this list server's HTTP service, for List-Archive.
     pub public_url: Option<String>,
+    /// The key server that grants push-mode lists their members' PKESKs.
+    pub key_server: Option<KeyServerAccess>,
+}
+
+/// Where the key server is and the token it gave this list server for grants.
+#[derive(Clone)]
+pub struct KeyServerAccess {
+    pub url: String,
+    pub grants_token: String,
+}
+
+impl std::fmt::Debug for KeyServerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in logs.
+        f.debug_struct("KeyServerAccess")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeliveryConfig {
@@ -72,6 +94,7 @@ impl DeliveryConfig {
             give_up_after: Duration::from_secs(5 * 24 * 3600),
             poll_interval: Duration::from_secs(1),
             public_url: None,
+            key_server: None,
         }
     }
 }
@@ -113,20 +136,24 @@ pub struct DeliveryMetrics {
 
 /// The fan-out workers of one list server process.
 pub struct Deliverer {
-    store: Store,
+    server: Arc<ListServer>,
     config: Arc<DeliveryConfig>,
-    queued: Arc<Notify>,
     metrics: Arc<DeliveryMetrics>,
+    http: reqwest::Client,
 }
 
 impl Deliverer {
     /// Workers for `server`'s queue; they wake when it accepts a post.
-    pub fn new(server: &ListServer, config: DeliveryConfig) -> Self {
+    pub fn new(server: &Arc<ListServer>, config: DeliveryConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.relay.timeout)
+            .build()
+            .expect("an HTTP client with default TLS settings");
         Deliverer {
-            store: server.store().clone(),
-            config: Arc::new(config),
-            queued: server.queued(),
+            server: server.clone(),
             metrics: server.metrics.delivery.clone(),
+            config: Arc::new(config),
+            http,
         }
     }
 
@@ -136,12 +163,13 @@ impl Deliverer {
             .map(|id| {
                 let worker = Worker {
                     id,
-                    store: self.store.clone(),
+                    server: self.server.clone(),
                     config: self.config.clone(),
                     metrics: self.metrics.clone(),
+                    http: self.http.clone(),
                     relay: None,
                 };
-                let queued = self.queued.clone();
+                let queued = self.server.queued();
                 tokio::spawn(worker.run(queued, shutdown.clone()))
             })
             .collect()
@@ -150,14 +178,15 @@ impl Deliverer {
 
 struct Worker {
     id: usize,
-    store: Store,
+    server: Arc<ListServer>,
     config: Arc<DeliveryConfig>,
     metrics: Arc<DeliveryMetrics>,
+    http: reqwest::Client,
     relay: Option<Relay>,
 }
 
 /// What became of one recipient in one attempt.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Outcome {
     Delivered,
     Deferred(String),
@@ -195,8 +224,8 @@ impl Worker {
     async fn round(&mut self) -> Result<bool, StoreError> {
         let now = unix_now();
         let lease_until = now + secs(self.config.lease);
-        let claimed = self
-            .store
+        let store = self.server.store();
+        let claimed = store
             .claim_deliveries(
                 now,
                 lease_until,
@@ -211,9 +240,10 @@ impl Worker {
             by_post.entry(delivery.post_id).or_default().push(delivery);
         }
         for (post_id, deliveries) in by_post {
-            let Some(post) = self.store.post(post_id).await? else {
+            let Some(post) = self.server.store().post(post_id).await? else {
                 for d in &deliveries {
-                    self.store
+                    self.server
+                        .store()
                         .fail_delivery(post_id, &d.recipient, "the post is no longer stored")
                         .await?;
                 }
@@ -250,37 +280,205 @@ impl Worker {
             Err(e) => {
                 // Accepted posts were parsed at acceptance; failing here is a bug, not a retry.
                 tracing::error!(post = post.id, error = %e, "post cannot be prepared for delivery");
-                for d in deliveries {
-                    self.store
-                        .fail_delivery(post.id, &d.recipient, &format!("cannot prepare: {e}"))
-                        .await?;
-                }
-                return Ok(());
+                let reason = format!("cannot prepare: {e}");
+                let outcomes = deliveries
+                    .iter()
+                    .map(|d| (d, Outcome::Failed(reason.clone())))
+                    .collect();
+                return self.record(post, outcomes).await;
             }
         };
+        let roster = match self.server.rosters().get(&list).await {
+            Ok(roster) => roster,
+            Err(RosterStoreError::Store(e)) => return Err(e),
+            Err(e) => {
+                let reason = format!("the list's roster is unavailable: {e}");
+                let outcomes = deliveries
+                    .iter()
+                    .map(|d| (d, Outcome::Deferred(reason.clone())))
+                    .collect();
+                return self.record(post, outcomes).await;
+            }
+        };
+        if roster.policy().delivery == DeliveryMode::Push {
+            return self
+                .deliver_pushed(post, &list, &roster, &message, deliveries, lease_until)
+                .await;
+        }
         let per_transaction = if self.config.verp {
             1
         } else {
             self.config.max_rcpts_per_transaction.max(1)
         };
         for batch in deliveries.chunks(per_transaction) {
-            let recipients: Vec<String> = batch.iter().map(|d| d.recipient.clone()).collect();
-            if unix_now() + self.config.slowest_transaction_secs() >= lease_until {
-                // Too little of the lease is left to be sure no other worker takes these
-                // over mid-transaction: hand them back for whoever claims next.
-                self.store
-                    .release_deliveries(post.id, &recipients, unix_now())
-                    .await?;
+            if !self
+                .lease_allows_transaction(post, batch, lease_until)
+                .await?
+            {
                 continue;
             }
+            let recipients: Vec<String> = batch.iter().map(|d| d.recipient.clone()).collect();
             let sender = match (self.config.verp, Address::parse(&recipients[0])) {
                 (true, Ok(recipient)) => verp_sender(&list, &recipient),
                 _ => bounce_sender(&list),
             };
             let outcomes = self.transact(&sender, &recipients, &message).await;
-            self.record(post, batch, outcomes).await?;
+            self.record(post, batch.iter().zip(outcomes).collect())
+                .await?;
         }
         Ok(())
+    }
+
+    /// Push mode: asks the key server for one PKESK per recipient and sends each member a
+    /// copy of their own, spliced so that any OpenPGP client opens it with their key.
+    async fn deliver_pushed(
+        &mut self,
+        post: &PostRow,
+        list: &Address,
+        roster: &Roster,
+        message: &[u8],
+        deliveries: &[ClaimedDelivery],
+        lease_until: i64,
+    ) -> Result<(), StoreError> {
+        let mut outcomes: Vec<(&ClaimedDelivery, Outcome)> = Vec::new();
+        let mut wanted: Vec<(&ClaimedDelivery, Fingerprint)> = Vec::new();
+        for delivery in deliveries {
+            let member = Address::parse(&delivery.recipient)
+                .ok()
+                .and_then(|address| roster.member(&address));
+            match member {
+                Some(member) => wanted.push((delivery, member.cert.fingerprint().clone())),
+                None => outcomes.push((
+                    delivery,
+                    Outcome::Failed("no longer a member of the list".into()),
+                )),
+            }
+        }
+        let grants = match self.request_grants(list, &post.key_id, &wanted).await {
+            Ok(grants) => grants,
+            Err(outcome) => {
+                outcomes.extend(wanted.iter().map(|(d, _)| (*d, outcome.clone())));
+                return self.record(post, outcomes).await;
+            }
+        };
+        let parsed = match EncryptedPost::parse(message) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let reason = format!("cannot prepare: {e}");
+                outcomes.extend(
+                    wanted
+                        .iter()
+                        .map(|(d, _)| (*d, Outcome::Failed(reason.clone()))),
+                );
+                return self.record(post, outcomes).await;
+            }
+        };
+        let mut pkesks: HashMap<Fingerprint, Result<Pkesk, String>> = grants
+            .granted
+            .into_iter()
+            .map(|g| {
+                let pkesk = Pkesk::from_bytes(&g.pkesk)
+                    .map_err(|e| format!("the key server sent a malformed PKESK: {e}"));
+                (g.fingerprint, pkesk)
+            })
+            .collect();
+        pkesks.extend(grants.refused.into_iter().map(|r| {
+            (
+                r.fingerprint,
+                Err(format!("the key server refused the key: {}", r.reason)),
+            )
+        }));
+        self.record(post, outcomes).await?;
+        for (delivery, fingerprint) in wanted {
+            let batch = std::slice::from_ref(delivery);
+            let outcome = match pkesks.remove(&fingerprint) {
+                Some(Ok(pkesk)) => {
+                    if !self
+                        .lease_allows_transaction(post, batch, lease_until)
+                        .await?
+                    {
+                        continue;
+                    }
+                    let copy = parsed.splice(message, &[pkesk]);
+                    let sender = match Address::parse(&delivery.recipient) {
+                        Ok(recipient) => verp_sender(list, &recipient),
+                        Err(_) => bounce_sender(list),
+                    };
+                    let recipients = [delivery.recipient.clone()];
+                    self.transact(&sender, &recipients, &copy)
+                        .await
+                        .pop()
+                        .expect("one outcome per recipient")
+                }
+                Some(Err(reason)) => Outcome::Failed(reason),
+                None => Outcome::Deferred("the key server did not answer for this member".into()),
+            };
+            self.record(post, vec![(delivery, outcome)]).await?;
+        }
+        Ok(())
+    }
+
+    /// One grants call to the key server; on failure, the outcome for every recipient.
+    async fn request_grants(
+        &self,
+        list: &Address,
+        key_id: &str,
+        wanted: &[(&ClaimedDelivery, Fingerprint)],
+    ) -> Result<Grants, Outcome> {
+        let Some(key_server) = &self.config.key_server else {
+            tracing::error!(%list, "push-mode list but no key server configured");
+            return Err(Outcome::Deferred(
+                "push mode needs the key server's URL and grants token in the list server's configuration".into(),
+            ));
+        };
+        let request = GrantRequest {
+            recipients: wanted.iter().map(|(_, f)| f.clone()).collect(),
+        };
+        let url = format!(
+            "{}/v1/lists/{list}/keys/{key_id}/grants",
+            key_server.url.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&key_server.grants_token)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| Outcome::Deferred(format!("key server unreachable: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(|e| {
+                Outcome::Deferred(format!("key server sent an unreadable answer: {e}"))
+            });
+        }
+        let body = response.text().await.unwrap_or_default();
+        let reason = format!("key server answered {status}: {}", body.trim());
+        if status == reqwest::StatusCode::GONE {
+            // The key was revoked or expired: no one will be able to read this post.
+            Err(Outcome::Failed(reason))
+        } else {
+            Err(Outcome::Deferred(reason))
+        }
+    }
+
+    /// Whether a transaction for `batch` can still end within the lease; if not, hands the
+    /// deliveries back so that no other worker takes them over mid-transaction.
+    async fn lease_allows_transaction(
+        &self,
+        post: &PostRow,
+        batch: &[ClaimedDelivery],
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        if unix_now() + self.config.slowest_transaction_secs() < lease_until {
+            return Ok(true);
+        }
+        let recipients: Vec<String> = batch.iter().map(|d| d.recipient.clone()).collect();
+        self.server
+            .store()
+            .release_deliveries(post.id, &recipients, unix_now())
+            .await?;
+        Ok(false)
     }
 
     /// One SMTP transaction on the pooled connection; a connection that failed is dropped
@@ -329,18 +527,18 @@ impl Worker {
     async fn record(
         &self,
         post: &PostRow,
-        batch: &[ClaimedDelivery],
-        outcomes: Vec<Outcome>,
+        outcomes: Vec<(&ClaimedDelivery, Outcome)>,
     ) -> Result<(), StoreError> {
+        let store = self.server.store();
         let now = unix_now();
         let mut delivered = Vec::new();
-        for (delivery, outcome) in batch.iter().zip(outcomes) {
+        for (delivery, outcome) in outcomes {
             match outcome {
                 Outcome::Delivered => delivered.push(delivery.recipient.clone()),
                 Outcome::Failed(reply) => {
                     self.metrics.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(post = post.id, recipient = %delivery.recipient, reply = %reply, "delivery failed");
-                    self.store
+                    store
                         .fail_delivery(post.id, &delivery.recipient, &reply)
                         .await?;
                 }
@@ -352,12 +550,12 @@ impl Worker {
                             delivery.attempts + 1
                         );
                         self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                        self.store
+                        store
                             .fail_delivery(post.id, &delivery.recipient, &reason)
                             .await?;
                     } else {
                         let next = now + self.backoff(delivery.attempts);
-                        self.store
+                        store
                             .defer_delivery(post.id, &delivery.recipient, next, &reason)
                             .await?;
                     }
@@ -367,7 +565,7 @@ impl Worker {
         self.metrics
             .delivered
             .fetch_add(delivered.len() as u64, Ordering::Relaxed);
-        self.store.mark_delivered(post.id, &delivered).await
+        store.mark_delivered(post.id, &delivered).await
     }
 
     /// Seconds to wait after `attempts` earlier failures: doubling from `retry_first`.

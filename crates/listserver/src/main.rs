@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
+use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
 use hushlist_listserver::http::router;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SmtpConfig, serve};
@@ -68,6 +68,12 @@ struct Args {
     /// Largest post accepted, in bytes.
     #[arg(long, default_value_t = 25 * 1024 * 1024)]
     max_message_bytes: usize,
+    /// Base URL of the key server, which grants push-mode lists their members' PKESKs.
+    #[arg(long, requires = "grants_token_file")]
+    key_server: Option<String>,
+    /// File holding the key server's grants token (its `grants.token`).
+    #[arg(long, requires = "key_server")]
+    grants_token_file: Option<PathBuf>,
     /// Write logs as JSON lines (for log collectors) instead of text.
     #[arg(long)]
     log_json: bool,
@@ -127,6 +133,18 @@ async fn main() -> anyhow::Result<()> {
     delivery.lease = Duration::from_secs(args.lease_secs);
     delivery.retry_first = Duration::from_secs(args.retry_secs);
     delivery.public_url = args.public_url;
+    if let (Some(url), Some(token_file)) = (args.key_server, &args.grants_token_file) {
+        let grants_token = std::fs::read_to_string(token_file)
+            .with_context(|| {
+                format!(
+                    "reading the grants token from {} (copy the key server's grants.token)",
+                    token_file.display()
+                )
+            })?
+            .trim()
+            .to_owned();
+        delivery.key_server = Some(KeyServerAccess { url, grants_token });
+    }
     if let Err(problem) = delivery.validate() {
         bail!("{problem}; raise --lease-secs or lower --relay-timeout-secs");
     }

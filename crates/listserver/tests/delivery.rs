@@ -43,7 +43,7 @@ async fn post(server: &ListServer, owner: &hushlist_core::SecretIdentity) -> i64
     id.parse().unwrap()
 }
 
-fn start(server: &ListServer, config: DeliveryConfig) -> watch::Sender<bool> {
+fn start(server: &Arc<ListServer>, config: DeliveryConfig) -> watch::Sender<bool> {
     let (stop, stopped) = watch::channel(false);
     let deliverer = Deliverer::new(server, config);
     deliverer.spawn(stopped);

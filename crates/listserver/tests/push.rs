@@ -1,0 +1,307 @@
+//! Push mode end to end in one process: a real key server over HTTP grants each member's
+//! PKESK, the list server splices it and delivers to Postfix's smtp-sink, and each member's
+//! copy opens with their own secret key (with gpg too); a member the key server refuses is
+//! recorded as failed, not sent a copy.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use hushlist_core::api::{Deposit, purpose};
+use hushlist_core::request::SignedRequest;
+use hushlist_core::roster::{
+    Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis,
+};
+use hushlist_core::{Address, Pkesk, SecretIdentity};
+use hushlist_envelope::{OpenWith, Signature, open, seal};
+use hushlist_keyserver::master::MasterKey;
+use hushlist_keyserver::{KeyServer, ServiceConfig};
+use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
+use hushlist_listserver::smtp::PostSink as _;
+use hushlist_store::DeliveryState;
+use rand::rngs::OsRng;
+use tokio::sync::watch;
+
+const GRANTS_TOKEN: &str = "grants-token-for-tests";
+const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+async fn start_key_server(dir: &std::path::Path) -> String {
+    let store = hushlist_store::Store::open(&format!("sqlite://{}", dir.join("keys.db").display()))
+        .await
+        .unwrap();
+    let config = ServiceConfig {
+        admin_token: ADMIN_TOKEN.into(),
+        grants_token: GRANTS_TOKEN.into(),
+        ..ServiceConfig::default()
+    };
+    let server = KeyServer::start(
+        store,
+        MasterKey::from_bytes(&[7; 32]),
+        config,
+        "keys <keys@example.org>",
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = hushlist_keyserver::router(Arc::new(server));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn send_op(http: &reqwest::Client, url: String, op: &SignedOp) {
+    let response = http
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(op)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Decrypts with gpg holding only `member`'s secret key and the sender's certificate;
+/// returns stdout after checking the exit code (gpg prints tampered plaintext before failing).
+fn gpg_decrypt(member: &SecretIdentity, sender: &hushlist_core::Cert, message: &[u8]) -> Vec<u8> {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gpg = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gpg must be installed (.ci/run installs gnupg)");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for key in [member.to_armored_secret(), sender.to_armored()] {
+        let imported = gpg(&["--import"], key.as_bytes());
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+    }
+    let out = gpg(&["--decrypt"], message);
+    assert!(
+        out.status.success(),
+        "gpg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_server = start_key_server(dir.path()).await;
+    let list_server = list_server(dir.path()).await;
+    let http = reqwest::Client::new();
+    let list = Address::parse(LIST).unwrap();
+
+    let owner = SecretIdentity::generate(OsRng, OWNER).unwrap();
+    let policy = Policy {
+        delivery: DeliveryMode::Push,
+        key_follows: KeyFollows::CurrentRoster,
+        ..Policy::default()
+    };
+    let genesis = sign_genesis(
+        OsRng,
+        &owner,
+        Address::parse(OWNER).unwrap(),
+        list.clone(),
+        policy,
+        now(),
+    )
+    .unwrap();
+    let mut roster = Roster::genesis(genesis.clone()).unwrap();
+    send_op(&http, format!("{key_server}/v1/lists"), &genesis).await;
+    list_server.rosters().create(genesis).await.unwrap();
+    let members: Vec<(String, SecretIdentity)> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| {
+            let address = format!("{name}@example.net");
+            let key = SecretIdentity::generate(OsRng, &address).unwrap();
+            (address, key)
+        })
+        .collect();
+    for (address, key) in &members {
+        let member = MemberEntry {
+            address: Address::parse(address).unwrap(),
+            cert: key.cert().to_armored(),
+            role: Role::Reader,
+        };
+        let op = roster
+            .sign_next(OsRng, &owner, now(), Change::Add { member })
+            .unwrap();
+        roster.apply(op.clone()).unwrap();
+        send_op(&http, format!("{key_server}/v1/lists/{LIST}/ops"), &op).await;
+        list_server.rosters().append(&list, op).await.unwrap();
+    }
+
+    // The owner seals a post and deposits its key, as `hushlist send` does.
+    let text = format!(
+        "From: Olivia <{OWNER}>\r\nTo: {LIST}\r\nSubject: pushed\r\n\r\nfor members only\r\n"
+    );
+    let sealed = seal(OsRng, text.as_bytes(), &owner, &key_server).unwrap();
+    let server_key: hushlist_core::api::ServerKey = http
+        .get(format!("{key_server}/v1/server-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let server_cert = hushlist_core::Cert::from_bytes(server_key.cert.as_bytes()).unwrap();
+    let deposit = Deposit {
+        key_id: sealed.key_id.clone(),
+        sealed_key: Pkesk::seal(OsRng, &sealed.session_key, &server_cert)
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    };
+    let request = SignedRequest::sign(
+        OsRng,
+        &owner,
+        &purpose::deposit(&list),
+        serde_json::to_vec(&deposit).unwrap(),
+        now(),
+    )
+    .unwrap();
+    let response = http
+        .post(format!("{key_server}/v1/lists/{LIST}/keys"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // Carol is removed on the key server only (the list server has not heard yet): the key
+    // server must refuse her key, and the list server must not send her a copy.
+    let carol = Address::parse("carol@example.net").unwrap();
+    let removal = roster
+        .sign_next(
+            OsRng,
+            &owner,
+            now(),
+            Change::Remove {
+                address: carol.clone(),
+            },
+        )
+        .unwrap();
+    send_op(&http, format!("{key_server}/v1/lists/{LIST}/ops"), &removal).await;
+
+    let post_id: i64 = list_server
+        .accept(
+            Some(&Address::parse(OWNER).unwrap()),
+            &[list.clone()],
+            sealed.message.clone(),
+        )
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+    let mut config = DeliveryConfig::new(RelayConfig {
+        host: "127.0.0.1".into(),
+        port: sink.port,
+        helo_name: "lists.example.org".into(),
+        timeout: Duration::from_secs(10),
+    });
+    config.poll_interval = Duration::from_millis(100);
+    config.key_server = Some(KeyServerAccess {
+        url: key_server.clone(),
+        grants_token: GRANTS_TOKEN.into(),
+    });
+    let (_stop, stopped) = watch::channel(false);
+    Deliverer::new(&list_server, config).spawn(stopped);
+    wait_until(Duration::from_secs(60), "the queue to drain", || async {
+        list_server.store().delivery_counts().await.unwrap().pending == 0
+    })
+    .await;
+
+    let transactions = sink.transactions();
+    let copy_for = |address: &str| {
+        let found: Vec<_> = transactions
+            .iter()
+            .filter(|t| t.rcpt_to == [address.to_owned()])
+            .collect();
+        assert_eq!(found.len(), 1, "one copy for {address}");
+        let (local, domain) = address.split_once('@').unwrap();
+        assert_eq!(
+            found[0].mail_from,
+            format!("team-bounces+{local}={domain}@lists.example.org")
+        );
+        found[0]
+            .message
+            .replace('\n', "\r\n")
+            .replace("\r\r\n", "\r\n")
+            .into_bytes()
+    };
+    for (address, key) in members.iter().take(2) {
+        let copy = copy_for(address);
+        let opened = open(&copy, OpenWith::Identity(key), &[owner.cert().clone()]).unwrap();
+        assert_eq!(
+            opened.signature,
+            Signature::Valid(owner.fingerprint().clone())
+        );
+        assert!(String::from_utf8_lossy(&opened.message).contains("for members only"));
+        // The copy is a standard PGP/MIME message: gpg opens it with the member's key alone.
+        let plain = gpg_decrypt(key, owner.cert(), &copy);
+        assert!(String::from_utf8_lossy(&plain).contains("for members only"));
+        // And nobody else's key opens it.
+        let other = &members[if address.starts_with("alice") { 1 } else { 0 }].1;
+        assert!(open(&copy, OpenWith::Identity(other), &[]).is_err());
+    }
+    copy_for(OWNER);
+    assert!(
+        transactions
+            .iter()
+            .all(|t| t.rcpt_to != [carol.to_string()])
+    );
+    let row = list_server
+        .store()
+        .delivery(post_id, carol.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, DeliveryState::Failed);
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("the key server refused the key"),
+        "{row:?}"
+    );
+}
