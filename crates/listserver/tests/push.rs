@@ -225,7 +225,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
     let post_id: i64 = list_server
         .accept(
             Some(&Address::parse(OWNER).unwrap()),
-            &[list.clone()],
+            std::slice::from_ref(&list),
             sealed.message.clone(),
         )
         .await
