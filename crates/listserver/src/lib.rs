@@ -24,6 +24,10 @@ pub enum Rejection {
     Malformed(OuterError),
     #[error("{0} may not post to this list: {1}")]
     NotAllowed(String, Refusal),
+    #[error(
+        "this list's keys are held by {expected}, but the post names {named}; send it with `hushlist send`"
+    )]
+    WrongKeyServer { expected: String, named: String },
 }
 
 impl Rejection {
@@ -33,6 +37,7 @@ impl Rejection {
             Rejection::NotEncrypted(_) => (550, "5.7.1"),
             Rejection::Malformed(_) => (554, "5.6.0"),
             Rejection::NotAllowed(..) => (550, "5.7.1"),
+            Rejection::WrongKeyServer { .. } => (550, "5.7.1"),
         }
     }
 }
@@ -48,4 +53,18 @@ pub fn check_post(raw: &[u8], roster: &Roster) -> Result<EncryptedPost, Rejectio
         .may_post_as(&post.from)
         .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))?;
     Ok(post)
+}
+
+/// Checks that the post's key is filed with `expected`, the key server this list server works
+/// with: members could not get a key deposited anywhere else, and push delivery asks only it.
+pub fn check_key_server(post: &EncryptedPost, expected: &str) -> Result<(), Rejection> {
+    let named = post.key_server.as_deref().unwrap_or("no key server");
+    if named.trim_end_matches('/') == expected.trim_end_matches('/') {
+        Ok(())
+    } else {
+        Err(Rejection::WrongKeyServer {
+            expected: expected.to_owned(),
+            named: named.to_owned(),
+        })
+    }
 }

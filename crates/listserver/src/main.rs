@@ -124,7 +124,11 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&database)
         .await
         .with_context(|| format!("opening {database}"))?;
-    let server = Arc::new(ListServer::new(store).with_admin_token(admin_token));
+    let mut server = ListServer::new(store).with_admin_token(admin_token);
+    if let Some(url) = &args.key_server {
+        server = server.with_key_server(url.clone());
+    }
+    let server = Arc::new(server);
 
     let mut delivery = DeliveryConfig::new(relay);
     delivery.workers = args.workers;

@@ -15,15 +15,16 @@ use hushlist_store::rosters::RosterCache;
 use hushlist_store::{PostRow, Store};
 use tokio::sync::Notify;
 
-use crate::check_post;
 use crate::delivery::DeliveryMetrics;
 use crate::smtp::{PostSink, SinkError};
+use crate::{check_key_server, check_post};
 
 pub struct ListServer {
     store: Store,
     rosters: RosterCache,
     queued: Arc<Notify>,
     admin_token: String,
+    key_server_url: Option<String>,
     verifier: RequestVerifier,
     pub metrics: ListMetrics,
 }
@@ -47,6 +48,7 @@ impl ListServer {
             store,
             queued: Arc::new(Notify::new()),
             admin_token: String::new(),
+            key_server_url: None,
             // Per signer: bursts of 100 archive pages, then 10 a second.
             verifier: RequestVerifier::new(10.0, 100.0),
             metrics: ListMetrics::default(),
@@ -57,6 +59,12 @@ impl ListServer {
     /// created over HTTP).
     pub fn with_admin_token(mut self, token: String) -> Self {
         self.admin_token = token;
+        self
+    }
+
+    /// Sets the key server whose URL every post must name.
+    pub fn with_key_server(mut self, url: String) -> Self {
+        self.key_server_url = Some(url);
         self
     }
 
@@ -140,9 +148,14 @@ impl PostSink for ListServer {
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            let post = check_post(&message, &roster).inspect_err(|_| {
-                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
-            })?;
+            let post = check_post(&message, &roster)
+                .and_then(|post| match &self.key_server_url {
+                    Some(expected) => check_key_server(&post, expected).map(|()| post),
+                    None => Ok(post),
+                })
+                .inspect_err(|_| {
+                    self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                })?;
             accepted.push((list, roster, post));
         }
         let received_at = SystemTime::now()

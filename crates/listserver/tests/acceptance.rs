@@ -3,7 +3,7 @@
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
-use hushlist_listserver::{Rejection, check_post};
+use hushlist_listserver::{Rejection, check_key_server, check_post};
 use rand::rngs::OsRng;
 
 fn addr(s: &str) -> Address {
@@ -46,6 +46,13 @@ fn only_encrypted_posts_from_allowed_posters_are_accepted() {
 
     let accepted = check_post(&post("olivia@example.org", &owner), &roster).unwrap();
     assert_eq!(accepted.from, addr("olivia@example.org"));
+    check_key_server(&accepted, "https://keys.example.org/").unwrap();
+    let err = check_key_server(&accepted, "https://keys.other.example").unwrap_err();
+    assert_eq!(err.smtp_status(), (550, "5.7.1"));
+    assert!(
+        err.to_string().contains("https://keys.other.example"),
+        "{err}"
+    );
 
     let plaintext =
         b"From: olivia@example.org\r\nTo: team@lists.example.org\r\nSubject: s\r\n\r\nbody\r\n";
