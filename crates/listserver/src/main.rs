@@ -11,7 +11,7 @@ use clap::Parser;
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
 use hushlist_listserver::http::router;
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SmtpConfig, serve};
+use hushlist_listserver::smtp::{SmtpConfig, serve, tls_acceptor};
 use hushlist_store::Store;
 use tokio::sync::watch;
 
@@ -74,6 +74,12 @@ struct Args {
     /// File holding the key server's grants token (its `grants.token`).
     #[arg(long, requires = "key_server")]
     grants_token_file: Option<PathBuf>,
+    /// PEM certificate chain to offer STARTTLS with on the SMTP port (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Write logs as JSON lines (for log collectors) instead of text.
     #[arg(long)]
     log_json: bool,
@@ -155,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let workers = Deliverer::new(&server, delivery).spawn(stopped);
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let smtp_listener = tokio::net::TcpListener::bind(args.smtp_listen)
         .await
         .with_context(|| format!("binding SMTP {}", args.smtp_listen))?;
@@ -178,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let http = axum::serve(http_listener, router(server.clone()));
     tokio::select! {
-        result = serve(smtp_listener, smtp_config, server, args.max_connections, shutdown) => {
+        result = serve(smtp_listener, smtp_config, server, args.max_connections, tls, shutdown) => {
             result.context("SMTP listener failed")?;
         }
         result = http => result.context("HTTP listener failed")?,

@@ -62,16 +62,77 @@ pub trait PostSink: Send + Sync {
     ) -> impl Future<Output = Result<String, SinkError>> + Send;
 }
 
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// QUIT, timeout, too many errors or a closed stream.
+    Closed,
+    /// The client asked for TLS and was told to go ahead: the caller wraps the stream and
+    /// runs [`run_session_after_tls`] on it.
+    StartTls,
+}
+
 /// Runs one SMTP session to its end (QUIT, timeout, too many errors or a closed stream).
+/// STARTTLS is not offered.
 pub async fn run_session<S, K>(mut stream: S, config: &SmtpConfig, sink: &K) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     K: PostSink,
 {
-    let mut session = Session::default();
+    greet(&mut stream, config).await?;
+    drive(&mut stream, config, sink, false).await.map(|_| ())
+}
+
+/// Greets and runs a session that offers STARTTLS; ends with [`SessionEnd::StartTls`] when
+/// the client takes it up. Anything the client pipelined after STARTTLS is discarded, so
+/// commands sent in clear cannot be smuggled into the encrypted session.
+pub async fn run_session_offering_tls<S, K>(
+    stream: &mut S,
+    config: &SmtpConfig,
+    sink: &K,
+) -> std::io::Result<SessionEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    K: PostSink,
+{
+    greet(stream, config).await?;
+    drive(stream, config, sink, true).await
+}
+
+/// The session after the TLS handshake: a fresh start without a greeting (RFC 3207); the
+/// client says EHLO again.
+pub async fn run_session_after_tls<S, K>(
+    mut stream: S,
+    config: &SmtpConfig,
+    sink: &K,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    K: PostSink,
+{
+    drive(&mut stream, config, sink, false).await.map(|_| ())
+}
+
+async fn greet<S: AsyncWrite + Unpin>(stream: &mut S, config: &SmtpConfig) -> std::io::Result<()> {
     stream
         .write_all(format!("220 {} ESMTP hushlist\r\n", config.hostname).as_bytes())
-        .await?;
+        .await
+}
+
+async fn drive<S, K>(
+    stream: &mut S,
+    config: &SmtpConfig,
+    sink: &K,
+    offer_tls: bool,
+) -> std::io::Result<SessionEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    K: PostSink,
+{
+    let mut session = Session {
+        offer_tls,
+        ..Session::default()
+    };
     let mut requests = RequestReceiver::default();
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
@@ -81,18 +142,19 @@ where
                 stream
                     .write_all(b"421 4.4.2 Idle too long, closing connection\r\n")
                     .await?;
-                return Ok(());
+                return Ok(SessionEnd::Closed);
             }
             Ok(result) => result?,
         };
         if read == 0 {
-            return Ok(());
+            return Ok(SessionEnd::Closed);
         }
         pending.extend_from_slice(&buf[..read]);
         let mut replies = Vec::new();
         let mut bytes = pending.iter();
         let mut close = false;
-        while !close {
+        let mut start_tls = false;
+        while !close && !start_tls {
             if let Some(data) = session.data.as_mut() {
                 let complete = data.receiver.ingest(&mut bytes, &mut data.message);
                 if data.message.len() > config.max_message_bytes {
@@ -126,6 +188,7 @@ where
             }
             replies.extend_from_slice(reply.text.as_bytes());
             close = reply.close;
+            start_tls = reply.start_tls;
             if session.errors >= config.max_errors {
                 replies.extend_from_slice(b"421 4.7.0 Too many errors, closing connection\r\n");
                 close = true;
@@ -135,9 +198,13 @@ where
         let consumed = pending.len() - bytes.as_slice().len();
         pending.drain(..consumed);
         stream.write_all(&replies).await?;
-        if close {
+        if close || start_tls {
             stream.flush().await?;
-            return Ok(());
+            return Ok(if start_tls {
+                SessionEnd::StartTls
+            } else {
+                SessionEnd::Closed
+            });
         }
     }
 }
@@ -146,6 +213,7 @@ struct Reply {
     text: String,
     is_error: bool,
     close: bool,
+    start_tls: bool,
 }
 
 impl Reply {
@@ -154,6 +222,7 @@ impl Reply {
             text: format!("{text}\r\n"),
             is_error: false,
             close: false,
+            start_tls: false,
         }
     }
 
@@ -162,6 +231,7 @@ impl Reply {
             text: format!("{text}\r\n"),
             is_error: true,
             close: false,
+            start_tls: false,
         }
     }
 }
@@ -175,6 +245,8 @@ struct Data {
 
 #[derive(Default)]
 struct Session {
+    /// STARTTLS may still be taken up (offered, and not yet in TLS).
+    offer_tls: bool,
     greeted: bool,
     mail_from: Option<Option<Address>>,
     lists: Vec<Address>,
@@ -199,8 +271,14 @@ impl Session {
                 self.greeted = true;
                 self.reset();
                 Reply::ok(&format!(
-                    "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES",
-                    config.hostname, config.max_message_bytes
+                    "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n{}250 ENHANCEDSTATUSCODES",
+                    config.hostname,
+                    config.max_message_bytes,
+                    if self.offer_tls {
+                        "250-STARTTLS\r\n"
+                    } else {
+                        ""
+                    }
                 ))
             }
             Request::Helo { host: _ } => {
@@ -273,12 +351,20 @@ impl Session {
             }
             Request::Noop { .. } => Reply::ok("250 2.0.0 OK"),
             Request::Quit => Reply {
-                text: "221 2.0.0 Bye\r\n".into(),
-                is_error: false,
                 close: true,
+                ..Reply::ok("221 2.0.0 Bye")
             },
             Request::Vrfy { .. } | Request::Expn { .. } => {
                 Reply::error("502 5.5.1 VRFY and EXPN are disabled")
+            }
+            Request::StartTls if self.offer_tls => {
+                if self.mail_from.is_some() {
+                    return Reply::error("503 5.5.1 STARTTLS is not allowed inside a transaction");
+                }
+                Reply {
+                    start_tls: true,
+                    ..Reply::ok("220 2.0.0 Ready to start TLS")
+                }
             }
             Request::StartTls => Reply::error("502 5.5.1 STARTTLS is not configured"),
             Request::Help { .. } => Reply::ok("214 2.0.0 See RFC 5321"),
@@ -316,12 +402,14 @@ fn one_line(text: &str) -> String {
 }
 
 /// Accepts SMTP connections on `listener` until `shutdown` resolves, at most
-/// `max_connections` at once; one more is told 421 and closed.
+/// `max_connections` at once; one more is told 421 and closed. With `tls`, STARTTLS is
+/// offered and the session continues over TLS once the client takes it up.
 pub async fn serve<K: PostSink + 'static>(
     listener: tokio::net::TcpListener,
     config: std::sync::Arc<SmtpConfig>,
     sink: std::sync::Arc<K>,
     max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
@@ -339,12 +427,65 @@ pub async fn serve<K: PostSink + 'static>(
             });
             continue;
         };
-        let (config, sink) = (config.clone(), sink.clone());
+        let (config, sink, tls) = (config.clone(), sink.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = run_session(stream, &config, sink.as_ref()).await {
+            let result = match tls {
+                None => run_session(stream, &config, sink.as_ref()).await,
+                Some(acceptor) => {
+                    match run_session_offering_tls(&mut stream, &config, sink.as_ref()).await {
+                        Ok(SessionEnd::StartTls) => {
+                            match tokio::time::timeout(config.idle_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls_stream)) => {
+                                    run_session_after_tls(tls_stream, &config, sink.as_ref()).await
+                                }
+                                Ok(Err(e)) => Err(e),
+                                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                            }
+                        }
+                        Ok(SessionEnd::Closed) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
             }
             drop(slot);
         });
     }
+}
+
+/// A TLS acceptor from a PEM certificate chain and private key.
+pub fn tls_acceptor(
+    cert_pem: &std::path::Path,
+    key_pem: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsSetupError::Certificate(cert_pem.to_owned(), e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(key_pem)
+        .map_err(|e| TlsSetupError::Key(key_pem.to_owned(), e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsSetupError::Config(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the certificate chain {0}: {1}")]
+    Certificate(std::path::PathBuf, String),
+    #[error("cannot read the private key {0}: {1}")]
+    Key(std::path::PathBuf, String),
+    #[error("the certificate and key do not make a TLS configuration: {0}")]
+    Config(String),
 }

@@ -8,7 +8,7 @@ use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SmtpConfig, run_session};
+use hushlist_listserver::smtp::{SessionEnd, SmtpConfig, run_session, run_session_offering_tls};
 use rand::rngs::OsRng;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream};
 
@@ -362,4 +362,29 @@ async fn pipelined_commands_get_replies_in_order() {
     assert!(c.reply().await.starts_with("250 2.1.5"));
     assert!(c.reply().await.starts_with("550 5.1.1"));
     assert!(c.reply().await.starts_with("250 2.0.0"));
+}
+
+#[tokio::test]
+async fn starttls_is_offered_and_commands_pipelined_after_it_are_discarded() {
+    let (_dir, server) = list_server().await;
+    let (client, mut server_end) = tokio::io::duplex(1 << 16);
+    let session = tokio::spawn(async move {
+        run_session_offering_tls(&mut server_end, &SmtpConfig::default(), server.as_ref())
+            .await
+            .unwrap()
+    });
+    let mut c = Client {
+        io: BufReader::new(client),
+    };
+    assert!(c.reply().await.starts_with("220 "));
+    let ehlo = c.send("EHLO client.example.org").await;
+    assert!(ehlo.contains("250-STARTTLS"), "{ehlo}");
+    // A command smuggled in clear behind STARTTLS must not reach the TLS session.
+    c.io.get_mut()
+        .write_all(b"STARTTLS\r\nMAIL FROM:<eve@example.org>\r\n")
+        .await
+        .unwrap();
+    assert_eq!(c.reply().await, "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(session.await.unwrap(), SessionEnd::StartTls);
+    assert_eq!(c.reply().await, "", "no reply to the smuggled MAIL");
 }

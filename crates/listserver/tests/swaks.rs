@@ -7,12 +7,21 @@ use hushlist_core::roster::{Policy, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SmtpConfig, serve};
+use hushlist_listserver::smtp::{SmtpConfig, serve, tls_acceptor};
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
 
 fn swaks(port: u16, from: &str, data: &std::path::Path) -> std::process::Output {
+    swaks_with(port, from, data, &[])
+}
+
+fn swaks_with(
+    port: u16,
+    from: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
     Command::new("swaks")
         .args([
             "--server",
@@ -24,7 +33,9 @@ fn swaks(port: u16, from: &str, data: &std::path::Path) -> std::process::Output 
             "--to",
             LIST,
         ])
-        .args(["--ehlo", "client.example.org", "--timeout", "20", "--data"])
+        .args(["--ehlo", "client.example.org", "--timeout", "20"])
+        .args(extra)
+        .arg("--data")
         .arg(data)
         .output()
         .expect("swaks must be installed (.ci/run installs it)")
@@ -60,6 +71,7 @@ async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
         Arc::new(SmtpConfig::default()),
         server.clone(),
         8,
+        None,
         async {
             let _ = stopped.await;
         },
@@ -103,4 +115,93 @@ async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
 
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_posts_over_starttls_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acceptor = tls_acceptor(&cert, &key).unwrap();
+    assert!(
+        tls_acceptor(&key, &cert).is_err(),
+        "a key is not a certificate"
+    );
+
+    let store = hushlist_store::Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("lists.db").display()
+    ))
+    .await
+    .unwrap();
+    let server = Arc::new(ListServer::new(store));
+    let olivia = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &olivia,
+        Address::parse("olivia@example.org").unwrap(),
+        Address::parse(LIST).unwrap(),
+        Policy::default(),
+        0,
+    )
+    .unwrap();
+    server.rosters().create(genesis).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(SmtpConfig::default()),
+        server.clone(),
+        8,
+        Some(acceptor),
+        std::future::pending(),
+    ));
+
+    let text = format!("From: olivia@example.org\r\nTo: {LIST}\r\nSubject: tls\r\n\r\nhello\r\n");
+    let sealed = seal(OsRng, text.as_bytes(), &olivia, "https://keys.example.org").unwrap();
+    let post = dir.path().join("post.eml");
+    std::fs::write(&post, &sealed.message).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        swaks_with(port, "olivia@example.org", &post, &["--tls"])
+    })
+    .await
+    .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("<-  250-STARTTLS"), "{transcript}");
+    assert!(
+        transcript.contains("<-  220 2.0.0 Ready to start TLS"),
+        "{transcript}"
+    );
+    // After the handshake the session runs over TLS (swaks marks those lines with ~).
+    assert!(
+        transcript.contains("<~  250 2.0.0 Queued as"),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains("<~  250-STARTTLS"),
+        "not offered twice: {transcript}"
+    );
+    assert_eq!(server.store().posts(LIST, 0, 10).await.unwrap().len(), 1);
 }
