@@ -20,8 +20,7 @@ use hushlist_core::{Address, Fingerprint, Pkesk};
 use hushlist_store::rosters::RosterStoreError;
 use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
 use mail_send::SmtpClient;
-use smtp_proto::{EXT_PIPELINING, Response};
-use tokio::net::TcpStream;
+use smtp_proto::{EXT_PIPELINING, EXT_START_TLS, Response};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -36,7 +35,54 @@ pub struct RelayConfig {
     pub helo_name: String,
     /// Limit on connecting and on each reply.
     pub timeout: Duration,
+    /// When set, the relay must offer STARTTLS and prove its name with a certificate this
+    /// connector trusts; nothing is sent in clear.
+    pub starttls: Option<RelayTls>,
 }
+
+/// How the relay's certificate is checked for STARTTLS.
+#[derive(Clone)]
+pub struct RelayTls(tokio_rustls::TlsConnector);
+
+impl RelayTls {
+    /// Trusts the system's certificate authorities.
+    pub fn system_roots() -> Result<Self, String> {
+        mail_send::smtp::tls::build_tls_connector(false).map(RelayTls)
+    }
+
+    /// Trusts only the certificate authorities in a PEM file (a private CA for the relay).
+    pub fn from_ca_file(path: &std::path::Path) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(RelayTls(tokio_rustls::TlsConnector::from(Arc::new(config))))
+    }
+}
+
+impl std::fmt::Debug for RelayTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayTls")
+    }
+}
+
+/// The relay connection's stream: TCP, or TLS over TCP after STARTTLS.
+trait RelayStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> RelayStream for T {}
 
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -578,7 +624,7 @@ impl Worker {
 
 /// An open SMTP connection to the relay and what it advertised.
 struct Relay {
-    client: SmtpClient<TcpStream>,
+    client: SmtpClient<Box<dyn RelayStream>>,
     pipelining: bool,
 }
 
@@ -604,6 +650,25 @@ impl Relay {
         if greeting.code >= 300 {
             return Err(mail_send::Error::UnexpectedReply(greeting));
         }
+        let ehlo = client.ehlo(&config.helo_name).await?;
+        let Some(RelayTls(connector)) = &config.starttls else {
+            return Ok(Relay {
+                pipelining: ehlo.has_capability(EXT_PIPELINING),
+                client: SmtpClient {
+                    stream: Box::new(client.stream),
+                    timeout: client.timeout,
+                },
+            });
+        };
+        if !ehlo.has_capability(EXT_START_TLS) {
+            return Err(mail_send::Error::MissingStartTls);
+        }
+        let tls = client.start_tls(connector, &config.host).await?;
+        let mut client: SmtpClient<Box<dyn RelayStream>> = SmtpClient {
+            stream: Box::new(tls.stream),
+            timeout: tls.timeout,
+        };
+        // RFC 3207: what the server said before TLS no longer counts; ask again.
         let ehlo = client.ehlo(&config.helo_name).await?;
         Ok(Relay {
             pipelining: ehlo.has_capability(EXT_PIPELINING),

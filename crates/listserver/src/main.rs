@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
+use hushlist_listserver::delivery::{
+    Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls,
+};
 use hushlist_listserver::http::router;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SmtpConfig, serve, tls_acceptor};
@@ -56,6 +58,14 @@ struct Args {
     /// retried after this); must exceed 4 relay timeouts.
     #[arg(long, default_value_t = 300)]
     lease_secs: u64,
+    /// Insist on STARTTLS to the relay, checking its certificate against the system's CAs
+    /// (or --relay-ca-file).
+    #[arg(long)]
+    relay_starttls: bool,
+    /// PEM file of the CAs that may vouch for the relay's certificate (implies
+    /// --relay-starttls).
+    #[arg(long)]
+    relay_ca_file: Option<PathBuf>,
     /// Seconds to wait for the relay to connect or answer a command.
     #[arg(long, default_value_t = 60)]
     relay_timeout_secs: u64,
@@ -85,7 +95,12 @@ struct Args {
     log_json: bool,
 }
 
-fn relay(text: &str, helo_name: &str, timeout: Duration) -> anyhow::Result<RelayConfig> {
+fn relay(
+    text: &str,
+    helo_name: &str,
+    timeout: Duration,
+    starttls: Option<RelayTls>,
+) -> anyhow::Result<RelayConfig> {
     let Some((host, port)) = text.rsplit_once(':') else {
         bail!("--relay {text:?} must be HOST:PORT, for example localhost:25");
     };
@@ -100,6 +115,7 @@ fn relay(text: &str, helo_name: &str, timeout: Duration) -> anyhow::Result<Relay
         port,
         helo_name: helo_name.to_owned(),
         timeout,
+        starttls,
     })
 }
 
@@ -116,10 +132,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
+    let relay_tls = match (&args.relay_ca_file, args.relay_starttls) {
+        (Some(ca_file), _) => Some(RelayTls::from_ca_file(ca_file).map_err(anyhow::Error::msg)?),
+        (None, true) => Some(RelayTls::system_roots().map_err(anyhow::Error::msg)?),
+        (None, false) => None,
+    };
     let relay = relay(
         &args.relay,
         &args.hostname,
         Duration::from_secs(args.relay_timeout_secs),
+        relay_tls,
     )?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hushlist_core::Address;
-use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
+use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig, RelayTls};
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_store::DeliveryState;
@@ -21,6 +21,7 @@ fn config(port: u16) -> DeliveryConfig {
         port,
         helo_name: "lists.example.org".into(),
         timeout: Duration::from_secs(10),
+        starttls: None,
     });
     config.workers = 2;
     config.retry_first = Duration::from_secs(1);
@@ -212,4 +213,75 @@ async fn a_5xx_refusal_is_recorded_per_recipient_and_not_retried() {
     );
     assert_eq!(server.store().delivery_counts().await.unwrap().failed, 3);
     assert!(sink.transactions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_starttls_required_copies_go_only_over_tls_to_a_relay_with_a_trusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 2).await;
+    let (ca, cert, key) = test_ca_and_leaf(dir.path());
+    let tls = RelayTls::from_ca_file(&ca).unwrap();
+
+    // A relay that does not offer STARTTLS gets nothing; the deliveries wait.
+    let plain = SmtpSink::start(free_port(), &dir.path().join("plain"), &[]);
+    let mut config = config(plain.port);
+    config.relay.starttls = Some(tls.clone());
+    let stop = start(&server, config);
+    let id = post(&server, &owner).await;
+    let first = member_address(0);
+    wait_until(
+        Duration::from_secs(20),
+        "a deferral for lack of STARTTLS",
+        || async {
+            let row = server.store().delivery(id, &first).await.unwrap().unwrap();
+            row.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("STARTTLS"))
+        },
+    )
+    .await;
+    assert!(plain.transactions().is_empty());
+    stop.send(true).unwrap();
+
+    // aiosmtpd requiring STARTTLS, with a certificate from the CA we trust, takes them.
+    let port = free_port();
+    let log = dir.path().join("aiosmtpd.log");
+    let mut relay = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .arg("--tlscert")
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3-aiosmtpd must be installed (.ci/run installs it)");
+    wait_until(Duration::from_secs(20), "aiosmtpd to listen", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let mut config = self::config(port);
+    config.relay.starttls = Some(tls);
+    config.retry_first = Duration::from_secs(1);
+    let _stop = start(&server, config);
+    // The deferred rows are due again within the retry delay.
+    wait_for_empty_queue(&server).await;
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let received = std::fs::read_to_string(&log).unwrap();
+    // aiosmtpd's debugging handler prints each message it took, without the envelope: one
+    // transaction carried all three recipients.
+    assert_eq!(received.matches("MESSAGE FOLLOWS").count(), 1, "{received}");
+    assert!(
+        received.contains("List-Id: <team.lists.example.org>"),
+        "{received}"
+    );
+    assert!(
+        received.contains("-----BEGIN PGP MESSAGE-----"),
+        "{received}"
+    );
+    let counts = server.store().delivery_counts().await.unwrap();
+    assert_eq!((counts.delivered, counts.failed), (3, 0));
 }

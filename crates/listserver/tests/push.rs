@@ -238,6 +238,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         port: sink.port,
         helo_name: "lists.example.org".into(),
         timeout: Duration::from_secs(10),
+        starttls: None,
     });
     config.poll_interval = Duration::from_millis(100);
     config.key_server = Some(KeyServerAccess {
