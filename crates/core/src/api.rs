@@ -140,12 +140,31 @@ pub struct ArchivePage {
     pub next_after: Option<i64>,
 }
 
+/// Suspends or resumes delivery to a member (the body of a signed request from an owner or
+/// from that member). Reading rights do not change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySwitch {
+    pub address: Address,
+    pub suspended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStatus {
+    pub list: Address,
+    pub address: Address,
+    pub suspended: bool,
+}
+
 /// Purposes (method and path) that signed requests are bound to.
 pub mod purpose {
     use super::*;
 
     pub fn archive(list: &Address) -> String {
         format!("POST /v1/lists/{list}/archive")
+    }
+
+    pub fn delivery(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/delivery")
     }
 
     pub fn deposit(list: &Address) -> String {

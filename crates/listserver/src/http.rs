@@ -27,6 +27,7 @@ pub fn router(state: Arc<ListServer>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/lists/{list}/archive", post(archive))
+        .route("/v1/lists/{list}/delivery", post(switch_delivery))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -114,4 +115,14 @@ async fn archive(
     let list = list(&list_text)?;
     let request: SignedRequest = json(body)?;
     Ok(Json(state.archive(&list, &request).await?).into_response())
+}
+
+async fn switch_delivery(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    Ok(Json(state.switch_delivery(&list, &request).await?).into_response())
 }

@@ -1,13 +1,17 @@
 //! The list server's acceptance path: a post to one or more lists is checked against each
 //! list's verified roster and written to the store before the SMTP reply says 250.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
-use hushlist_core::api::{ArchivePage, ArchiveQuery, ArchivedPost, purpose};
+use hushlist_core::api::{
+    ArchivePage, ArchiveQuery, ArchivedPost, DeliveryStatus, DeliverySwitch, purpose,
+};
 use hushlist_core::request::SignedRequest;
+use hushlist_core::roster::Role;
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
@@ -112,6 +116,56 @@ impl ListServer {
         })
     }
 
+    /// Suspends or resumes delivery to a member, asked by an owner or by the member. Only
+    /// future posts are affected, and reading rights never are.
+    pub async fn switch_delivery(
+        &self,
+        list: &Address,
+        request: &SignedRequest,
+    ) -> Result<DeliveryStatus, ApiError> {
+        let roster = self.rosters.get(list).await?;
+        let (verified, _) = self
+            .verifier
+            .verify(&self.store, &roster, request, &purpose::delivery(list))
+            .await?;
+        let switch: DeliverySwitch =
+            serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
+        let signer = roster.member_by_fingerprint(&verified.signer);
+        let allowed = signer.is_some_and(|m| m.role == Role::Owner || m.address == switch.address);
+        if !allowed {
+            return Err(ApiError::forbidden(
+                "not_owner",
+                format!(
+                    "only an owner of {list} or {} may change delivery to {}",
+                    switch.address, switch.address
+                ),
+            ));
+        }
+        if roster.member(&switch.address).is_none() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "unknown_member",
+                format!("{} is not a member of {list}", switch.address),
+            ));
+        }
+        if switch.suspended {
+            let reason = format!("suspended by {}", verified.signer);
+            self.store
+                .suspend(list.as_str(), switch.address.as_str(), &reason, unix_now())
+                .await?;
+        } else {
+            self.store
+                .resume(list.as_str(), switch.address.as_str())
+                .await?;
+        }
+        tracing::info!(%list, address = %switch.address, suspended = switch.suspended, "delivery switched");
+        Ok(DeliveryStatus {
+            list: list.clone(),
+            address: switch.address,
+            suspended: switch.suspended,
+        })
+    }
+
     /// Signalled whenever a post is queued, for the delivery workers.
     pub fn queued(&self) -> Arc<Notify> {
         self.queued.clone()
@@ -158,9 +212,7 @@ impl PostSink for ListServer {
                 })?;
             accepted.push((list, roster, post));
         }
-        let received_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let received_at = unix_now();
         let mut ids = Vec::with_capacity(accepted.len());
         for (list, roster, post) in accepted {
             let row = PostRow {
@@ -172,7 +224,19 @@ impl PostSink for ListServer {
                 received_at,
                 message: message.clone(),
             };
-            let recipients: Vec<String> = roster.members().map(|m| m.address.to_string()).collect();
+            let suspended: HashSet<String> = self
+                .store
+                .suspensions(list.as_str())
+                .await
+                .map_err(temporary)?
+                .into_iter()
+                .map(|s| s.address)
+                .collect();
+            let recipients: Vec<String> = roster
+                .members()
+                .map(|m| m.address.to_string())
+                .filter(|address| !suspended.contains(address))
+                .collect();
             let id = self
                 .store
                 .insert_post(&row, &recipients)
@@ -201,4 +265,10 @@ impl RosterHost for ListServer {
     fn roster_op_accepted(&self) {
         self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

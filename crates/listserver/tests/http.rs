@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use hushlist_core::api::{ArchivePage, ArchiveQuery, purpose};
+use hushlist_core::api::{ArchivePage, ArchiveQuery, DeliverySwitch, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::http::router;
@@ -169,4 +169,92 @@ async fn roster_endpoints_health_and_metrics() {
 
     let missing = http.get(format!("{base}/v2/nothing")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+fn delivery_request(who: &SecretIdentity, address: &str, suspended: bool) -> SignedRequest {
+    let list = Address::parse(LIST).unwrap();
+    let switch = DeliverySwitch {
+        address: Address::parse(address).unwrap(),
+        suspended,
+    };
+    SignedRequest::sign(
+        OsRng,
+        who,
+        &purpose::delivery(&list),
+        serde_json::to_vec(&switch).unwrap(),
+        now(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_is_suspended_by_an_owner_or_the_member_and_skips_their_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let (alice, bob) = ("alice@example.net", "bob@example.net");
+    let members: Vec<(String, SecretIdentity)> = [alice, bob]
+        .iter()
+        .map(|a| (a.to_string(), SecretIdentity::generate(OsRng, a).unwrap()))
+        .collect();
+    let owner = create_list_with(&server, &members).await;
+    let base = serve(server.clone()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/lists/{LIST}/delivery");
+    let post_now = || async {
+        let id = server
+            .accept(
+                Some(&Address::parse(OWNER).unwrap()),
+                &[Address::parse(LIST).unwrap()],
+                sealed_post(OWNER, &owner),
+            )
+            .await
+            .unwrap();
+        server
+            .store()
+            .pending_deliveries(id.parse().unwrap())
+            .await
+            .unwrap()
+    };
+
+    // The owner suspends Bob; Alice pauses herself.
+    let (status, body) = post(&http, url.clone(), &delivery_request(&owner, bob, true)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["suspended"], true);
+    let (status, body) = post(
+        &http,
+        url.clone(),
+        &delivery_request(&members[0].1, alice, true),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(post_now().await, [OWNER]);
+
+    // A member may not switch someone else; a stranger not at all; nor for a non-member.
+    let (status, body) = post(
+        &http,
+        url.clone(),
+        &delivery_request(&members[0].1, bob, false),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "not_owner"), "{body}");
+    let eve = SecretIdentity::generate(OsRng, "eve@example.org").unwrap();
+    let (status, body) = post(&http, url.clone(), &delivery_request(&eve, bob, false)).await;
+    assert_eq!((status, code(&body)), (403, "not_member"), "{body}");
+    let (status, body) = post(
+        &http,
+        url.clone(),
+        &delivery_request(&owner, "nobody@example.net", true),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "unknown_member"), "{body}");
+
+    // Bob resumes himself and gets the next post again.
+    let (status, body) = post(
+        &http,
+        url.clone(),
+        &delivery_request(&members[1].1, bob, false),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(post_now().await, [bob, OWNER]);
 }

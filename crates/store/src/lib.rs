@@ -134,6 +134,14 @@ pub struct DeliveryCounts {
     pub failed: i64,
 }
 
+/// An address the list server does not deliver to for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspension {
+    pub address: String,
+    pub reason: String,
+    pub since: i64,
+}
+
 /// Outcome of inserting a row that may already exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -668,6 +676,54 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// Stops delivery of `list`'s posts to `address` (kept as first suspended if already).
+    pub async fn suspend(
+        &self,
+        list: &str,
+        address: &str,
+        reason: &str,
+        since: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO suspensions (list, address, reason, since) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(list)
+        .bind(address)
+        .bind(reason)
+        .bind(since)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Delivers `list`'s posts to `address` again; returns whether it was suspended.
+    pub async fn resume(&self, list: &str, address: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM suspensions WHERE list = $1 AND address = $2")
+            .bind(list)
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn suspensions(&self, list: &str) -> Result<Vec<Suspension>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT address, reason, since FROM suspensions WHERE list = $1 ORDER BY address",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Suspension {
+                address: r.get("address"),
+                reason: r.get("reason"),
+                since: r.get("since"),
+            })
+            .collect())
     }
 
     /// One post by id.

@@ -294,3 +294,30 @@ async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed() {
         }
     );
 }
+
+#[tokio::test]
+async fn suspensions_are_per_list_and_resume_removes_them() {
+    let (_dir, store) = store().await;
+    store
+        .suspend("l", "a@example.org", "bounces", 5)
+        .await
+        .unwrap();
+    store
+        .suspend("l", "a@example.org", "again", 9)
+        .await
+        .unwrap();
+    store
+        .suspend("other", "b@example.org", "unsubscribed", 6)
+        .await
+        .unwrap();
+    let suspended = store.suspensions("l").await.unwrap();
+    assert_eq!(suspended.len(), 1);
+    assert_eq!(
+        (suspended[0].reason.as_str(), suspended[0].since),
+        ("bounces", 5)
+    );
+    assert!(store.resume("l", "a@example.org").await.unwrap());
+    assert!(!store.resume("l", "a@example.org").await.unwrap());
+    assert!(store.suspensions("l").await.unwrap().is_empty());
+    assert_eq!(store.suspensions("other").await.unwrap().len(), 1);
+}

@@ -32,6 +32,21 @@ pub async fn open_store(dir: &Path) -> Store {
 /// Creates the list in `server`'s store with `members` readers besides the owner, each with
 /// a key of their own. Returns the owner, who may post.
 pub async fn create_list(server: &ListServer, members: usize) -> SecretIdentity {
+    let members: Vec<(String, SecretIdentity)> = (0..members)
+        .map(|i| {
+            let address = member_address(i);
+            let key = SecretIdentity::generate(OsRng, &address).unwrap();
+            (address, key)
+        })
+        .collect();
+    create_list_with(server, &members).await
+}
+
+/// Creates the list with these readers besides the owner; returns the owner.
+pub async fn create_list_with(
+    server: &ListServer,
+    members: &[(String, SecretIdentity)],
+) -> SecretIdentity {
     let owner = SecretIdentity::generate(OsRng, OWNER).unwrap();
     let list = Address::parse(LIST).unwrap();
     let genesis = sign_genesis(
@@ -46,11 +61,9 @@ pub async fn create_list(server: &ListServer, members: usize) -> SecretIdentity 
     // A copy of our own to sign with, so the server's cached roster is not shared and each
     // append works on it in place.
     let mut roster = Arc::unwrap_or_clone(server.rosters().create(genesis).await.unwrap());
-    for i in 0..members {
-        let address = member_address(i);
-        let key = SecretIdentity::generate(OsRng, &address).unwrap();
+    for (address, key) in members {
         let member = MemberEntry {
-            address: Address::parse(&address).unwrap(),
+            address: Address::parse(address).unwrap(),
             cert: key.cert().to_armored(),
             role: Role::Reader,
         };
