@@ -2,7 +2,7 @@
 //! people and servers that sign. Loads what `gpg --export` and `gpg --export-secret-keys`
 //! write (armored or binary) and generates new Ed25519/Cv25519 identities that gpg 2.2 reads.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use std::fmt;
 
@@ -93,12 +93,32 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// A public OpenPGP certificate whose self-signatures have been verified. Cheap to clone:
-/// rosters hold thousands and are copied on every change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cert {
-    key: Arc<SignedPublicKey>,
+/// A public OpenPGP certificate whose self-signatures have been verified. Kept serialized
+/// and parsed on first use: rpgp holds a parsed key in about 11 KB (some thirty times its
+/// serialized size), and a list server with thousands of members needs few of them parsed.
+/// Cheap to clone: rosters are copied on every change.
+#[derive(Clone)]
+pub struct Cert(Arc<CertInner>);
+
+struct CertInner {
+    binary: Vec<u8>,
     fingerprint: Fingerprint,
+    key_fingerprints: Vec<Fingerprint>,
+    /// Whether some subkey may receive session keys, found when the certificate was read.
+    encrypts: bool,
+    parsed: OnceLock<SignedPublicKey>,
+}
+
+impl fmt::Debug for Cert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Cert").field(&self.0.fingerprint).finish()
+    }
+}
+
+impl PartialEq for Cert {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.binary == other.0.binary
+    }
 }
 
 impl Cert {
@@ -115,19 +135,40 @@ impl Cert {
                 fingerprint: fingerprint.clone(),
                 detail: e.to_string(),
             })?;
-        Ok(Cert {
-            key: Arc::new(key),
+        let key_fingerprints = std::iter::once(fingerprint.clone())
+            .chain(key.public_subkeys.iter().map(|sk| Fingerprint::of(&sk.key)))
+            .collect();
+        let binary = key
+            .to_bytes()
+            .expect("serializing a parsed certificate into memory cannot fail");
+        let encrypts = key
+            .public_subkeys
+            .iter()
+            .any(|sk| subkey_usable(&sk.signatures, can_encrypt));
+        Ok(Cert(Arc::new(CertInner {
+            binary,
             fingerprint,
+            key_fingerprints,
+            encrypts,
+            parsed: OnceLock::new(),
+        })))
+    }
+
+    /// The parsed key, parsed again from its verified serialization on first use.
+    fn key(&self) -> &SignedPublicKey {
+        self.0.parsed.get_or_init(|| {
+            parse_single::<SignedPublicKey>(&self.0.binary, "public key")
+                .expect("a certificate serialized after parsing parses again")
         })
     }
 
     pub fn fingerprint(&self) -> &Fingerprint {
-        &self.fingerprint
+        &self.0.fingerprint
     }
 
     /// The user ids the certificate names, as written (`Name <address>`).
     pub fn user_ids(&self) -> Vec<String> {
-        self.key
+        self.key()
             .details
             .users
             .iter()
@@ -135,16 +176,28 @@ impl Cert {
             .collect()
     }
 
+    /// Fails as [`Cert::encryption_subkey`] would, without parsing the key.
+    pub fn check_encryption_subkey(&self) -> Result<(), IdentityError> {
+        if self.0.encrypts {
+            Ok(())
+        } else {
+            Err(IdentityError::NoUsableKey {
+                fingerprint: self.0.fingerprint.clone(),
+                purpose: "encryption",
+            })
+        }
+    }
+
     /// The subkey that should receive session keys: the newest one whose binding signature
     /// allows encryption and that has not been revoked.
     pub fn encryption_subkey(&self) -> Result<&SignedPublicSubKey, IdentityError> {
-        self.key
+        self.key()
             .public_subkeys
             .iter()
             .filter(|sk| subkey_usable(&sk.signatures, can_encrypt))
             .max_by_key(|sk| sk.key.created_at())
             .ok_or_else(|| IdentityError::NoUsableKey {
-                fingerprint: self.fingerprint.clone(),
+                fingerprint: self.0.fingerprint.clone(),
                 purpose: "encryption",
             })
     }
@@ -152,10 +205,10 @@ impl Cert {
     /// Verifies a binary detached signature over `data` made by this certificate's primary key
     /// or one of its signing subkeys.
     pub fn verify_detached(&self, signature: &DetachedSignature, data: &[u8]) -> bool {
-        if signature.verify(self.key.as_ref(), data).is_ok() {
+        if signature.verify(self.key(), data).is_ok() {
             return true;
         }
-        self.key
+        self.key()
             .public_subkeys
             .iter()
             .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
@@ -165,9 +218,9 @@ impl Cert {
     /// Every key of the certificate that may have made a signature: the primary key and the
     /// signing subkeys. Used to check signatures inside messages.
     pub fn verifying_keys(&self) -> Vec<&dyn pgp::types::VerifyingKey> {
-        let mut keys: Vec<&dyn pgp::types::VerifyingKey> = vec![self.key.as_ref()];
+        let mut keys: Vec<&dyn pgp::types::VerifyingKey> = vec![self.key()];
         keys.extend(
-            self.key
+            self.key()
                 .public_subkeys
                 .iter()
                 .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
@@ -179,26 +232,17 @@ impl Cert {
     /// Fingerprints of the primary key and every subkey, to find the certificate a signature's
     /// issuer subpacket names.
     pub fn key_fingerprints(&self) -> Vec<Fingerprint> {
-        std::iter::once(self.fingerprint.clone())
-            .chain(
-                self.key
-                    .public_subkeys
-                    .iter()
-                    .map(|sk| Fingerprint::of(&sk.key)),
-            )
-            .collect()
+        self.0.key_fingerprints.clone()
     }
 
     pub fn to_armored(&self) -> String {
-        self.key
+        self.key()
             .to_armored_string(ArmorOptions::default())
             .expect("serializing a parsed certificate into memory cannot fail")
     }
 
     pub fn to_binary(&self) -> Vec<u8> {
-        self.key
-            .to_bytes()
-            .expect("serializing a parsed certificate into memory cannot fail")
+        self.0.binary.clone()
     }
 }
 

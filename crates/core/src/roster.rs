@@ -362,7 +362,7 @@ impl Roster {
             Change::Genesis { .. } => Err(RosterError::SecondGenesis),
             Change::Add { member } => {
                 let cert = Cert::from_bytes(member.cert.as_bytes())?;
-                cert.encryption_subkey()?;
+                cert.check_encryption_subkey()?;
                 self.enrol(member.address, cert, member.role, seq)
             }
             Change::Remove { address } => {
