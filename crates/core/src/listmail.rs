@@ -2,11 +2,18 @@
 //! "Name via list" (DMARC-safe; who wrote the post is proven by the signature inside, not by
 //! this header), the author kept in Reply-To, and the list headers of RFC 2369, 2919 and 8058
 //! plus `Precedence: list`. The encrypted body is never touched. Also the VERP envelope
-//! sender that lets a bounce name the member it is about.
+//! sender that lets a bounce name the member it is about, and the one-click unsubscribe
+//! links (RFC 8058) only the list server that made them can honour.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac as _};
 use mail_builder::headers::address::Address as HeaderAddress;
 use mail_builder::headers::url::URL;
 use mail_parser::MessageParser;
+
+use sha2::Sha256;
+use zeroize::Zeroizing;
 
 use crate::address::Address;
 use crate::outer::OuterError;
@@ -188,4 +195,49 @@ pub fn verp_sender(list: &Address, recipient: &Address) -> String {
 /// The envelope sender for a copy shared by many recipients.
 pub fn bounce_sender(list: &Address) -> String {
     format!("{}-bounces@{}", list.local_part(), list.domain())
+}
+
+/// The secret behind one-click unsubscribe links. A link names the list and the member and
+/// carries an HMAC-SHA256 over both, so nobody can make one for someone else.
+pub struct UnsubscribeKey(Zeroizing<Vec<u8>>);
+
+/// Domain separation for the link MAC.
+const UNSUBSCRIBE_DOMAIN: &[u8] = b"hushlist one-click unsubscribe\0";
+
+impl UnsubscribeKey {
+    pub fn new(secret: &[u8]) -> Self {
+        UnsubscribeKey(Zeroizing::new(secret.to_vec()))
+    }
+
+    /// The opaque, URL-safe token naming `member` of `list`.
+    pub fn token(&self, list: &Address, member: &Address) -> String {
+        let payload = format!("{list}\n{member}");
+        let mac = self.mac(payload.as_bytes()).finalize().into_bytes();
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), hex::encode(mac))
+    }
+
+    /// The list and member a token names, if this key made it.
+    pub fn verify(&self, token: &str) -> Option<(Address, Address)> {
+        let (payload, mac) = token.split_once('.')?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let mac = hex::decode(mac).ok()?;
+        self.mac(&payload).verify_slice(&mac).ok()?;
+        let text = String::from_utf8(payload).ok()?;
+        let (list, member) = text.split_once('\n')?;
+        Some((Address::parse(list).ok()?, Address::parse(member).ok()?))
+    }
+
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(UNSUBSCRIBE_DOMAIN);
+        mac.update(payload);
+        mac
+    }
+}
+
+impl std::fmt::Debug for UnsubscribeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnsubscribeKey(..)")
+    }
 }

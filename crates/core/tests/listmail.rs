@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use hushlist_core::Address;
-use hushlist_core::listmail::{ListCopy, ListHeaders, bounce_sender, verp_sender};
+use hushlist_core::listmail::{ListCopy, ListHeaders, UnsubscribeKey, bounce_sender, verp_sender};
 use hushlist_core::outer::EncryptedPost;
 use mail_parser::MessageParser;
 
@@ -135,4 +135,32 @@ fn verp_names_the_recipient_in_the_envelope_sender() {
     );
     assert!(Address::parse(&verp_sender(&list, &bob)).is_ok());
     assert_eq!(bounce_sender(&list), "team-bounces@lists.example.org");
+}
+
+#[test]
+fn unsubscribe_tokens_name_list_and_member_and_only_their_key_accepts_them() {
+    let key = UnsubscribeKey::new(b"a secret of the list server");
+    let list = Address::parse("team@lists.example.org").unwrap();
+    let bob = Address::parse("bob+x/y?z@example.com").unwrap();
+    let token = key.token(&list, &bob);
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+        "usable as a URL path segment: {token}"
+    );
+    assert_eq!(key.verify(&token), Some((list.clone(), bob.clone())));
+    assert_eq!(UnsubscribeKey::new(b"another secret").verify(&token), None);
+    // Naming someone else with the same MAC fails.
+    let (_, mac) = token.split_once('.').unwrap();
+    let alice = Address::parse("alice@example.com").unwrap();
+    let (forged_payload, _) = key
+        .token(&list, &alice)
+        .split_once('.')
+        .map(|(p, m)| (p.to_owned(), m.to_owned()))
+        .unwrap();
+    assert_eq!(key.verify(&format!("{forged_payload}.{mac}")), None);
+    for bad in ["", ".", "abc", "abc.def", "###.00"] {
+        assert_eq!(key.verify(bad), None, "{bad}");
+    }
 }

@@ -319,9 +319,9 @@ impl Worker {
                     list,
                 };
                 let copy = ListCopy::new(&post.message, &headers).map_err(|e| e.to_string())?;
-                Ok((copy.shared(&headers), headers.list))
+                Ok((copy, headers))
             });
-        let (message, list) = match prepared {
+        let (copy, headers) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
                 // Accepted posts were parsed at acceptance; failing here is a bug, not a retry.
@@ -334,6 +334,7 @@ impl Worker {
                 return self.record(post, outcomes).await;
             }
         };
+        let list = headers.list.clone();
         let roster = match self.server.rosters().get(&list).await {
             Ok(roster) => roster,
             Err(RosterStoreError::Store(e)) => return Err(e),
@@ -348,15 +349,29 @@ impl Worker {
         };
         if roster.policy().delivery == DeliveryMode::Push {
             return self
-                .deliver_pushed(post, &list, &roster, &message, deliveries, lease_until)
+                .deliver_pushed(post, &roster, &copy, &headers, deliveries, lease_until)
                 .await;
         }
-        let per_transaction = if self.config.verp {
-            1
-        } else {
-            self.config.max_rcpts_per_transaction.max(1)
-        };
-        for batch in deliveries.chunks(per_transaction) {
+        if self.config.verp {
+            for delivery in deliveries {
+                let batch = std::slice::from_ref(delivery);
+                if !self
+                    .lease_allows_transaction(post, batch, lease_until)
+                    .await?
+                {
+                    continue;
+                }
+                let (sender, message) = self.copy_for_one(&copy, &headers, &delivery.recipient);
+                let outcomes = self
+                    .transact(&sender, std::slice::from_ref(&delivery.recipient), &message)
+                    .await;
+                self.record(post, batch.iter().zip(outcomes).collect())
+                    .await?;
+            }
+            return Ok(());
+        }
+        let message = copy.shared(&headers);
+        for batch in deliveries.chunks(self.config.max_rcpts_per_transaction.max(1)) {
             if !self
                 .lease_allows_transaction(post, batch, lease_until)
                 .await?
@@ -364,15 +379,43 @@ impl Worker {
                 continue;
             }
             let recipients: Vec<String> = batch.iter().map(|d| d.recipient.clone()).collect();
-            let sender = match (self.config.verp, Address::parse(&recipients[0])) {
-                (true, Ok(recipient)) => verp_sender(&list, &recipient),
-                _ => bounce_sender(&list),
-            };
-            let outcomes = self.transact(&sender, &recipients, &message).await;
+            let outcomes = self
+                .transact(&bounce_sender(&list), &recipients, &message)
+                .await;
             self.record(post, batch.iter().zip(outcomes).collect())
                 .await?;
         }
         Ok(())
+    }
+
+    /// A copy for one recipient: a VERP envelope sender naming them and, when this list
+    /// server has a public URL and an unsubscribe key, their one-click unsubscribe link.
+    fn copy_for_one(
+        &self,
+        copy: &ListCopy,
+        headers: &ListHeaders,
+        recipient: &str,
+    ) -> (String, Vec<u8>) {
+        let Ok(member) = Address::parse(recipient) else {
+            return (bounce_sender(&headers.list), copy.shared(headers));
+        };
+        let link = self
+            .config
+            .public_url
+            .as_ref()
+            .zip(self.server.unsubscribe_key())
+            .map(|(base, key)| {
+                format!(
+                    "{}/v1/unsubscribe/{}",
+                    base.trim_end_matches('/'),
+                    key.token(&headers.list, &member)
+                )
+            });
+        let message = match link {
+            Some(link) => copy.for_one(headers, &link),
+            None => copy.shared(headers),
+        };
+        (verp_sender(&headers.list, &member), message)
     }
 
     /// Push mode: asks the key server for one PKESK per recipient and sends each member a
@@ -380,12 +423,13 @@ impl Worker {
     async fn deliver_pushed(
         &mut self,
         post: &PostRow,
-        list: &Address,
         roster: &Roster,
-        message: &[u8],
+        copy: &ListCopy,
+        headers: &ListHeaders,
         deliveries: &[ClaimedDelivery],
         lease_until: i64,
     ) -> Result<(), StoreError> {
+        let list = &headers.list;
         let mut outcomes: Vec<(&ClaimedDelivery, Outcome)> = Vec::new();
         let mut wanted: Vec<(&ClaimedDelivery, Fingerprint)> = Vec::new();
         for delivery in deliveries {
@@ -404,18 +448,6 @@ impl Worker {
             Ok(grants) => grants,
             Err(outcome) => {
                 outcomes.extend(wanted.iter().map(|(d, _)| (*d, outcome.clone())));
-                return self.record(post, outcomes).await;
-            }
-        };
-        let parsed = match EncryptedPost::parse(message) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                let reason = format!("cannot prepare: {e}");
-                outcomes.extend(
-                    wanted
-                        .iter()
-                        .map(|(d, _)| (*d, Outcome::Failed(reason.clone()))),
-                );
                 return self.record(post, outcomes).await;
             }
         };
@@ -445,16 +477,18 @@ impl Worker {
                     {
                         continue;
                     }
-                    let copy = parsed.splice(message, &[pkesk]);
-                    let sender = match Address::parse(&delivery.recipient) {
-                        Ok(recipient) => verp_sender(list, &recipient),
-                        Err(_) => bounce_sender(list),
-                    };
-                    let recipients = [delivery.recipient.clone()];
-                    self.transact(&sender, &recipients, &copy)
-                        .await
-                        .pop()
-                        .expect("one outcome per recipient")
+                    let (sender, message) = self.copy_for_one(copy, headers, &delivery.recipient);
+                    match EncryptedPost::parse(&message) {
+                        Ok(parsed) => {
+                            let spliced = parsed.splice(&message, &[pkesk]);
+                            let recipients = std::slice::from_ref(&delivery.recipient);
+                            self.transact(&sender, recipients, &spliced)
+                                .await
+                                .pop()
+                                .expect("one outcome per recipient")
+                        }
+                        Err(e) => Outcome::Failed(format!("cannot prepare: {e}")),
+                    }
                 }
                 Some(Err(reason)) => Outcome::Failed(reason),
                 None => Outcome::Deferred("the key server did not answer for this member".into()),

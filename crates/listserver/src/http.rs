@@ -28,6 +28,7 @@ pub fn router(state: Arc<ListServer>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/lists/{list}/archive", post(archive))
         .route("/v1/lists/{list}/delivery", post(switch_delivery))
+        .route("/v1/unsubscribe/{token}", post(unsubscribe))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -125,4 +126,13 @@ async fn switch_delivery(
     let list = list(&list_text)?;
     let request: SignedRequest = json(body)?;
     Ok(Json(state.switch_delivery(&list, &request).await?).into_response())
+}
+
+/// RFC 8058 one-click: the mail client POSTs `List-Unsubscribe=One-Click`; the token in the
+/// path is what counts. GET is not routed, so link scanners cannot unsubscribe anyone.
+async fn unsubscribe(
+    State(state): State<Arc<ListServer>>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.unsubscribe(&token).await?).into_response())
 }

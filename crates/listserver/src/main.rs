@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_listserver::delivery::{
     Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls,
 };
@@ -152,7 +153,11 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&database)
         .await
         .with_context(|| format!("opening {database}"))?;
-    let mut server = ListServer::new(store).with_admin_token(admin_token);
+    let unsubscribe_secret =
+        hushlist_http::tokens::load_or_create(&args.data_dir, "unsubscribe.key")?;
+    let mut server = ListServer::new(store)
+        .with_admin_token(admin_token)
+        .with_unsubscribe_key(UnsubscribeKey::new(unsubscribe_secret.as_bytes()));
     if let Some(url) = &args.key_server {
         server = server.with_key_server(url.clone());
     }

@@ -10,6 +10,7 @@ use hushlist_core::Address;
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, ArchivedPost, DeliveryStatus, DeliverySwitch, purpose,
 };
+use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::Role;
 use hushlist_http::requests::RequestVerifier;
@@ -29,6 +30,7 @@ pub struct ListServer {
     queued: Arc<Notify>,
     admin_token: String,
     key_server_url: Option<String>,
+    unsubscribe_key: Option<UnsubscribeKey>,
     verifier: RequestVerifier,
     pub metrics: ListMetrics,
 }
@@ -53,6 +55,7 @@ impl ListServer {
             queued: Arc::new(Notify::new()),
             admin_token: String::new(),
             key_server_url: None,
+            unsubscribe_key: None,
             // Per signer: bursts of 100 archive pages, then 10 a second.
             verifier: RequestVerifier::new(10.0, 100.0),
             metrics: ListMetrics::default(),
@@ -70,6 +73,46 @@ impl ListServer {
     pub fn with_key_server(mut self, url: String) -> Self {
         self.key_server_url = Some(url);
         self
+    }
+
+    /// Sets the secret of one-click unsubscribe links; without one, copies carry none.
+    pub fn with_unsubscribe_key(mut self, key: UnsubscribeKey) -> Self {
+        self.unsubscribe_key = Some(key);
+        self
+    }
+
+    pub fn unsubscribe_key(&self) -> Option<&UnsubscribeKey> {
+        self.unsubscribe_key.as_ref()
+    }
+
+    /// Honours a one-click unsubscribe link (RFC 8058): delivery to the member it names stops
+    /// at once. No owner needs to sign for that, since reading rights do not change.
+    pub async fn unsubscribe(&self, token: &str) -> Result<DeliveryStatus, ApiError> {
+        let (list, member) = self
+            .unsubscribe_key
+            .as_ref()
+            .and_then(|key| key.verify(token))
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "unknown_link",
+                    "this unsubscribe link was not made by this list server",
+                )
+            })?;
+        self.store
+            .suspend(
+                list.as_str(),
+                member.as_str(),
+                "unsubscribed with a one-click link",
+                unix_now(),
+            )
+            .await?;
+        tracing::info!(%list, %member, "unsubscribed with a one-click link");
+        Ok(DeliveryStatus {
+            list,
+            address: member,
+            suspended: true,
+        })
     }
 
     /// A page of the list's archive for a current member: the ciphertext of each post as it

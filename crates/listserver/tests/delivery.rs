@@ -123,6 +123,7 @@ async fn with_verp_each_recipient_gets_a_transaction_naming_them() {
 
     let transactions = sink.transactions();
     assert_eq!(transactions.len(), 4);
+    let key = server.unsubscribe_key().unwrap();
     for t in &transactions {
         let [rcpt] = t.rcpt_to.as_slice() else {
             panic!("one recipient per transaction, got {:?}", t.rcpt_to);
@@ -132,6 +133,22 @@ async fn with_verp_each_recipient_gets_a_transaction_naming_them() {
             t.mail_from,
             format!("team-bounces+{local}={domain}@lists.example.org")
         );
+        // Each copy carries the recipient's own RFC 8058 one-click link.
+        let message = MessageParser::new().parse(t.message.as_bytes()).unwrap();
+        assert_eq!(
+            message.header_raw("List-Unsubscribe-Post").map(str::trim),
+            Some("List-Unsubscribe=One-Click")
+        );
+        let unsubscribe = message.header_raw("List-Unsubscribe").unwrap();
+        let link = unsubscribe
+            .split(['<', '>'])
+            .find(|part| part.starts_with("https://"))
+            .unwrap();
+        let token = link
+            .strip_prefix("https://lists.example.org/v1/unsubscribe/")
+            .unwrap();
+        let (list, member) = key.verify(token).unwrap();
+        assert_eq!((list.as_str(), member.as_str()), (LIST, rcpt.as_str()));
     }
 }
 

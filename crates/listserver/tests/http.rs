@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use hushlist_core::api::{ArchivePage, ArchiveQuery, DeliverySwitch, purpose};
+use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::request::SignedRequest;
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::http::router;
@@ -257,4 +258,51 @@ async fn delivery_is_suspended_by_an_owner_or_the_member_and_skips_their_copies(
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(post_now().await, [bob, OWNER]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_click_post_suspends_delivery_and_forged_links_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    create_list(&server, 2).await;
+    let base = serve(server.clone()).await;
+    let http = reqwest::Client::new();
+    let list = Address::parse(LIST).unwrap();
+    let member = Address::parse(&member_address(1)).unwrap();
+    let token = server.unsubscribe_key().unwrap().token(&list, &member);
+
+    // What a mail client sends for RFC 8058.
+    let response = http
+        .post(format!("{base}/v1/unsubscribe/{token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["suspended"], true);
+    let suspended = server.store().suspensions(LIST).await.unwrap();
+    assert_eq!(suspended.len(), 1);
+    assert_eq!(suspended[0].address, member.as_str());
+
+    // A link scanner's GET changes nothing; a forged or foreign token is refused.
+    let get = http
+        .get(format!("{base}/v1/unsubscribe/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+    let other = UnsubscribeKey::new(b"someone else").token(&list, &member);
+    let flipped = if token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{flipped}", &token[..token.len() - 1]);
+    for bad in [other, forged, "nonsense".to_owned()] {
+        let (status, body) = post(&http, format!("{base}/v1/unsubscribe/{bad}"), &()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (404, "unknown_link"),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(server.store().suspensions(LIST).await.unwrap().len(), 1);
 }

@@ -241,6 +241,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         starttls: None,
     });
     config.poll_interval = Duration::from_millis(100);
+    config.public_url = Some("https://lists.example.org".into());
     config.key_server = Some(KeyServerAccess {
         url: key_server.clone(),
         grants_token: GRANTS_TOKEN.into(),
@@ -272,6 +273,11 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
     };
     for (address, key) in members.iter().take(2) {
         let copy = copy_for(address);
+        let text = String::from_utf8_lossy(&copy);
+        assert!(
+            text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{text}"
+        );
         let opened = open(&copy, OpenWith::Identity(key), &[owner.cert().clone()]).unwrap();
         assert_eq!(
             opened.signature,

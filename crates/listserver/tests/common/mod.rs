@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
@@ -77,7 +78,10 @@ pub async fn create_list_with(
 }
 
 pub async fn list_server(dir: &Path) -> Arc<ListServer> {
-    Arc::new(ListServer::new(open_store(dir).await))
+    Arc::new(
+        ListServer::new(open_store(dir).await)
+            .with_unsubscribe_key(UnsubscribeKey::new(b"unsubscribe secret for tests")),
+    )
 }
 
 pub fn sealed_post(from: &str, who: &SecretIdentity) -> Vec<u8> {
