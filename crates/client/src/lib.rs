@@ -1,5 +1,10 @@
-//! The client side of hushlist: the member's home directory with their identity. The
-//! `hushlist` command is a thin layer over this crate.
+//! The client side of hushlist: the member's home directory with their identity and lists,
+//! talking to the servers, sending and opening posts. The `hushlist` command is a thin layer
+//! over this crate.
+
+pub mod lists;
+pub mod posts;
+pub mod remote;
 
 use std::fs;
 use std::io::Write as _;
@@ -26,6 +31,12 @@ pub enum HomeError {
         path: PathBuf,
         source: IdentityError,
     },
+    #[error(
+        "{0} is not a list this home knows; add it with `hushlist list create` (owners) or `hushlist list use`"
+    )]
+    UnknownList(Address),
+    #[error("{path} is not a valid list file: {detail}")]
+    BadListFile { path: PathBuf, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

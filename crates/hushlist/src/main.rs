@@ -3,12 +3,18 @@
 
 mod demo;
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hushlist_client::Home;
+use hushlist_client::lists::ListConfig;
+use hushlist_client::posts;
+use hushlist_client::remote::Server;
+use hushlist_core::roster::{Change, DeliveryMode, MemberEntry, Policy, Role, sign_genesis};
+use hushlist_core::{Cert, SecretIdentity};
+use hushlist_envelope::Signature;
 use rand::rngs::OsRng;
 
 #[derive(Parser)]
@@ -47,8 +53,96 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Create lists, manage their rosters, and tell this home where lists live.
+    List {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Seal a message, deposit its key and post it to its list. Reads the message (To: the
+    /// list) from stdin, or just the body with --list and --subject.
+    Send {
+        /// The list to post to (then stdin is the body only).
+        #[arg(long, requires = "subject")]
+        list: Option<String>,
+        /// Subject of the post (with --list).
+        #[arg(long, requires = "list")]
+        subject: Option<String>,
+    },
+    /// Decrypt a delivered post read from stdin and print it with the verified signer in a
+    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts.
+    Open,
     /// Walk through one post from sender to members, showing what each server sees.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum ListAction {
+    /// Create a list with you as its owner, on both servers.
+    Create {
+        /// The list's address.
+        list: String,
+        #[arg(long)]
+        key_server: String,
+        /// Base URL of the list server's HTTP interface.
+        #[arg(long)]
+        list_server: String,
+        /// The list server's SMTP address (host:port) that posts are sent to.
+        #[arg(long)]
+        smtp: String,
+        /// pull: members fetch each post's key; push: each copy carries the member's key.
+        #[arg(long, value_enum, default_value = "pull")]
+        mode: Mode,
+        /// The operators' admin token (both servers').
+        #[arg(long, env = "HUSHLIST_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Remember where an existing list lives (for members).
+    Use {
+        list: String,
+        #[arg(long)]
+        key_server: String,
+        #[arg(long)]
+        list_server: String,
+        #[arg(long)]
+        smtp: String,
+    },
+    /// Add a member (owners only): signs the op and sends it to both servers.
+    Add {
+        list: String,
+        address: String,
+        /// The member's public certificate (from `hushlist key export` or `gpg --export`).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, value_enum, default_value = "member")]
+        role: RoleArg,
+    },
+    /// Remove a member (owners only); in the default policy they can no longer read any post.
+    Remove { list: String, address: String },
+    /// Members, roles, policy and roster head, and whether both servers agree.
+    Show { list: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Pull,
+    Push,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Owner,
+    Member,
+    Reader,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Owner => Role::Owner,
+            RoleArg::Member => Role::Member,
+            RoleArg::Reader => Role::Reader,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -65,7 +159,14 @@ enum KeyAction {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hushlist: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("hushlist: {err:#}");
@@ -74,8 +175,66 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::List { action } => list_command(&home(cli.home)?, action).await,
+        Command::Send { list, subject } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let mut input = Vec::new();
+            std::io::stdin().read_to_end(&mut input)?;
+            let (config, message) = match (list, subject) {
+                (Some(list), Some(subject)) => {
+                    let config = home.list(&address(&list)?)?;
+                    let mut message = format!(
+                        "From: {}\r\nTo: {}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+                        my_address(&me)?,
+                        config.list
+                    )
+                    .into_bytes();
+                    message.extend_from_slice(&crlf(&input));
+                    (config, message)
+                }
+                _ => {
+                    let message = crlf(&input);
+                    let config = list_named_in(&home, &message)?;
+                    (config, message)
+                }
+            };
+            let sent = posts::send(&me, &config, &message).await?;
+            eprintln!(
+                "posted to {} (key {} deposited at {}, roster at seq {})",
+                config.list, sent.key_id, config.key_server, sent.roster_seq
+            );
+            Ok(())
+        }
+        Command::Open => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let mut input = Vec::new();
+            std::io::stdin().read_to_end(&mut input)?;
+            let (opened, signer) = posts::open_post(&me, &home.lists()?, &input).await?;
+            let header = match (&opened.signature, signer) {
+                (Signature::Valid(fingerprint), Some(address)) => {
+                    format!("Hushlist-Verified-Signer: {address} ({fingerprint})\r\n")
+                }
+                (Signature::Valid(fingerprint), None) => {
+                    anyhow::bail!(
+                        "refused: signed by {fingerprint}, who is not on the list's roster"
+                    )
+                }
+                (Signature::Invalid, _) => {
+                    anyhow::bail!(
+                        "refused: the post's signature does not verify (tampered or forged)"
+                    )
+                }
+                (Signature::Unsigned, _) => anyhow::bail!("refused: the post is not signed"),
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(header.as_bytes())?;
+            out.write_all(&opened.message)?;
+            Ok(())
+        }
         Command::Demo => demo::run(&mut std::io::stdout().lock()),
         Command::Init {
             email,
@@ -113,6 +272,202 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
+    match action {
+        ListAction::Create {
+            list,
+            key_server,
+            list_server,
+            smtp,
+            mode,
+            admin_token,
+        } => {
+            let me = home.load_identity(&passphrase())?;
+            let config = ListConfig {
+                list: address(&list)?,
+                key_server,
+                list_server,
+                smtp,
+            };
+            let policy = Policy {
+                delivery: match mode {
+                    Mode::Pull => DeliveryMode::Pull,
+                    Mode::Push => DeliveryMode::Push,
+                },
+                ..Policy::default()
+            };
+            let genesis = sign_genesis(
+                OsRng,
+                &me,
+                my_address(&me)?,
+                config.list.clone(),
+                policy,
+                now(),
+            )?;
+            Server::key_server(&config.key_server)
+                .create_list(&admin_token, &genesis)
+                .await?;
+            Server::list_server(&config.list_server)
+                .create_list(&admin_token, &genesis)
+                .await?;
+            home.save_list(&config)?;
+            println!("created {} with you as owner on both servers", config.list);
+            Ok(())
+        }
+        ListAction::Use {
+            list,
+            key_server,
+            list_server,
+            smtp,
+        } => {
+            let config = ListConfig {
+                list: address(&list)?,
+                key_server,
+                list_server,
+                smtp,
+            };
+            home.save_list(&config)?;
+            println!("{} will be reached at {}", config.list, config.list_server);
+            Ok(())
+        }
+        ListAction::Add {
+            list,
+            address: member,
+            key,
+            role,
+        } => {
+            let cert = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+            let cert = Cert::from_bytes(&cert)
+                .with_context(|| format!("{} is not a usable certificate", key.display()))?;
+            let member = MemberEntry {
+                address: address(&member)?,
+                cert: cert.to_armored(),
+                role: role.into(),
+            };
+            change_roster(home, &list, Change::Add { member }).await
+        }
+        ListAction::Remove {
+            list,
+            address: member,
+        } => {
+            change_roster(
+                home,
+                &list,
+                Change::Remove {
+                    address: address(&member)?,
+                },
+            )
+            .await
+        }
+        ListAction::Show { list } => {
+            let config = home.list(&address(&list)?)?;
+            let keys = Server::key_server(&config.key_server)
+                .roster(&config.list)
+                .await?;
+            let lists = Server::list_server(&config.list_server)
+                .roster(&config.list)
+                .await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "list {}", config.list)?;
+            for member in keys.members() {
+                writeln!(
+                    out,
+                    "  {:<8} {} {}",
+                    member.role,
+                    member.address,
+                    member.cert.fingerprint()
+                )?;
+            }
+            writeln!(out, "policy {:?}", keys.policy())?;
+            writeln!(
+                out,
+                "key server  head {} {}",
+                keys.head_seq(),
+                keys.head_hash()
+            )?;
+            writeln!(
+                out,
+                "list server head {} {}",
+                lists.head_seq(),
+                lists.head_hash()
+            )?;
+            if keys.head_hash() == lists.head_hash() {
+                writeln!(out, "both servers agree")?;
+            } else {
+                writeln!(
+                    out,
+                    "the servers DISAGREE; sign the missing ops again or check both servers"
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Signs `change` against the key server's roster and sends it to both servers.
+async fn change_roster(home: &Home, list: &str, change: Change) -> anyhow::Result<()> {
+    let me = home.load_identity(&passphrase())?;
+    let config = home.list(&address(list)?)?;
+    let keys = Server::key_server(&config.key_server);
+    let roster = keys.roster(&config.list).await?;
+    let op = roster.sign_next(OsRng, &me, now(), change)?;
+    let head = keys.append_op(&config.list, &op).await?;
+    Server::list_server(&config.list_server)
+        .append_op(&config.list, &op)
+        .await
+        .context("the key server took the change but the list server did not; run `hushlist list show` to compare")?;
+    println!(
+        "{} is at seq {} on both servers",
+        config.list, head.head_seq
+    );
+    Ok(())
+}
+
+/// The known list a full message is addressed to (its To or Cc).
+fn list_named_in(home: &Home, message: &[u8]) -> anyhow::Result<ListConfig> {
+    let lists = home.lists()?;
+    let parsed = mail_parser::MessageParser::new()
+        .parse(message)
+        .context("stdin is not a mail message")?;
+    parsed
+        .to()
+        .into_iter()
+        .chain(parsed.cc())
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address())
+        .filter_map(|a| hushlist_core::Address::parse(a).ok())
+        .find_map(|a| lists.iter().find(|l| l.list.same_mailbox(&a)).cloned())
+        .context("the message is not addressed to a list this home knows; use `hushlist list use` first, or --list")
+}
+
+/// Line ends as SMTP carries them.
+fn crlf(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 40);
+    let mut previous = 0u8;
+    for &byte in input {
+        if byte == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        previous = byte;
+    }
+    out
+}
+
+fn address(text: &str) -> anyhow::Result<hushlist_core::Address> {
+    hushlist_core::Address::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn my_address(me: &SecretIdentity) -> anyhow::Result<hushlist_core::Address> {
+    posts::my_address(me).context("your identity names no mail address")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn passphrase() -> String {

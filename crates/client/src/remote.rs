@@ -1,0 +1,298 @@
+//! Talking to the servers: the roster endpoints both servers share, the key server's deposit
+//! and key requests, and SMTP submission to the list server. Every failure says which server
+//! and what to do.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hushlist_core::api::{
+    Deposit, DepositReceipt, KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
+};
+use hushlist_core::request::SignedRequest;
+use hushlist_core::roster::{Roster, SignedOp};
+use hushlist_core::{Address, Cert, KeyId, Pkesk, SecretIdentity, SessionKey};
+use rand::rngs::OsRng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How long any one request to a server may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot reach the {server} at {url}: {detail}; check the URL and that it is running")]
+    Unreachable {
+        server: &'static str,
+        url: String,
+        detail: String,
+    },
+    #[error("the {server} refused: {message} (HTTP {status}, {code})")]
+    Refused {
+        server: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the {server} sent something unexpected: {detail}")]
+    Unexpected {
+        server: &'static str,
+        detail: String,
+    },
+    #[error("the roster the {server} sent does not verify: {detail}")]
+    BadRoster {
+        server: &'static str,
+        detail: String,
+    },
+    #[error("the list server at {address} refused the post: {reply}")]
+    SmtpRefused { address: String, reply: String },
+    #[error("cannot hand the post to the list server at {address}: {detail}")]
+    SmtpFailed { address: String, detail: String },
+    #[error("signing the request failed: {0}")]
+    Signing(String),
+}
+
+/// One of the two servers, by its base URL.
+#[derive(Debug, Clone)]
+pub struct Server {
+    name: &'static str,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    pub fn key_server(base: &str) -> Self {
+        Self::new("key server", base)
+    }
+
+    pub fn list_server(base: &str) -> Self {
+        Self::new("list server", base)
+    }
+
+    fn new(name: &'static str, base: &str) -> Self {
+        Server {
+            name,
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .expect("an HTTP client with default settings"),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Creates a list from its genesis op (the operator's admin token).
+    pub async fn create_list(
+        &self,
+        admin_token: &str,
+        genesis: &SignedOp,
+    ) -> Result<RosterHead, RemoteError> {
+        self.post("/v1/lists", genesis, Some(admin_token)).await
+    }
+
+    pub async fn append_op(
+        &self,
+        list: &Address,
+        op: &SignedOp,
+    ) -> Result<RosterHead, RemoteError> {
+        self.post(&format!("/v1/lists/{list}/ops"), op, None).await
+    }
+
+    /// The list's roster, verified op by op from its genesis.
+    pub async fn roster(&self, list: &Address) -> Result<Roster, RemoteError> {
+        let ops: RosterOps = self.get(&format!("/v1/lists/{list}/ops")).await?;
+        let bad = |detail: String| RemoteError::BadRoster {
+            server: self.name,
+            detail,
+        };
+        let mut ops = ops.ops.into_iter();
+        let genesis = ops.next().ok_or_else(|| bad("no genesis op".into()))?;
+        let mut roster = Roster::genesis(genesis).map_err(|e| bad(e.to_string()))?;
+        for op in ops {
+            roster.apply(op).map_err(|e| bad(e.to_string()))?;
+        }
+        if roster.list() != list {
+            return Err(bad(format!("it is the roster of {}", roster.list())));
+        }
+        Ok(roster)
+    }
+
+    pub async fn server_cert(&self) -> Result<Cert, RemoteError> {
+        let key: ServerKey = self.get("/v1/server-key").await?;
+        Cert::from_bytes(key.cert.as_bytes()).map_err(|e| RemoteError::Unexpected {
+            server: self.name,
+            detail: format!("its certificate does not parse: {e}"),
+        })
+    }
+
+    /// Deposits a post's session key, sealed to the key server's own key.
+    pub async fn deposit(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        key_id: &KeyId,
+        session_key: &SessionKey,
+    ) -> Result<DepositReceipt, RemoteError> {
+        let sealed = Pkesk::seal(OsRng, session_key, &self.server_cert().await?)
+            .map_err(|e| RemoteError::Signing(e.to_string()))?;
+        let body = Deposit {
+            key_id: key_id.clone(),
+            sealed_key: sealed.as_bytes().to_vec(),
+        };
+        let request = signed(me, &purpose::deposit(list), &body)?;
+        self.post(&format!("/v1/lists/{list}/keys"), &request, None)
+            .await
+    }
+
+    /// Asks for a post's key, sealed to my encryption subkey.
+    pub async fn fetch_key(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        key_id: &KeyId,
+    ) -> Result<Pkesk, RemoteError> {
+        let request = signed(
+            me,
+            &purpose::fetch_key(list, key_id),
+            &serde_json::json!({}),
+        )?;
+        let release: KeyRelease = self
+            .post(&format!("/v1/lists/{list}/keys/{key_id}"), &request, None)
+            .await?;
+        Pkesk::from_bytes(&release.pkesk).map_err(|e| RemoteError::Unexpected {
+            server: self.name,
+            detail: format!("the key it released is malformed: {e}"),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.http.get(&url).send().await;
+        self.answer(url, response).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        token: Option<&str>,
+    ) -> Result<T, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.post(&url).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await;
+        self.answer(url, response).await
+    }
+
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        url: String,
+        response: reqwest::Result<reqwest::Response>,
+    ) -> Result<T, RemoteError> {
+        let response = response.map_err(|e| RemoteError::Unreachable {
+            server: self.name,
+            url,
+            detail: e.to_string(),
+        })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| RemoteError::Unexpected {
+                server: self.name,
+                detail: e.to_string(),
+            })?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| RemoteError::Unexpected {
+                server: self.name,
+                detail: e.to_string(),
+            });
+        }
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Err(RemoteError::Refused {
+            server: self.name,
+            status: status.as_u16(),
+            code: error["error"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            message: error["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+        })
+    }
+}
+
+fn signed(
+    me: &SecretIdentity,
+    purpose: &str,
+    body: &impl Serialize,
+) -> Result<SignedRequest, RemoteError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = serde_json::to_vec(body).map_err(|e| RemoteError::Signing(e.to_string()))?;
+    SignedRequest::sign(OsRng, me, purpose, body, now)
+        .map_err(|e| RemoteError::Signing(e.to_string()))
+}
+
+/// Hands a sealed post to the list server's SMTP port (`host:port`).
+pub async fn submit(
+    smtp: &str,
+    from: &Address,
+    list: &Address,
+    message: &[u8],
+) -> Result<(), RemoteError> {
+    let failed = |detail: String| RemoteError::SmtpFailed {
+        address: smtp.to_owned(),
+        detail,
+    };
+    let refused = |e: mail_send::Error| match e {
+        mail_send::Error::UnexpectedReply(reply) => RemoteError::SmtpRefused {
+            address: smtp.to_owned(),
+            reply: format!(
+                "{} {}",
+                reply.code,
+                reply.message.replace(['\r', '\n'], " ")
+            ),
+        },
+        other => RemoteError::SmtpFailed {
+            address: smtp.to_owned(),
+            detail: other.to_string(),
+        },
+    };
+    let address = tokio::net::lookup_host(smtp)
+        .await
+        .map_err(|e| failed(format!("cannot resolve it: {e}")))?
+        .next()
+        .ok_or_else(|| failed("it has no address".into()))?;
+    let mut client = mail_send::SmtpClient::connect(address, TIMEOUT)
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "{e}; check --smtp and that the list server is running"
+            ))
+        })?;
+    let greeting = client.read().await.map_err(refused)?;
+    if greeting.code >= 300 {
+        return Err(refused(mail_send::Error::UnexpectedReply(greeting)));
+    }
+    client.ehlo("hushlist-client").await.map_err(refused)?;
+    let none = mail_send::smtp::message::Parameters::default();
+    client
+        .mail_from(from.as_str(), &none)
+        .await
+        .map_err(refused)?;
+    client
+        .rcpt_to(list.as_str(), &none)
+        .await
+        .map_err(refused)?;
+    client.data(message).await.map_err(refused)?;
+    // The post is accepted once DATA got its 250; a failed QUIT changes nothing.
+    let _ = client.quit().await;
+    Ok(())
+}
