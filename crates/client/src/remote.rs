@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
-    Deposit, DepositReceipt, KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
+    AuditLog, Deposit, DepositReceipt, KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -164,6 +164,40 @@ impl Server {
             server: self.name,
             detail: format!("the key it released is malformed: {e}"),
         })
+    }
+
+    /// Destroys a post's key (its sender or an owner): nobody can open the post afterwards.
+    pub async fn revoke(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        key_id: &KeyId,
+    ) -> Result<(), RemoteError> {
+        let request = signed(me, &purpose::revoke(list, key_id), &serde_json::json!({}))?;
+        let _: serde_json::Value = self
+            .post(
+                &format!("/v1/lists/{list}/keys/{key_id}/revoke"),
+                &request,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Who deposited, fetched, was refused or destroyed a post's key, and when.
+    pub async fn audit(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        key_id: &KeyId,
+    ) -> Result<AuditLog, RemoteError> {
+        let request = signed(me, &purpose::audit(list, key_id), &serde_json::json!({}))?;
+        self.post(
+            &format!("/v1/lists/{list}/keys/{key_id}/audit"),
+            &request,
+            None,
+        )
+        .await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {

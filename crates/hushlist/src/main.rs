@@ -71,6 +71,21 @@ enum Command {
     /// Decrypt a delivered post read from stdin and print it with the verified signer in a
     /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts.
     Open,
+    /// Destroy a post's key at the key server (its sender or an owner): nobody can open the
+    /// post afterwards.
+    Revoke {
+        /// The post's key id (its Hushlist-Key-Id header; `hushlist send` prints it).
+        key_id: String,
+        /// The list the post went to (needed when this home knows several).
+        #[arg(long)]
+        list: Option<String>,
+    },
+    /// Show who deposited, fetched, was refused or destroyed a post's key (sender or owner).
+    Audit {
+        key_id: String,
+        #[arg(long)]
+        list: Option<String>,
+    },
     /// Walk through one post from sender to members, showing what each server sees.
     Demo,
 }
@@ -206,6 +221,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "posted to {} (key {} deposited at {}, roster at seq {})",
                 config.list, sent.key_id, config.key_server, sent.roster_seq
             );
+            Ok(())
+        }
+        Command::Revoke { key_id, list } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let config = one_list(&home, list.as_deref())?;
+            let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            Server::key_server(&config.key_server)
+                .revoke(&me, &config.list, &key_id)
+                .await?;
+            println!("key {key_id} destroyed: the post can no longer be opened");
+            Ok(())
+        }
+        Command::Audit { key_id, list } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let config = one_list(&home, list.as_deref())?;
+            let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let log = Server::key_server(&config.key_server)
+                .audit(&me, &config.list, &key_id)
+                .await?;
+            let mut out = std::io::stdout().lock();
+            for entry in log.entries {
+                writeln!(
+                    out,
+                    "{} {} {} {}{}",
+                    entry.at,
+                    entry.actor,
+                    entry.action,
+                    entry.outcome,
+                    entry.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                )?;
+            }
             Ok(())
         }
         Command::Open => {
@@ -440,6 +488,19 @@ fn list_named_in(home: &Home, message: &[u8]) -> anyhow::Result<ListConfig> {
         .filter_map(|a| hushlist_core::Address::parse(a).ok())
         .find_map(|a| lists.iter().find(|l| l.list.same_mailbox(&a)).cloned())
         .context("the message is not addressed to a list this home knows; use `hushlist list use` first, or --list")
+}
+
+/// The list named by `--list`, or the only list this home knows.
+fn one_list(home: &Home, list: Option<&str>) -> anyhow::Result<ListConfig> {
+    if let Some(list) = list {
+        return Ok(home.list(&address(list)?)?);
+    }
+    let mut lists = home.lists()?;
+    match lists.len() {
+        1 => Ok(lists.remove(0)),
+        0 => anyhow::bail!("this home knows no list; add one with `hushlist list use`"),
+        _ => anyhow::bail!("this home knows several lists; say which with --list"),
+    }
 }
 
 /// Line ends as SMTP carries them.

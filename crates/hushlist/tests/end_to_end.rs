@@ -275,13 +275,21 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
     assert!(shown.contains("both servers agree"), "{shown}");
     assert!(shown.contains("alice@example.net"), "{shown}");
 
-    ok(run(
+    let sent = run(
         olivia,
         args(&["send", "--list", LIST, "--subject", "Quarterly numbers"]),
         b"Revenue is up.\n".to_vec(),
     )
     .await
-    .unwrap());
+    .unwrap();
+    let report = String::from_utf8_lossy(&sent.stderr).into_owned();
+    ok(sent);
+    let key_id = report
+        .split("(key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no key id in {report}"))
+        .to_owned();
 
     let mut copies = Vec::new();
     for member in [alice, bob] {
@@ -327,6 +335,24 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("key server refused"), "{err}");
     assert!(out.stdout.is_empty());
+
+    // The sender sees who fetched the key, then destroys it: nobody can open the post now.
+    let audit = ok(run(olivia, args(&["audit", &key_id]), vec![])
+        .await
+        .unwrap());
+    assert_eq!(audit.matches(" deposit stored").count(), 1, "{audit}");
+    // Alice opened it twice (once the tampered copy), Bob once, then was refused.
+    assert_eq!(audit.matches(" release released").count(), 3, "{audit}");
+    assert_eq!(audit.matches(" release refused").count(), 1, "{audit}");
+    ok(run(olivia, args(&["revoke", &key_id]), vec![])
+        .await
+        .unwrap());
+    let out = run(alice, args(&["open"]), copies[0].clone())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("destroyed"), "{err}");
 
     // A home pointed at servers that are not running says so.
     let dead = format!("http://127.0.0.1:{}", free_port());
