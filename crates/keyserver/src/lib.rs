@@ -4,6 +4,7 @@
 //! message body, and the code that decrypts one (`hushlist-envelope`) is not in its
 //! dependency graph.
 
+pub mod daemon;
 pub mod http;
 pub mod master;
 pub mod release;

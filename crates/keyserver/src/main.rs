@@ -1,17 +1,13 @@
-//! `hushlist-keyserver`: runs the key server over its data directory. Thin: it reads flags,
-//! loads secrets, and hands a listener to the library.
+//! `hushlist-keyserver`: runs the key server over its data directory. Thin: it reads flags
+//! and hands them to `hushlist_keyserver::daemon`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use hushlist_keyserver::master::{MASTER_KEY_ENV, MasterKey};
-use hushlist_keyserver::{KeyServer, ServiceConfig, router};
-use hushlist_store::Store;
-use rand::rngs::OsRng;
+use hushlist_keyserver::daemon::{self, KeyDaemonConfig};
 
 #[derive(Parser)]
 #[command(
@@ -59,82 +55,19 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
-    let master = MasterKey::load_or_create(
-        OsRng,
-        &args.data_dir,
-        std::env::var(MASTER_KEY_ENV).ok().as_deref(),
-    )
-    .context("loading the master key")?;
-    let admin_token = hushlist_http::tokens::load_or_create(&args.data_dir, "admin.token")?;
-    let grants_token = hushlist_http::tokens::load_or_create(&args.data_dir, "grants.token")?;
-    let database = args
-        .database
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("keyserver.db").display()));
-    let store = Store::open(&database)
-        .await
-        .with_context(|| format!("opening {database}"))?;
-    let config = ServiceConfig {
-        admin_token,
-        grants_token,
-        ..ServiceConfig::default()
-    };
-    let user_id = format!("hushlist key server <keys@{}>", args.domain);
-    let server = Arc::new(KeyServer::start(store, master, config, &user_id).await?);
-    tracing::info!(
-        fingerprint = %server.server_key().fingerprint,
-        admin_token_file = %args.data_dir.join("admin.token").display(),
-        "key server ready"
-    );
-
-    let sweeper = server.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(args.sweep_secs.max(1)));
-        loop {
-            tick.tick().await;
-            if let Err(e) = sweeper.expire_due().await {
-                tracing::warn!(error = %e, "expiry sweep failed");
-            }
-        }
-    });
-
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("binding {}", args.listen))?;
-    listener.set_nonblocking(true)?;
-    let local = listener.local_addr()?;
-    let app = router(server);
-    match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading TLS certificate {} and key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let handle = axum_server::Handle::new();
-            let on_signal = handle.clone();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                on_signal.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            println!("listening on https://{local}");
-            axum_server::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await?;
-        }
-        _ => {
-            println!("listening on http://{local}");
-            axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
-        }
+    let running = daemon::start(KeyDaemonConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        database: args.database,
+        domain: args.domain,
+        tls: args.tls_cert.zip(args.tls_key),
+        sweep_every: Duration::from_secs(args.sweep_secs),
+    })
+    .await?;
+    println!("listening on {}", running.url);
+    tokio::select! {
+        served = running.serving => served.context("the HTTP service stopped")??,
+        _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
 }

@@ -156,7 +156,8 @@ impl DeliveryConfig {
         if self.lease <= slowest {
             return Err(format!(
                 "the delivery lease ({} s) must exceed {WAITS_PER_TRANSACTION} relay timeouts ({} s), \
-                 or a slow relay would get the same copies twice",
+                 or a slow relay would get the same copies twice; raise the lease \
+                 (--lease-secs) or lower the relay timeout (--relay-timeout-secs)",
                 self.lease.as_secs(),
                 slowest.as_secs()
             ));

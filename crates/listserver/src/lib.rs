@@ -6,6 +6,7 @@
 //! receiver (`smtp`), the durable acceptance path over the store (`service`), the fan-out
 //! workers (`delivery`) and the HTTP interface (`http`).
 
+pub mod daemon;
 pub mod delivery;
 pub mod http;
 pub mod service;

@@ -3,20 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use hushlist_core::listmail::UnsubscribeKey;
-use hushlist_listserver::delivery::{
-    Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls,
-};
-use hushlist_listserver::http::router;
-use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SmtpConfig, serve, tls_acceptor};
-use hushlist_store::Store;
-use tokio::sync::watch;
+use hushlist_listserver::daemon::{self, ListDaemonConfig};
+use hushlist_listserver::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls};
+use hushlist_listserver::smtp::SmtpConfig;
 
 #[derive(Parser)]
 #[command(
@@ -144,25 +137,6 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(args.relay_timeout_secs),
         relay_tls,
     )?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
-    let admin_token = hushlist_http::tokens::load_or_create(&args.data_dir, "admin.token")?;
-    let database = args
-        .database
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("listserver.db").display()));
-    let store = Store::open(&database)
-        .await
-        .with_context(|| format!("opening {database}"))?;
-    let unsubscribe_secret =
-        hushlist_http::tokens::load_or_create(&args.data_dir, "unsubscribe.key")?;
-    let mut server = ListServer::new(store)
-        .with_admin_token(admin_token)
-        .with_unsubscribe_key(UnsubscribeKey::new(unsubscribe_secret.as_bytes()));
-    if let Some(url) = &args.key_server {
-        server = server.with_key_server(url.clone());
-    }
-    let server = Arc::new(server);
-
     let mut delivery = DeliveryConfig::new(relay);
     delivery.workers = args.workers;
     delivery.max_rcpts_per_transaction = args.max_rcpts;
@@ -182,47 +156,33 @@ async fn main() -> anyhow::Result<()> {
             .to_owned();
         delivery.key_server = Some(KeyServerAccess { url, grants_token });
     }
-    if let Err(problem) = delivery.validate() {
-        bail!("{problem}; raise --lease-secs or lower --relay-timeout-secs");
-    }
-    let (stop, stopped) = watch::channel(false);
-    let workers = Deliverer::new(&server, delivery).spawn(stopped);
-
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-        _ => None,
+    let mut running = daemon::start(ListDaemonConfig {
+        data_dir: args.data_dir,
+        database: args.database,
+        smtp_listen: args.smtp_listen,
+        http_listen: args.http_listen,
+        smtp: SmtpConfig {
+            hostname: args.hostname,
+            max_message_bytes: args.max_message_bytes,
+            ..SmtpConfig::default()
+        },
+        max_connections: args.max_connections,
+        tls: args.tls_cert.zip(args.tls_key),
+        delivery,
+    })
+    .await?;
+    println!("smtp on {}", running.smtp_address);
+    println!("listening on {}", running.url);
+    let serving = async {
+        (&mut running.serving)
+            .await
+            .context("the list server stopped")?
+            .context("a listener failed")
     };
-    let smtp_listener = tokio::net::TcpListener::bind(args.smtp_listen)
-        .await
-        .with_context(|| format!("binding SMTP {}", args.smtp_listen))?;
-    let http_listener = tokio::net::TcpListener::bind(args.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP {}", args.http_listen))?;
-    println!("smtp on {}", smtp_listener.local_addr()?);
-    println!("listening on http://{}", http_listener.local_addr()?);
-    tracing::info!(
-        admin_token_file = %args.data_dir.join("admin.token").display(),
-        "list server ready"
-    );
-
-    let smtp_config = Arc::new(SmtpConfig {
-        hostname: args.hostname,
-        max_message_bytes: args.max_message_bytes,
-        ..SmtpConfig::default()
-    });
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let outcome = tokio::select! {
+        served = serving => served,
+        _ = tokio::signal::ctrl_c() => Ok(()),
     };
-    let http = axum::serve(http_listener, router(server.clone()));
-    tokio::select! {
-        result = serve(smtp_listener, smtp_config, server, args.max_connections, tls, shutdown) => {
-            result.context("SMTP listener failed")?;
-        }
-        result = http => result.context("HTTP listener failed")?,
-    }
-    let _ = stop.send(true);
-    for worker in workers {
-        let _ = worker.await;
-    }
-    Ok(())
+    running.stop().await;
+    outcome
 }
