@@ -2,6 +2,7 @@
 //! parses its arguments, calls a library function and prints the result.
 
 mod demo;
+mod serve;
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
@@ -85,6 +86,14 @@ enum Command {
         key_id: String,
         #[arg(long)]
         list: Option<String>,
+    },
+    /// Run both servers in one process on the embedded SQLite default (or one of them).
+    Serve {
+        /// Run only this server.
+        #[arg(value_enum)]
+        which: Option<serve::Which>,
+        #[command(flatten)]
+        flags: serve::ServeFlags,
     },
     /// Walk through one post from sender to members, showing what each server sees.
     Demo,
@@ -193,6 +202,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::List { action } => list_command(&home(cli.home)?, action).await,
+        Command::Serve { which, flags } => serve::run(which, flags).await,
         Command::Send { list, subject } => {
             let home = home(cli.home)?;
             let me = home.load_identity(&passphrase())?;

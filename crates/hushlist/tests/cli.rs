@@ -64,3 +64,67 @@ fn init_then_export_gives_a_certificate_gpg_style_tools_read() {
     let bad = hushlist(home.path(), &["init", "--email", "not-an-address"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a mail address"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_both_servers_with_one_admin_token() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist"))
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .args(["--key-http", "127.0.0.1:0", "--list-http", "127.0.0.1:0"])
+        .args(["--smtp", "127.0.0.1:0", "--relay", "127.0.0.1:1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let keys = lines.next().unwrap().unwrap();
+    let lists = lines.next().unwrap().unwrap();
+    let url_in = |line: &str| {
+        line.split_whitespace()
+            .nth(3)
+            .unwrap()
+            .trim_end_matches(',')
+            .to_owned()
+    };
+    let (key_url, list_url) = (url_in(&keys), url_in(&lists));
+    for url in [&key_url, &list_url] {
+        let health = reqwest::get(format!("{url}/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200, "{url}");
+    }
+    assert!(lists.contains("SMTP 127.0.0.1:"), "{lists}");
+    let token = |path: &str| std::fs::read_to_string(data.join(path)).unwrap();
+    assert_eq!(token("keys/admin.token"), token("admin.token"));
+    assert_eq!(token("lists/admin.token"), token("admin.token"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_bad_config_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hushlist.toml");
+    std::fs::write(
+        &config,
+        "domain = \"not a domain\"\n[keys]\nhttp = \"nowhere\"\n[lists]\nrelay = \"no-port\"\ntls_cert = \"cert.pem\"\n",
+    )
+    .unwrap();
+    let out = hushlist(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 problems"), "{err}");
+    assert!(err.contains("domain = \"not a domain\""), "{err}");
+    assert!(err.contains("keys.http = \"nowhere\""), "{err}");
+    assert!(err.contains("lists.relay = \"no-port\""), "{err}");
+    assert!(
+        err.contains("lists.tls_cert and lists.tls_key go together"),
+        "{err}"
+    );
+
+    std::fs::write(&config, "[lists]\nrelya = \"typo:25\"\n").unwrap();
+    let out = hushlist(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `relya`"), "{err}");
+}
