@@ -180,7 +180,9 @@ pub fn armor_message(packets: &[u8]) -> Vec<u8> {
         BlockType::Message,
         &mut lf,
         None,
-        false,
+        // GnuPG 2.2 reads past an END line it did not expect when the base64 needs no
+        // padding and no checksum line marks its end; the CRC line keeps every size readable.
+        true,
     )
     .expect("armoring into memory cannot fail");
     let mut crlf = Vec::with_capacity(lf.len() + lf.len() / 64 + 8);

@@ -152,6 +152,34 @@ fn gpg_decrypts_and_verifies_a_sealed_post_with_a_spliced_pkesk() {
 }
 
 #[test]
+fn gpg_reads_the_armor_of_posts_of_every_length_modulo_three() {
+    // Base64 of a length divisible by three has no padding; without the armor checksum line
+    // GnuPG 2.2 then reads the END line as data. Three consecutive body lengths cover every
+    // remainder of the packet length.
+    let gpg = Gpg::new();
+    let uid = gpg.gen_key("member@example.org", "future-default");
+    let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
+    let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
+    gpg.import(sender.cert().to_armored().as_bytes());
+    for extra in 0..3 {
+        let post = format!("{POST}{}", "x".repeat(extra));
+        let sealed = seal(OsRng, post.as_bytes(), &sender, "https://keys.example.org").unwrap();
+        let parsed = EncryptedPost::parse(&sealed.message).unwrap();
+        let pkesk = Pkesk::seal(OsRng, &sealed.session_key, &member).unwrap();
+        let spliced = parsed.splice(&sealed.message, &[pkesk]);
+        let text = String::from_utf8(spliced).unwrap();
+        let begin = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+        let end = text.find("-----END PGP MESSAGE-----").unwrap() + 25;
+        let out = gpg.run(&["--decrypt"], &text.as_bytes()[begin..end]);
+        assert!(
+            out.status.success(),
+            "{extra} extra bytes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn gpg_rejects_a_tampered_spliced_post() {
     let gpg = Gpg::new();
     let uid = gpg.gen_key("member@example.org", "future-default");
