@@ -125,6 +125,21 @@ pub async fn open_post(
     Ok((opened, signer))
 }
 
+/// A delivered post with my PKESK spliced in: a standard PGP/MIME message that any OpenPGP
+/// client opens with my secret key alone.
+pub async fn splice_post(
+    me: &SecretIdentity,
+    lists: &[ListConfig],
+    raw: &[u8],
+) -> Result<Vec<u8>, PostError> {
+    let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
+    let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
+    let pkesk = Server::key_server(&list.key_server)
+        .fetch_key(me, &list.list, &post.key_id)
+        .await?;
+    Ok(post.splice(raw, &[pkesk]))
+}
+
 /// The list a delivered post came from: its List-Post, else any To/Cc address that is a
 /// list this home knows.
 fn which_list<'a>(raw: &[u8], lists: &'a [ListConfig]) -> Option<&'a ListConfig> {

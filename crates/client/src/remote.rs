@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
-    AuditLog, Deposit, DepositReceipt, KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
+    ArchivePage, ArchiveQuery, AuditLog, Deposit, DepositReceipt, KeyRelease, RosterHead,
+    RosterOps, ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -164,6 +165,19 @@ impl Server {
             server: self.name,
             detail: format!("the key it released is malformed: {e}"),
         })
+    }
+
+    /// A page of the list server's archive (members only).
+    pub async fn archive(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        after: i64,
+        limit: u32,
+    ) -> Result<ArchivePage, RemoteError> {
+        let request = signed(me, &purpose::archive(list), &ArchiveQuery { after, limit })?;
+        self.post(&format!("/v1/lists/{list}/archive"), &request, None)
+            .await
     }
 
     /// Destroys a post's key (its sender or an owner): nobody can open the post afterwards.

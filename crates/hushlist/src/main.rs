@@ -71,7 +71,37 @@ enum Command {
     },
     /// Decrypt a delivered post read from stdin and print it with the verified signer in a
     /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts.
-    Open,
+    Open {
+        /// Print the post with your PKESK spliced in instead: a standard PGP/MIME message any
+        /// OpenPGP client decrypts with your key.
+        #[arg(long)]
+        splice: bool,
+    },
+    /// Drop-in for `sendmail` in mutt, git send-email and the like: posts the message on stdin
+    /// to the list it is addressed to. Takes and ignores sendmail's usual options.
+    Sendmail {
+        /// Take recipients from the message's To/Cc (they must include a list you use).
+        #[arg(short = 't')]
+        from_headers: bool,
+        /// Accepted for compatibility (a lone dot does not end the message here anyway).
+        #[arg(short = 'i')]
+        ignore_dots: bool,
+        /// Envelope sender; it must be you.
+        #[arg(short = 'f')]
+        sender: Option<String>,
+        /// sendmail -o options (-oi, -oem): accepted and ignored.
+        #[arg(short = 'o', value_name = "OPTION")]
+        options: Vec<String>,
+        /// Recipients; one must be a list you use.
+        recipients: Vec<String>,
+    },
+    /// List a list's past posts on its list server, or open one of them.
+    Archive {
+        list: String,
+        /// Open the post with this id (from the listing) instead of listing.
+        #[arg(long)]
+        open: Option<i64>,
+    },
     /// Destroy a post's key at the key server (its sender or an owner): nobody can open the
     /// post afterwards.
     Revoke {
@@ -266,32 +296,94 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Open => {
+        Command::Open { splice } => {
             let home = home(cli.home)?;
             let me = home.load_identity(&passphrase())?;
             let mut input = Vec::new();
             std::io::stdin().read_to_end(&mut input)?;
-            let (opened, signer) = posts::open_post(&me, &home.lists()?, &input).await?;
-            let header = match (&opened.signature, signer) {
-                (Signature::Valid(fingerprint), Some(address)) => {
-                    format!("Hushlist-Verified-Signer: {address} ({fingerprint})\r\n")
+            let lists = home.lists()?;
+            if splice {
+                let spliced = posts::splice_post(&me, &lists, &input).await?;
+                std::io::stdout().lock().write_all(&spliced)?;
+                return Ok(());
+            }
+            print_opened(&me, &lists, &input).await
+        }
+        Command::Sendmail {
+            from_headers,
+            ignore_dots: _,
+            sender,
+            options: _,
+            recipients,
+        } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            if let Some(sender) = sender
+                && !address(&sender)?.same_mailbox(&my_address(&me)?)
+            {
+                anyhow::bail!("-f {sender}: you can only send as {}", my_address(&me)?);
+            }
+            let mut input = Vec::new();
+            std::io::stdin().read_to_end(&mut input)?;
+            let message = crlf(&input);
+            let lists = home.lists()?;
+            let config = if from_headers || recipients.is_empty() {
+                list_named_in(&home, &message)?
+            } else {
+                let mut named = Vec::new();
+                for recipient in &recipients {
+                    let recipient = address(recipient)?;
+                    match lists.iter().find(|l| l.list.same_mailbox(&recipient)) {
+                        Some(list) => named.push(list.clone()),
+                        None => anyhow::bail!(
+                            "{recipient} is not a list this home knows; hushlist only posts to lists"
+                        ),
+                    }
                 }
-                (Signature::Valid(fingerprint), None) => {
-                    anyhow::bail!(
-                        "refused: signed by {fingerprint}, who is not on the list's roster"
-                    )
+                match named.len() {
+                    1 => named.remove(0),
+                    _ => anyhow::bail!("name exactly one list as the recipient"),
                 }
-                (Signature::Invalid, _) => {
-                    anyhow::bail!(
-                        "refused: the post's signature does not verify (tampered or forged)"
-                    )
-                }
-                (Signature::Unsigned, _) => anyhow::bail!("refused: the post is not signed"),
             };
-            let mut out = std::io::stdout().lock();
-            out.write_all(header.as_bytes())?;
-            out.write_all(&opened.message)?;
+            posts::send(&me, &config, &message).await?;
             Ok(())
+        }
+        Command::Archive { list, open } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            let server = Server::list_server(&config.list_server);
+            let mut after = 0;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let page = server.archive(&me, &config.list, after, 100).await?;
+                for post in &page.posts {
+                    match open {
+                        Some(id) if id == post.id => {
+                            drop(out);
+                            return print_opened(&me, std::slice::from_ref(&config), &post.message)
+                                .await;
+                        }
+                        Some(_) => {}
+                        None => writeln!(
+                            out,
+                            "{} {} {} {}",
+                            post.id,
+                            post.received_at,
+                            post.key_id,
+                            post.message_id.as_deref().unwrap_or("-")
+                        )?,
+                    }
+                }
+                match page.next_after {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            match open {
+                Some(id) => anyhow::bail!("no post {id} in the archive of {}", config.list),
+                None => Ok(()),
+            }
         }
         Command::Demo => demo::run(&mut std::io::stdout().lock()),
         Command::Init {
@@ -462,6 +554,27 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Opens a post and prints it with its verified signer, or refuses.
+async fn print_opened(me: &SecretIdentity, lists: &[ListConfig], raw: &[u8]) -> anyhow::Result<()> {
+    let (opened, signer) = posts::open_post(me, lists, raw).await?;
+    let header = match (&opened.signature, signer) {
+        (Signature::Valid(fingerprint), Some(address)) => {
+            format!("Hushlist-Verified-Signer: {address} ({fingerprint})\r\n")
+        }
+        (Signature::Valid(fingerprint), None) => {
+            anyhow::bail!("refused: signed by {fingerprint}, who is not on the list's roster")
+        }
+        (Signature::Invalid, _) => {
+            anyhow::bail!("refused: the post's signature does not verify (tampered or forged)")
+        }
+        (Signature::Unsigned, _) => anyhow::bail!("refused: the post is not signed"),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(header.as_bytes())?;
+    out.write_all(&opened.message)?;
+    Ok(())
 }
 
 /// Signs `change` against the key server's roster and sends it to both servers.

@@ -45,6 +45,15 @@ fn ok(out: Output) -> String {
     stdout
 }
 
+fn ok_bytes(out: Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -324,6 +333,95 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
         "nothing of a tampered post is printed"
     );
 
+    // --splice gives a standard PGP/MIME message that gpg opens with Alice's key alone.
+    let spliced = run(alice, args(&["open", "--splice"]), copies[0].clone())
+        .await
+        .unwrap();
+    let spliced = ok_bytes(spliced);
+    let gpg_home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        gpg_home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let gpg = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new("gpg")
+            .arg("--homedir")
+            .arg(gpg_home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gpg must be installed (.ci/run installs gnupg)");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let olivia_cert = ok_bytes(run(olivia, args(&["key", "export"]), vec![]).await.unwrap());
+    for key in [
+        std::fs::read(alice.home.join("identity.asc")).unwrap(),
+        olivia_cert,
+    ] {
+        assert!(gpg(&["--import"], &key).status.success());
+    }
+    // As a PGP/MIME client does: the second part's armored block goes to gpg.
+    let text = String::from_utf8(spliced).unwrap();
+    let begin = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end = text.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
+    let decrypted = gpg(&["--decrypt"], &text.as_bytes()[begin..end]);
+    assert!(
+        decrypted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decrypted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&decrypted.stdout).contains("Revenue is up."));
+
+    // Alice posts the way mutt or git send-email would, through `hushlist sendmail`.
+    let from_alice = format!(
+        "From: Alice <{}>\nTo: {LIST}\nSubject: Re: Quarterly numbers\n\nAnd costs are down.\n",
+        alice.address
+    );
+    ok(run(
+        alice,
+        args(&["sendmail", "-oi", "-oem", "-f", alice.address, LIST]),
+        from_alice.into_bytes(),
+    )
+    .await
+    .unwrap());
+    let out = run(
+        alice,
+        args(&["sendmail", "-oi", "somebody@example.com"]),
+        b"From: alice@example.net\n\nx\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a list this home knows"));
+
+    // The archive holds both posts; a member opens the second from it.
+    let listing = ok(run(bob, args(&["archive", LIST]), vec![]).await.unwrap());
+    let ids: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listing}");
+    let opened = ok(run(bob, args(&["archive", LIST, "--open", ids[1]]), vec![])
+        .await
+        .unwrap());
+    assert!(
+        opened.starts_with("Hushlist-Verified-Signer: alice@example.net ("),
+        "{opened}"
+    );
+    assert!(opened.contains("And costs are down."), "{opened}");
+
     // Bob is removed; his old copy no longer opens.
     ok(
         run(olivia, args(&["list", "remove", LIST, bob.address]), vec![])
@@ -341,8 +439,9 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
         .await
         .unwrap());
     assert_eq!(audit.matches(" deposit stored").count(), 1, "{audit}");
-    // Alice opened it twice (once the tampered copy), Bob once, then was refused.
-    assert_eq!(audit.matches(" release released").count(), 3, "{audit}");
+    // Alice opened it twice (once the tampered copy) and spliced it once; Bob opened it once,
+    // then was refused.
+    assert_eq!(audit.matches(" release released").count(), 4, "{audit}");
     assert_eq!(audit.matches(" release refused").count(), 1, "{audit}");
     ok(run(olivia, args(&["revoke", &key_id]), vec![])
         .await
