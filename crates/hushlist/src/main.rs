@@ -13,7 +13,9 @@ use hushlist_client::Home;
 use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
-use hushlist_core::roster::{Change, DeliveryMode, MemberEntry, Policy, Role, sign_genesis};
+use hushlist_core::roster::{
+    Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Role, sign_genesis,
+};
 use hushlist_core::{Cert, SecretIdentity};
 use hushlist_envelope::Signature;
 use rand::rngs::OsRng;
@@ -172,6 +174,25 @@ enum ListAction {
     },
     /// Remove a member (owners only); in the default policy they can no longer read any post.
     Remove { list: String, address: String },
+    /// Change the list's policy (owners only); settings not given stay as they are.
+    Policy {
+        list: String,
+        /// pull: members fetch each post's key; push: each copy carries the member's key.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// Who may post.
+        #[arg(long, value_enum)]
+        posters: Option<PostersArg>,
+        /// Whether a removed member keeps the keys of posts made while they were a member.
+        #[arg(long, value_enum)]
+        keys_follow: Option<KeysFollowArg>,
+        /// Whether members added later may read posts from before they joined.
+        #[arg(long)]
+        new_members_read_old: Option<bool>,
+        /// Seconds after posting when the key server destroys a post's key (0: keep keys).
+        #[arg(long)]
+        key_lifetime_secs: Option<u64>,
+    },
     /// Members, roles, policy and roster head, and whether both servers agree.
     Show { list: String },
 }
@@ -180,6 +201,21 @@ enum ListAction {
 enum Mode {
     Pull,
     Push,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PostersArg {
+    /// Owners and members (readers never post).
+    Members,
+    Owners,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeysFollowArg {
+    /// Whoever was a member when a post was made keeps its key.
+    PostingRoster,
+    /// Only current members get keys: removing someone revokes every post for them.
+    CurrentRoster,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -510,6 +546,45 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                 },
             )
             .await
+        }
+        ListAction::Policy {
+            list,
+            mode,
+            posters,
+            keys_follow,
+            new_members_read_old,
+            key_lifetime_secs,
+        } => {
+            let config = home.list(&address(&list)?)?;
+            let roster = Server::key_server(&config.key_server)
+                .roster(&config.list)
+                .await?;
+            let mut policy = roster.policy().clone();
+            if let Some(mode) = mode {
+                policy.delivery = match mode {
+                    Mode::Pull => DeliveryMode::Pull,
+                    Mode::Push => DeliveryMode::Push,
+                };
+            }
+            if let Some(posters) = posters {
+                policy.posters = match posters {
+                    PostersArg::Members => Posters::Members,
+                    PostersArg::Owners => Posters::Owners,
+                };
+            }
+            if let Some(follow) = keys_follow {
+                policy.key_follows = match follow {
+                    KeysFollowArg::PostingRoster => KeyFollows::PostingRoster,
+                    KeysFollowArg::CurrentRoster => KeyFollows::CurrentRoster,
+                };
+            }
+            if let Some(read_old) = new_members_read_old {
+                policy.new_members_read_old = read_old;
+            }
+            if let Some(secs) = key_lifetime_secs {
+                policy.key_lifetime_secs = (secs > 0).then_some(secs);
+            }
+            change_roster(home, &list, Change::SetPolicy { policy }).await
         }
         ListAction::Show { list } => {
             let config = home.list(&address(&list)?)?;

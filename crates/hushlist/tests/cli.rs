@@ -128,3 +128,18 @@ fn a_bad_config_reports_every_problem_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field `relya`"), "{err}");
 }
+
+#[test]
+fn commands_that_need_an_identity_say_how_to_make_one() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["key", "export"][..],
+        &["open"],
+        &["archive", "team@lists.example.org"],
+    ] {
+        let out = hushlist(home.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("hushlist init --email"), "{args:?}: {err}");
+    }
+}

@@ -422,6 +422,31 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
     );
     assert!(opened.contains("And costs are down."), "{opened}");
 
+    // The owner lets only owners post from now on: Alice's next post is refused (by the key
+    // server, which will not take its key, before the list server would refuse it at DATA).
+    ok(run(
+        olivia,
+        args(&["list", "policy", LIST, "--posters", "owners"]),
+        vec![],
+    )
+    .await
+    .unwrap());
+    let shown = ok(run(olivia, args(&["list", "show", LIST]), vec![])
+        .await
+        .unwrap());
+    assert!(shown.contains("posters: Owners"), "{shown}");
+    assert!(shown.contains("both servers agree"), "{shown}");
+    let out = run(
+        alice,
+        args(&["send", "--list", LIST, "--subject", "refused"]),
+        b"x".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lets only Owners post"), "{err}");
+
     // Bob is removed; his old copy no longer opens.
     ok(
         run(olivia, args(&["list", "remove", LIST, bob.address]), vec![])
