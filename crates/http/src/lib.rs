@@ -7,17 +7,41 @@ pub mod requests;
 pub mod rosters;
 pub mod tokens;
 
+use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use hushlist_core::Address;
 use serde::de::DeserializeOwned;
+use tower_http::timeout::TimeoutLayer;
 
 pub use error::{ApiError, check_token};
 
 /// Largest request body either server takes: a grants call for 10,000 recipients is about
 /// 0.5 MB of JSON.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Longest a request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What every endpoint of both servers shares: a JSON 404 for unknown paths, the body size
+/// limit (413) and the request timeout (408).
+pub fn with_common_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_such_endpoint",
+                "no such endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
 
 /// Parses a JSON body, telling a too-large body (413) from a malformed one (400).
 pub fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {

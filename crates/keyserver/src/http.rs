@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,37 +15,23 @@ use hushlist_core::KeyId;
 use hushlist_core::api::GrantRequest;
 use hushlist_core::request::SignedRequest;
 use hushlist_http::rosters;
-use hushlist_http::{ApiError, MAX_BODY_BYTES, bearer, json, list};
-use tower_http::timeout::TimeoutLayer;
+use hushlist_http::{ApiError, bearer, json, list, with_common_layers};
 
 use crate::service::KeyServer;
 
-/// Longest a request may take before it is answered 408.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub fn router(state: Arc<KeyServer>) -> Router {
-    rosters::routes::<KeyServer>()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/server-key", get(server_key))
-        .route("/v1/lists/{list}/keys", post(deposit))
-        .route("/v1/lists/{list}/keys/{key_id}", post(fetch_key))
-        .route("/v1/lists/{list}/keys/{key_id}/grants", post(grants))
-        .route("/v1/lists/{list}/keys/{key_id}/revoke", post(revoke))
-        .route("/v1/lists/{list}/keys/{key_id}/audit", post(audit))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_such_endpoint",
-                "no such endpoint",
-            )
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .with_state(state)
+    with_common_layers(
+        rosters::routes::<KeyServer>()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .route("/v1/server-key", get(server_key))
+            .route("/v1/lists/{list}/keys", post(deposit))
+            .route("/v1/lists/{list}/keys/{key_id}", post(fetch_key))
+            .route("/v1/lists/{list}/keys/{key_id}/grants", post(grants))
+            .route("/v1/lists/{list}/keys/{key_id}/revoke", post(revoke))
+            .route("/v1/lists/{list}/keys/{key_id}/audit", post(audit)),
+    )
+    .with_state(state)
 }
 
 fn key_id(text: &str) -> Result<KeyId, ApiError> {

@@ -4,44 +4,29 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hushlist_core::request::SignedRequest;
-use hushlist_http::{ApiError, MAX_BODY_BYTES, json, list, rosters};
-use tower_http::timeout::TimeoutLayer;
+use hushlist_http::{ApiError, json, list, rosters, with_common_layers};
 
 use crate::service::ListServer;
 
-/// Longest a request may take before it is answered 408.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub fn router(state: Arc<ListServer>) -> Router {
-    rosters::routes::<ListServer>()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/lists/{list}/archive", post(archive))
-        .route("/v1/lists/{list}/delivery", post(switch_delivery))
-        .route("/v1/unsubscribe/{token}", post(unsubscribe))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_such_endpoint",
-                "no such endpoint",
-            )
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .with_state(state)
+    with_common_layers(
+        rosters::routes::<ListServer>()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .route("/v1/lists/{list}/archive", post(archive))
+            .route("/v1/lists/{list}/delivery", post(switch_delivery))
+            .route("/v1/unsubscribe/{token}", post(unsubscribe)),
+    )
+    .with_state(state)
 }
 
 async fn healthz(State(state): State<Arc<ListServer>>) -> Response {
