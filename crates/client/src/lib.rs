@@ -5,6 +5,7 @@
 pub mod lists;
 pub mod posts;
 pub mod remote;
+pub mod rosters;
 
 use std::fs;
 use std::io::Write as _;
@@ -26,7 +27,11 @@ pub enum HomeError {
     IdentityExists(PathBuf),
     #[error("{0} is not a mail address; give one like alice@example.org")]
     BadAddress(String),
-    #[error("the key in {path} is unusable: {source}")]
+    #[error(
+        "the key in {path} is locked; put its passphrase in HUSHLIST_PASSPHRASE (or the variable --passphrase-env names)"
+    )]
+    Locked { path: PathBuf },
+    #[error("the key in {path} is unusable")]
     Key {
         path: PathBuf,
         source: IdentityError,
@@ -37,11 +42,23 @@ pub enum HomeError {
     UnknownList(Address),
     #[error("{path} is not a valid list file: {detail}")]
     BadListFile { path: PathBuf, detail: String },
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+fn key_error(path: &Path, source: IdentityError) -> HomeError {
+    match source {
+        IdentityError::Locked { .. } => HomeError::Locked {
+            path: path.to_owned(),
+        },
+        source => HomeError::Key {
+            path: path.to_owned(),
+            source,
+        },
+    }
 }
 
 /// A client's state directory (`$HUSHLIST_HOME`, `--home`, or the platform config dir).
@@ -99,10 +116,7 @@ impl Home {
             source,
         })?;
         let identity =
-            SecretIdentity::from_bytes(&data, passphrase).map_err(|source| HomeError::Key {
-                path: key_file.to_owned(),
-                source,
-            })?;
+            SecretIdentity::from_bytes(&data, passphrase).map_err(|e| key_error(key_file, e))?;
         self.store(&identity)?;
         Ok(identity)
     }
@@ -116,8 +130,7 @@ impl Home {
             }
             Err(source) => return Err(HomeError::Io { path, source }),
         };
-        SecretIdentity::from_bytes(&data, passphrase)
-            .map_err(|source| HomeError::Key { path, source })
+        SecretIdentity::from_bytes(&data, passphrase).map_err(|e| key_error(&path, e))
     }
 
     pub fn load_cert(&self, passphrase: &str) -> Result<Cert, HomeError> {

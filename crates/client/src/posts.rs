@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::outer::EncryptedPost;
+use hushlist_core::roster::Roster;
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{OpenWith, Opened, Signature, open, seal};
 use mail_builder::headers::Header as _;
@@ -31,6 +32,19 @@ pub enum PostError {
         "cannot tell which list this post came from (no List-Post or To header naming a list you use)"
     )]
     UnknownList,
+    #[error(
+        "you ({address}) are not a member of {list}; ask an owner to add you with `hushlist list add`"
+    )]
+    NotAMember { list: Address, address: Address },
+    #[error(
+        "{list} knows {address} by key {on_roster}, but this home's key is {mine}; use the home with that key, or ask an owner to re-add you with this one"
+    )]
+    WrongKey {
+        list: Address,
+        address: Address,
+        on_roster: String,
+        mine: String,
+    },
     #[error("the post could not be opened: {0}")]
     Open(String),
     #[error(transparent)]
@@ -84,9 +98,17 @@ pub async fn send(
     let sealed =
         seal(OsRng, &message, me, &list.key_server).map_err(|e| PostError::Seal(e.to_string()))?;
     let keys = Server::key_server(&list.key_server);
-    let receipt = keys
+    let receipt = match keys
         .deposit(me, &list.list, &sealed.key_id, &sealed.session_key)
-        .await?;
+        .await
+    {
+        Ok(receipt) => receipt,
+        Err(refusal @ RemoteError::Refused { .. }) => {
+            let roster = keys.roster(&list.list).await?;
+            return Err(explain_refusal(me, &roster, refusal));
+        }
+        Err(e) => return Err(e.into()),
+    };
     submit(&list.smtp, &from, &list.list, &sealed.message).await?;
     Ok(Sent {
         key_id: sealed.key_id.to_string(),
@@ -110,7 +132,10 @@ pub async fn open_post(
     let opened = match open(raw, OpenWith::Identity(me), &signers) {
         Ok(opened) => opened,
         Err(_) => {
-            let pkesk = keys.fetch_key(me, &list.list, &post.key_id).await?;
+            let pkesk = keys
+                .fetch_key(me, &list.list, &post.key_id)
+                .await
+                .map_err(|e| explain_refusal(me, &roster, e))?;
             open(raw, OpenWith::Pkesk(&pkesk, me), &signers)
                 .map_err(|e| PostError::Open(e.to_string()))?
         }
@@ -134,10 +159,37 @@ pub async fn splice_post(
 ) -> Result<Vec<u8>, PostError> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
-    let pkesk = Server::key_server(&list.key_server)
+    let keys = Server::key_server(&list.key_server);
+    let roster = keys.roster(&list.list).await?;
+    let pkesk = keys
         .fetch_key(me, &list.list, &post.key_id)
-        .await?;
+        .await
+        .map_err(|e| explain_refusal(me, &roster, e))?;
     Ok(post.splice(raw, &[pkesk]))
+}
+
+/// Says precisely why the key server refused me when the roster shows it: my address is
+/// there under another key than this home's, or this key was never on the list. (A removed
+/// member's refusal depends on the policy at posting time, which the key server explains.)
+fn explain_refusal(me: &SecretIdentity, roster: &Roster, refusal: RemoteError) -> PostError {
+    if !matches!(refusal, RemoteError::Refused { .. }) || roster.known_cert(me.fingerprint()).is_some() {
+        return refusal.into();
+    }
+    let Ok(address) = my_address(me) else {
+        return refusal.into();
+    };
+    match roster.member(&address) {
+        Some(member) => PostError::WrongKey {
+            list: roster.list().clone(),
+            address,
+            on_roster: member.cert.fingerprint().to_string(),
+            mine: me.fingerprint().to_string(),
+        },
+        None => PostError::NotAMember {
+            list: roster.list().clone(),
+            address,
+        },
+    }
 }
 
 /// The list a delivered post came from: its List-Post, else any To/Cc address that is a

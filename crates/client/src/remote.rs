@@ -79,6 +79,11 @@ impl Server {
         }
     }
 
+    /// "key server" or "list server", for messages.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -490,6 +490,11 @@ impl Roster {
             .expect("a roster always holds its genesis")
     }
 
+    /// Hash of the op at `seq`, if the log reaches it.
+    pub fn hash_at(&self, seq: u64) -> Option<&OpHash> {
+        self.hashes.get(usize::try_from(seq).ok()?)
+    }
+
     pub fn ops(&self) -> &[SignedOp] {
         &self.ops
     }

@@ -5,7 +5,7 @@ mod demo;
 mod serve;
 
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -13,11 +13,13 @@ use hushlist_client::Home;
 use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
+use hushlist_client::rosters;
 use hushlist_core::roster::{
     Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Role, sign_genesis,
 };
 use hushlist_core::{Cert, SecretIdentity};
 use hushlist_envelope::Signature;
+use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::OsRng;
 
 #[derive(Parser)]
@@ -97,12 +99,16 @@ enum Command {
         /// Recipients; one must be a list you use.
         recipients: Vec<String>,
     },
-    /// List a list's past posts on its list server, or open one of them.
+    /// List a list's past posts on its list server, open one of them, or download them all.
     Archive {
         list: String,
         /// Open the post with this id (from the listing) instead of listing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "download")]
         open: Option<i64>,
+        /// Open every post you may read and write each to DIR/ID.eml (kept files are skipped,
+        /// so an interrupted download resumes).
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
     },
     /// Destroy a post's key at the key server (its sender or an owner): nobody can open the
     /// post afterwards.
@@ -165,12 +171,18 @@ enum ListAction {
     /// Add a member (owners only): signs the op and sends it to both servers.
     Add {
         list: String,
-        address: String,
+        #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
+        address: Option<String>,
         /// The member's public certificate (from `hushlist key export` or `gpg --export`).
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long, value_enum, default_value = "member")]
+        #[arg(long, required_unless_present = "from_file", conflicts_with = "from_file")]
+        key: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "member", conflicts_with = "from_file")]
         role: RoleArg,
+        /// Add many: one `ADDRESS CERTFILE [owner|member|reader]` a line (paths relative to
+        /// the file, `#` comments). Members already on the list are skipped, so a re-run
+        /// after an interruption finishes the job.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
     },
     /// Remove a member (owners only); in the default policy they can no longer read any post.
     Remove { list: String, address: String },
@@ -195,6 +207,13 @@ enum ListAction {
     },
     /// Members, roles, policy and roster head, and whether both servers agree.
     Show { list: String },
+    /// Bring both servers' rosters in step: pushes the signed ops one of them lacks.
+    Sync {
+        list: String,
+        /// The operators' admin token, needed only if one server lacks the list entirely.
+        #[arg(long, env = "HUSHLIST_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -384,7 +403,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             posts::send(&me, &config, &message).await?;
             Ok(())
         }
-        Command::Archive { list, open } => {
+        Command::Archive {
+            list,
+            open: _,
+            download: Some(dir),
+        } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            download_archive(&me, &config, &dir).await
+        }
+        Command::Archive {
+            list,
+            open,
+            download: None,
+        } => {
             let home = home(cli.home)?;
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
@@ -523,7 +556,14 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             address: member,
             key,
             role,
+            from_file,
         } => {
+            if let Some(file) = from_file {
+                return add_from_file(home, &list, &file).await;
+            }
+            let (Some(member), Some(key)) = (member, key) else {
+                unreachable!("clap requires ADDRESS and --key without --from-file")
+            };
             let cert = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
             let cert = Cert::from_bytes(&cert)
                 .with_context(|| format!("{} is not a usable certificate", key.display()))?;
@@ -623,9 +663,19 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             } else {
                 writeln!(
                     out,
-                    "the servers DISAGREE; sign the missing ops again or check both servers"
+                    "the servers DISAGREE; run `hushlist list sync {}`",
+                    config.list
                 )?;
             }
+            Ok(())
+        }
+        ListAction::Sync { list, admin_token } => {
+            let config = home.list(&address(&list)?)?;
+            let synced = rosters::sync(&config, admin_token.as_deref()).await?;
+            println!(
+                "{}: sent {} op(s) to the key server and {} to the list server; both at seq {}",
+                config.list, synced.to_key_server, synced.to_list_server, synced.head_seq
+            );
             Ok(())
         }
     }
@@ -633,6 +683,18 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
 
 /// Opens a post and prints it with its verified signer, or refuses.
 async fn print_opened(me: &SecretIdentity, lists: &[ListConfig], raw: &[u8]) -> anyhow::Result<()> {
+    let text = opened_text(me, lists, raw).await?;
+    std::io::stdout().lock().write_all(&text)?;
+    Ok(())
+}
+
+/// A post opened, with a Hushlist-Verified-Signer header first; an error for a post that
+/// is not validly signed by someone on the roster.
+async fn opened_text(
+    me: &SecretIdentity,
+    lists: &[ListConfig],
+    raw: &[u8],
+) -> anyhow::Result<Vec<u8>> {
     let (opened, signer) = posts::open_post(me, lists, raw).await?;
     let header = match (&opened.signature, signer) {
         (Signature::Valid(fingerprint), Some(address)) => {
@@ -646,28 +708,97 @@ async fn print_opened(me: &SecretIdentity, lists: &[ListConfig], raw: &[u8]) -> 
         }
         (Signature::Unsigned, _) => anyhow::bail!("refused: the post is not signed"),
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(header.as_bytes())?;
-    out.write_all(&opened.message)?;
-    Ok(())
+    let mut text = header.into_bytes();
+    text.extend_from_slice(&opened.message);
+    Ok(text)
 }
 
 /// Signs `change` against the key server's roster and sends it to both servers.
 async fn change_roster(home: &Home, list: &str, change: Change) -> anyhow::Result<()> {
     let me = home.load_identity(&passphrase())?;
     let config = home.list(&address(list)?)?;
-    let keys = Server::key_server(&config.key_server);
-    let roster = keys.roster(&config.list).await?;
-    let op = roster.sign_next(OsRng, &me, now(), change)?;
-    let head = keys.append_op(&config.list, &op).await?;
-    Server::list_server(&config.list_server)
-        .append_op(&config.list, &op)
-        .await
-        .context("the key server took the change but the list server did not; run `hushlist list show` to compare")?;
-    println!(
-        "{} is at seq {} on both servers",
-        config.list, head.head_seq
+    let head_seq = rosters::change(&me, &config, change, now()).await?;
+    println!("{} is at seq {head_seq} on both servers", config.list);
+    Ok(())
+}
+
+/// `list add --from-file`: every line checked first, then one signed op a member, with a
+/// progress bar on a terminal.
+async fn add_from_file(home: &Home, list: &str, file: &Path) -> anyhow::Result<()> {
+    let me = home.load_identity(&passphrase())?;
+    let config = home.list(&address(list)?)?;
+    let members = rosters::read_member_file(file)?;
+    let bar = ProgressBar::new(members.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} members, {eta} left  {msg}")
+            .expect("a valid progress template"),
     );
+    let added = rosters::add_many(&me, &config, members, now(), |member| {
+        bar.set_message(member.to_string());
+        bar.inc(1);
+    })
+    .await;
+    bar.finish_and_clear();
+    let added = added?;
+    println!(
+        "{}: added {}, {} already members; at seq {} on both servers",
+        config.list, added.added, added.present, added.head_seq
+    );
+    Ok(())
+}
+
+/// `archive --download DIR`: every post this member may read, opened, one file each, with a
+/// progress spinner on a terminal. Posts that cannot be opened (key destroyed, not readable
+/// by this member) are counted and named, and the rest still downloaded.
+async fn download_archive(
+    me: &SecretIdentity,
+    config: &ListConfig,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let server = Server::list_server(&config.list_server);
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {pos} posts, {per_sec}  {msg}")
+            .expect("a valid progress template"),
+    );
+    let (mut saved, mut kept) = (0, 0);
+    let mut unreadable = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = server.archive(me, &config.list, after, 100).await?;
+        for post in &page.posts {
+            bar.inc(1);
+            let file = dir.join(format!("{}.eml", post.id));
+            if file.exists() {
+                kept += 1;
+                continue;
+            }
+            bar.set_message(format!("post {}", post.id));
+            match opened_text(me, std::slice::from_ref(config), &post.message).await {
+                Ok(text) => {
+                    let partial = dir.join(format!(".{}.eml.part", post.id));
+                    std::fs::write(&partial, text)
+                        .and_then(|()| std::fs::rename(&partial, &file))
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    saved += 1;
+                }
+                Err(e) => unreadable.push(format!("post {}: {e:#}", post.id)),
+            }
+        }
+        match page.next_after {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "{}: saved {saved} post(s) to {}, {kept} already there, {} unreadable",
+        config.list,
+        dir.display(),
+        unreadable.len()
+    );
+    for problem in &unreadable {
+        eprintln!("  {problem}");
+    }
     Ok(())
 }
 
