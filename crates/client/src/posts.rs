@@ -172,7 +172,9 @@ pub async fn splice_post(
 /// there under another key than this home's, or this key was never on the list. (A removed
 /// member's refusal depends on the policy at posting time, which the key server explains.)
 fn explain_refusal(me: &SecretIdentity, roster: &Roster, refusal: RemoteError) -> PostError {
-    if !matches!(refusal, RemoteError::Refused { .. }) || roster.known_cert(me.fingerprint()).is_some() {
+    if !matches!(refusal, RemoteError::Refused { .. })
+        || roster.known_cert(me.fingerprint()).is_some()
+    {
         return refusal.into();
     }
     let Ok(address) = my_address(me) else {

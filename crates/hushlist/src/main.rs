@@ -174,9 +174,18 @@ enum ListAction {
         #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
         address: Option<String>,
         /// The member's public certificate (from `hushlist key export` or `gpg --export`).
-        #[arg(long, required_unless_present = "from_file", conflicts_with = "from_file")]
+        #[arg(
+            long,
+            required_unless_present = "from_file",
+            conflicts_with = "from_file"
+        )]
         key: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "member", conflicts_with = "from_file")]
+        #[arg(
+            long,
+            value_enum,
+            default_value = "member",
+            conflicts_with = "from_file"
+        )]
         role: RoleArg,
         /// Add many: one `ADDRESS CERTFILE [owner|member|reader]` a line (paths relative to
         /// the file, `#` comments). Members already on the list are skipped, so a re-run
@@ -640,7 +649,7 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "  {:<8} {} {}",
-                    member.role,
+                    member.role.to_string(),
                     member.address,
                     member.cert.fingerprint()
                 )?;

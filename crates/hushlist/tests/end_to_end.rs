@@ -1,296 +1,143 @@
-//! A list used the way people use it: the `hushlist` command (real processes, one home per
-//! person) against a key server and a list server (served on loopback in this process) with
-//! Postfix's smtp-sink as the relay. The owner creates the list, adds two members, posts;
-//! each member opens their copy; a removed member is refused.
+//! A list used the way people use it, across real processes: `hushlist serve` running both
+//! servers, a private Postfix on loopback as the relay, Postfix's smtp-sink as everyone's
+//! mailbox, and the `hushlist` command (one home per person) or gpg reading the mail.
 
-use std::io::Write as _;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
 
-use hushlist_keyserver::master::MasterKey;
-use hushlist_keyserver::{KeyServer, ServiceConfig};
-use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
-use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SmtpConfig, serve};
-use hushlist_store::Store;
-use tokio::sync::watch;
+use common::{Gpg, Postfix, Served, SmtpSink, free_port, hushlist, ok, ok_bytes, refused};
 
 const LIST: &str = "team@lists.example.org";
-const ADMIN: &str = "operators-admin-token";
-
-fn hushlist(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist"))
-        .env("HUSHLIST_HOME", home)
-        .env_remove("HUSHLIST_PASSPHRASE")
-        .env_remove("HUSHLIST_ADMIN_TOKEN")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn ok_bytes(out: Output) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// smtp-sink, killed when dropped.
-struct Sink(Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// smtp-sink writing each transaction to a file in `dir`.
-fn smtp_sink(port: u16, dir: &Path) -> Sink {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut command = Command::new("/usr/sbin/smtp-sink");
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if root {
-        command.args(["-u", "nobody"]);
-    }
-    let sink = Sink(
-        command
-            .args(["-d", &format!("{}/%H%M%S.", dir.display())])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("16")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("smtp-sink must be installed (.ci/run installs postfix)"),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return sink;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("smtp-sink did not start");
-}
-
-/// The message smtp-sink took for `recipient`, with CRLF line ends restored.
-fn copy_for(dir: &Path, recipient: &str) -> Option<Vec<u8>> {
-    for entry in std::fs::read_dir(dir).ok()? {
-        let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
-        if !text.contains(&format!("X-Rcpt-Args: <{recipient}>")) {
-            continue;
-        }
-        let message: String = text
-            .lines()
-            .skip_while(|l| l.starts_with("X-"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
-        return Some(message.into_bytes());
-    }
-    None
-}
-
-async fn start_servers(dir: &Path, relay_port: u16) -> (String, String, u16, watch::Sender<bool>) {
-    let open = |name: &str| format!("sqlite://{}", dir.join(name).display());
-    let keys = KeyServer::start(
-        Store::open(&open("keys.db")).await.unwrap(),
-        MasterKey::from_bytes(&[3; 32]),
-        ServiceConfig {
-            admin_token: ADMIN.into(),
-            grants_token: "grants".into(),
-            ..ServiceConfig::default()
-        },
-        "keys <keys@example.org>",
-    )
-    .await
-    .unwrap();
-    let key_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let key_url = format!("http://{}", key_listener.local_addr().unwrap());
-    let key_app = hushlist_keyserver::router(Arc::new(keys));
-    tokio::spawn(async move { axum::serve(key_listener, key_app).await.unwrap() });
-
-    let lists = Arc::new(
-        ListServer::new(Store::open(&open("lists.db")).await.unwrap())
-            .with_admin_token(ADMIN.into())
-            .with_key_server(key_url.clone()),
-    );
-    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let list_url = format!("http://{}", http_listener.local_addr().unwrap());
-    let list_app = hushlist_listserver::http::router(lists.clone());
-    tokio::spawn(async move { axum::serve(http_listener, list_app).await.unwrap() });
-    let smtp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let smtp_port = smtp_listener.local_addr().unwrap().port();
-    tokio::spawn(serve(
-        smtp_listener,
-        Arc::new(SmtpConfig::default()),
-        lists.clone(),
-        16,
-        None,
-        std::future::pending(),
-    ));
-    let mut delivery = DeliveryConfig::new(RelayConfig {
-        host: "127.0.0.1".into(),
-        port: relay_port,
-        helo_name: "lists.example.org".into(),
-        timeout: Duration::from_secs(10),
-        starttls: None,
-    });
-    delivery.poll_interval = Duration::from_millis(100);
-    let (stop, stopped) = watch::channel(false);
-    Deliverer::new(&lists, delivery).spawn(stopped);
-    (key_url, list_url, smtp_port, stop)
-}
 
 struct Person {
     address: &'static str,
     home: PathBuf,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay_port = free_port();
-    let sink_dir = dir.path().join("sink");
-    let _sink = smtp_sink(relay_port, &sink_dir);
-    let (key_url, list_url, smtp_port, _stop) = start_servers(dir.path(), relay_port).await;
-    let smtp = format!("127.0.0.1:{smtp_port}");
-
-    let people: Vec<Person> = ["olivia@example.org", "alice@example.net", "bob@example.net"]
-        .into_iter()
-        .map(|address| Person {
+impl Person {
+    fn new(dir: &Path, address: &'static str) -> Self {
+        Person {
             address,
-            home: dir.path().join(address),
-        })
-        .collect();
-    let [olivia, alice, bob] = &people[..] else {
-        unreachable!()
-    };
-    let run = |person: &Person, args: Vec<String>, stdin: Vec<u8>| {
-        let home = person.home.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            hushlist(&home, &args, &stdin)
-        })
-    };
-    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    for person in &people {
-        ok(
-            run(person, args(&["init", "--email", person.address]), vec![])
-                .await
-                .unwrap(),
-        );
+            home: dir.join(address),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        hushlist(&self.home, args, b"")
+    }
+
+    fn run_with(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        hushlist(&self.home, args, stdin)
+    }
+
+    /// Points this home at the list (what a member does once).
+    fn use_list(&self, served: &Served) {
+        ok(self.run(&[
+            "list",
+            "use",
+            LIST,
+            "--key-server",
+            &served.key_url,
+            "--list-server",
+            &served.list_url,
+            "--smtp",
+            &served.smtp,
+        ]));
+    }
+
+    fn export_cert(&self, dir: &Path) -> PathBuf {
+        let file = dir.join(format!("{}.asc", self.address));
+        std::fs::write(&file, ok_bytes(self.run(&["key", "export"]))).unwrap();
+        file
+    }
+}
+
+/// Everything running: sink ← Postfix ← hushlist serve.
+struct Installation {
+    sink: SmtpSink,
+    postfix: Postfix,
+    served: Served,
+}
+
+fn install(dir: &Path) -> Installation {
+    let sink = SmtpSink::start(&dir.join("mailboxes"));
+    let postfix = Postfix::start(&dir.join("postfix"), sink.port);
+    let served = Served::start(
+        &dir.join("hushlist-data"),
+        postfix.port,
+        "lists.example.org",
+    );
+    Installation {
+        sink,
+        postfix,
+        served,
+    }
+}
+
+fn create_list(owner: &Person, served: &Served, mode: &str) {
+    let out = ok(owner.run(&[
+        "list",
+        "create",
+        LIST,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &served.list_url,
+        "--smtp",
+        &served.smtp,
+        "--mode",
+        mode,
+        "--admin-token",
+        &served.admin_token,
+    ]));
+    assert!(out.contains("on both servers"), "{out}");
+}
+
+fn add(owner: &Person, member: &Person, dir: &Path) {
+    let cert = member.export_cert(dir);
+    ok(owner.run(&[
+        "list",
+        "add",
+        LIST,
+        member.address,
+        "--key",
+        cert.to_str().unwrap(),
+    ]));
+}
+
+#[test]
+fn a_pull_mode_list_through_postfix_from_create_to_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let Installation {
+        sink,
+        postfix,
+        served,
+    } = install(dir.path());
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let alice = Person::new(dir.path(), "alice@example.net");
+    let bob = Person::new(dir.path(), "bob@example.net");
+    for person in [&olivia, &alice, &bob] {
+        ok(person.run(&["init", "--email", person.address]));
     }
 
     // No list yet: a clear error.
-    let out = run(
-        olivia,
-        args(&["send", "--list", LIST, "--subject", "x"]),
-        b"x".to_vec(),
-    )
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a list this home knows"));
+    let err = refused(olivia.run_with(&["send", "--list", LIST, "--subject", "x"], b"x"));
+    assert!(err.contains("is not a list this home knows"), "{err}");
 
-    ok(run(
-        olivia,
-        args(&[
-            "list",
-            "create",
-            LIST,
-            "--key-server",
-            &key_url,
-            "--list-server",
-            &list_url,
-            "--smtp",
-            &smtp,
-            "--admin-token",
-            ADMIN,
-        ]),
-        vec![],
-    )
-    .await
-    .unwrap());
-    for member in [alice, bob] {
-        let cert = ok(run(member, args(&["key", "export"]), vec![]).await.unwrap());
-        let cert_file = dir.path().join(format!("{}.asc", member.address));
-        std::fs::write(&cert_file, cert).unwrap();
-        ok(run(
-            olivia,
-            args(&[
-                "list",
-                "add",
-                LIST,
-                member.address,
-                "--key",
-                cert_file.to_str().unwrap(),
-            ]),
-            vec![],
-        )
-        .await
-        .unwrap());
-        ok(run(
-            member,
-            args(&[
-                "list",
-                "use",
-                LIST,
-                "--key-server",
-                &key_url,
-                "--list-server",
-                &list_url,
-                "--smtp",
-                &smtp,
-            ]),
-            vec![],
-        )
-        .await
-        .unwrap());
+    create_list(&olivia, &served, "pull");
+    for member in [&alice, &bob] {
+        add(&olivia, member, dir.path());
+        member.use_list(&served);
     }
-    let shown = ok(run(olivia, args(&["list", "show", LIST]), vec![])
-        .await
-        .unwrap());
+    let shown = ok(olivia.run(&["list", "show", LIST]));
     assert!(shown.contains("both servers agree"), "{shown}");
     assert!(shown.contains("alice@example.net"), "{shown}");
 
-    let sent = run(
-        olivia,
-        args(&["send", "--list", LIST, "--subject", "Quarterly numbers"]),
-        b"Revenue is up.\n".to_vec(),
-    )
-    .await
-    .unwrap();
+    let sent = olivia.run_with(
+        &["send", "--list", LIST, "--subject", "Quarterly numbers"],
+        b"Revenue is up.\n",
+    );
     let report = String::from_utf8_lossy(&sent.stderr).into_owned();
     ok(sent);
     let key_id = report
@@ -301,18 +148,16 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
         .to_owned();
 
     let mut copies = Vec::new();
-    for member in [alice, bob] {
-        let mut copy = None;
-        for _ in 0..200 {
-            copy = copy_for(&sink_dir, member.address);
-            if copy.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let copy = copy.unwrap_or_else(|| panic!("no copy for {}", member.address));
-        assert!(String::from_utf8_lossy(&copy).contains("Subject: [...]"));
-        let opened = ok(run(member, args(&["open"]), copy.clone()).await.unwrap());
+    for member in [&olivia, &alice, &bob] {
+        let copy = sink.wait_for_copies(member.address, 1).remove(0);
+        let text = String::from_utf8_lossy(&copy).into_owned();
+        assert!(text.contains("Subject: [...]"), "{text}");
+        assert!(
+            text.contains("by relay.hushlist.test (Postfix)"),
+            "the copy went through Postfix: {text}"
+        );
+        assert!(!text.contains("Revenue"), "only ciphertext travels");
+        let opened = ok(member.run_with(&["open"], &copy));
         assert!(
             opened.starts_with("Hushlist-Verified-Signer: olivia@example.org ("),
             "{opened}"
@@ -321,196 +166,340 @@ async fn owner_creates_a_list_posts_and_members_open_it_until_removed() {
         assert!(opened.contains("Revenue is up."), "{opened}");
         copies.push(copy);
     }
+    let alice_copy = copies[1].clone();
+    let bob_copy = copies[2].clone();
+    assert!(
+        postfix.log_text().contains("status=sent"),
+        "{}",
+        postfix.log_text()
+    );
 
-    // A tampered copy is refused, never printed.
-    let mut tampered = copies[0].clone();
+    // A tampered copy (signature or MDC broken) is refused, and nothing of it printed.
+    let mut tampered = alice_copy.clone();
     let at = tampered.len() - 200;
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
-    let out = run(alice, args(&["open"]), tampered).await.unwrap();
-    assert!(!out.status.success());
-    assert!(
-        out.stdout.is_empty(),
-        "nothing of a tampered post is printed"
-    );
+    refused(alice.run_with(&["open"], &tampered));
 
-    // --splice gives a standard PGP/MIME message that gpg opens with Alice's key alone.
-    let spliced = run(alice, args(&["open", "--splice"]), copies[0].clone())
-        .await
-        .unwrap();
-    let spliced = ok_bytes(spliced);
-    let gpg_home = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        gpg_home.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let gpg = |args: &[&str], input: &[u8]| {
-        let mut child = Command::new("gpg")
-            .arg("--homedir")
-            .arg(gpg_home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gpg must be installed (.ci/run installs gnupg)");
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let olivia_cert = ok_bytes(run(olivia, args(&["key", "export"]), vec![]).await.unwrap());
-    for key in [
-        std::fs::read(alice.home.join("identity.asc")).unwrap(),
-        olivia_cert,
-    ] {
-        assert!(gpg(&["--import"], &key).status.success());
-    }
-    // As a PGP/MIME client does: the second part's armored block goes to gpg.
-    let text = String::from_utf8(spliced).unwrap();
-    let begin = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
-    let end = text.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
-    let decrypted = gpg(&["--decrypt"], &text.as_bytes()[begin..end]);
-    assert!(
-        decrypted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&decrypted.stderr)
-    );
-    assert!(String::from_utf8_lossy(&decrypted.stdout).contains("Revenue is up."));
+    // --splice gives a standard PGP/MIME message gpg opens with Alice's key alone.
+    let spliced = ok_bytes(alice.run_with(&["open", "--splice"], &alice_copy));
+    let gpg = Gpg::new();
+    ok_bytes(gpg.run(
+        &["--import"],
+        &std::fs::read(alice.home.join("identity.asc")).unwrap(),
+    ));
+    ok_bytes(gpg.run(&["--import"], &ok_bytes(olivia.run(&["key", "export"]))));
+    let decrypted = ok(gpg.decrypt_pgp_mime(&spliced));
+    assert!(decrypted.contains("Revenue is up."), "{decrypted}");
 
     // Alice posts the way mutt or git send-email would, through `hushlist sendmail`.
     let from_alice = format!(
         "From: Alice <{}>\nTo: {LIST}\nSubject: Re: Quarterly numbers\n\nAnd costs are down.\n",
         alice.address
     );
-    ok(run(
-        alice,
-        args(&["sendmail", "-oi", "-oem", "-f", alice.address, LIST]),
-        from_alice.into_bytes(),
-    )
-    .await
-    .unwrap());
-    let out = run(
-        alice,
-        args(&["sendmail", "-oi", "somebody@example.com"]),
-        b"From: alice@example.net\n\nx\n".to_vec(),
-    )
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a list this home knows"));
+    ok(alice.run_with(
+        &["sendmail", "-oi", "-oem", "-f", alice.address, LIST],
+        from_alice.as_bytes(),
+    ));
+    let err = refused(alice.run_with(
+        &["sendmail", "-oi", "somebody@example.com"],
+        b"From: alice@example.net\n\nx\n",
+    ));
+    assert!(err.contains("is not a list this home knows"), "{err}");
+    sink.wait_for_copies(bob.address, 2);
 
-    // The archive holds both posts; a member opens the second from it.
-    let listing = ok(run(bob, args(&["archive", LIST]), vec![]).await.unwrap());
+    // The archive holds both posts; a member opens the second from it, or downloads all.
+    let listing = ok(bob.run(&["archive", LIST]));
     let ids: Vec<&str> = listing
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(ids.len(), 2, "{listing}");
-    let opened = ok(run(bob, args(&["archive", LIST, "--open", ids[1]]), vec![])
-        .await
-        .unwrap());
+    let opened = ok(bob.run(&["archive", LIST, "--open", ids[1]]));
     assert!(
         opened.starts_with("Hushlist-Verified-Signer: alice@example.net ("),
         "{opened}"
     );
     assert!(opened.contains("And costs are down."), "{opened}");
+    let download = dir.path().join("bob-archive");
+    let report = ok(bob.run(&["archive", LIST, "--download", download.to_str().unwrap()]));
+    assert!(report.contains("saved 2 post(s)"), "{report}");
+    let saved = std::fs::read_to_string(download.join(format!("{}.eml", ids[0]))).unwrap();
+    assert!(saved.contains("Revenue is up."), "{saved}");
+    let report = ok(bob.run(&["archive", LIST, "--download", download.to_str().unwrap()]));
+    assert!(report.contains("saved 0 post(s)"), "{report}");
+    assert!(report.contains("2 already there"), "{report}");
 
-    // The owner lets only owners post from now on: Alice's next post is refused (by the key
-    // server, which will not take its key, before the list server would refuse it at DATA).
-    ok(run(
-        olivia,
-        args(&["list", "policy", LIST, "--posters", "owners"]),
-        vec![],
-    )
-    .await
-    .unwrap());
-    let shown = ok(run(olivia, args(&["list", "show", LIST]), vec![])
-        .await
-        .unwrap());
+    // Someone not on the list, and Alice on a new machine with a new key, are told exactly why.
+    let eve = Person::new(dir.path(), "eve@example.com");
+    ok(eve.run(&["init", "--email", eve.address]));
+    eve.use_list(&served);
+    let err = refused(eve.run_with(&["open"], &alice_copy));
+    assert!(
+        err.contains("you (eve@example.com) are not a member of team@lists.example.org"),
+        "{err}"
+    );
+    let alice_again = Person {
+        address: alice.address,
+        home: dir.path().join("alice-new-laptop"),
+    };
+    ok(alice_again.run(&["init", "--email", alice.address]));
+    alice_again.use_list(&served);
+    let err = refused(alice_again.run_with(&["open"], &alice_copy));
+    assert!(err.contains("knows alice@example.net by key"), "{err}");
+    assert!(err.contains("but this home's key is"), "{err}");
+
+    // The owner lets only owners post from now on: Alice's next post is refused.
+    ok(olivia.run(&["list", "policy", LIST, "--posters", "owners"]));
+    let shown = ok(olivia.run(&["list", "show", LIST]));
     assert!(shown.contains("posters: Owners"), "{shown}");
     assert!(shown.contains("both servers agree"), "{shown}");
-    let out = run(
-        alice,
-        args(&["send", "--list", LIST, "--subject", "refused"]),
-        b"x".to_vec(),
+    let err = String::from_utf8_lossy(
+        &alice
+            .run_with(&["send", "--list", LIST, "--subject", "refused"], b"x")
+            .stderr,
     )
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    .into_owned();
     assert!(err.contains("lets only Owners post"), "{err}");
 
     // Bob is removed; his old copy no longer opens.
-    ok(
-        run(olivia, args(&["list", "remove", LIST, bob.address]), vec![])
-            .await
-            .unwrap(),
-    );
-    let out = run(bob, args(&["open"]), copies[1].clone()).await.unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    ok(olivia.run(&["list", "remove", LIST, bob.address]));
+    let err = refused(bob.run_with(&["open"], &bob_copy));
     assert!(err.contains("key server refused"), "{err}");
-    assert!(out.stdout.is_empty());
 
     // The sender sees who fetched the key, then destroys it: nobody can open the post now.
-    let audit = ok(run(olivia, args(&["audit", &key_id]), vec![])
-        .await
-        .unwrap());
+    let audit = ok(olivia.run(&["audit", &key_id]));
     assert_eq!(audit.matches(" deposit stored").count(), 1, "{audit}");
-    // Alice opened it twice (once the tampered copy) and spliced it once; Bob opened it once,
-    // then was refused.
-    assert_eq!(audit.matches(" release released").count(), 4, "{audit}");
-    assert_eq!(audit.matches(" release refused").count(), 1, "{audit}");
-    ok(run(olivia, args(&["revoke", &key_id]), vec![])
-        .await
-        .unwrap());
-    let out = run(alice, args(&["open"]), copies[0].clone())
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(audit.matches(" release released").count() >= 4, "{audit}");
+    assert!(audit.contains(" release refused"), "{audit}");
+    ok(olivia.run(&["revoke", &key_id]));
+    let err = refused(alice.run_with(&["open"], &alice_copy));
     assert!(err.contains("destroyed"), "{err}");
 
     // A home pointed at servers that are not running says so.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    ok(run(
-        alice,
-        args(&[
-            "list",
-            "use",
-            "other@lists.example.org",
-            "--key-server",
-            &dead,
-            "--list-server",
-            &dead,
-            "--smtp",
-            &smtp,
-        ]),
-        vec![],
-    )
-    .await
-    .unwrap());
-    let out = run(
-        alice,
-        args(&[
+    ok(alice.run(&[
+        "list",
+        "use",
+        "other@lists.example.org",
+        "--key-server",
+        &dead,
+        "--list-server",
+        &dead,
+        "--smtp",
+        &served.smtp,
+    ]));
+    let err = refused(alice.run_with(
+        &[
             "send",
             "--list",
             "other@lists.example.org",
             "--subject",
             "x",
-        ]),
-        b"x".to_vec(),
-    )
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ],
+        b"x",
+    ));
     assert!(err.contains("cannot reach the key server"), "{err}");
+}
+
+#[test]
+fn owners_add_members_in_bulk_and_sync_servers_that_fell_out_of_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let served = Served::start(
+        &dir.path().join("hushlist-data"),
+        sink.port,
+        "lists.example.org",
+    );
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    ok(olivia.run(&["init", "--email", olivia.address]));
+    create_list(&olivia, &served, "pull");
+
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let mut lines = String::from("# address  certificate  role\n");
+    let members: Vec<Person> = (0..12)
+        .map(|i| Person {
+            address: Box::leak(format!("member{i}@example.net").into_boxed_str()),
+            home: dir.path().join(format!("member{i}")),
+        })
+        .collect();
+    for (i, member) in members.iter().enumerate() {
+        ok(member.run(&["init", "--email", member.address]));
+        member.export_cert(&certs);
+        let role = if i == 0 { " reader" } else { "" };
+        lines.push_str(&format!(
+            "{} {}.asc{role}\n",
+            member.address, member.address
+        ));
+    }
+    let file = certs.join("members.txt");
+
+    // A bad file is refused as a whole, with every problem named.
+    std::fs::write(&file, format!("{lines}bad-address x.asc\nmember1@example.net member1@example.net.asc\nz@example.net missing.asc boss\n")).unwrap();
+    let err = refused(olivia.run(&["list", "add", LIST, "--from-file", file.to_str().unwrap()]));
+    assert!(err.contains("has 3 problem(s)"), "{err}");
+    assert!(
+        err.contains("line 15: member1@example.net is listed twice"),
+        "{err}"
+    );
+    assert!(
+        err.contains("role \"boss\" is not owner, member or reader"),
+        "{err}"
+    );
+    assert!(
+        ok(olivia.run(&["list", "show", LIST]))
+            .matches("@example.net")
+            .count()
+            == 0
+    );
+
+    // Half the file first (as if interrupted), then all of it: the second run finishes.
+    let half: String = lines.lines().take(7).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, half).unwrap();
+    let report = ok(olivia.run(&["list", "add", LIST, "--from-file", file.to_str().unwrap()]));
+    assert!(report.contains("added 6, 0 already members"), "{report}");
+    std::fs::write(&file, &lines).unwrap();
+    let report = ok(olivia.run(&["list", "add", LIST, "--from-file", file.to_str().unwrap()]));
+    assert!(
+        report.contains("added 6, 6 already members; at seq 12"),
+        "{report}"
+    );
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert_eq!(shown.matches("@example.net").count(), 12, "{shown}");
+    assert!(shown.contains("reader   member0@example.net"), "{shown}");
+    assert!(shown.contains("both servers agree"), "{shown}");
+
+    // The list server is unreachable while the owner removes someone: the key server takes
+    // the op, the list server misses it, and the owner is told how to mend it.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    ok(olivia.run(&[
+        "list",
+        "use",
+        LIST,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &dead,
+        "--smtp",
+        &served.smtp,
+    ]));
+    let out = olivia.run(&["list", "remove", LIST, members[5].address]);
+    let err = refused(out);
+    assert!(
+        err.contains("run `hushlist list sync team@lists.example.org`"),
+        "{err}"
+    );
+    ok(olivia.run(&[
+        "list",
+        "use",
+        LIST,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &served.list_url,
+        "--smtp",
+        &served.smtp,
+    ]));
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert!(shown.contains("the servers DISAGREE"), "{shown}");
+    let synced = ok(olivia.run(&["list", "sync", LIST]));
+    assert!(
+        synced.contains("sent 0 op(s) to the key server and 1 to the list server; both at seq 13"),
+        "{synced}"
+    );
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert!(shown.contains("both servers agree"), "{shown}");
+    assert!(!shown.contains(members[5].address), "{shown}");
+    let synced = ok(olivia.run(&["list", "sync", LIST]));
+    assert!(
+        synced.contains("sent 0 op(s) to the key server and 0"),
+        "{synced}"
+    );
+}
+
+#[test]
+fn a_push_mode_list_delivers_copies_that_gpg_decrypts_with_gpg_made_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let Installation {
+        sink,
+        postfix: _postfix,
+        served,
+    } = install(dir.path());
+    let people = [
+        Person::new(dir.path(), "olivia@example.org"),
+        Person::new(dir.path(), "alice@example.net"),
+        Person::new(dir.path(), "bob@example.net"),
+    ];
+    // Each person's key is made by their own gpg and imported into hushlist.
+    let gpgs: Vec<Gpg> = people
+        .iter()
+        .map(|person| {
+            let gpg = Gpg::new();
+            let secret = gpg.generate(&format!("<{}>", person.address));
+            let file = dir.path().join(format!("{}.sec.asc", person.address));
+            std::fs::write(&file, secret).unwrap();
+            let out = ok(person.run(&["init", "--import", file.to_str().unwrap()]));
+            assert!(out.starts_with("identity "), "{out}");
+            gpg
+        })
+        .collect();
+    let [olivia, alice, bob] = &people;
+    create_list(olivia, &served, "push");
+    for member in [alice, bob] {
+        add(olivia, member, dir.path());
+        member.use_list(&served);
+    }
+    // Everyone's gpg knows the sender's key, to check the signature.
+    let olivia_cert = ok_bytes(olivia.run(&["key", "export"]));
+    for gpg in &gpgs {
+        ok_bytes(gpg.run(&["--import"], &olivia_cert));
+    }
+
+    ok(olivia.run_with(
+        &["send", "--list", LIST, "--subject", "Pushed"],
+        b"Each copy carries its reader's key.\n",
+    ));
+    for (person, gpg) in people.iter().zip(&gpgs) {
+        let copy = sink.wait_for_copies(person.address, 1).remove(0);
+        let text = String::from_utf8_lossy(&copy);
+        assert!(text.contains("by relay.hushlist.test (Postfix)"), "{text}");
+        // The mail client's view: gpg alone, no hushlist, no key server.
+        let decrypted = gpg.decrypt_pgp_mime(&copy);
+        let stderr = String::from_utf8_lossy(&decrypted.stderr);
+        assert!(decrypted.status.success(), "{}: {stderr}", person.address);
+        assert!(stderr.contains("Good signature"), "{stderr}");
+        assert!(
+            String::from_utf8_lossy(&decrypted.stdout)
+                .contains("Each copy carries its reader's key."),
+            "{}",
+            person.address
+        );
+        let opened = ok(person.run_with(&["open"], &copy));
+        assert!(opened.contains("Subject: Pushed"), "{opened}");
+        // Another member's gpg cannot read this member's copy.
+        let other = &gpgs[(people
+            .iter()
+            .position(|p| p.address == person.address)
+            .unwrap()
+            + 1)
+            % 3];
+        assert!(!other.decrypt_pgp_mime(&copy).status.success());
+    }
+
+    // Bob is removed: the next post reaches the others but not him, and the archive refuses him.
+    ok(olivia.run(&["list", "remove", LIST, bob.address]));
+    ok(olivia.run_with(
+        &["send", "--list", LIST, "--subject", "After"],
+        b"Bob is gone.\n",
+    ));
+    let copies = sink.wait_for_copies(alice.address, 2);
+    assert!(
+        copies
+            .iter()
+            .any(|copy| ok(gpgs[1].decrypt_pgp_mime(copy)).contains("Bob is gone.")),
+        "Alice can read the post made after Bob left"
+    );
+    assert_eq!(sink.copies_for(bob.address).len(), 1);
+    let err = refused(bob.run(&["archive", LIST]));
+    assert!(err.contains("list server refused"), "{err}");
 }
