@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hushlist_core::roster::{Change, MemberEntry, Role, Roster, SignedOp};
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
 use hushlist_core::{Address, Cert, SecretIdentity};
 use rand::rngs::OsRng;
 
@@ -18,7 +18,7 @@ pub enum RosterError {
     #[error("signing the roster op failed: {0}")]
     Sign(String),
     #[error(
-        "the key server took the change (seq {seq}) but the list server did not; run `hushlist list sync {list}`"
+        "the key server took the change (seq {seq}) but the list server did not; run `hushlist list sync {list}` (with --admin-token if this was the list's creation)"
     )]
     HalfApplied {
         list: Address,
@@ -122,6 +122,32 @@ pub fn read_member_file(path: &Path) -> Result<Vec<MemberEntry>, MemberFileError
     } else {
         Err(fail(problems))
     }
+}
+
+/// Creates `list` on both servers with `me` (at `my_address`) as its first owner: signs the
+/// genesis op and hands it to each with the operators' admin token.
+pub async fn create(
+    me: &SecretIdentity,
+    my_address: Address,
+    list: &ListConfig,
+    policy: Policy,
+    admin_token: &str,
+    now: u64,
+) -> Result<(), RosterError> {
+    let genesis = sign_genesis(OsRng, me, my_address, list.list.clone(), policy, now)
+        .map_err(|e| RosterError::Sign(e.to_string()))?;
+    Server::key_server(&list.key_server)
+        .create_list(admin_token, &genesis)
+        .await?;
+    Server::list_server(&list.list_server)
+        .create_list(admin_token, &genesis)
+        .await
+        .map_err(|source| RosterError::HalfApplied {
+            list: list.list.clone(),
+            seq: 0,
+            source,
+        })?;
+    Ok(())
 }
 
 /// Signs `change` on top of the key server's roster and sends it to both servers. Returns

@@ -1,121 +1,241 @@
-//! `hushlist demo`: one post from sender to members, in process, printing at each step what
-//! the list server and the key server saw. The servers here are their libraries' decision
-//! functions; the networked servers replace them as they land.
+//! `hushlist demo`: both servers on free loopback ports with a temporary data directory, a
+//! built-in mailbox sink as their relay, three people, one list and one post, printing at
+//! each step what the list server and the key server saw. Everything goes over the same
+//! HTTP and SMTP interfaces a real installation uses.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use hushlist_core::outer::EncryptedPost;
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
-use hushlist_core::{Address, Pkesk, SecretIdentity};
-use hushlist_envelope::{OpenWith, Signature, open, seal};
-use hushlist_keyserver::{ReleaseError, release};
-use hushlist_listserver::check_post;
+use hushlist_client::Home;
+use hushlist_client::lists::ListConfig;
+use hushlist_client::posts;
+use hushlist_client::remote::Server;
+use hushlist_client::rosters;
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role};
+use hushlist_core::{Address, SecretIdentity};
+use hushlist_envelope::Signature;
+use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
+use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
+use hushlist_listserver::delivery::{DeliveryConfig, RelayConfig};
+use hushlist_listserver::smtp::{PostSink, SinkError, SmtpConfig};
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
-const KEY_SERVER: &str = "https://keys.example.org";
+const DOMAIN: &str = "lists.example.org";
 
-pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
-    let person = |name: &str, address: &str| {
-        SecretIdentity::generate(OsRng, &format!("{name} <{address}>"))
-            .with_context(|| format!("generating a key for {address}"))
+/// The demo's relay: the project's own SMTP receiver with every address a mailbox, keeping
+/// what it is handed in memory.
+#[derive(Default)]
+struct Mailboxes {
+    received: Mutex<Vec<(Vec<Address>, Vec<u8>)>>,
+}
+
+impl Mailboxes {
+    fn delivered_to(&self, address: &Address) -> Option<Vec<u8>> {
+        let received = self.received.lock().expect("mailbox lock");
+        received
+            .iter()
+            .find(|(to, _)| to.iter().any(|a| a.same_mailbox(address)))
+            .map(|(_, message)| message.clone())
+    }
+
+    fn transactions(&self) -> usize {
+        self.received.lock().expect("mailbox lock").len()
+    }
+}
+
+impl PostSink for Mailboxes {
+    async fn is_list(&self, _address: &Address) -> Result<bool, SinkError> {
+        Ok(true)
+    }
+
+    async fn accept(
+        &self,
+        _mail_from: Option<&Address>,
+        recipients: &[Address],
+        message: Vec<u8>,
+    ) -> Result<String, SinkError> {
+        let mut received = self.received.lock().expect("mailbox lock");
+        received.push((recipients.to_vec(), message));
+        Ok(received.len().to_string())
+    }
+}
+
+struct Person {
+    name: &'static str,
+    address: Address,
+    identity: SecretIdentity,
+}
+
+pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
+    let data = tempfile::tempdir().context("creating a temporary data directory")?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+
+    let mailboxes = Arc::new(Mailboxes::default());
+    let sink_listener = tokio::net::TcpListener::bind(loopback).await?;
+    let sink_address = sink_listener.local_addr()?;
+    tokio::spawn(hushlist_listserver::smtp::serve(
+        sink_listener,
+        Arc::new(SmtpConfig::default()),
+        mailboxes.clone(),
+        8,
+        None,
+        std::future::pending(),
+    ));
+
+    crate::serve::shared_admin_token(data.path())?;
+    let key_server = keys::start(KeyDaemonConfig {
+        data_dir: data.path().join("keys"),
+        listen: loopback,
+        database: None,
+        domain: DOMAIN.into(),
+        tls: None,
+        sweep_every: Duration::from_secs(60),
+    })
+    .await?;
+    let mut delivery = DeliveryConfig::new(RelayConfig {
+        host: sink_address.ip().to_string(),
+        port: sink_address.port(),
+        helo_name: DOMAIN.into(),
+        timeout: Duration::from_secs(10),
+        starttls: None,
+    });
+    delivery.poll_interval = Duration::from_millis(50);
+    let list_server = lists::start(ListDaemonConfig {
+        data_dir: data.path().join("lists"),
+        database: None,
+        smtp_listen: loopback,
+        http_listen: loopback,
+        smtp: SmtpConfig {
+            hostname: DOMAIN.into(),
+            ..SmtpConfig::default()
+        },
+        max_connections: 16,
+        tls: None,
+        delivery,
+    })
+    .await?;
+    let config = ListConfig {
+        list: Address::parse(LIST)?,
+        key_server: key_server.url.clone(),
+        list_server: list_server.url.clone(),
+        smtp: list_server.smtp_address.to_string(),
     };
-    let olivia = person("Olivia", "olivia@example.org")?;
-    let bob = person("Bob", "bob@example.org")?;
-    let carol = person("Carol", "carol@example.org")?;
-    let key_server = person("Key server", "keys@keys.example.org")?;
-    writeln!(out, "1. Identities (Ed25519 + Cv25519, gpg-compatible):")?;
-    for (who, id) in [
-        ("olivia (owner)", &olivia),
-        ("bob", &bob),
-        ("carol", &carol),
-        ("key server", &key_server),
-    ] {
-        writeln!(out, "   {who:<15} {}", id.fingerprint())?;
-    }
-
-    let list = Address::parse(LIST)?;
-    let genesis = sign_genesis(
-        OsRng,
-        &olivia,
-        Address::parse("olivia@example.org")?,
-        list,
-        Policy::default(),
-        now(),
-    )?;
-    let mut roster = Roster::genesis(genesis)?;
-    for (id, address) in [(&bob, "bob@example.org"), (&carol, "carol@example.org")] {
-        let member = MemberEntry {
-            address: Address::parse(address)?,
-            cert: id.cert().to_armored(),
-            role: Role::Member,
-        };
-        let op = roster.sign_next(OsRng, &olivia, now(), Change::Add { member })?;
-        roster.apply(op)?;
-    }
     writeln!(
         out,
-        "\n2. Olivia signs the roster of {LIST}: {} members, head seq {} ({}).\n   Both servers verify every op; neither can add a reader on its own.",
-        roster.members().count(),
-        roster.head_seq(),
-        &roster.head_hash().as_str()[..16]
+        "Both servers on loopback, data in {} (removed at the end):\n   key server   {}\n   list server  {}, SMTP {}, relaying to the demo's mailbox sink on {sink_address}",
+        data.path().display(),
+        config.key_server,
+        config.list_server,
+        config.smtp
+    )?;
+
+    writeln!(
+        out,
+        "\n1. Three people make identities (Ed25519 + Cv25519, gpg-compatible):"
+    )?;
+    let mut people = Vec::new();
+    for (name, address) in [
+        ("olivia", "olivia@example.org"),
+        ("bob", "bob@example.net"),
+        ("carol", "carol@example.net"),
+    ] {
+        let home = Home::at(data.path().join("homes").join(name));
+        let identity = home.init_generate(OsRng, address, None)?;
+        writeln!(out, "   {address:<20} {}", identity.fingerprint())?;
+        people.push(Person {
+            name,
+            address: Address::parse(address)?,
+            identity,
+        });
+    }
+    let [olivia, bob, carol] = &people[..] else {
+        unreachable!("three people")
+    };
+
+    let admin_token = std::fs::read_to_string(data.path().join("admin.token"))?;
+    rosters::create(
+        &olivia.identity,
+        olivia.address.clone(),
+        &config,
+        Policy::default(),
+        admin_token.trim(),
+        now(),
+    )
+    .await?;
+    for member in [bob, carol] {
+        let entry = MemberEntry {
+            address: member.address.clone(),
+            cert: member.identity.cert().to_armored(),
+            role: Role::Member,
+        };
+        rosters::change(
+            &olivia.identity,
+            &config,
+            Change::Add { member: entry },
+            now(),
+        )
+        .await?;
+    }
+    let (key_head, list_head) = heads(&config).await?;
+    writeln!(
+        out,
+        "\n2. Olivia creates {LIST} and adds bob and carol: each change an op she signs and sends\n   to both servers, which verify every op. Key server at seq {key_head}, list server at seq {list_head}{}.",
+        if key_head == list_head {
+            ": they agree"
+        } else {
+            ": they DISAGREE"
+        }
     )?;
 
     let post = format!(
-        "From: Olivia <olivia@example.org>\r\nTo: {LIST}\r\nSubject: Quarterly numbers\r\n\
-         Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nRevenue is up. Keep it to yourselves.\r\n"
+        "From: Olivia <{}>\r\nTo: {LIST}\r\nSubject: Quarterly numbers\r\n\r\nRevenue is up. Keep it to yourselves.\r\n",
+        olivia.address
     );
-    let sealed = seal(OsRng, post.as_bytes(), &olivia, KEY_SERVER)?;
-    let sealed_to_server = Pkesk::seal(OsRng, &sealed.session_key, key_server.cert())?;
-    let posted_at = roster.head_seq();
-    // What the key server holds: the deposit opened with its own key (kept encrypted at rest).
-    let held_key = sealed_to_server.unseal(&key_server)?;
+    let sent = posts::send(&olivia.identity, &config, post.as_bytes()).await?;
     writeln!(
         out,
-        "\n3. Olivia seals the post under key id {}.",
-        sealed.key_id
+        "\n3. Olivia sends \"Quarterly numbers\": sealed on her machine under key id {},\n   the key deposited at the key server, the ciphertext posted to the list server over SMTP.",
+        sent.key_id
     )?;
-    writeln!(
-        out,
-        "   Key server receives: key id, list, roster seq {}, and the session key sealed to its own key ({} bytes).\n   It never receives the message.",
-        posted_at,
-        sealed_to_server.as_bytes().len()
-    )?;
+    let key_id = sent.key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    print_key_server_view(out, &people, &config, &key_id).await?;
 
-    let accepted = check_post(&sealed.message, &roster)
-        .map_err(|e| anyhow::anyhow!("list server refused the post: {e}"))?;
-    let outer = String::from_utf8_lossy(&sealed.message);
-    let header_end = outer.find("\r\n\r\n").unwrap_or(outer.len());
-    writeln!(
-        out,
-        "\n4. List server accepts the post from {} and stores only this:",
-        accepted.from
-    )?;
-    for line in outer[..header_end].lines() {
-        writeln!(out, "   | {line}")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut copies = Vec::new();
+    for person in &people {
+        let copy = loop {
+            if let Some(copy) = mailboxes.delivered_to(&person.address) {
+                break copy;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the list server did not deliver to {} in time",
+                    person.address
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        copies.push(copy);
     }
     writeln!(
         out,
-        "   | (+ {} bytes of OpenPGP ciphertext)",
-        accepted.packets.len()
+        "\n4. The list server relayed the post to 3 members in {} SMTP transaction(s). What it stored\n   and sent is this, and nothing else:",
+        mailboxes.transactions()
     )?;
-    if outer.contains("Quarterly") || outer.contains("Revenue") {
-        bail!("the outer message leaks the subject or body");
-    }
+    print_outer(out, &copies[0])?;
 
     writeln!(
         out,
-        "\n5. Each member asks the key server and opens the post:"
+        "\n5. Each member opens their copy, fetching its key from the key server:"
     )?;
-    for (name, member) in [("olivia", &olivia), ("bob", &bob), ("carol", &carol)] {
-        let pkesk = release(OsRng, &roster, posted_at, &held_key, member.fingerprint())?;
-        let opened = open(
-            &sealed.message,
-            OpenWith::Pkesk(&pkesk, member),
-            &[olivia.cert().clone()],
-        )?;
-        let Signature::Valid(signer) = opened.signature else {
+    for (person, copy) in people.iter().zip(&copies) {
+        let (opened, signer) =
+            posts::open_post(&person.identity, std::slice::from_ref(&config), copy).await?;
+        let (Signature::Valid(_), Some(signer)) = (&opened.signature, signer) else {
             bail!("the signature inside the post did not verify");
         };
         let text = String::from_utf8_lossy(&opened.message);
@@ -125,45 +245,97 @@ pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
             .unwrap_or("Subject: ?");
         writeln!(
             out,
-            "   {name:<7} reads \"{subject}\", signed by {}",
-            &signer.as_str()[..16]
+            "   {:<7} reads \"{subject}\", signed by {signer}",
+            person.name
         )?;
     }
 
-    let removal = roster.sign_next(
-        OsRng,
-        &olivia,
-        now(),
+    rosters::change(
+        &olivia.identity,
+        &config,
         Change::Remove {
-            address: Address::parse("carol@example.org")?,
+            address: carol.address.clone(),
         },
-    )?;
-    roster.apply(removal)?;
+        now(),
+    )
+    .await?;
     writeln!(
         out,
-        "\n6. Olivia removes carol (roster seq {}). The list keeps keys to the current roster, so:",
-        roster.head_seq()
+        "\n6. Olivia removes carol. The list keeps keys to its current members, so carol's copy\n   is now sealed shut:"
     )?;
-    match release(OsRng, &roster, posted_at, &held_key, carol.fingerprint()) {
-        Err(ReleaseError::Refused(refusal)) => {
-            writeln!(out, "   key server refuses carol: {refusal}")?
-        }
-        other => bail!("carol should have been refused, got {other:?}"),
+    match posts::open_post(&carol.identity, std::slice::from_ref(&config), &copies[2]).await {
+        Err(refusal) => writeln!(out, "   carol is refused: {refusal}")?,
+        Ok(_) => bail!("carol could still open the post after her removal"),
     }
-    let pkesk = release(OsRng, &roster, posted_at, &held_key, bob.fingerprint())?;
-    writeln!(out, "   bob still gets the key.")?;
+    posts::open_post(&bob.identity, std::slice::from_ref(&config), &copies[1]).await?;
+    writeln!(out, "   bob still opens it.")?;
+    print_key_server_view(out, &people, &config, &key_id).await?;
 
-    let spliced = EncryptedPost::parse(&sealed.message)?.splice(&sealed.message, &[pkesk]);
-    open(&spliced, OpenWith::Identity(&bob), &[])?;
-    writeln!(
-        out,
-        "\n7. Push mode: the list server splices bob's PKESK into his copy ({} bytes), a standard\n   PGP/MIME message gpg or Thunderbird decrypt with bob's key alone. The list server still\n   holds no usable key: the PKESK opens only with bob's secret key.",
-        spliced.len()
-    )?;
+    list_server.stop().await;
     writeln!(
         out,
         "\nDone: the list server saw ciphertext only, the key server saw keys only."
     )?;
+    Ok(())
+}
+
+async fn heads(config: &ListConfig) -> anyhow::Result<(u64, u64)> {
+    let keys = Server::key_server(&config.key_server)
+        .roster(&config.list)
+        .await?;
+    let lists = Server::list_server(&config.list_server)
+        .roster(&config.list)
+        .await?;
+    Ok((keys.head_seq(), lists.head_seq()))
+}
+
+/// The key server's own record of a post's key (read with the owner's, the first person's,
+/// signed request): who deposited, fetched or was refused it.
+async fn print_key_server_view(
+    out: &mut impl Write,
+    people: &[Person],
+    config: &ListConfig,
+    key_id: &hushlist_core::KeyId,
+) -> anyhow::Result<()> {
+    let log = Server::key_server(&config.key_server)
+        .audit(&people[0].identity, &config.list, key_id)
+        .await?;
+    writeln!(
+        out,
+        "   The key server holds the key (encrypted at rest) and never the message; its log:"
+    )?;
+    for entry in log.entries {
+        writeln!(
+            out,
+            "   | {:<7} {} {}{}",
+            people
+                .iter()
+                .find(|p| p.identity.fingerprint().as_str() == entry.actor)
+                .map_or(entry.actor.as_str(), |p| p.name),
+            entry.action,
+            entry.outcome,
+            entry.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// The headers of a delivered copy and the size of its ciphertext, checking that neither
+/// the subject nor the body travel in the clear.
+fn print_outer(out: &mut impl Write, copy: &[u8]) -> anyhow::Result<()> {
+    let text = String::from_utf8_lossy(copy);
+    let header_end = text.find("\r\n\r\n").unwrap_or(text.len());
+    for line in text[..header_end].lines() {
+        writeln!(out, "   | {line}")?;
+    }
+    writeln!(
+        out,
+        "   | (+ {} bytes of OpenPGP ciphertext)",
+        copy.len() - header_end
+    )?;
+    if text.contains("Quarterly") || text.contains("Revenue") {
+        bail!("the list server's copy leaks the subject or body");
+    }
     Ok(())
 }
 

@@ -14,9 +14,7 @@ use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
 use hushlist_client::rosters;
-use hushlist_core::roster::{
-    Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Role, sign_genesis,
-};
+use hushlist_core::roster::{Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Role};
 use hushlist_core::{Cert, SecretIdentity};
 use hushlist_envelope::Signature;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -463,7 +461,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Ok(()),
             }
         }
-        Command::Demo => demo::run(&mut std::io::stdout().lock()),
+        Command::Demo => demo::run(&mut std::io::stdout().lock()).await,
         Command::Init {
             email,
             name,
@@ -526,21 +524,17 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                 },
                 ..Policy::default()
             };
-            let genesis = sign_genesis(
-                OsRng,
-                &me,
-                my_address(&me)?,
-                config.list.clone(),
-                policy,
-                now(),
-            )?;
-            Server::key_server(&config.key_server)
-                .create_list(&admin_token, &genesis)
-                .await?;
-            Server::list_server(&config.list_server)
-                .create_list(&admin_token, &genesis)
-                .await?;
-            home.save_list(&config)?;
+            let created =
+                rosters::create(&me, my_address(&me)?, &config, policy, &admin_token, now()).await;
+            // Once the key server has the list, this home must remember it, so that
+            // `list sync` can finish a creation the list server missed.
+            if matches!(
+                created,
+                Ok(()) | Err(rosters::RosterError::HalfApplied { .. })
+            ) {
+                home.save_list(&config)?;
+            }
+            created?;
             println!("created {} with you as owner on both servers", config.list);
             Ok(())
         }

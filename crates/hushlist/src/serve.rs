@@ -314,7 +314,7 @@ pub async fn run(which: Option<Which>, flags: ServeFlags) -> anyhow::Result<()> 
 
 /// Writes `DATA/admin.token` (created on first start) as both servers' admin token, unless
 /// a server already has its own.
-fn shared_admin_token(data_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn shared_admin_token(data_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let token = hushlist_http::tokens::load_or_create(data_dir, "admin.token")

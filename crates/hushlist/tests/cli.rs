@@ -21,8 +21,13 @@ fn demo_runs_end_to_end_and_shows_what_each_server_saw() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| Subject: [...]"));
-    assert!(stdout.contains("key server refuses carol"));
+    assert!(stdout.contains("| Subject: [...]"), "{stdout}");
+    assert!(
+        stdout.contains("carol is refused: the key server refused"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| carol   release refused"), "{stdout}");
+    assert!(stdout.contains("| olivia  deposit stored"), "{stdout}");
     assert_eq!(
         stdout
             .matches("reads \"Subject: Quarterly numbers\"")
