@@ -503,3 +503,59 @@ fn a_push_mode_list_delivers_copies_that_gpg_decrypts_with_gpg_made_keys() {
     let err = refused(bob.run(&["archive", LIST]));
     assert!(err.contains("list server refused"), "{err}");
 }
+
+#[test]
+fn a_passphrase_protected_gpg_key_imports_only_with_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpg = Gpg::new();
+    let protect = ["--passphrase", "correct horse"];
+    ok_bytes(
+        gpg.run(
+            &[
+                &protect[..],
+                &[
+                    "--quick-gen-key",
+                    "<dora@example.net>",
+                    "future-default",
+                    "default",
+                    "never",
+                ],
+            ]
+            .concat(),
+            b"",
+        ),
+    );
+    let secret = ok_bytes(
+        gpg.run(
+            &[
+                &protect[..],
+                &["--armor", "--export-secret-keys", "dora@example.net"],
+            ]
+            .concat(),
+            b"",
+        ),
+    );
+    let file = dir.path().join("dora.sec.asc");
+    std::fs::write(&file, secret).unwrap();
+    let home = dir.path().join("dora");
+    let err = refused(hushlist(
+        &home,
+        &["init", "--import", file.to_str().unwrap()],
+        b"",
+    ));
+    assert!(
+        err.contains("is locked; put its passphrase in HUSHLIST_PASSPHRASE"),
+        "{err}"
+    );
+
+    let imported = std::process::Command::new(env!("CARGO_BIN_EXE_hushlist"))
+        .args(["init", "--import", file.to_str().unwrap()])
+        .env("HUSHLIST_HOME", &home)
+        .env("HUSHLIST_PASSPHRASE", "correct horse")
+        .output()
+        .unwrap();
+    ok(imported);
+    // The stored identity stays locked under the same passphrase.
+    let err = refused(hushlist(&home, &["key", "fingerprint"], b""));
+    assert!(err.contains("is locked"), "{err}");
+}
