@@ -1,11 +1,14 @@
 //! Storage for the hushlist servers. One interface ([`Store`]) over SQLx's `Any` driver, so the
-//! same queries run on SQLite (the embedded default) and PostgreSQL. This is the only crate that
-//! knows SQL; it stores opaque bytes and knows nothing of cryptography.
+//! same queries run on SQLite (the embedded default) and PostgreSQL (for several instances of
+//! a server sharing one database). This is the only crate that knows SQL; it stores opaque
+//! bytes and knows nothing of cryptography.
 //!
 //! Every write returns only after the database committed it (SQLite: WAL with
-//! `synchronous=FULL`), so a server may acknowledge what a call here accepted.
+//! `synchronous=FULL`; PostgreSQL: its default synchronous commit), so a server may
+//! acknowledge what a call here accepted.
 
 pub mod rosters;
+pub mod scratch;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -149,16 +152,28 @@ pub enum Inserted {
     AlreadyPresent,
 }
 
+/// Which database a [`Store`] runs on, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
-    /// `sqlite://PATH` is the only scheme so far.
+    /// Opens the database at `url` and applies migrations: `sqlite://PATH` (created if
+    /// missing) or `postgres://…` (the database must exist; several instances may open it
+    /// at once, since migrations take PostgreSQL's advisory lock).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::open_postgres(url).await;
+        }
         if !url.starts_with("sqlite:") {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         }
@@ -186,7 +201,33 @@ impl Store {
             })
             .connect_with(any_options)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let mut conn = sqlx::postgres::PgConnectOptions::from_str(url)?
+            .connect()
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut conn)
+            .await?;
+        drop(conn);
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(AnyConnectOptions::from_str(url)?)
+            .await?;
+        Ok(Store {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Checks the database answers (for health endpoints).
@@ -513,14 +554,31 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $2 \
-             WHERE state = 'pending' AND next_attempt_at <= $1 AND (post_id, recipient) IN ( \
-                 SELECT post_id, recipient FROM deliveries \
-                 WHERE state = 'pending' AND next_attempt_at <= $1 \
-                 ORDER BY next_attempt_at, post_id, recipient LIMIT $3) \
-             RETURNING post_id, recipient, attempts",
-        )
+        // SQLite serializes writers, so the UPDATE alone is atomic. PostgreSQL runs
+        // concurrent claims from many processes: each locks its rows in a CTE (evaluated
+        // exactly once, unlike an IN subquery the planner may rescan) and skips rows another
+        // claim has locked instead of waiting for them or taking them twice.
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE deliveries SET next_attempt_at = $2 \
+                 WHERE state = 'pending' AND next_attempt_at <= $1 AND (post_id, recipient) IN ( \
+                     SELECT post_id, recipient FROM deliveries \
+                     WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, post_id, recipient LIMIT $3) \
+                 RETURNING post_id, recipient, attempts"
+            }
+            Backend::Postgres => {
+                "WITH due AS ( \
+                     SELECT post_id, recipient FROM deliveries \
+                     WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, post_id, recipient LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED) \
+                 UPDATE deliveries AS d SET next_attempt_at = $2 FROM due \
+                 WHERE d.post_id = due.post_id AND d.recipient = due.recipient \
+                 RETURNING d.post_id, d.recipient, d.attempts"
+            }
+        };
+        let rows = sqlx::query(sql)
         .bind(now)
         .bind(lease_until)
         .bind(limit)

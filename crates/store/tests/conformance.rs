@@ -1,17 +1,53 @@
-//! Store behaviour every backend must share. Runs on SQLite here; PostgreSQL joins with its
-//! backend.
+//! Store behaviour every backend must share, run on SQLite and on PostgreSQL (the server at
+//! `$HUSHLIST_TEST_POSTGRES`, which `.ci/run` starts on loopback): each test gets a fresh
+//! database of each kind.
 
+use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
     StoredOp,
 };
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let store = Store::open(&url).await.unwrap();
-    (dir, store)
+/// Runs each conformance test once per backend.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let db = hushlist_store::scratch::ScratchDb::sqlite().unwrap();
+                    super::$test(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let db = hushlist_store::scratch::ScratchDb::postgres().await.unwrap_or_else(|e| {
+                        panic!(
+                            "no PostgreSQL at {} ({e}); run .ci/run once, or set HUSHLIST_TEST_POSTGRES",
+                            hushlist_store::scratch::postgres_admin_url()
+                        )
+                    });
+                    super::$test(&db).await;
+                }
+            )*
+        }
+    };
 }
+
+conformance!(
+    roster_ops_append_once_per_seq_and_read_back_in_order,
+    session_keys_insert_once_and_destruction_leaves_only_a_tombstone,
+    nonces_are_single_use_until_pruned,
+    audit_entries_come_back_in_order_and_secrets_are_first_writer_wins,
+    data_survives_reopening,
+    a_post_and_its_deliveries_are_stored_together,
+    deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed,
+    suspensions_are_per_list_and_resume_removes_them,
+    concurrent_claims_from_two_instances_take_each_delivery_once,
+);
 
 fn key_row(key_id: &str) -> SessionKeyRow {
     SessionKeyRow {
@@ -27,9 +63,8 @@ fn key_row(key_id: &str) -> SessionKeyRow {
     }
 }
 
-#[tokio::test]
-async fn roster_ops_append_once_per_seq_and_read_back_in_order() {
-    let (_dir, store) = store().await;
+async fn roster_ops_append_once_per_seq_and_read_back_in_order(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     let op = |seq, b: u8| StoredOp {
         seq,
         body: vec![b],
@@ -60,9 +95,8 @@ async fn roster_ops_append_once_per_seq_and_read_back_in_order() {
     assert_eq!(store.lists().await.unwrap(), ["l", "other"]);
 }
 
-#[tokio::test]
-async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone() {
-    let (_dir, store) = store().await;
+async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     assert_eq!(
         store.insert_session_key(&key_row("k1")).await.unwrap(),
         Inserted::New
@@ -102,9 +136,8 @@ async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone() {
     assert_eq!(store.count_session_keys().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn nonces_are_single_use_until_pruned() {
-    let (_dir, store) = store().await;
+async fn nonces_are_single_use_until_pruned(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     assert!(store.remember_nonce("A", "n1", 10).await.unwrap());
     assert!(!store.remember_nonce("A", "n1", 10).await.unwrap());
     assert!(store.remember_nonce("B", "n1", 10).await.unwrap());
@@ -112,9 +145,8 @@ async fn nonces_are_single_use_until_pruned() {
     assert!(store.remember_nonce("A", "n1", 20).await.unwrap());
 }
 
-#[tokio::test]
-async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins() {
-    let (_dir, store) = store().await;
+async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     for (i, action) in ["deposit", "release", "refuse"].iter().enumerate() {
         let entry = AuditEntry {
             key_id: "k".into(),
@@ -156,22 +188,18 @@ async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins() {
     assert_eq!(store.server_secret("id").await.unwrap(), Some(first));
 }
 
-#[tokio::test]
-async fn data_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+async fn data_survives_reopening(db: &ScratchDb) {
     {
-        let store = Store::open(&url).await.unwrap();
+        let store = db.open().await.unwrap();
         store.insert_session_key(&key_row("k9")).await.unwrap();
     }
-    let store = Store::open(&url).await.unwrap();
+    let store = Store::open(db.url()).await.unwrap();
     assert_eq!(store.session_key("k9").await.unwrap(), Some(key_row("k9")));
     assert!(Store::open("mysql://x").await.is_err());
 }
 
-#[tokio::test]
-async fn a_post_and_its_deliveries_are_stored_together() {
-    let (_dir, store) = store().await;
+async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     let post = hushlist_store::PostRow {
         id: 0,
         list: "l".into(),
@@ -197,9 +225,8 @@ async fn a_post_and_its_deliveries_are_stored_together() {
     assert!(store.pending_deliveries(second).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed() {
-    let (_dir, store) = store().await;
+async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     let post = hushlist_store::PostRow {
         id: 0,
         list: "l".into(),
@@ -295,9 +322,8 @@ async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed() {
     );
 }
 
-#[tokio::test]
-async fn suspensions_are_per_list_and_resume_removes_them() {
-    let (_dir, store) = store().await;
+async fn suspensions_are_per_list_and_resume_removes_them(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
     store
         .suspend("l", "a@example.org", "bounces", 5)
         .await
@@ -320,4 +346,45 @@ async fn suspensions_are_per_list_and_resume_removes_them() {
     assert!(!store.resume("l", "a@example.org").await.unwrap());
     assert!(store.suspensions("l").await.unwrap().is_empty());
     assert_eq!(store.suspensions("other").await.unwrap().len(), 1);
+}
+
+async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &ScratchDb) {
+    let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
+    let post = hushlist_store::PostRow {
+        id: 0,
+        list: "l".into(),
+        mail_from: None,
+        key_id: "k".into(),
+        message_id: None,
+        received_at: 100,
+        message: b"ciphertext".to_vec(),
+    };
+    let recipients: Vec<String> = (0..1000).map(|i| format!("m{i}@example.org")).collect();
+    instances[0].insert_post(&post, &recipients).await.unwrap();
+    // Eight workers, four per instance (each instance its own connection pool), claim in
+    // small batches until nothing is due.
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let store = instances[worker % 2].clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..1000 {
+                let claimed = store.claim_deliveries(100, 10_000, 37).await.unwrap();
+                if claimed.is_empty() {
+                    break;
+                }
+                mine.extend(claimed.into_iter().map(|c| c.recipient));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(claimed, 1000, "every delivery claimed exactly once");
+    assert_eq!(all.len(), 1000);
 }
