@@ -67,3 +67,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
 }
+
+/// Prints a line a supervisor or test reads to learn where a server listens. Errors are
+/// ignored: a reader that stopped listening (a closed pipe) must not bring the server down.
+pub fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}

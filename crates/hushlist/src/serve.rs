@@ -250,11 +250,11 @@ pub async fn run(which: Option<Which>, flags: ServeFlags) -> anyhow::Result<()> 
         Some(Which::Lists) => None,
         _ => {
             let running = keys::start(settings.keys).await?;
-            println!(
+            hushlist_http::announce(&format!(
                 "key server on {} (admin token in {})",
                 running.url,
                 running.admin_token_file.display()
-            );
+            ));
             Some(running)
         }
     };
@@ -277,12 +277,12 @@ pub async fn run(which: Option<Which>, flags: ServeFlags) -> anyhow::Result<()> 
                 settings.lists.delivery.key_server = Some(KeyServerAccess { url, grants_token });
             }
             let running = lists::start(settings.lists).await?;
-            println!(
+            hushlist_http::announce(&format!(
                 "list server on {}, SMTP {} (admin token in {})",
                 running.url,
                 running.smtp_address,
                 running.admin_token_file.display()
-            );
+            ));
             Some(running)
         }
     };

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         sweep_every: Duration::from_secs(args.sweep_secs),
     })
     .await?;
-    println!("listening on {}", running.url);
+    hushlist_http::announce(&format!("listening on {}", running.url));
     tokio::select! {
         served = running.serving => served.context("the HTTP service stopped")??,
         _ = tokio::signal::ctrl_c() => {}

@@ -171,8 +171,8 @@ async fn main() -> anyhow::Result<()> {
         delivery,
     })
     .await?;
-    println!("smtp on {}", running.smtp_address);
-    println!("listening on {}", running.url);
+    hushlist_http::announce(&format!("smtp on {}", running.smtp_address));
+    hushlist_http::announce(&format!("listening on {}", running.url));
     let serving = async {
         (&mut running.serving)
             .await

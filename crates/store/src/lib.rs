@@ -18,7 +18,9 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
+    )]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -579,11 +581,11 @@ impl Store {
             }
         };
         let rows = sqlx::query(sql)
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut claimed: Vec<ClaimedDelivery> = rows
             .iter()
             .map(|r| ClaimedDelivery {

@@ -23,8 +23,13 @@ pub struct ScratchDb {
 
 enum Kind {
     /// Held for its Drop, which removes the file.
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { admin_url: String, name: String },
+    Sqlite {
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
 }
 
 impl ScratchDb {
