@@ -1,9 +1,9 @@
 //! Checking a signed request from someone on a list's roster: per-signer rate limit,
-//! signature, clock skew, and the nonce recorded in the store (shared by every instance).
+//! signature, clock skew, and the nonce. The rate-limit counts and the nonces live in the
+//! store, shared by every instance of the server, so a signer's limit and a request's
+//! single use hold whichever instance they reach.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::request::{RequestError, SignedRequest, VerifiedRequest};
 use hushlist_core::roster::Roster;
@@ -13,23 +13,28 @@ use hushlist_store::Store;
 use crate::ApiError;
 
 pub struct RequestVerifier {
-    rate_per_sec: f64,
-    rate_burst: f64,
-    buckets: Mutex<HashMap<Fingerprint, Bucket>>,
+    /// Requests a signer may make per window.
+    per_window: i64,
+    window_secs: u64,
 }
 
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
+/// Rate-limit windows are forgotten this long after they end.
+const WINDOW_MEMORY_SECS: u64 = 3600;
 
 impl RequestVerifier {
-    /// Each signer may make `rate_burst` requests at once and `rate_per_sec` after that.
+    /// Each signer may make `rate_burst` requests at once and `rate_per_sec` on average: at
+    /// most `rate_burst` in each window of `rate_burst / rate_per_sec` seconds.
     pub fn new(rate_per_sec: f64, rate_burst: f64) -> Self {
+        let window_secs = if rate_per_sec > 0.0 {
+            (rate_burst / rate_per_sec)
+                .ceil()
+                .clamp(1.0, u64::MAX as f64) as u64
+        } else {
+            u64::MAX
+        };
         RequestVerifier {
-            rate_per_sec,
-            rate_burst,
-            buckets: Mutex::new(HashMap::new()),
+            per_window: rate_burst.clamp(1.0, i64::MAX as f64) as i64,
+            window_secs,
         }
     }
 
@@ -55,11 +60,11 @@ impl RequestVerifier {
                 )
             })?
             .clone();
-        // Buckets exist only for identities on some roster, so strangers cannot grow the map.
-        self.rate_limit(&request.signer)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        // Counted only for identities on some roster, so strangers cannot grow the table.
+        self.rate_limit(store, &request.signer, now).await?;
         let verified = request
             .verify_signature_and_clock(purpose, &cert, now)
             .map_err(ApiError::request)?;
@@ -76,20 +81,25 @@ impl RequestVerifier {
         Ok((verified, cert))
     }
 
-    fn rate_limit(&self, who: &Fingerprint) -> Result<(), ApiError> {
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        let now = Instant::now();
-        let bucket = buckets.entry(who.clone()).or_insert(Bucket {
-            tokens: self.rate_burst,
-            last: now,
-        });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate_per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(self.rate_burst);
-        bucket.last = now;
-        if bucket.tokens < 1.0 {
+    async fn rate_limit(&self, store: &Store, who: &Fingerprint, now: u64) -> Result<(), ApiError> {
+        let window_start = now - now % self.window_secs;
+        let count = store
+            .count_request(
+                who.as_str(),
+                i64::try_from(window_start).unwrap_or(i64::MAX),
+            )
+            .await?;
+        if count > self.per_window {
             return Err(ApiError::rate_limited(who));
         }
-        bucket.tokens -= 1.0;
         Ok(())
+    }
+
+    /// When rate-limit windows that no longer matter may be pruned (those started before).
+    pub fn prunable_before(&self, now: u64) -> i64 {
+        let before = now
+            .saturating_sub(self.window_secs)
+            .saturating_sub(WINDOW_MEMORY_SECS);
+        i64::try_from(before).unwrap_or(0)
     }
 }

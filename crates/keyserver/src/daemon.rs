@@ -11,7 +11,7 @@ use hushlist_store::Store;
 use rand::rngs::OsRng;
 use tokio::task::JoinHandle;
 
-use crate::master::{MASTER_KEY_ENV, MasterKey, MasterKeyError};
+use crate::master::{MASTER_KEY_ENV, MasterKey, MasterKeyError, PREVIOUS_KEYS_ENV};
 use crate::{ApiError, KeyServer, ServiceConfig, router};
 
 /// Where and how the key server runs.
@@ -80,7 +80,11 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
         OsRng,
         &config.data_dir,
         std::env::var(MASTER_KEY_ENV).ok().as_deref(),
-    )?;
+    )?
+    .with_previous(MasterKey::load_previous(
+        &config.data_dir,
+        std::env::var(PREVIOUS_KEYS_ENV).ok().as_deref(),
+    )?);
     let admin_token_file = config.data_dir.join("admin.token");
     let grants_token_file = config.data_dir.join("grants.token");
     let admin_token = hushlist_http::tokens::load_or_create(&config.data_dir, "admin.token")
@@ -117,6 +121,15 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
             tick.tick().await;
             if let Err(e) = sweeper.expire_due().await {
                 tracing::warn!(error = %e, "expiry sweep failed");
+            }
+            match sweeper.reseal_under_current_master(1000).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(resealed = n, "re-sealed keys under the current master key")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-sealing under the current master key failed")
+                }
             }
         }
     });

@@ -16,6 +16,11 @@ use zeroize::Zeroizing;
 /// Environment variable that may hold the master key (64 hex digits) instead of the file.
 pub const MASTER_KEY_ENV: &str = "HUSHLIST_MASTER_KEY";
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Retired master keys, still used to read rows sealed under them until the sweep has
+/// re-sealed those under the current key: comma-separated hex in this variable, or one a
+/// line in the file of this name in the data directory.
+pub const PREVIOUS_KEYS_ENV: &str = "HUSHLIST_MASTER_KEY_PREVIOUS";
+pub const PREVIOUS_KEYS_FILE: &str = "master.key.previous";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
@@ -27,7 +32,7 @@ pub enum MasterKeyError {
         source: std::io::Error,
     },
     #[error(
-        "data was sealed under master key {found}, but this server has {ours}; configure the old key to read it"
+        "data was sealed under master key {found}, but this server has {ours}; give the old key in HUSHLIST_MASTER_KEY_PREVIOUS to read it"
     )]
     WrongKey { found: String, ours: String },
     #[error("sealed data failed its integrity check (corrupted or tampered)")]
@@ -37,6 +42,8 @@ pub enum MasterKeyError {
 pub struct MasterKey {
     id: String,
     cipher: Aes256Gcm,
+    /// Retired keys by id: they open, never seal.
+    previous: Vec<(String, Aes256Gcm)>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -61,6 +68,47 @@ impl MasterKey {
         MasterKey {
             id,
             cipher: Aes256Gcm::new(bytes.into()),
+            previous: Vec::new(),
+        }
+    }
+
+    /// Adds retired keys that may still open what they sealed (rotation).
+    pub fn with_previous(mut self, previous: Vec<MasterKey>) -> Self {
+        self.previous.extend(
+            previous
+                .into_iter()
+                .filter(|key| key.id != self.id)
+                .map(|key| (key.id, key.cipher)),
+        );
+        self
+    }
+
+    /// Parses retired keys written as hex, separated by commas or line ends.
+    pub fn parse_previous(text: &str) -> Result<Vec<MasterKey>, MasterKeyError> {
+        text.split([',', '\n'])
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(Self::from_hex)
+            .collect()
+    }
+
+    /// Retired keys from `HUSHLIST_MASTER_KEY_PREVIOUS` if set, else from
+    /// `DATA_DIR/master.key.previous` if it exists.
+    pub fn load_previous(
+        data_dir: &Path,
+        from_env: Option<&str>,
+    ) -> Result<Vec<MasterKey>, MasterKeyError> {
+        if let Some(text) = from_env {
+            return Self::parse_previous(text);
+        }
+        let path = data_dir.join(PREVIOUS_KEYS_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Self::parse_previous(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(MasterKeyError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
         }
     }
 
@@ -147,16 +195,27 @@ impl MasterKey {
         sealed: &SealedBlob,
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
-        if sealed.master_key_id != self.id {
-            return Err(MasterKeyError::WrongKey {
-                found: sealed.master_key_id.clone(),
-                ours: self.id.clone(),
-            });
-        }
+        let cipher = if sealed.master_key_id == self.id {
+            &self.cipher
+        } else {
+            match self
+                .previous
+                .iter()
+                .find(|(id, _)| *id == sealed.master_key_id)
+            {
+                Some((_, cipher)) => cipher,
+                None => {
+                    return Err(MasterKeyError::WrongKey {
+                        found: sealed.master_key_id.clone(),
+                        ours: self.id.clone(),
+                    });
+                }
+            }
+        };
         if sealed.nonce.len() != 12 {
             return Err(MasterKeyError::Corrupt);
         }
-        self.cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(&sealed.nonce),
                 Payload {

@@ -463,6 +463,53 @@ impl KeyServer {
         Ok(())
     }
 
+    /// Re-seals, under the current master key, up to `limit` session keys (and the server's
+    /// own key) still sealed under a retired one; returns how many. Once it returns 0 the
+    /// retired keys can be dropped from the configuration.
+    pub async fn reseal_under_current_master(&self, limit: i64) -> Result<usize, ApiError> {
+        let current = self.master.id().to_owned();
+        let mut resealed = 0;
+        if let Some(secret) = self.store.server_secret(IDENTITY_SECRET).await?
+            && secret.master_key_id != current
+        {
+            let blob = SealedBlob {
+                master_key_id: secret.master_key_id.clone(),
+                nonce: secret.nonce,
+                ciphertext: secret.sealed,
+            };
+            let plain = self
+                .master
+                .open(&blob, IDENTITY_SECRET.as_bytes())
+                .map_err(|e| ApiError::internal(format!("the server key: {e}")))?;
+            let fresh = self.master.seal(OsRng, &plain, IDENTITY_SECRET.as_bytes());
+            if self
+                .store
+                .reseal_server_secret(IDENTITY_SECRET, &blob.master_key_id, &sealed_secret(fresh))
+                .await?
+            {
+                resealed += 1;
+            }
+        }
+        for row in self
+            .store
+            .session_keys_sealed_under_other(&current, limit)
+            .await?
+        {
+            let key = self.open_session_key(&row)?;
+            let fresh = self
+                .master
+                .seal(OsRng, key.as_bytes(), row.key_id.as_bytes());
+            if self
+                .store
+                .reseal_session_key(&row.key_id, &row.master_key_id, &sealed_secret(fresh))
+                .await?
+            {
+                resealed += 1;
+            }
+        }
+        Ok(resealed)
+    }
+
     /// Destroys every key whose lifetime has passed; returns how many.
     pub async fn expire_due(&self) -> Result<usize, ApiError> {
         let due = self.store.expired_keys(as_db(unix_now()), 1000).await?;
@@ -474,6 +521,9 @@ impl KeyServer {
             }
         }
         self.store.prune_nonces(as_db(unix_now())).await?;
+        self.store
+            .prune_request_counts(self.verifier.prunable_before(unix_now()))
+            .await?;
         Ok(destroyed)
     }
 
@@ -590,5 +640,13 @@ impl RosterHost for KeyServer {
 
     fn roster_op_accepted(&self) {
         self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn sealed_secret(blob: SealedBlob) -> SealedSecret {
+    SealedSecret {
+        master_key_id: blob.master_key_id,
+        nonce: blob.nonce,
+        sealed: blob.ciphertext,
     }
 }

@@ -364,6 +364,80 @@ impl Store {
         Ok(true)
     }
 
+    /// Session keys sealed under another master key than `current`: what a rotation has
+    /// left to re-seal.
+    pub async fn session_keys_sealed_under_other(
+        &self,
+        current: &str,
+        limit: i64,
+    ) -> Result<Vec<SessionKeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key \
+             FROM session_keys WHERE master_key_id <> $1 LIMIT $2",
+        )
+        .bind(current)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SessionKeyRow {
+                key_id: r.get("key_id"),
+                list: r.get("list"),
+                sender: r.get("sender"),
+                roster_seq: r.get("roster_seq"),
+                created_at: r.get("created_at"),
+                expires_at: r.get("expires_at"),
+                master_key_id: r.get("master_key_id"),
+                nonce: r.get("nonce"),
+                sealed_key: r.get("sealed_key"),
+            })
+            .collect())
+    }
+
+    /// Replaces a session key's sealing, unless another instance re-sealed or destroyed it
+    /// meanwhile (it must still be under `was`).
+    pub async fn reseal_session_key(
+        &self,
+        key_id: &str,
+        was: &str,
+        sealed: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE session_keys SET master_key_id = $3, nonce = $4, sealed_key = $5 \
+             WHERE key_id = $1 AND master_key_id = $2",
+        )
+        .bind(key_id)
+        .bind(was)
+        .bind(&sealed.master_key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a server secret's sealing if it is still under `was`.
+    pub async fn reseal_server_secret(
+        &self,
+        name: &str,
+        was: &str,
+        sealed: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE server_secrets SET master_key_id = $3, nonce = $4, sealed = $5 \
+             WHERE name = $1 AND master_key_id = $2",
+        )
+        .bind(name)
+        .bind(was)
+        .bind(&sealed.master_key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn destroyed_key(&self, key_id: &str) -> Result<Option<DestroyedKey>, StoreError> {
         let row = sqlx::query(
             "SELECT key_id, list, sender, reason, destroyed_at FROM destroyed_keys WHERE key_id = $1",
@@ -452,6 +526,30 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts one request by `signer` in the rate-limit window starting at `window_start`
+    /// and returns the window's count so far (this request included).
+    pub async fn count_request(&self, signer: &str, window_start: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO request_counts (signer, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (signer, window_start) DO UPDATE SET count = request_counts.count + 1 \
+             RETURNING count",
+        )
+        .bind(signer)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get("count"))
+    }
+
+    /// Forgets rate-limit windows that started before `before`.
+    pub async fn prune_request_counts(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM request_counts WHERE window_start < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn prune_nonces(&self, now: i64) -> Result<u64, StoreError> {

@@ -47,6 +47,7 @@ conformance!(
     deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed,
     suspensions_are_per_list_and_resume_removes_them,
     concurrent_claims_from_two_instances_take_each_delivery_once,
+    request_counts_are_per_signer_and_window_and_pruned,
 );
 
 fn key_row(key_id: &str) -> SessionKeyRow {
@@ -387,4 +388,17 @@ async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &Scrat
     all.dedup();
     assert_eq!(claimed, 1000, "every delivery claimed exactly once");
     assert_eq!(all.len(), 1000);
+}
+
+async fn request_counts_are_per_signer_and_window_and_pruned(db: &ScratchDb) {
+    let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
+    for expected in 1..=4 {
+        let store = &instances[expected as usize % 2];
+        assert_eq!(store.count_request("A", 100).await.unwrap(), expected);
+    }
+    assert_eq!(instances[0].count_request("B", 100).await.unwrap(), 1);
+    assert_eq!(instances[0].count_request("A", 110).await.unwrap(), 1);
+    assert_eq!(instances[1].prune_request_counts(110).await.unwrap(), 2);
+    assert_eq!(instances[1].count_request("A", 100).await.unwrap(), 1);
+    assert_eq!(instances[1].count_request("A", 110).await.unwrap(), 2);
 }

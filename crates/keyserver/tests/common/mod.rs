@@ -237,11 +237,22 @@ pub const MASTER_HEX: &str = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a
 /// Starts the `hushlist-keyserver` binary on a free loopback port and waits (bounded) for the
 /// base URL it prints.
 pub fn spawn_binary(data_dir: &Path, extra_args: &[&str]) -> (Child, String) {
+    spawn_binary_with(data_dir, extra_args, &[("HUSHLIST_MASTER_KEY", MASTER_HEX)])
+}
+
+/// [`spawn_binary`] with the environment given (master keys, say) instead of the default.
+pub fn spawn_binary_with(
+    data_dir: &Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-keyserver"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra_args)
-        .env("HUSHLIST_MASTER_KEY", MASTER_HEX)
+        .env_remove("HUSHLIST_MASTER_KEY")
+        .env_remove("HUSHLIST_MASTER_KEY_PREVIOUS")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
