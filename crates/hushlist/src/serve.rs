@@ -179,6 +179,20 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
     {
         problems.push(format!("lists.public_url = {url:?} must be an http(s) URL"));
     }
+    for (what, url) in [
+        ("keys.database", &raw.keys.database),
+        ("lists.database", &raw.lists.database),
+    ] {
+        if let Some(url) = url
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            problems.push(format!(
+                "{what} = {url:?} is not a sqlite:// or postgres:// URL"
+            ));
+        }
+    }
     if raw.lists.max_rcpts == Some(0) || raw.lists.workers == Some(0) {
         problems.push("lists.workers and lists.max_rcpts must be at least 1".into());
     }

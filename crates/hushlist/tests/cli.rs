@@ -112,13 +112,17 @@ fn a_bad_config_reports_every_problem_at_once() {
     let config = dir.path().join("hushlist.toml");
     std::fs::write(
         &config,
-        "domain = \"not a domain\"\n[keys]\nhttp = \"nowhere\"\n[lists]\nrelay = \"no-port\"\ntls_cert = \"cert.pem\"\n",
+        "domain = \"not a domain\"\n[keys]\nhttp = \"nowhere\"\ndatabase = \"mysql://db\"\n[lists]\nrelay = \"no-port\"\ntls_cert = \"cert.pem\"\n",
     )
     .unwrap();
     let out = hushlist(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("4 problems"), "{err}");
+    assert!(err.contains("5 problems"), "{err}");
+    assert!(
+        err.contains("keys.database = \"mysql://db\" is not a sqlite:// or postgres:// URL"),
+        "{err}"
+    );
     assert!(err.contains("domain = \"not a domain\""), "{err}");
     assert!(err.contains("keys.http = \"nowhere\""), "{err}");
     assert!(err.contains("lists.relay = \"no-port\""), "{err}");
