@@ -23,6 +23,8 @@ use hushlist_listserver::delivery::{DeliveryConfig, RelayConfig};
 use hushlist_listserver::smtp::{PostSink, SinkError, SmtpConfig};
 use rand::rngs::OsRng;
 
+use crate::now;
+
 const LIST: &str = "team@lists.example.org";
 const DOMAIN: &str = "lists.example.org";
 
@@ -337,10 +339,4 @@ fn print_outer(out: &mut impl Write, copy: &[u8]) -> anyhow::Result<()> {
         bail!("the list server's copy leaks the subject or body");
     }
     Ok(())
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::api::{KeyRelease, ServerKey, purpose};
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
-use hushlist_core::{Address, Cert, KeyId, Pkesk, SessionKey};
+use hushlist_core::api::purpose;
+use hushlist_core::{Cert, KeyId, Pkesk, SessionKey};
 use rand::rngs::OsRng;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,52 +21,8 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
     let (mut child, base) = spawn_binary(dir.path(), &[]);
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
 
-    let genesis = sign_genesis(
-        OsRng,
-        &p.olivia,
-        Address::parse("olivia@example.org").unwrap(),
-        list(),
-        Policy::default(),
-        now(),
-    )
-    .unwrap();
-    assert_eq!(
-        post_json(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
-            .await
-            .unwrap()
-            .0,
-        201
-    );
-    let mut roster = Roster::genesis(genesis).unwrap();
-    for (who, address, role) in [
-        (&p.bob, "bob@example.org", Role::Member),
-        (&p.rita, "rita@example.org", Role::Reader),
-    ] {
-        let member = MemberEntry {
-            address: Address::parse(address).unwrap(),
-            cert: who.cert().to_armored(),
-            role,
-        };
-        let op = roster
-            .sign_next(OsRng, &p.olivia, now(), Change::Add { member })
-            .unwrap();
-        assert_eq!(
-            post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
-                .await
-                .unwrap()
-                .0,
-            201
-        );
-        roster.apply(op).unwrap();
-    }
-    let server_key: ServerKey = http
-        .get(format!("{base}/v1/server-key"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    create_list_at(&http, &base, &base, &admin).await;
+    let server_key = server_key_at(&http, &base).await;
     let server_cert = Arc::new(Cert::from_bytes(server_key.cert.as_bytes()).unwrap());
 
     let acknowledged: Arc<Mutex<Vec<(KeyId, SessionKey)>>> = Arc::default();
@@ -129,28 +84,8 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
 
     let (mut child, base) = spawn_binary(dir.path(), &[]);
     for (key_id, session_key) in &acknowledged {
-        let request = signed(
-            &p.rita,
-            &purpose::fetch_key(&list(), key_id),
-            &serde_json::json!({}),
-        );
-        let (status, body) = post_json(
-            &http,
-            format!("{base}/v1/lists/{LIST}/keys/{key_id}"),
-            &request,
-            None,
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 200, "acknowledged deposit {key_id} lost: {body}");
-        let release: KeyRelease = serde_json::from_value(body).unwrap();
-        assert_eq!(
-            &Pkesk::from_bytes(&release.pkesk)
-                .unwrap()
-                .unseal(&p.rita)
-                .unwrap(),
-            session_key
-        );
+        let request = fetch_request(&p.rita, key_id);
+        fetch_expecting(&http, &base, &p.rita, &request, key_id, session_key).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -165,56 +100,12 @@ async fn rotating_the_master_key_keeps_every_key_readable() {
     let http = reqwest::Client::new();
     let (mut child, base) = spawn_binary_with(dir.path(), &[], &[("HUSHLIST_MASTER_KEY", OLD)]);
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    let genesis = sign_genesis(
-        OsRng,
-        &p.olivia,
-        Address::parse("olivia@example.org").unwrap(),
-        list(),
-        Policy::default(),
-        now(),
-    )
-    .unwrap();
-    let (status, _) = post_json(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
-        .await
-        .unwrap();
-    assert_eq!(status, 201);
-    let server_key = |base: String| {
-        let http = http.clone();
-        async move {
-            let key: ServerKey = http
-                .get(format!("{base}/v1/server-key"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            key
-        }
-    };
-    let before = server_key(base.clone()).await;
+    create_list_at(&http, &base, &base, &admin).await;
+    let before = server_key_at(&http, &base).await;
     let server_cert = Cert::from_bytes(before.cert.as_bytes()).unwrap();
     let mut deposited = Vec::new();
     for _ in 0..5 {
-        let (key_id, session_key) = (KeyId::generate(OsRng), SessionKey::generate(OsRng));
-        let body = hushlist_core::api::Deposit {
-            key_id: key_id.clone(),
-            sealed_key: Pkesk::seal(OsRng, &session_key, &server_cert)
-                .unwrap()
-                .as_bytes()
-                .to_vec(),
-        };
-        let request = signed(&p.olivia, &purpose::deposit(&list()), &body);
-        let (status, body) = post_json(
-            &http,
-            format!("{base}/v1/lists/{LIST}/keys"),
-            &request,
-            None,
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 201, "{body}");
-        deposited.push((key_id, session_key));
+        deposited.push(deposit_at(&http, &base, &p.olivia, &server_cert).await);
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -232,30 +123,6 @@ async fn rotating_the_master_key_keeps_every_key_readable() {
     assert!(err.contains("HUSHLIST_MASTER_KEY_PREVIOUS"), "{err}");
 
     // New key plus the old as previous: everything reads, and the sweep re-seals it all.
-    let fetch_all = |base: String| {
-        let (http, deposited) = (http.clone(), deposited.clone());
-        async move {
-            for (key_id, session_key) in &deposited {
-                let request = signed(
-                    &people().olivia,
-                    &purpose::fetch_key(&list(), key_id),
-                    &serde_json::json!({}),
-                );
-                let (status, body) = post_json(
-                    &http,
-                    format!("{base}/v1/lists/{LIST}/keys/{key_id}"),
-                    &request,
-                    None,
-                )
-                .await
-                .unwrap();
-                assert_eq!(status, 200, "{body}");
-                let release: KeyRelease = serde_json::from_value(body).unwrap();
-                let pkesk = Pkesk::from_bytes(&release.pkesk).unwrap();
-                assert_eq!(&pkesk.unseal(&people().olivia).unwrap(), session_key);
-            }
-        }
-    };
     let (mut child, base) = spawn_binary_with(
         dir.path(),
         &["--sweep-secs", "1"],
@@ -264,8 +131,11 @@ async fn rotating_the_master_key_keeps_every_key_readable() {
             ("HUSHLIST_MASTER_KEY_PREVIOUS", OLD),
         ],
     );
-    assert_eq!(server_key(base.clone()).await.cert, before.cert);
-    fetch_all(base).await;
+    assert_eq!(server_key_at(&http, &base).await.cert, before.cert);
+    for (key_id, session_key) in &deposited {
+        let request = fetch_request(&p.bob, key_id);
+        fetch_expecting(&http, &base, &p.bob, &request, key_id, session_key).await;
+    }
     // The first sweep runs at start; give it a moment past its one-second tick.
     tokio::time::sleep(Duration::from_secs(2)).await;
     child.kill().unwrap();
@@ -273,8 +143,11 @@ async fn rotating_the_master_key_keeps_every_key_readable() {
 
     // The old key is gone from the configuration: nothing needed it any more.
     let (mut child, base) = spawn_binary_with(dir.path(), &[], &[("HUSHLIST_MASTER_KEY", NEW)]);
-    assert_eq!(server_key(base.clone()).await.cert, before.cert);
-    fetch_all(base).await;
+    assert_eq!(server_key_at(&http, &base).await.cert, before.cert);
+    for (key_id, session_key) in &deposited {
+        let request = fetch_request(&p.rita, key_id);
+        fetch_expecting(&http, &base, &p.rita, &request, key_id, session_key).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -319,17 +319,7 @@ impl Store {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| SessionKeyRow {
-            key_id: r.get("key_id"),
-            list: r.get("list"),
-            sender: r.get("sender"),
-            roster_seq: r.get("roster_seq"),
-            created_at: r.get("created_at"),
-            expires_at: r.get("expires_at"),
-            master_key_id: r.get("master_key_id"),
-            nonce: r.get("nonce"),
-            sealed_key: r.get("sealed_key"),
-        }))
+        Ok(row.as_ref().map(session_key_row))
     }
 
     /// Deletes a session key and records why, in one transaction. Returns false if there was
@@ -379,20 +369,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| SessionKeyRow {
-                key_id: r.get("key_id"),
-                list: r.get("list"),
-                sender: r.get("sender"),
-                roster_seq: r.get("roster_seq"),
-                created_at: r.get("created_at"),
-                expires_at: r.get("expires_at"),
-                master_key_id: r.get("master_key_id"),
-                nonce: r.get("nonce"),
-                sealed_key: r.get("sealed_key"),
-            })
-            .collect())
+        Ok(rows.iter().map(session_key_row).collect())
     }
 
     /// Replaces a session key's sealing, unless another instance re-sealed or destroyed it
@@ -403,18 +380,14 @@ impl Store {
         was: &str,
         sealed: &SealedSecret,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        self.reseal(
             "UPDATE session_keys SET master_key_id = $3, nonce = $4, sealed_key = $5 \
              WHERE key_id = $1 AND master_key_id = $2",
+            key_id,
+            was,
+            sealed,
         )
-        .bind(key_id)
-        .bind(was)
-        .bind(&sealed.master_key_id)
-        .bind(&sealed.nonce)
-        .bind(&sealed.sealed)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
     }
 
     /// Replaces a server secret's sealing if it is still under `was`.
@@ -424,17 +397,33 @@ impl Store {
         was: &str,
         sealed: &SealedSecret,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        self.reseal(
             "UPDATE server_secrets SET master_key_id = $3, nonce = $4, sealed = $5 \
              WHERE name = $1 AND master_key_id = $2",
+            name,
+            was,
+            sealed,
         )
-        .bind(name)
-        .bind(was)
-        .bind(&sealed.master_key_id)
-        .bind(&sealed.nonce)
-        .bind(&sealed.sealed)
-        .execute(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Runs a re-sealing `update` ($1 the row, $2 the old master key id, $3..$5 the new
+    /// sealing); true if the row was still under the old key.
+    async fn reseal(
+        &self,
+        update: &str,
+        row: &str,
+        was: &str,
+        sealed: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(update)
+            .bind(row)
+            .bind(was)
+            .bind(&sealed.master_key_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.sealed)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -912,6 +901,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(post_row).collect())
+    }
+}
+
+fn session_key_row(r: &sqlx::any::AnyRow) -> SessionKeyRow {
+    SessionKeyRow {
+        key_id: r.get("key_id"),
+        list: r.get("list"),
+        sender: r.get("sender"),
+        roster_seq: r.get("roster_seq"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        master_key_id: r.get("master_key_id"),
+        nonce: r.get("nonce"),
+        sealed_key: r.get("sealed_key"),
     }
 }
 

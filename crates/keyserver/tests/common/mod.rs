@@ -288,3 +288,122 @@ pub async fn post_json(
     let status = response.status().as_u16();
     Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
+
+/// A running key server process's identity.
+pub async fn server_key_at(http: &reqwest::Client, base: &str) -> hushlist_core::api::ServerKey {
+    http.get(format!("{base}/v1/server-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Creates the test list (Olivia owner) at `genesis_at` with the operator's `admin` token,
+/// then adds Bob as a member and Rita as a reader through `ops_at`.
+pub async fn create_list_at(
+    http: &reqwest::Client,
+    genesis_at: &str,
+    ops_at: &str,
+    admin: &str,
+) -> Roster {
+    let p = people();
+    let genesis = sign_genesis(
+        OsRng,
+        &p.olivia,
+        Address::parse("olivia@example.org").unwrap(),
+        list(),
+        Policy::default(),
+        now(),
+    )
+    .unwrap();
+    let (status, body) = post_json(
+        http,
+        format!("{genesis_at}/v1/lists"),
+        &genesis,
+        Some(admin),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let mut roster = Roster::genesis(genesis).unwrap();
+    for (who, address, role) in [
+        (&p.bob, "bob@example.org", Role::Member),
+        (&p.rita, "rita@example.org", Role::Reader),
+    ] {
+        let member = MemberEntry {
+            address: Address::parse(address).unwrap(),
+            cert: who.cert().to_armored(),
+            role,
+        };
+        let op = roster
+            .sign_next(OsRng, &p.olivia, now(), Change::Add { member })
+            .unwrap();
+        let (status, body) = post_json(http, format!("{ops_at}/v1/lists/{LIST}/ops"), &op, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+        roster.apply(op).unwrap();
+    }
+    roster
+}
+
+/// Deposits a fresh session key as `sender` at a running key server; returns it with its id.
+pub async fn deposit_at(
+    http: &reqwest::Client,
+    base: &str,
+    sender: &SecretIdentity,
+    server_cert: &hushlist_core::Cert,
+) -> (KeyId, hushlist_core::SessionKey) {
+    let (key_id, session_key) = (
+        KeyId::generate(OsRng),
+        hushlist_core::SessionKey::generate(OsRng),
+    );
+    let body = hushlist_core::api::Deposit {
+        key_id: key_id.clone(),
+        sealed_key: hushlist_core::Pkesk::seal(OsRng, &session_key, server_cert)
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    };
+    let request = signed(sender, &purpose::deposit(&list()), &body);
+    let (status, body) = post_json(http, format!("{base}/v1/lists/{LIST}/keys"), &request, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    (key_id, session_key)
+}
+
+/// Fetches `key_id` as `reader` with `request` (signed for it) and checks that the released
+/// PKESK opens, with the reader's key, to `expected`.
+pub async fn fetch_expecting(
+    http: &reqwest::Client,
+    base: &str,
+    reader: &SecretIdentity,
+    request: &SignedRequest,
+    key_id: &KeyId,
+    expected: &hushlist_core::SessionKey,
+) {
+    let (status, body) = post_json(
+        http,
+        format!("{base}/v1/lists/{LIST}/keys/{key_id}"),
+        request,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "key {key_id} at {base}: {body}");
+    let release: hushlist_core::api::KeyRelease = serde_json::from_value(body).unwrap();
+    let pkesk = hushlist_core::Pkesk::from_bytes(&release.pkesk).unwrap();
+    assert_eq!(&pkesk.unseal(reader).unwrap(), expected);
+}
+
+/// A fresh signed request by `reader` for `key_id`.
+pub fn fetch_request(reader: &SecretIdentity, key_id: &KeyId) -> SignedRequest {
+    signed(
+        reader,
+        &purpose::fetch_key(&list(), key_id),
+        &serde_json::json!({}),
+    )
+}
