@@ -332,7 +332,7 @@ fn print_outer(out: &mut impl Write, copy: &[u8]) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "   | (+ {} bytes of OpenPGP ciphertext)",
+        "   | (+ {} bytes of PGP/MIME body around the OpenPGP ciphertext)",
         copy.len() - header_end
     )?;
     if text.contains("Quarterly") || text.contains("Revenue") {

@@ -228,15 +228,7 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
 
 async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &ScratchDb) {
     let store = db.open().await.unwrap();
-    let post = hushlist_store::PostRow {
-        id: 0,
-        list: "l".into(),
-        mail_from: None,
-        key_id: "k".into(),
-        message_id: None,
-        received_at: 100,
-        message: b"ciphertext".to_vec(),
-    };
+    let post = ciphertext_post();
     let recipients: Vec<String> = (0..5).map(|i| format!("m{i}@example.org")).collect();
     let id = store.insert_post(&post, &recipients).await.unwrap();
     assert_eq!(
@@ -351,15 +343,7 @@ async fn suspensions_are_per_list_and_resume_removes_them(db: &ScratchDb) {
 
 async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &ScratchDb) {
     let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
-    let post = hushlist_store::PostRow {
-        id: 0,
-        list: "l".into(),
-        mail_from: None,
-        key_id: "k".into(),
-        message_id: None,
-        received_at: 100,
-        message: b"ciphertext".to_vec(),
-    };
+    let post = ciphertext_post();
     let recipients: Vec<String> = (0..1000).map(|i| format!("m{i}@example.org")).collect();
     instances[0].insert_post(&post, &recipients).await.unwrap();
     // Eight workers, four per instance (each instance its own connection pool), claim in
@@ -401,4 +385,17 @@ async fn request_counts_are_per_signer_and_window_and_pruned(db: &ScratchDb) {
     assert_eq!(instances[1].prune_request_counts(110).await.unwrap(), 2);
     assert_eq!(instances[1].count_request("A", 100).await.unwrap(), 1);
     assert_eq!(instances[1].count_request("A", 110).await.unwrap(), 2);
+}
+
+/// A post of list `l` received at 100, as the list server stores it.
+fn ciphertext_post() -> hushlist_store::PostRow {
+    hushlist_store::PostRow {
+        id: 0,
+        list: "l".into(),
+        mail_from: None,
+        key_id: "k".into(),
+        message_id: None,
+        received_at: 100,
+        message: b"ciphertext".to_vec(),
+    }
 }
