@@ -10,6 +10,7 @@ use hushlist_core::Address;
 use smtp_proto::Request;
 use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::time::Instant;
 
 use crate::Rejection;
 
@@ -21,10 +22,18 @@ pub struct SmtpConfig {
     /// Largest message accepted (advertised as SIZE).
     pub max_message_bytes: usize,
     pub max_recipients: usize,
-    /// A session silent for this long is closed with 421.
+    /// Time a client has for each command line from the end of the previous one, however
+    /// it dribbles the bytes in (a per-line deadline, not a per-read timeout, so a
+    /// slow-drip sender cannot hold a connection open); closed with 421 when it runs out.
     pub idle_timeout: Duration,
+    /// Message content must arrive at least this fast (bytes per second, on top of one
+    /// `idle_timeout` of grace), and no read may wait longer than `idle_timeout`.
+    pub min_data_rate: u32,
     /// Protocol errors tolerated before the session is closed.
     pub max_errors: usize,
+    /// NOOP, RSET, VRFY, EXPN and HELP allowed before each further one counts as an error,
+    /// so a session cannot be kept alive by them forever.
+    pub max_junk_commands: usize,
 }
 
 impl Default for SmtpConfig {
@@ -34,7 +43,9 @@ impl Default for SmtpConfig {
             max_message_bytes: 25 * 1024 * 1024,
             max_recipients: 100,
             idle_timeout: Duration::from_secs(300),
+            min_data_rate: 500,
             max_errors: 10,
+            max_junk_commands: 100,
         }
     }
 }
@@ -136,18 +147,32 @@ where
     let mut requests = RequestReceiver::default();
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
+    // When the command line being read must be complete.
+    let mut line_deadline = Instant::now() + config.idle_timeout;
     loop {
-        let read = match tokio::time::timeout(config.idle_timeout, stream.read(&mut buf)).await {
+        let deadline = match &session.data {
+            Some(data) => data.deadline(config),
+            None => line_deadline,
+        };
+        let read = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Err(_) => {
-                stream
-                    .write_all(b"421 4.4.2 Idle too long, closing connection\r\n")
-                    .await?;
+                let reply: &[u8] = if session.data.is_some() {
+                    b"421 4.4.2 Message data arriving too slowly, closing connection\r\n"
+                } else {
+                    b"421 4.4.2 Timeout waiting for a command, closing connection\r\n"
+                };
+                stream.write_all(reply).await?;
                 return Ok(SessionEnd::Closed);
             }
             Ok(result) => result?,
         };
         if read == 0 {
             return Ok(SessionEnd::Closed);
+        }
+        let now = Instant::now();
+        if let Some(data) = session.data.as_mut() {
+            data.received += read;
+            data.last_read = now;
         }
         pending.extend_from_slice(&buf[..read]);
         let mut replies = Vec::new();
@@ -166,10 +191,14 @@ where
                 }
                 let data = session.data.take().expect("in DATA");
                 replies.extend_from_slice(session.finish_data(data, config, sink).await.as_bytes());
+                line_deadline = Instant::now() + config.idle_timeout;
                 continue;
             }
             let reply = match requests.ingest(&mut bytes) {
-                Ok(request) => session.command(request.into_owned(), config, sink).await,
+                Ok(request) => {
+                    line_deadline = Instant::now() + config.idle_timeout;
+                    session.command(request.into_owned(), config, sink).await
+                }
                 Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
                 Err(smtp_proto::Error::ResponseTooLong) => Reply::error("500 5.5.6 Line too long"),
                 Err(smtp_proto::Error::UnknownCommand) => {
@@ -241,6 +270,32 @@ struct Data {
     message: Vec<u8>,
     /// Set once the message passed the size limit; the rest is read and dropped.
     oversize: bool,
+    started: Instant,
+    last_read: Instant,
+    /// Bytes read since DATA, including any dropped for being over the limit.
+    received: usize,
+}
+
+impl Data {
+    fn new() -> Self {
+        let now = Instant::now();
+        Data {
+            receiver: DataReceiver::new(),
+            message: Vec::new(),
+            oversize: false,
+            started: now,
+            last_read: now,
+            received: 0,
+        }
+    }
+
+    /// The earlier of one idle timeout after the last read and the time the bytes so far
+    /// allow at the minimum data rate.
+    fn deadline(&self, config: &SmtpConfig) -> Instant {
+        let earned =
+            Duration::from_secs_f64(self.received as f64 / f64::from(config.min_data_rate.max(1)));
+        (self.last_read + config.idle_timeout).min(self.started + config.idle_timeout + earned)
+    }
 }
 
 #[derive(Default)]
@@ -252,6 +307,7 @@ struct Session {
     lists: Vec<Address>,
     data: Option<Data>,
     errors: usize,
+    junk_commands: usize,
 }
 
 impl Session {
@@ -261,6 +317,28 @@ impl Session {
     }
 
     async fn command<K: PostSink>(
+        &mut self,
+        request: Request<String>,
+        config: &SmtpConfig,
+        sink: &K,
+    ) -> Reply {
+        let junk = matches!(
+            request,
+            Request::Noop { .. }
+                | Request::Rset
+                | Request::Vrfy { .. }
+                | Request::Expn { .. }
+                | Request::Help { .. }
+        );
+        let mut reply = self.answer(request, config, sink).await;
+        if junk {
+            self.junk_commands += 1;
+            reply.is_error |= self.junk_commands > config.max_junk_commands;
+        }
+        reply
+    }
+
+    async fn answer<K: PostSink>(
         &mut self,
         request: Request<String>,
         config: &SmtpConfig,
@@ -338,11 +416,7 @@ impl Session {
                 if self.lists.is_empty() {
                     return Reply::error("554 5.5.1 No valid recipients");
                 }
-                self.data = Some(Data {
-                    receiver: DataReceiver::new(),
-                    message: Vec::new(),
-                    oversize: false,
-                });
+                self.data = Some(Data::new());
                 Reply::ok("354 Start mail input; end with <CRLF>.<CRLF>")
             }
             Request::Rset => {
@@ -429,31 +503,56 @@ pub async fn serve<K: PostSink + 'static>(
         };
         let (config, sink, tls) = (config.clone(), sink.clone(), tls.clone());
         tokio::spawn(async move {
-            let result = match tls {
-                None => run_session(stream, &config, sink.as_ref()).await,
-                Some(acceptor) => {
-                    match run_session_offering_tls(&mut stream, &config, sink.as_ref()).await {
-                        Ok(SessionEnd::StartTls) => {
-                            match tokio::time::timeout(config.idle_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(tls_stream)) => {
-                                    run_session_after_tls(tls_stream, &config, sink.as_ref()).await
-                                }
-                                Ok(Err(e)) => Err(e),
-                                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-                            }
-                        }
-                        Ok(SessionEnd::Closed) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                }
-            };
+            let result = serve_connection(stream, &config, sink.as_ref(), tls).await;
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
             }
             drop(slot);
         });
+    }
+}
+
+/// One connection: a session, with STARTTLS when `tls` is given, then a gentle close.
+async fn serve_connection<K: PostSink>(
+    mut stream: tokio::net::TcpStream,
+    config: &SmtpConfig,
+    sink: &K,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
+    let Some(acceptor) = tls else {
+        run_session(&mut stream, config, sink).await?;
+        close_gently(&mut stream).await;
+        return Ok(());
+    };
+    if run_session_offering_tls(&mut stream, config, sink).await? == SessionEnd::Closed {
+        close_gently(&mut stream).await;
+        return Ok(());
+    }
+    let mut tls_stream = tokio::time::timeout(config.idle_timeout, acceptor.accept(stream))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    run_session_after_tls(&mut tls_stream, config, sink).await?;
+    close_gently(&mut tls_stream).await;
+    Ok(())
+}
+
+/// How long a closing session keeps reading after its last reply.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Ends a connection after the session's last reply: sends FIN, then reads and drops what
+/// the client is still sending (a megabyte line, pipelined commands) for a moment. Closing
+/// with unread input would make the kernel answer with a reset, which can destroy the
+/// final reply (421) before the client reads it.
+async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discard = [0u8; 8192];
+    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut discard)).await {
+        if read == 0 {
+            return;
+        }
     }
 }
 

@@ -1,0 +1,429 @@
+//! Hostile SMTP clients over real TCP connections to the list server's listener: megabyte
+//! lines, ten thousand recipients, NUL bytes and smuggled end-of-data markers, slow-drip
+//! senders and connection floods. Each is answered precisely, none hangs the server, and the
+//! next honest client is still served. docs/ROBUSTNESS.md lists these with their replies.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{LIST, OWNER, create_list, list_server, sealed_post};
+use hushlist_listserver::service::ListServer;
+use hushlist_listserver::smtp::{SmtpConfig, serve};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// A list server listening on a loopback port; stops when dropped.
+struct Listening {
+    port: u16,
+    server: Arc<ListServer>,
+    owner: hushlist_core::SecretIdentity,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn listen(config: SmtpConfig, max_connections: usize) -> Listening {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let owner = create_list(&server, 1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(config),
+        server.clone(),
+        max_connections,
+        None,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Listening {
+        port,
+        server,
+        owner,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+struct Conn {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: Option<OwnedWriteHalf>,
+}
+
+impl Conn {
+    /// Connects and returns the connection with the server's first reply.
+    async fn open(port: u16) -> (Self, String) {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (read, writer) = stream.into_split();
+        let mut conn = Conn {
+            reader: BufReader::new(read),
+            writer: Some(writer),
+        };
+        let greeting = conn.reply().await;
+        (conn, greeting)
+    }
+
+    /// One reply (possibly multi-line), or "" at end of stream.
+    async fn reply(&mut self) -> String {
+        let mut text = String::new();
+        loop {
+            let mut line = Vec::new();
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.reader.read_until(b'\n', &mut line),
+            )
+            .await
+            .expect("a reply within 10 s")
+            .unwrap_or(0);
+            if read == 0 {
+                return text;
+            }
+            let line = String::from_utf8_lossy(&line);
+            text.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return text;
+            }
+        }
+    }
+
+    /// Every reply until the server closes the connection.
+    async fn replies_until_closed(&mut self) -> Vec<String> {
+        let mut replies = Vec::new();
+        loop {
+            let reply = self.reply().await;
+            if reply.is_empty() {
+                return replies;
+            }
+            replies.push(reply);
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        let writer = self.writer.as_mut().expect("still writing");
+        writer.write_all(bytes).await.unwrap();
+    }
+
+    /// Writes `bytes` while the caller reads the replies; the server may close the
+    /// connection before it has read them all, which is its right.
+    fn write_in_background(&mut self, bytes: Vec<u8>) -> tokio::task::JoinHandle<()> {
+        let mut writer = self.writer.take().expect("still writing");
+        tokio::spawn(async move {
+            let _ = writer.write_all(&bytes).await;
+            let _ = writer.shutdown().await;
+        })
+    }
+
+    async fn send(&mut self, line: &str) -> String {
+        self.write(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+}
+
+/// An honest client still gets its post queued.
+async fn honest_post_is_queued(at: &Listening) {
+    let (mut c, greeting) = Conn::open(at.port).await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    assert!(c.send("EHLO honest.example.org").await.starts_with("250"));
+    assert!(
+        c.send(&format!("MAIL FROM:<{OWNER}>"))
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        c.send(&format!("RCPT TO:<{LIST}>"))
+            .await
+            .starts_with("250")
+    );
+    assert!(c.send("DATA").await.starts_with("354"));
+    let mut post = sealed_post(OWNER, &at.owner);
+    post.extend_from_slice(b".\r\n");
+    c.write(&post).await;
+    let reply = c.reply().await;
+    assert!(reply.starts_with("250 2.0.0 Queued as"), "{reply}");
+}
+
+async fn stored_posts(server: &ListServer) -> usize {
+    server.store().posts(LIST, 0, 100).await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_command_line_is_refused_and_the_session_closed() {
+    let at = listen(SmtpConfig::default(), 8).await;
+    let (mut c, _) = Conn::open(at.port).await;
+    c.send("EHLO big.example.org").await;
+    let writing = c.write_in_background(format!("NOOP {}\r\n", "x".repeat(1 << 20)).into_bytes());
+    let replies = c.replies_until_closed().await;
+    assert!(
+        replies[0].starts_with("500 5.5.6 Line too long"),
+        "{replies:?}"
+    );
+    assert!(
+        replies
+            .last()
+            .unwrap()
+            .starts_with("421 4.7.0 Too many errors"),
+        "{replies:?}"
+    );
+    writing.await.unwrap();
+    honest_post_is_queued(&at).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_line_of_message_data_is_read_and_judged_as_content() {
+    let at = listen(SmtpConfig::default(), 8).await;
+    let (mut c, _) = Conn::open(at.port).await;
+    c.send("EHLO big.example.org").await;
+    c.send(&format!("MAIL FROM:<{OWNER}>")).await;
+    c.send(&format!("RCPT TO:<{LIST}>")).await;
+    assert!(c.send("DATA").await.starts_with("354"));
+    let message = format!("Subject: one line\r\n\r\n{}\r\n.\r\n", "y".repeat(1 << 20));
+    c.write(message.as_bytes()).await;
+    let reply = c.reply().await;
+    assert!(
+        reply.starts_with("550 5.7.1 this list only accepts encrypted posts"),
+        "{reply}"
+    );
+    assert!(
+        c.send("NOOP").await.starts_with("250"),
+        "the session goes on"
+    );
+    assert_eq!(stored_posts(&at.server).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_recipients_are_answered_in_order_and_bounded() {
+    let at = listen(SmtpConfig::default(), 8).await;
+
+    // Ten thousand RCPTs naming the list: one recipient, ten thousand 250s, one post.
+    let (mut c, _) = Conn::open(at.port).await;
+    c.send("EHLO many.example.org").await;
+    let mut commands = format!("MAIL FROM:<{OWNER}>\r\n");
+    for _ in 0..10_000 {
+        commands.push_str(&format!("RCPT TO:<{LIST}>\r\n"));
+    }
+    commands.push_str("DATA\r\n");
+    c.write(commands.as_bytes()).await;
+    assert!(c.reply().await.starts_with("250 2.1.0"));
+    for i in 0..10_000 {
+        let reply = c.reply().await;
+        assert!(reply.starts_with("250 2.1.5"), "RCPT {i}: {reply}");
+    }
+    assert!(c.reply().await.starts_with("354"));
+    let mut post = sealed_post(OWNER, &at.owner);
+    post.extend_from_slice(b".\r\n");
+    c.write(&post).await;
+    assert!(c.reply().await.starts_with("250 2.0.0 Queued as"));
+    assert_eq!(stored_posts(&at.server).await, 1);
+
+    // Ten thousand distinct unknown recipients: refused one by one until the error limit
+    // closes the session; the rest are never looked up.
+    let (mut c, _) = Conn::open(at.port).await;
+    c.send("EHLO many.example.org").await;
+    let mut commands = format!("MAIL FROM:<{OWNER}>\r\n");
+    for i in 0..10_000 {
+        commands.push_str(&format!("RCPT TO:<nobody{i}@lists.example.org>\r\n"));
+    }
+    let writing = c.write_in_background(commands.into_bytes());
+    let replies = c.replies_until_closed().await;
+    let limit = SmtpConfig::default().max_errors;
+    assert_eq!(replies.len(), 1 + limit + 1, "{replies:?}");
+    assert!(replies[0].starts_with("250 2.1.0"));
+    assert!(
+        replies[1..=limit]
+            .iter()
+            .all(|r| r.starts_with("550 5.1.1"))
+    );
+    assert!(replies[limit + 1].starts_with("421 4.7.0 Too many errors"));
+    writing.await.unwrap();
+    honest_post_is_queued(&at).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_bare_line_feeds_and_pipelined_garbage_get_precise_replies() {
+    let at = listen(
+        SmtpConfig {
+            max_errors: 100,
+            ..SmtpConfig::default()
+        },
+        8,
+    )
+    .await;
+    let (mut c, _) = Conn::open(at.port).await;
+    c.write(b"EHLO lf.example.org\n").await;
+    assert!(
+        c.reply().await.starts_with("250"),
+        "a bare LF ends a command"
+    );
+    c.write(b"NO\0OP\r\n").await;
+    assert!(c.reply().await.starts_with("500 5.5.2"));
+    c.write(b"MAIL FROM:<a\0b@example.org>\r\n").await;
+    let reply = c.reply().await;
+    assert!(reply.starts_with("501 5.1.7"), "{reply}");
+    c.write(b"\xff\xfe\r\nGARBAGE\r\n\x1b[2J\r\nNOOP\r\n").await;
+    for _ in 0..3 {
+        let reply = c.reply().await;
+        assert!(reply.starts_with("500 5.5.2"), "{reply}");
+    }
+    assert!(
+        c.reply().await.starts_with("250 2.0.0"),
+        "NOOP after the garbage"
+    );
+    assert_eq!(c.send("QUIT").await, "221 2.0.0 Bye\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smuggled_end_of_data_marker_does_not_end_the_message() {
+    let at = listen(SmtpConfig::default(), 8).await;
+    let (mut c, _) = Conn::open(at.port).await;
+    c.send("EHLO smuggle.example.org").await;
+    c.send(&format!("MAIL FROM:<{OWNER}>")).await;
+    c.send(&format!("RCPT TO:<{LIST}>")).await;
+    assert!(c.send("DATA").await.starts_with("354"));
+    // A bare-LF "dot" line and a CR-only one followed by a second transaction: a server that
+    // ended DATA at either would run the smuggled MAIL/RCPT/DATA (SMTP smuggling).
+    let mut message = sealed_post(OWNER, &at.owner);
+    message.extend_from_slice(b"\n.\nMAIL FROM:<eve@example.org>\r\n");
+    message.extend_from_slice(b"\r.\rRCPT TO:<team@lists.example.org>\r\nDATA\r\n");
+    message.extend_from_slice(b"\r\n.\r\n");
+    c.write(&message).await;
+    // The whole thing is one message: the text after the PGP/MIME closing boundary is its
+    // epilogue, which MIME ignores, so the post is taken, smuggled text and all.
+    let reply = c.reply().await;
+    assert!(reply.starts_with("250 2.0.0 Queued as"), "{reply}");
+    assert!(
+        c.send("NOOP").await.starts_with("250 2.0.0 OK"),
+        "no replies to smuggled commands are queued"
+    );
+    let stored = at.server.store().posts(LIST, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0].message);
+    assert!(
+        text.contains("\r.\rRCPT TO:<team@lists.example.org>"),
+        "{text}"
+    );
+    assert!(text.contains("\n.\nMAIL FROM:<eve@example.org>"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_drip_senders_are_cut_off_at_the_deadline() {
+    let at = listen(
+        SmtpConfig {
+            idle_timeout: Duration::from_secs(1),
+            min_data_rate: 100,
+            ..SmtpConfig::default()
+        },
+        8,
+    )
+    .await;
+
+    // A command line one byte every 100 ms: never idle for the timeout, but the line is not
+    // done within it.
+    let (mut c, _) = Conn::open(at.port).await;
+    let line = b"EHLO a-very-slow-client.example.org\r\n";
+    let mut writer = c.writer.take().unwrap();
+    let dripping = tokio::spawn(async move {
+        let mut sent = 0;
+        for byte in line {
+            if writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent
+    });
+    let replies = c.replies_until_closed().await;
+    assert_eq!(
+        replies,
+        ["421 4.4.2 Timeout waiting for a command, closing connection\r\n"]
+    );
+    let sent = dripping.await.unwrap();
+    assert!(
+        sent < line.len(),
+        "cut off after {sent} of {} bytes",
+        line.len()
+    );
+
+    // Message data at 50 bytes/s against a minimum of 100: cut off once the grace is used.
+    let (mut c, _) = Conn::open(at.port).await;
+    c.send("EHLO slow.example.org").await;
+    c.send(&format!("MAIL FROM:<{OWNER}>")).await;
+    c.send(&format!("RCPT TO:<{LIST}>")).await;
+    assert!(c.send("DATA").await.starts_with("354"));
+    let mut writer = c.writer.take().unwrap();
+    let dripping = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b"0123456789").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let replies = c.replies_until_closed().await;
+    assert_eq!(
+        replies,
+        ["421 4.4.2 Message data arriving too slowly, closing connection\r\n"]
+    );
+    dripping.await.unwrap();
+    assert_eq!(stored_posts(&at.server).await, 0);
+
+    // Commands that keep a session busy without doing anything count as errors past a limit.
+    let (mut c, _) = Conn::open(at.port).await;
+    let mut noops = String::new();
+    for _ in 0..SmtpConfig::default().max_junk_commands + 20 {
+        noops.push_str("NOOP\r\n");
+    }
+    let writing = c.write_in_background(noops.into_bytes());
+    let replies = c.replies_until_closed().await;
+    assert_eq!(
+        replies.len(),
+        SmtpConfig::default().max_junk_commands + SmtpConfig::default().max_errors + 1
+    );
+    assert!(
+        replies
+            .last()
+            .unwrap()
+            .starts_with("421 4.7.0 Too many errors")
+    );
+    writing.await.unwrap();
+    honest_post_is_queued(&at).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_is_told_421_beyond_the_limit_and_service_resumes() {
+    const SLOTS: usize = 8;
+    let at = listen(SmtpConfig::default(), SLOTS).await;
+    let mut held = Vec::new();
+    let mut greetings = Vec::new();
+    for _ in 0..200 {
+        let (conn, greeting) = Conn::open(at.port).await;
+        held.push(conn);
+        greetings.push(greeting);
+    }
+    let served = greetings.iter().filter(|g| g.starts_with("220 ")).count();
+    let turned_away = greetings
+        .iter()
+        .filter(|g| g.starts_with("421 4.3.2 Too many connections"))
+        .count();
+    assert_eq!((served, turned_away), (SLOTS, 200 - SLOTS), "{greetings:?}");
+    drop(held);
+
+    // Slots come back as the server sees the flood's connections close.
+    let mut greeting = String::new();
+    for _ in 0..100 {
+        let (_conn, g) = Conn::open(at.port).await;
+        greeting = g;
+        if greeting.starts_with("220 ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    honest_post_is_queued(&at).await;
+    assert_eq!(stored_posts(&at.server).await, 1);
+}
