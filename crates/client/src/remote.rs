@@ -307,11 +307,14 @@ pub async fn submit(
     let refused = |e: mail_send::Error| match e {
         mail_send::Error::UnexpectedReply(reply) => RemoteError::SmtpRefused {
             address: smtp.to_owned(),
-            reply: format!(
-                "{} {}",
-                reply.code,
-                reply.message.replace(['\r', '\n'], " ")
-            ),
+            reply: match reply.esc {
+                [0, 0, 0] => format!("{} {}", reply.code, one_line(&reply.message)),
+                [class, subject, detail] => format!(
+                    "{} {class}.{subject}.{detail} {}",
+                    reply.code,
+                    one_line(&reply.message)
+                ),
+            },
         },
         other => RemoteError::SmtpFailed {
             address: smtp.to_owned(),
@@ -348,4 +351,8 @@ pub async fn submit(
     // The post is accepted once DATA got its 250; a failed QUIT changes nothing.
     let _ = client.quit().await;
     Ok(())
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
 }

@@ -25,8 +25,8 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Longest a request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What every endpoint of both servers shares: a JSON 404 for unknown paths, the body size
-/// limit (413) and the request timeout (408).
+/// What every endpoint of both servers shares: a JSON 404 for unknown paths and 405 for
+/// unknown methods, the body size limit (413) and the request timeout (408).
 pub fn with_common_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
     routes
         .fallback(|| async {
@@ -34,6 +34,13 @@ pub fn with_common_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -
                 StatusCode::NOT_FOUND,
                 "no_such_endpoint",
                 "no such endpoint",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -569,3 +569,101 @@ fn a_passphrase_protected_gpg_key_imports_only_with_its_passphrase() {
     let err = refused(hushlist(&home, &["key", "fingerprint"], b""));
     assert!(err.contains("is locked"), "{err}");
 }
+
+/// A small tmpfs mounted for a test (root only); unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: PathBuf, megabytes: u32) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (.ci/run runs as root)"
+        );
+        SmallDisk { path }
+    }
+
+    /// Fills what is left with a file, down to the last block.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut filler = std::fs::File::create(self.path.join("filler")).unwrap();
+        for chunk in [1 << 20, 4096, 512] {
+            let block = vec![0u8; chunk];
+            while filler
+                .write_all(&block)
+                .and_then(|()| filler.flush())
+                .is_ok()
+            {}
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_temporary_failure_and_nothing_acknowledged_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hushlist-data");
+    let key_disk = SmallDisk::mount(data.join("keys"), 16);
+    let list_disk = SmallDisk::mount(data.join("lists"), 16);
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let served = Served::start(&data, sink.port, "lists.example.org");
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let alice = Person::new(dir.path(), "alice@example.net");
+    for person in [&olivia, &alice] {
+        ok(person.run(&["init", "--email", person.address]));
+    }
+    create_list(&olivia, &served, "pull");
+    add(&olivia, &alice, dir.path());
+    alice.use_list(&served);
+    let send = |subject: &str, body: &[u8]| {
+        olivia.run_with(&["send", "--list", LIST, "--subject", subject], body)
+    };
+    ok(send("before", b"written while there was room\n"));
+    sink.wait_for_copies(alice.address, 1);
+
+    // The list server's disk is full: the post (2 MB, more than any free space the
+    // database has inside its files) is deferred with 451, which the sender is told.
+    let big_body = "all work and no play\n".repeat(100_000);
+    list_disk.fill();
+    let err = refused(send("while the list disk is full", big_body.as_bytes()));
+    assert!(err.contains("451 4.3.0"), "{err}");
+
+    // The key server's disk is full too: the deposit is refused with 503, nothing is sent.
+    key_disk.fill();
+    let err = refused(send("while both disks are full", b"small\n"));
+    assert!(err.contains("disk is full (HTTP 503"), "{err}");
+
+    // Space comes back: the same server processes take posts again, and every post that
+    // was acknowledged reaches the member once and opens.
+    list_disk.free();
+    key_disk.free();
+    ok(send("after", big_body.as_bytes()));
+    let copies = sink.wait_for_copies(alice.address, 2);
+    let opened = ok(alice.run_with(&["open"], &copies[1]));
+    assert!(opened.contains("Subject: after"), "{opened}");
+    let archive = ok(alice.run(&["archive", LIST]));
+    assert_eq!(
+        archive.lines().count(),
+        2,
+        "only the acknowledged posts: {archive}"
+    );
+}

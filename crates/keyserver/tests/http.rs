@@ -572,3 +572,71 @@ async fn the_database_alone_holds_no_session_key_and_restart_keeps_deposits() {
         );
     }
 }
+
+#[tokio::test]
+async fn broken_http_requests_get_a_status_and_a_json_error() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    server.deposit(&p.bob, &key_id, &session_key).await;
+    let keys = server.url(&format!("/v1/lists/{LIST}/keys/{key_id}"));
+    let raw = |body: Vec<u8>| {
+        let request = server.http.post(&keys).body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("a JSON error body");
+            (status, body)
+        }
+    };
+    for body in [
+        b"{\"signer\": ".to_vec(),
+        b"not json at all".to_vec(),
+        b"\xff\xfe\x00garbage".to_vec(),
+        b"{} trailing".to_vec(),
+        Vec::new(),
+        // Deeper than serde_json's recursion limit: refused, not a stack overflow.
+        [vec![b'['; 100_000], vec![b']'; 100_000]].concat(),
+    ] {
+        let (status, body) = raw(body).await;
+        assert_eq!((status, code(&body)), (400, "malformed"), "{body}");
+    }
+
+    // A well-formed request for a key nobody deposited, and for a list nobody made.
+    let unknown = KeyId::generate(OsRng);
+    let (status, body) = server.fetch(&p.rita, &unknown).await;
+    assert_eq!((status, code(&body)), (404, "unknown_key"), "{body}");
+    let nobody = Address::parse("nobody@lists.example.org").unwrap();
+    let request = signed(
+        &p.rita,
+        &purpose::fetch_key(&nobody, &unknown),
+        &serde_json::json!({}),
+    );
+    let (status, body) = server
+        .post(
+            &format!("/v1/lists/{nobody}/keys/{unknown}"),
+            &request,
+            None,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (404, "unknown_list"), "{body}");
+    let (status, body) = server
+        .post(
+            &format!("/v1/lists/{LIST}/keys/not-a-key-id"),
+            &request,
+            None,
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "bad_key_id"), "{body}");
+
+    // Unknown paths and methods.
+    let (status, text) = server.get("/v2/everything").await;
+    assert_eq!(status, 404);
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(code(&body), "no_such_endpoint");
+    let response = server.http.delete(&keys).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(code(&body), "method_not_allowed");
+}

@@ -1,17 +1,22 @@
 //! The real `hushlist-listserver` process: killed with SIGKILL in the middle of a fan-out to
 //! 1,000 members and started again, every member still gets the post, and duplicates are
 //! limited to the transactions that were in flight; a post to 10,000 members completes with
-//! the process's peak memory well under 200 MB. Also its /healthz and /metrics.
+//! the process's peak memory well under 200 MB; killed while senders post, every post it
+//! acknowledged is delivered after the restart. Also its /healthz and /metrics.
 
 mod common;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
+use hushlist_core::SecretIdentity;
 use hushlist_listserver::service::ListServer;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 const MEMBERS: usize = 1000;
 const MAX_RCPTS: usize = 50;
@@ -84,6 +89,14 @@ async fn metric(http: &str, name: &str) -> Option<i64> {
 /// Creates the list with `members` in the data directory's store, before the server runs;
 /// returns the path of a post by the owner.
 async fn prepare(dir: &Path, data_dir: &Path, members: usize) -> std::path::PathBuf {
+    let owner = prepare_list(data_dir, members).await;
+    let post = dir.join("post.eml");
+    std::fs::write(&post, sealed_post(OWNER, &owner)).unwrap();
+    post
+}
+
+/// Creates the list with `members` in the data directory's store; returns its owner.
+async fn prepare_list(data_dir: &Path, members: usize) -> SecretIdentity {
     std::fs::create_dir_all(data_dir).unwrap();
     let server = ListServer::new(
         hushlist_store::Store::open(&format!(
@@ -93,10 +106,7 @@ async fn prepare(dir: &Path, data_dir: &Path, members: usize) -> std::path::Path
         .await
         .unwrap(),
     );
-    let owner = create_list(&server, members).await;
-    let post = dir.join("post.eml");
-    std::fs::write(&post, sealed_post(OWNER, &owner)).unwrap();
-    post
+    create_list(&server, members).await
 }
 
 /// Posts with swaks and checks the 250.
@@ -211,6 +221,155 @@ async fn a_fan_out_killed_mid_way_completes_after_restart_without_loss() {
     );
     assert_eq!(
         metric(&server.http, "hushlist_listserver_queue{state=\"failed\"}").await,
+        Some(0)
+    );
+}
+
+/// Posts `posts` (Message-ID, message) one after another on one pipelining SMTP connection
+/// until they are done or the server goes away. Returns the Message-IDs answered 250, and
+/// any reply that was neither expected nor the end of the connection.
+async fn post_until_gone(
+    port: u16,
+    posts: Vec<(String, Vec<u8>)>,
+    acknowledged: Arc<AtomicUsize>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut acked, mut unexpected) = (Vec::new(), Vec::new());
+    let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (acked, unexpected);
+    };
+    let (read, mut write) = stream.into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    let mut reply = async move || -> Option<String> {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            text.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Some(text);
+            }
+        }
+    };
+    let mut expect = async |reply: Option<String>, code: &str| match reply {
+        Some(text) if text.starts_with(code) => true,
+        Some(text) => {
+            unexpected.push(text);
+            false
+        }
+        None => false,
+    };
+    if !expect(reply().await, "220").await
+        || write
+            .write_all(b"EHLO crash.example.org\r\n")
+            .await
+            .is_err()
+        || !expect(reply().await, "250").await
+    {
+        return (acked, unexpected);
+    }
+    for (message_id, message) in posts {
+        let mut bytes = format!("MAIL FROM:<{OWNER}>\r\nRCPT TO:<{LIST}>\r\nDATA\r\n").into_bytes();
+        if write.write_all(&bytes).await.is_err()
+            || !expect(reply().await, "250").await
+            || !expect(reply().await, "250").await
+            || !expect(reply().await, "354").await
+        {
+            break;
+        }
+        bytes.clear();
+        for line in message.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                bytes.push(b'.');
+            }
+            bytes.extend_from_slice(line);
+        }
+        bytes.extend_from_slice(b".\r\n");
+        if write.write_all(&bytes).await.is_err() || !expect(reply().await, "250").await {
+            break;
+        }
+        acked.push(message_id);
+        acknowledged.fetch_add(1, Ordering::SeqCst);
+    }
+    (acked, unexpected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_senders_post_loses_no_acknowledged_post() {
+    const SENDERS: usize = 4;
+    const POSTS_EACH: usize = 100;
+    const MEMBERS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("lists");
+    let owner = prepare_list(&data_dir, MEMBERS).await;
+    let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+    let mut first = start_list_server(&data_dir, sink.port);
+
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let posts = (0..POSTS_EACH)
+                .map(|n| {
+                    let id = format!("crash-{s}-{n}@example.org");
+                    let post = sealed_post_with_id(OWNER, &owner, &id);
+                    (id, post)
+                })
+                .collect();
+            tokio::spawn(post_until_gone(
+                first.smtp_port,
+                posts,
+                acknowledged.clone(),
+            ))
+        })
+        .collect();
+    wait_until(Duration::from_secs(60), "the first 30 posts", || async {
+        acknowledged.load(Ordering::SeqCst) >= 30
+    })
+    .await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut acked = Vec::new();
+    for sender in senders {
+        let (ids, unexpected) = sender.await.unwrap();
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        acked.extend(ids);
+    }
+    assert!(
+        acked.len() < SENDERS * POSTS_EACH,
+        "the senders were done before the kill"
+    );
+
+    let second = start_list_server(&data_dir, sink.port);
+    wait_until(
+        Duration::from_secs(120),
+        "the queue to drain after restart",
+        || async {
+            metric(&second.http, "hushlist_listserver_queue{state=\"pending\"}").await == Some(0)
+        },
+    )
+    .await;
+    let transactions = sink.transactions();
+    let mut everyone: Vec<String> = (0..MEMBERS).map(member_address).collect();
+    everyone.push(OWNER.into());
+    everyone.sort();
+    for id in &acked {
+        let header = format!("Message-ID: <{id}>");
+        let mut reached: Vec<String> = transactions
+            .iter()
+            .filter(|t| t.message.contains(&header))
+            .flat_map(|t| t.rcpt_to.iter().cloned())
+            .collect();
+        reached.sort();
+        reached.dedup();
+        assert_eq!(reached, everyone, "acknowledged post {id}");
+    }
+    assert_eq!(
+        metric(&second.http, "hushlist_listserver_queue{state=\"failed\"}").await,
         Some(0)
     );
 }

@@ -1,6 +1,8 @@
 //! Real peers for the `hushlist` tests: the binary itself (as a user and as `hushlist serve`),
 //! a private Postfix instance as the relay, Postfix's smtp-sink as the mailboxes, and gpg.
 
+#![allow(dead_code)] // each test binary uses its own part of this module
+
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -85,8 +85,12 @@ pub async fn list_server(dir: &Path) -> Arc<ListServer> {
 }
 
 pub fn sealed_post(from: &str, who: &SecretIdentity) -> Vec<u8> {
+    sealed_post_with_id(from, who, "post@example.org")
+}
+
+pub fn sealed_post_with_id(from: &str, who: &SecretIdentity, message_id: &str) -> Vec<u8> {
     let text = format!(
-        "From: Olivia Owner <{from}>\r\nTo: {LIST}\r\nSubject: news\r\nMessage-ID: <post@example.org>\r\n\r\n.leading dot\r\nbody\r\n"
+        "From: Olivia Owner <{from}>\r\nTo: {LIST}\r\nSubject: news\r\nMessage-ID: <{message_id}>\r\n\r\n.leading dot\r\nbody\r\n"
     );
     seal(OsRng, text.as_bytes(), who, "https://keys.example.org")
         .unwrap()
