@@ -280,12 +280,17 @@ impl PostSink for ListServer {
                 .map(|m| m.address.to_string())
                 .filter(|address| !suspended.contains(address))
                 .collect();
-            let id = self
+            let inserted = self
                 .store
                 .insert_post(&row, &recipients)
                 .await
                 .map_err(temporary)?;
-            ids.push(id.to_string());
+            if inserted.duplicate {
+                // A client retrying after a lost 250, or a replay: the post is already
+                // queued, so it is acknowledged again but not delivered twice.
+                tracing::info!(list = %list, id = inserted.id, "post already stored");
+            }
+            ids.push(inserted.id.to_string());
         }
         self.metrics
             .posts_accepted

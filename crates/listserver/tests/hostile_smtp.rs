@@ -427,3 +427,33 @@ async fn a_connection_flood_is_told_421_beyond_the_limit_and_service_resumes() {
     honest_post_is_queued(&at).await;
     assert_eq!(stored_posts(&at.server).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_post_is_acknowledged_with_its_first_id_and_queued_once() {
+    let at = listen(SmtpConfig::default(), 8).await;
+    let post = sealed_post(OWNER, &at.owner);
+    let mut queue_ids = Vec::new();
+    for _ in 0..3 {
+        let (mut c, _) = Conn::open(at.port).await;
+        c.send("EHLO replay.example.org").await;
+        c.send(&format!("MAIL FROM:<{OWNER}>")).await;
+        c.send(&format!("RCPT TO:<{LIST}>")).await;
+        assert!(c.send("DATA").await.starts_with("354"));
+        c.write(&[&post[..], b".\r\n"].concat()).await;
+        let reply = c.reply().await;
+        assert!(reply.starts_with("250 2.0.0 Queued as "), "{reply}");
+        queue_ids.push(reply);
+    }
+    assert!(
+        queue_ids.iter().all(|id| *id == queue_ids[0]),
+        "{queue_ids:?}"
+    );
+    let stored = at.server.store().posts(LIST, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let pending = at.server.store().pending_deliveries(stored[0].id).await;
+    assert_eq!(
+        pending.unwrap().len(),
+        2,
+        "one copy each for the owner and the member"
+    );
+}

@@ -38,6 +38,14 @@ pub struct StoredOp {
     pub signature: Vec<u8>,
 }
 
+/// What [`Store::insert_post`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertedPost {
+    pub id: i64,
+    /// The post was stored before (same list and key id); nothing was added.
+    pub duplicate: bool,
+}
+
 /// A session key row. `sealed_key` is the key encrypted under the master key `master_key_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionKeyRow {
@@ -582,19 +590,20 @@ impl Store {
 }
 
 impl Store {
-    /// Stores an accepted post and one pending delivery per recipient in one transaction;
-    /// returns the post id once committed.
+    /// Stores a post with one pending delivery per distinct recipient, in one transaction.
+    /// A post whose list and key id are already stored is not stored again: the existing
+    /// post is returned as a duplicate, and no deliveries are added.
     pub async fn insert_post(
         &self,
         post: &PostRow,
         recipients: &[String],
-    ) -> Result<i64, StoreError> {
+    ) -> Result<InsertedPost, StoreError> {
         // Rows per INSERT statement: well under SQLite's limit of bound parameters.
         const BATCH: usize = 400;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
         )
         .bind(&post.list)
         .bind(&post.mail_from)
@@ -602,8 +611,20 @@ impl Store {
         .bind(&post.message_id)
         .bind(post.received_at)
         .bind(&post.message)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = inserted else {
+            let row = sqlx::query("SELECT id FROM posts WHERE list = $1 AND key_id = $2")
+                .bind(&post.list)
+                .bind(&post.key_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(InsertedPost {
+                id: row.get("id"),
+                duplicate: true,
+            });
+        };
         let id: i64 = row.get("id");
         for chunk in recipients.chunks(BATCH) {
             let values: Vec<String> = (0..chunk.len())
@@ -620,7 +641,10 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(id)
+        Ok(InsertedPost {
+            id,
+            duplicate: false,
+        })
     }
 
     /// The recipients of a post still waiting for delivery.

@@ -212,7 +212,9 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
     };
     let mut recipients: Vec<String> = (0..1000).map(|i| format!("m{i:04}@example.org")).collect();
     recipients.push("m0000@example.org".into());
-    let id = store.insert_post(&post, &recipients).await.unwrap();
+    let inserted = store.insert_post(&post, &recipients).await.unwrap();
+    assert!(!inserted.duplicate);
+    let id = inserted.id;
     let pending = store.pending_deliveries(id).await.unwrap();
     assert_eq!(pending.len(), 1000, "one delivery per distinct recipient");
     assert_eq!(pending[0], "m0000@example.org");
@@ -221,16 +223,40 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
         (stored[0].id, stored[0].message.as_slice()),
         (id, &b"ciphertext"[..])
     );
-    let second = store.insert_post(&post, &[]).await.unwrap();
-    assert!(second > id);
-    assert!(store.pending_deliveries(second).await.unwrap().is_empty());
+    // The same list and key id again (a retry, or a replay): the stored post, untouched.
+    let again = store
+        .insert_post(&post, &["x@example.org".into()])
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.duplicate), (id, true));
+    assert_eq!(store.pending_deliveries(id).await.unwrap().len(), 1000);
+    assert_eq!(store.posts("l", 0, 10).await.unwrap().len(), 1);
+    // Another post, and the same key id on another list, are new.
+    let other_key = hushlist_store::PostRow {
+        key_id: "k2".into(),
+        ..post.clone()
+    };
+    let second = store.insert_post(&other_key, &[]).await.unwrap();
+    assert!(second.id > id && !second.duplicate);
+    assert!(
+        store
+            .pending_deliveries(second.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other_list = hushlist_store::PostRow {
+        list: "l2".into(),
+        ..post
+    };
+    assert!(!store.insert_post(&other_list, &[]).await.unwrap().duplicate);
 }
 
 async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &ScratchDb) {
     let store = db.open().await.unwrap();
     let post = ciphertext_post();
     let recipients: Vec<String> = (0..5).map(|i| format!("m{i}@example.org")).collect();
-    let id = store.insert_post(&post, &recipients).await.unwrap();
+    let id = store.insert_post(&post, &recipients).await.unwrap().id;
     assert_eq!(
         store.post(id).await.unwrap().unwrap().message,
         b"ciphertext"
