@@ -1,67 +1,25 @@
 //! Interoperability with real GnuPG: gpg-made keys load, gpg decrypts and verifies what we
 //! seal and splice, and we open what gpg encrypts given the session key it prints.
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
-
 use hushlist_core::outer::{EncryptedPost, KEY_ID_HEADER};
 use hushlist_core::{Cert, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
+use hushlist_peers::Gpg;
 use rand::rngs::OsRng;
 
-/// A throwaway GnuPG home.
-struct Gpg {
-    home: tempfile::TempDir,
+/// What these tests ask of a GnuPG home beyond running it.
+trait GpgKeys {
+    fn gen_key(&self, email: &str, algo: &str) -> String;
+    fn export(&self, uid: &str, armor: bool) -> Vec<u8>;
+    fn export_secret(&self, uid: &str, armor: bool) -> Vec<u8>;
 }
 
-impl Gpg {
-    fn new() -> Self {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            home.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        Gpg { home }
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new("gpg")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gpg must be installed (.ci/run installs gnupg)");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "gpg {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
+impl GpgKeys for Gpg {
     /// `gpg --quick-gen-key` with the given algorithm spec (`default`: RSA-3072 with an RSA
     /// encryption subkey; `future-default`: Ed25519 with a Cv25519 subkey); returns the user id.
     fn gen_key(&self, email: &str, algo: &str) -> String {
         let uid = format!("Member <{email}>");
-        self.ok(&["--quick-gen-key", &uid, algo, "default", "never"], b"");
+        self.run_ok(&["--quick-gen-key", &uid, algo, "default", "never"], b"");
         uid
     }
 
@@ -71,7 +29,7 @@ impl Gpg {
             args.push("--armor");
         }
         args.push(uid);
-        self.ok(&args, b"").stdout
+        self.run_ok(&args, b"").stdout
     }
 
     fn export_secret(&self, uid: &str, armor: bool) -> Vec<u8> {
@@ -80,11 +38,7 @@ impl Gpg {
             args.push("--armor");
         }
         args.push(uid);
-        self.ok(&args, b"").stdout
-    }
-
-    fn import(&self, data: &[u8]) {
-        self.ok(&["--import"], data);
+        self.run_ok(&args, b"").stdout
     }
 }
 
@@ -211,7 +165,7 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
         "Sender <sender@example.org>",
         "Sender <gpgsender@example.org>",
     );
-    let out = gpg.ok(
+    let out = gpg.run_ok(
         &[
             "--armor",
             "--cipher-algo",
@@ -225,7 +179,7 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
         ],
         inner.as_bytes(),
     );
-    let shown = gpg.ok(
+    let shown = gpg.run_ok(
         &["--status-fd", "2", "--show-session-key", "--decrypt"],
         &out.stdout,
     );

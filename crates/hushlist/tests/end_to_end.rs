@@ -6,7 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Gpg, Postfix, Served, SmtpSink, free_port, hushlist, ok, ok_bytes, refused};
+use common::{Served, hushlist, ok, ok_bytes, refused};
+use hushlist_peers::{Gpg, Postfix, SmtpSink, free_port};
 
 const LIST: &str = "team@lists.example.org";
 

@@ -9,13 +9,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Served, SmtpSink};
+use common::Served;
 use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
 use hushlist_client::rosters;
 use hushlist_core::roster::{MemberEntry, Policy, Role};
 use hushlist_core::{Address, KeyId, SecretIdentity};
+use hushlist_peers::SmtpSink;
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";

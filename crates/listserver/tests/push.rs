@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,48 +76,10 @@ fn now() -> u64 {
 /// Decrypts with gpg holding only `member`'s secret key and the sender's certificate;
 /// returns stdout after checking the exit code (gpg prints tampered plaintext before failing).
 fn gpg_decrypt(member: &SecretIdentity, sender: &hushlist_core::Cert, message: &[u8]) -> Vec<u8> {
-    let home = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        home.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let gpg = |args: &[&str], input: &[u8]| {
-        let mut child = Command::new("gpg")
-            .arg("--homedir")
-            .arg(home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gpg must be installed (.ci/run installs gnupg)");
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    };
-    for key in [member.to_armored_secret(), sender.to_armored()] {
-        let imported = gpg(&["--import"], key.as_bytes());
-        assert!(
-            imported.status.success(),
-            "{}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-    }
-    let out = gpg(&["--decrypt"], message);
-    assert!(
-        out.status.success(),
-        "gpg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let gpg = hushlist_peers::Gpg::new();
+    gpg.import(member.to_armored_secret().as_bytes());
+    gpg.import(sender.to_armored().as_bytes());
+    gpg.run_ok(&["--decrypt"], message).stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
