@@ -17,6 +17,7 @@ use hushlist_client::rosters;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::Signature;
+use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
 use hushlist_listserver::delivery::{DeliveryConfig, RelayConfig};
@@ -96,6 +97,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         domain: DOMAIN.into(),
         tls: None,
         sweep_every: Duration::from_secs(60),
+        rate_per_sec: ServiceConfig::default().rate_per_sec,
+        rate_burst: ServiceConfig::default().rate_burst,
     })
     .await?;
     let mut delivery = DeliveryConfig::new(RelayConfig {

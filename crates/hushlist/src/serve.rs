@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
 use hushlist_listserver::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig};
@@ -235,6 +236,8 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
             domain: domain.clone(),
             tls: key_tls,
             sweep_every: Duration::from_secs(raw.keys.sweep_secs.unwrap_or(60)),
+            rate_per_sec: ServiceConfig::default().rate_per_sec,
+            rate_burst: ServiceConfig::default().rate_burst,
         },
         lists: ListDaemonConfig {
             data_dir: data_dir.join("lists"),

@@ -27,6 +27,9 @@ pub struct KeyDaemonConfig {
     /// PEM certificate chain and key to serve HTTPS with.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub sweep_every: Duration,
+    /// Signed requests allowed per identity: on average per second, and at once.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,8 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
     let service = ServiceConfig {
         admin_token,
         grants_token,
+        rate_per_sec: config.rate_per_sec,
+        rate_burst: config.rate_burst,
         ..ServiceConfig::default()
     };
     let user_id = format!("hushlist key server <keys@{}>", config.domain);

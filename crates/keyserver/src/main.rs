@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self, KeyDaemonConfig};
 
 #[derive(Parser)]
@@ -40,6 +41,12 @@ struct Args {
     /// Seconds between sweeps that destroy expired keys.
     #[arg(long, default_value_t = 60)]
     sweep_secs: u64,
+    /// Signed requests each identity may make per second, on average.
+    #[arg(long, default_value_t = ServiceConfig::default().rate_per_sec)]
+    rate_per_sec: f64,
+    /// Signed requests each identity may make at once.
+    #[arg(long, default_value_t = ServiceConfig::default().rate_burst)]
+    rate_burst: f64,
 }
 
 #[tokio::main]
@@ -62,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
         domain: args.domain,
         tls: args.tls_cert.zip(args.tls_key),
         sweep_every: Duration::from_secs(args.sweep_secs),
+        rate_per_sec: args.rate_per_sec,
+        rate_burst: args.rate_burst,
     })
     .await?;
     hushlist_http::announce(&format!("listening on {}", running.url));

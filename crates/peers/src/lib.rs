@@ -285,6 +285,11 @@ impl Gpg {
         Gpg { home }
     }
 
+    /// The home directory (`--homedir`).
+    pub fn dir(&self) -> &Path {
+        self.home.path()
+    }
+
     pub fn run(&self, args: &[&str], input: &[u8]) -> Output {
         let mut child = Command::new("gpg")
             .arg("--homedir")

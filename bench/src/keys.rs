@@ -1,0 +1,230 @@
+//! The key server: signed pull requests and push grants per second next to
+//! `openssl speed x25519` (one X25519 per released key is the floor of the work), and its
+//! memory as deposits fill it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hushlist_client::remote::Server as Remote;
+use hushlist_core::api::{GrantRequest, Grants};
+use hushlist_core::roster::Policy;
+use hushlist_core::{KeyId, SessionKey};
+use rand::rngs::OsRng;
+
+use crate::procs::{Server, run_command};
+use crate::{Figure, bench_list};
+
+/// Members who fetch (each signs its own requests), and members per grants call.
+const FETCHERS: usize = 64;
+const GRANTS_PER_CALL: usize = 1000;
+const CLIENTS: usize = 32;
+
+/// X25519 operations per second on one core, from `openssl speed`.
+fn openssl_x25519() -> anyhow::Result<f64> {
+    let out = run_command("openssl", &["speed", "-seconds", "3", "ecdhx25519"])?;
+    let text = String::from_utf8_lossy(&out);
+    text.lines()
+        .find(|l| l.contains("(X25519)"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no X25519 rate in openssl speed's output: {text}"))
+}
+
+pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>> {
+    let x25519 = openssl_x25519()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().context("UTF-8 temp path")?;
+    // Rate limits off: the per-identity limit is not what is measured.
+    let server = Server::start(
+        "hushlist-keyserver",
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-per-sec",
+            "1e9",
+            "--rate-burst",
+            "1e9",
+        ],
+        1,
+    )?;
+    let base = server.url()?;
+    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?;
+    let grants_token = std::fs::read_to_string(dir.path().join("grants.token"))?;
+    let keys = Remote::key_server(&base);
+    let list = bench_list(GRANTS_PER_CALL, Policy::default())?;
+    keys.create_list(admin.trim(), &list.ops[0]).await?;
+    for op in &list.ops[1..] {
+        keys.append_op(&list.address, op).await?;
+    }
+    let mut key_ids = Vec::new();
+    for _ in 0..16 {
+        let key_id = KeyId::generate(OsRng);
+        keys.deposit(
+            &list.owner,
+            &list.address,
+            &key_id,
+            &SessionKey::generate(OsRng),
+        )
+        .await?;
+        key_ids.push(key_id);
+    }
+
+    // Signed pull requests from CLIENTS concurrent clients, round-robin over members and keys.
+    let fetchers: Arc<Vec<_>> = Arc::new(list.members[..FETCHERS].to_vec());
+    let key_ids = Arc::new(key_ids);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let (keys, list_address, fetchers, key_ids, done) = (
+            keys.clone(),
+            list.address.clone(),
+            fetchers.clone(),
+            key_ids.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = client;
+            while Instant::now() < deadline {
+                let me = &fetchers[n % fetchers.len()];
+                keys.fetch_key(me, &list_address, &key_ids[n % key_ids.len()])
+                    .await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                n += CLIENTS;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let fetches = done.load(Ordering::Relaxed) as f64 / seconds as f64;
+
+    // Grants: the list server's push batches, GRANTS_PER_CALL members per call, two at once.
+    let recipients: Vec<_> = list
+        .members
+        .iter()
+        .map(|m| m.fingerprint().clone())
+        .collect();
+    let http = reqwest::Client::new();
+    let granted = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for caller in 0..2 {
+        let url = format!(
+            "{base}/v1/lists/{}/keys/{}/grants",
+            list.address, key_ids[caller]
+        );
+        let (http, token, request, granted) = (
+            http.clone(),
+            grants_token.trim().to_owned(),
+            GrantRequest {
+                recipients: recipients.clone(),
+            },
+            granted.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&request)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let grants: Grants = response.json().await?;
+                anyhow::ensure!(
+                    grants.granted.len() == GRANTS_PER_CALL,
+                    "{} refused",
+                    grants.refused.len()
+                );
+                granted.fetch_add(GRANTS_PER_CALL as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let grants = granted.load(Ordering::Relaxed) as f64 / seconds as f64;
+
+    // Memory as the key server fills: deposits from eight clients for fill_seconds.
+    let stored = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let owner = Arc::new(list.owner);
+    let filling = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (keys, list_address, owner, stored, stop) = (
+            keys.clone(),
+            list.address.clone(),
+            owner.clone(),
+            stored.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                keys.deposit(
+                    &owner,
+                    &list_address,
+                    &KeyId::generate(OsRng),
+                    &SessionKey::generate(OsRng),
+                )
+                .await?;
+                stored.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(fill_seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await??;
+    }
+    let held = stored.load(Ordering::Relaxed) + 16;
+    let deposits = (held - 16) as f64 / filling.elapsed().as_secs_f64();
+    let rss = server.peak_rss_mib()?;
+
+    Ok(vec![
+        Figure {
+            name: format!("key fetches ({CLIENTS} clients)"),
+            ours: fetches,
+            unit: "requests/s".into(),
+            peer_name: "openssl speed ecdhx25519 (1 core)".into(),
+            peer: x25519,
+            ratio: fetches / x25519,
+            target: ">= 0.30 of X25519".into(),
+        },
+        Figure {
+            name: format!("grants ({GRANTS_PER_CALL} per call, 2 callers)"),
+            ours: grants,
+            unit: "grants/s".into(),
+            peer_name: "openssl speed ecdhx25519 (1 core)".into(),
+            peer: x25519,
+            ratio: grants / x25519,
+            target: "(floor: 1 X25519 each)".into(),
+        },
+        Figure {
+            name: format!("deposits while filling ({held} keys)"),
+            ours: deposits,
+            unit: "deposits/s".into(),
+            peer_name: "openssl speed ecdhx25519 (1 core)".into(),
+            peer: x25519,
+            ratio: deposits / x25519,
+            target: "(1 X25519 each to unseal)".into(),
+        },
+        Figure {
+            name: format!("key server peak RSS at {held} keys"),
+            ours: rss,
+            unit: "MiB".into(),
+            peer_name: "target at 1,000,000 keys".into(),
+            peer: 200.0,
+            ratio: 200.0 / rss,
+            target: "< 200 MB, flat".into(),
+        },
+    ])
+}
