@@ -89,7 +89,8 @@ fn postfix_run(
     to: &str,
 ) -> anyhow::Result<(Duration, usize)> {
     let started = Instant::now();
-    run_command("/usr/sbin/smtp-source",
+    run_command(
+        "/usr/sbin/smtp-source",
         &[
             "-s",
             "4",
@@ -122,9 +123,11 @@ fn postfix_run(
 /// Creates the list in a list server store before the server runs.
 async fn prepare_list_server(data: &Path, list: &BenchList) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)?;
-    let store =
-        hushlist_store::Store::open(&format!("sqlite://{}", data.join("listserver.db").display()))
-            .await?;
+    let store = hushlist_store::Store::open(&format!(
+        "sqlite://{}",
+        data.join("listserver.db").display()
+    ))
+    .await?;
     let server = ListServer::new(store);
     server.rosters().create(list.ops[0].clone()).await?;
     for op in &list.ops[1..] {
@@ -160,7 +163,19 @@ pub async fn pull(members: usize, posts: usize) -> anyhow::Result<Vec<Figure>> {
     std::fs::write(&include, addresses)?;
     let aliases = postfix_dir.join("aliases");
     std::fs::write(&aliases, format!("team: :include:{}\n", include.display()))?;
-    run_command("/usr/sbin/postalias", &[aliases.to_str().context("UTF-8")?])?;
+    // The alias map must exist before Postfix starts (smtpd opens it to know its local
+    // recipients); postalias needs a configuration, and there may be no /etc/postfix/main.cf.
+    let postalias_conf = postfix_dir.join("postalias");
+    std::fs::create_dir_all(&postalias_conf)?;
+    std::fs::write(postalias_conf.join("main.cf"), "")?;
+    run_command(
+        "/usr/sbin/postalias",
+        &[
+            "-c",
+            postalias_conf.to_str().context("UTF-8")?,
+            aliases.to_str().context("UTF-8")?,
+        ],
+    )?;
     let postfix = Postfix::start_with(
         &postfix_dir,
         sink.port,
@@ -297,7 +312,10 @@ pub async fn push(members: usize) -> anyhow::Result<Vec<Figure>> {
         POSTFIX_MESSAGES,
         "member000000@example.net",
     )?;
-    ensure!(sent == POSTFIX_MESSAGES, "Postfix relayed {sent} of {POSTFIX_MESSAGES}");
+    ensure!(
+        sent == POSTFIX_MESSAGES,
+        "Postfix relayed {sent} of {POSTFIX_MESSAGES}"
+    );
     let postfix_rate = POSTFIX_MESSAGES as f64 / theirs.as_secs_f64();
 
     Ok(vec![

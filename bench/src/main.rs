@@ -31,6 +31,9 @@ struct Args {
     /// Seconds spent depositing keys to measure the key server's memory as it fills.
     #[arg(long, default_value_t = 45)]
     fill_seconds: u64,
+    /// Run only these benchmarks (comma-separated: seal, keys, pull, push).
+    #[arg(long, value_delimiter = ',', default_values_t = ["seal".to_owned(), "keys".to_owned(), "pull".to_owned(), "push".to_owned()])]
+    only: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
@@ -58,26 +61,45 @@ impl Figure {
     }
 }
 
+/// Keeps new figures and shows them at once (a long run is not silent until the end).
+fn measured(figures: &mut Vec<Figure>, new: Vec<Figure>) {
+    for figure in &new {
+        eprintln!("  {}", figure.row());
+    }
+    figures.extend(new);
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = std::time::Instant::now();
     let mut figures = Vec::new();
-    eprintln!("seal/open 10 MiB, against gpg …");
-    figures.extend(seal::run()?);
-    eprintln!("key requests and grants, against openssl speed x25519 …");
-    figures.extend(keys::run(args.seconds, args.fill_seconds).await?);
-    eprintln!(
-        "pull-mode fan-out ({} posts to {} members), against Postfix :include: …",
-        args.posts, args.members
-    );
-    figures.extend(fanout::pull(args.members, args.posts).await?);
-    eprintln!(
-        "push-mode fan-out ({} members), against gpg per member and Postfix relaying …",
-        args.push_members
-    );
-    figures.extend(fanout::push(args.push_members).await?);
-
+    let wanted = |name: &str| args.only.iter().any(|o| o == name);
+    if wanted("seal") {
+        eprintln!("seal/open 10 MiB, against gpg …");
+        measured(&mut figures, seal::run()?);
+    }
+    if wanted("keys") {
+        eprintln!("key requests and grants, against openssl speed x25519 …");
+        measured(
+            &mut figures,
+            keys::run(args.seconds, args.fill_seconds).await?,
+        );
+    }
+    if wanted("pull") {
+        eprintln!(
+            "pull-mode fan-out ({} posts to {} members), against Postfix :include: …",
+            args.posts, args.members
+        );
+        measured(&mut figures, fanout::pull(args.members, args.posts).await?);
+    }
+    if wanted("push") {
+        eprintln!(
+            "push-mode fan-out ({} members), against gpg per member and Postfix relaying …",
+            args.push_members
+        );
+        measured(&mut figures, fanout::push(args.push_members).await?);
+    }
     println!(
         "\n{:<38} {:>12} {:<14} {:<40} {:>12} {:>9}  target",
         "figure", "ours", "unit", "peer", "peer", "ratio"
