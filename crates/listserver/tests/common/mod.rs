@@ -98,11 +98,7 @@ pub fn sealed_post_with_id(from: &str, who: &SecretIdentity, message_id: &str) -
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    hushlist_peers::free_port()
 }
 
 /// Postfix's smtp-sink on a loopback port, writing each transaction it takes to a file.
@@ -128,13 +124,8 @@ impl SmtpSink {
         std::fs::create_dir_all(dump_dir).unwrap();
         let mut command = Command::new(smtp_sink_path());
         // As root, smtp-sink must drop privileges; the dump directory must then be writable.
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-        if root {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(dump_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        if hushlist_peers::running_as_root() {
+            hushlist_peers::open_up(dump_dir, 0o777);
             command.args(["-u", "nobody"]);
         }
         let template = format!("{}/%H%M%S.", dump_dir.display());
