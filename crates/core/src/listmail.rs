@@ -197,6 +197,50 @@ pub fn bounce_sender(list: &Address) -> String {
     format!("{}-bounces@{}", list.local_part(), list.domain())
 }
 
+/// The envelope sender of a bounce probe: `list-probe+TOKEN@domain`. The token is random and
+/// known only to the list server, so a forged bounce cannot suspend anyone.
+pub fn probe_sender(list: &Address, token: &str) -> String {
+    format!("{}-probe+{token}@{}", list.local_part(), list.domain())
+}
+
+/// The list's address for mail about the list rather than to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListMailbox {
+    /// `list-bounces@`, or `list-bounces+user=host@` naming the member a bounce is about.
+    Bounces(Option<Address>),
+    /// `list-probe+TOKEN@`: a probe came back.
+    Probe(String),
+    /// `list-leave@`: whoever writes stops receiving the list.
+    Leave,
+}
+
+impl ListMailbox {
+    /// The list and mailbox an address names, if it has the shape of one; whether the list
+    /// exists is for the caller to check.
+    pub fn parse(address: &Address) -> Option<(Address, ListMailbox)> {
+        let local = address.local_part();
+        let list = |name: &str| Address::parse(&format!("{name}@{}", address.domain())).ok();
+        if let Some((name, verp)) = local.split_once("-bounces+") {
+            let (user, host) = verp.rsplit_once('=')?;
+            let member = Address::parse(&format!("{user}@{host}")).ok()?;
+            return Some((list(name)?, ListMailbox::Bounces(Some(member))));
+        }
+        if let Some((name, token)) = local.split_once("-probe+") {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return None;
+            }
+            return Some((list(name)?, ListMailbox::Probe(token.to_owned())));
+        }
+        if let Some(name) = local.strip_suffix("-bounces") {
+            return Some((list(name)?, ListMailbox::Bounces(None)));
+        }
+        if let Some(name) = local.strip_suffix("-leave") {
+            return Some((list(name)?, ListMailbox::Leave));
+        }
+        None
+    }
+}
+
 /// The secret behind one-click unsubscribe links. A link names the list and the member and
 /// carries an HMAC-SHA256 over both, so nobody can make one for someone else.
 pub struct UnsubscribeKey(Zeroizing<Vec<u8>>);

@@ -7,6 +7,7 @@
 //! `synchronous=FULL`; PostgreSQL: its default synchronous commit), so a server may
 //! acknowledge what a call here accepted.
 
+pub mod bounces;
 pub mod rosters;
 pub mod scratch;
 
@@ -849,34 +850,21 @@ impl Store {
         Ok(counts)
     }
 
-    /// Stops delivery of `list`'s posts to `address` (kept as first suspended if already).
-    pub async fn suspend(
-        &self,
-        list: &str,
-        address: &str,
-        reason: &str,
-        since: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO suspensions (list, address, reason, since) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(list)
-        .bind(address)
-        .bind(reason)
-        .bind(since)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Delivers `list`'s posts to `address` again; returns whether it was suspended.
+    /// Delivers `list`'s posts to `address` again, with a clean bounce record; returns
+    /// whether it was suspended.
     pub async fn resume(&self, list: &str, address: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM suspensions WHERE list = $1 AND address = $2")
             .bind(list)
             .bind(address)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM bounce_scores WHERE list = $1 AND address = $2")
+            .bind(list)
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 

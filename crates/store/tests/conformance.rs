@@ -2,6 +2,7 @@
 //! `$HUSHLIST_TEST_POSTGRES`, which `.ci/run` starts on loopback): each test gets a fresh
 //! database of each kind.
 
+use hushlist_store::bounces::{OutboxMessage, SentProbe};
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
@@ -46,6 +47,8 @@ conformance!(
     a_post_and_its_deliveries_are_stored_together,
     deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed,
     suspensions_are_per_list_and_resume_removes_them,
+    bounce_scores_are_compare_and_set_and_probes_are_found_by_token,
+    outbox_messages_are_claimed_once_per_lease_until_sent_or_failed,
     concurrent_claims_from_two_instances_take_each_delivery_once,
     request_counts_are_per_signer_and_window_and_pruned,
 );
@@ -343,28 +346,174 @@ async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &
 
 async fn suspensions_are_per_list_and_resume_removes_them(db: &ScratchDb) {
     let store = db.open().await.unwrap();
-    store
-        .suspend("l", "a@example.org", "bounces", 5)
-        .await
-        .unwrap();
-    store
-        .suspend("l", "a@example.org", "again", 9)
-        .await
-        .unwrap();
-    store
-        .suspend("other", "b@example.org", "unsubscribed", 6)
-        .await
-        .unwrap();
+    let notice = |text: &str| OutboxMessage {
+        mail_from: "l-bounces@example.org".into(),
+        recipient: "owner@example.org".into(),
+        message: text.as_bytes().to_vec(),
+    };
+    assert!(
+        store
+            .suspend("l", "a@example.org", "bounces", 5, &[notice("first")])
+            .await
+            .unwrap()
+    );
+    // Suspending again keeps the first reason and queues no second notice.
+    assert!(
+        !store
+            .suspend("l", "a@example.org", "again", 9, &[notice("second")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .suspend("other", "b@example.org", "unsubscribed", 6, &[])
+            .await
+            .unwrap()
+    );
     let suspended = store.suspensions("l").await.unwrap();
     assert_eq!(suspended.len(), 1);
     assert_eq!(
         (suspended[0].reason.as_str(), suspended[0].since),
         ("bounces", 5)
     );
+    let outbox = store.unsent_outbox().await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].0.message, b"first");
     assert!(store.resume("l", "a@example.org").await.unwrap());
     assert!(!store.resume("l", "a@example.org").await.unwrap());
     assert!(store.suspensions("l").await.unwrap().is_empty());
     assert_eq!(store.suspensions("other").await.unwrap().len(), 1);
+}
+
+async fn bounce_scores_are_compare_and_set_and_probes_are_found_by_token(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    assert_eq!(
+        store.bounce_record("l", "a@example.org").await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .put_bounce_score("l", "a@example.org", 1.0, 100, None)
+            .await
+            .unwrap()
+    );
+    // A second first bounce (another instance counted one meanwhile) does not overwrite.
+    assert!(
+        !store
+            .put_bounce_score("l", "a@example.org", 1.0, 101, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_bounce_score("l", "a@example.org", 2.0, 200, Some(99))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_bounce_score("l", "a@example.org", 1.5, 200, Some(100))
+            .await
+            .unwrap()
+    );
+    let record = store
+        .bounce_record("l", "a@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.score, record.last_counted_at), (1.5, 200));
+    assert_eq!(record.probe_token, None);
+
+    let probe = OutboxMessage {
+        mail_from: "l-probe+tok1@example.org".into(),
+        recipient: "a@example.org".into(),
+        message: b"probe".to_vec(),
+    };
+    assert!(
+        !store
+            .send_probe("l", "nobody@example.org", "tok0", 300, 0, &probe)
+            .await
+            .unwrap(),
+        "no record, no probe"
+    );
+    assert!(
+        store
+            .send_probe("l", "a@example.org", "tok1", 300, 0, &probe)
+            .await
+            .unwrap()
+    );
+    // While that probe is current, no second one goes out.
+    assert!(
+        !store
+            .send_probe("l", "a@example.org", "tok2", 301, 0, &probe)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.probe("tok1").await.unwrap(),
+        Some(SentProbe {
+            list: "l".into(),
+            address: "a@example.org".into(),
+            sent_at: 300
+        })
+    );
+    assert_eq!(store.probe("tok2").await.unwrap(), None);
+    assert_eq!(store.unsent_outbox().await.unwrap().len(), 1);
+    // Suspension clears the record, and the probe token with it.
+    store
+        .suspend("l", "a@example.org", "probe bounced", 400, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bounce_record("l", "a@example.org").await.unwrap(),
+        None
+    );
+    assert_eq!(store.probe("tok1").await.unwrap(), None);
+}
+
+async fn outbox_messages_are_claimed_once_per_lease_until_sent_or_failed(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let messages: Vec<OutboxMessage> = (0..3)
+        .map(|i| OutboxMessage {
+            mail_from: "l-bounces@example.org".into(),
+            recipient: format!("o{i}@example.org"),
+            message: format!("notice {i}").into_bytes(),
+        })
+        .collect();
+    store.queue_messages(&messages, 10).await.unwrap();
+    let first = store.claim_outbox(10, 70, 2).await.unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|m| m.recipient.as_str())
+            .collect::<Vec<_>>(),
+        ["o0@example.org", "o1@example.org"]
+    );
+    let second = store.claim_outbox(10, 70, 10).await.unwrap();
+    assert_eq!(second.len(), 1, "leased messages are not claimed twice");
+    assert!(store.claim_outbox(11, 70, 10).await.unwrap().is_empty());
+    store.outbox_sent(first[0].id).await.unwrap();
+    store
+        .outbox_attempt_failed(first[1].id, Some(100), "451 try later")
+        .await
+        .unwrap();
+    store
+        .outbox_attempt_failed(second[0].id, None, "550 no such user")
+        .await
+        .unwrap();
+    // After the lease: only the deferred message comes back, once due.
+    assert!(store.claim_outbox(99, 200, 10).await.unwrap().is_empty());
+    let retried = store.claim_outbox(100, 200, 10).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].id, retried[0].attempts), (first[1].id, 1));
+    let unsent = store.unsent_outbox().await.unwrap();
+    assert_eq!(
+        unsent
+            .iter()
+            .map(|(m, state)| (m.recipient.as_str(), state.as_str()))
+            .collect::<Vec<_>>(),
+        [("o1@example.org", "pending"), ("o2@example.org", "failed")]
+    );
 }
 
 async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &ScratchDb) {

@@ -1,0 +1,327 @@
+//! The list server's bounce scores, suspensions and outbox (mail it writes itself: owner
+//! notices and bounce probes). A change and the mail that reports it are written in one
+//! transaction, so a notice is never lost to a crash and never sent for a change not made.
+
+use sqlx::Row as _;
+
+use crate::{Backend, Store, StoreError};
+
+/// A message for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub mail_from: String,
+    pub recipient: String,
+    pub message: Vec<u8>,
+}
+
+/// A claimed outbox message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub id: i64,
+    pub mail_from: String,
+    pub recipient: String,
+    pub message: Vec<u8>,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// A member's bounce record on one list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BounceRecord {
+    pub score: f64,
+    pub last_counted_at: i64,
+    pub probe_token: Option<String>,
+    pub probe_sent_at: Option<i64>,
+}
+
+/// The member a probe was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentProbe {
+    pub list: String,
+    pub address: String,
+    pub sent_at: i64,
+}
+
+impl Store {
+    pub async fn bounce_record(
+        &self,
+        list: &str,
+        address: &str,
+    ) -> Result<Option<BounceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT score, last_counted_at, probe_token, probe_sent_at FROM bounce_scores \
+             WHERE list = $1 AND address = $2",
+        )
+        .bind(list)
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| BounceRecord {
+            score: r.get("score"),
+            last_counted_at: r.get("last_counted_at"),
+            probe_token: r.get("probe_token"),
+            probe_sent_at: r.get("probe_sent_at"),
+        }))
+    }
+
+    /// Sets a member's score, if their record is still as read: `expected_last` is the
+    /// `last_counted_at` read before (`None`: there was no record). Returns false when
+    /// another bounce was counted meanwhile; the caller reads again and recomputes.
+    pub async fn put_bounce_score(
+        &self,
+        list: &str,
+        address: &str,
+        score: f64,
+        counted_at: i64,
+        expected_last: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let done = match expected_last {
+            None => {
+                sqlx::query(
+                    "INSERT INTO bounce_scores (list, address, score, last_counted_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(list)
+                .bind(address)
+                .bind(score)
+                .bind(counted_at)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(expected) => {
+                sqlx::query(
+                    "UPDATE bounce_scores SET score = $3, last_counted_at = $4 \
+                     WHERE list = $1 AND address = $2 AND last_counted_at = $5",
+                )
+                .bind(list)
+                .bind(address)
+                .bind(score)
+                .bind(counted_at)
+                .bind(expected)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a probe sent to a member and queues it, in one transaction. Returns false,
+    /// queueing nothing, when the member has no bounce record or a probe sent after
+    /// `unless_probed_since` (another instance sent one meanwhile).
+    pub async fn send_probe(
+        &self,
+        list: &str,
+        address: &str,
+        token: &str,
+        sent_at: i64,
+        unless_probed_since: i64,
+        probe: &OutboxMessage,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE bounce_scores SET probe_token = $3, probe_sent_at = $4 \
+             WHERE list = $1 AND address = $2 \
+             AND (probe_sent_at IS NULL OR probe_sent_at < $5)",
+        )
+        .bind(list)
+        .bind(address)
+        .bind(token)
+        .bind(sent_at)
+        .bind(unless_probed_since)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        queue(&mut tx, std::slice::from_ref(probe), sent_at).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The member a probe token was sent to.
+    pub async fn probe(&self, token: &str) -> Result<Option<SentProbe>, StoreError> {
+        let row = sqlx::query(
+            "SELECT list, address, probe_sent_at FROM bounce_scores WHERE probe_token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SentProbe {
+            list: r.get("list"),
+            address: r.get("address"),
+            sent_at: r.get("probe_sent_at"),
+        }))
+    }
+
+    /// Stops delivery of `list`'s posts to `address` and queues `notices` about it, in one
+    /// transaction; the member's bounce record is cleared, so they start afresh when
+    /// resumed. Returns false, queueing nothing, when they were already suspended (the
+    /// first suspension and its reason are kept).
+    pub async fn suspend(
+        &self,
+        list: &str,
+        address: &str,
+        reason: &str,
+        since: i64,
+        notices: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO suspensions (list, address, reason, since) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(list)
+        .bind(address)
+        .bind(reason)
+        .bind(since)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM bounce_scores WHERE list = $1 AND address = $2")
+            .bind(list)
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        queue(&mut tx, notices, since).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Queues mail for the relay.
+    pub async fn queue_messages(
+        &self,
+        messages: &[OutboxMessage],
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        queue(&mut tx, messages, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due outbox messages, oldest first, until `lease_until` (as
+    /// [`Store::claim_deliveries`] does for posts).
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+                     SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, id LIMIT $3) \
+                 RETURNING id, mail_from, recipient, message, attempts, created_at"
+            }
+            Backend::Postgres => {
+                "WITH due AS ( \
+                     SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE outbox AS o SET next_attempt_at = $2 FROM due WHERE o.id = due.id \
+                 RETURNING o.id, o.mail_from, o.recipient, o.message, o.attempts, o.created_at"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claimed: Vec<QueuedMessage> = rows
+            .iter()
+            .map(|r| QueuedMessage {
+                id: r.get("id"),
+                mail_from: r.get("mail_from"),
+                recipient: r.get("recipient"),
+                message: r.get("message"),
+                attempts: r.get("attempts"),
+                created_at: r.get("created_at"),
+            })
+            .collect();
+        claimed.sort_by_key(|m| m.id);
+        Ok(claimed)
+    }
+
+    /// The relay took the message: it leaves the outbox.
+    pub async fn outbox_sent(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A failed attempt: tried again at `next_attempt_at`, or never (`None`: refused for
+    /// good or given up), with the error kept for the operator.
+    pub async fn outbox_attempt_failed(
+        &self,
+        id: i64,
+        next_attempt_at: Option<i64>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (state, next) = match next_attempt_at {
+            Some(at) => ("pending", at),
+            None => ("failed", 0),
+        };
+        sqlx::query(
+            "UPDATE outbox SET state = $2, attempts = attempts + 1, next_attempt_at = $3, \
+             last_error = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(next)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Outbox messages not yet sent (pending or failed), for operators and tests.
+    pub async fn unsent_outbox(&self) -> Result<Vec<(QueuedMessage, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, mail_from, recipient, message, attempts, created_at, state FROM outbox \
+             ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    QueuedMessage {
+                        id: r.get("id"),
+                        mail_from: r.get("mail_from"),
+                        recipient: r.get("recipient"),
+                        message: r.get("message"),
+                        attempts: r.get("attempts"),
+                        created_at: r.get("created_at"),
+                    },
+                    r.get("state"),
+                )
+            })
+            .collect())
+    }
+}
+
+async fn queue(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    messages: &[OutboxMessage],
+    at: i64,
+) -> Result<(), StoreError> {
+    for m in messages {
+        sqlx::query(
+            "INSERT INTO outbox (mail_from, recipient, message, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&m.mail_from)
+        .bind(&m.recipient)
+        .bind(&m.message)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
