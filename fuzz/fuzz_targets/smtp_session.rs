@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 struct CountingSink(AtomicUsize);
 
 impl PostSink for CountingSink {
-    async fn is_list(&self, address: &Address) -> Result<bool, SinkError> {
+    async fn takes_mail_for(&self, address: &Address) -> Result<bool, SinkError> {
         Ok(address.as_str() == "list@example.org")
     }
 
@@ -27,7 +27,7 @@ impl PostSink for CountingSink {
     ) -> Result<String, SinkError> {
         assert!(!lists.is_empty(), "a message was accepted without recipients");
         assert!(message.len() <= 64 * 1024, "a message over SIZE was accepted");
-        Ok(self.0.fetch_add(1, Ordering::Relaxed).to_string())
+        Ok(format!("Queued as {}", self.0.fetch_add(1, Ordering::Relaxed)))
     }
 }
 

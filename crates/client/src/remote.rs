@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
-    ArchivePage, ArchiveQuery, AuditLog, Deposit, DepositReceipt, KeyRelease, RosterHead,
-    RosterOps, ServerKey, purpose,
+    ArchivePage, ArchiveQuery, AuditLog, DeliveryStatus, DeliverySwitch, Deposit, DepositReceipt,
+    KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -182,6 +182,24 @@ impl Server {
     ) -> Result<ArchivePage, RemoteError> {
         let request = signed(me, &purpose::archive(list), &ArchiveQuery { after, limit })?;
         self.post(&format!("/v1/lists/{list}/archive"), &request, None)
+            .await
+    }
+
+    /// Suspends or resumes delivery of the list to `address` at the list server (the member
+    /// themself or an owner). Reading rights do not change.
+    pub async fn switch_delivery(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        address: &Address,
+        suspended: bool,
+    ) -> Result<DeliveryStatus, RemoteError> {
+        let switch = DeliverySwitch {
+            address: address.clone(),
+            suspended,
+        };
+        let request = signed(me, &purpose::delivery(list), &switch)?;
+        self.post(&format!("/v1/lists/{list}/delivery"), &request, None)
             .await
     }
 

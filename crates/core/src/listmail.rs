@@ -8,7 +8,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
+use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as HeaderAddress;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::url::URL;
 use mail_parser::MessageParser;
 
@@ -48,7 +50,7 @@ pub struct ListHeaders {
 impl ListHeaders {
     /// The address that suspends delivery to whoever writes to it (List-Unsubscribe mailto).
     pub fn leave_address(&self) -> String {
-        format!("{}-leave@{}", self.list.local_part(), self.list.domain())
+        leave_address(&self.list)
     }
 
     /// RFC 2919 list identifier: the list's address with the `@` turned into a dot.
@@ -197,6 +199,11 @@ pub fn bounce_sender(list: &Address) -> String {
     format!("{}-bounces@{}", list.local_part(), list.domain())
 }
 
+/// The address that suspends delivery to whoever writes to it.
+pub fn leave_address(list: &Address) -> String {
+    format!("{}-leave@{}", list.local_part(), list.domain())
+}
+
 /// The envelope sender of a bounce probe: `list-probe+TOKEN@domain`. The token is random and
 /// known only to the list server, so a forged bounce cannot suspend anyone.
 pub fn probe_sender(list: &Address, token: &str) -> String {
@@ -284,4 +291,54 @@ impl std::fmt::Debug for UnsubscribeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("UnsubscribeKey(..)")
     }
+}
+
+/// A plain-text message the list server writes itself: a notice to owners or a member, or a
+/// bounce probe. It comes from the list's bounce address, so a notice that cannot be
+/// delivered counts against its recipient like any other copy, and it is marked
+/// `Auto-Submitted: auto-generated` (RFC 3834) so that vacation programs do not answer it.
+#[derive(Debug, Clone)]
+pub struct ListNotice<'a> {
+    pub list: &'a Address,
+    pub to: &'a Address,
+    pub subject: &'a str,
+    pub body: &'a str,
+    /// Unix seconds, for the Date header.
+    pub date: i64,
+    /// A unique left-hand side for the Message-ID (the domain is the list's).
+    pub unique: &'a str,
+}
+
+impl ListNotice<'_> {
+    pub fn to_message(&self) -> Vec<u8> {
+        MessageBuilder::new()
+            .from(HeaderAddress::new_address(
+                Some(format!("{} list", self.list.local_part())),
+                bounce_sender(self.list),
+            ))
+            .to(HeaderAddress::new_address(None::<&str>, self.to.as_str()))
+            .subject(format!("[{}] {}", self.list.local_part(), self.subject))
+            .date(self.date)
+            .message_id(format!("{}@{}", self.unique, self.list.domain()))
+            .header("Auto-Submitted", Raw::new("auto-generated"))
+            .header("Precedence", Raw::new("list"))
+            .header(
+                "List-Id",
+                HeaderAddress::new_address(
+                    None::<&str>,
+                    format!("{}.{}", self.list.local_part(), self.list.domain()),
+                ),
+            )
+            .text_body(self.body)
+            .write_to_vec()
+            .expect("writing to a Vec cannot fail")
+    }
+}
+
+/// The author of a message (its first From address), as a mail to the -leave address names
+/// who wants to stop receiving the list.
+pub fn author(raw: &[u8]) -> Option<Address> {
+    let message = MessageParser::new().parse_headers(raw)?;
+    let from = message.from()?.first()?.address()?;
+    Address::parse(from).ok()
 }

@@ -14,6 +14,7 @@ use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
 use hushlist_client::rosters;
+use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::Signature;
@@ -51,7 +52,7 @@ impl Mailboxes {
 }
 
 impl PostSink for Mailboxes {
-    async fn is_list(&self, _address: &Address) -> Result<bool, SinkError> {
+    async fn takes_mail_for(&self, _address: &Address) -> Result<bool, SinkError> {
         Ok(true)
     }
 
@@ -63,7 +64,7 @@ impl PostSink for Mailboxes {
     ) -> Result<String, SinkError> {
         let mut received = self.received.lock().expect("mailbox lock");
         received.push((recipients.to_vec(), message));
-        Ok(received.len().to_string())
+        Ok(format!("Queued as {}", received.len()))
     }
 }
 
@@ -121,6 +122,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         max_connections: 16,
         tls: None,
         delivery,
+        bounces: BouncePolicy::default(),
     })
     .await?;
     let config = ListConfig {

@@ -61,6 +61,12 @@ enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// Stop or restart delivery of a list's posts to you (or, for owners, to a member).
+    /// Reading rights do not change: a suspended member still opens every post they could.
+    Delivery {
+        #[command(subcommand)]
+        action: DeliveryAction,
+    },
     /// Seal a message, deposit its key and post it to its list. Reads the message (To: the
     /// list) from stdin, or just the body with --list and --subject.
     Send {
@@ -133,6 +139,21 @@ enum Command {
     },
     /// Walk through one post from sender to members, showing what each server sees.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum DeliveryAction {
+    /// Stop delivering the list's posts to you, or to ADDRESS (owners).
+    Suspend {
+        list: String,
+        address: Option<String>,
+    },
+    /// Deliver the list's posts again (after a suspension for bounces, unsubscribing or a
+    /// leave request), to you or to ADDRESS (owners).
+    Resume {
+        list: String,
+        address: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -294,6 +315,44 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::List { action } => list_command(&home(cli.home)?, action).await,
+        Command::Delivery { action } => {
+            let (list, member, suspended) = match action {
+                DeliveryAction::Suspend { list, address } => (list, address, true),
+                DeliveryAction::Resume { list, address } => (list, address, false),
+            };
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            let server = Server::list_server(&config.list_server);
+            let member = match member {
+                Some(text) => address(&text)?,
+                None => server
+                    .roster(&config.list)
+                    .await?
+                    .member_by_fingerprint(me.fingerprint())
+                    .map(|m| m.address.clone())
+                    .with_context(|| {
+                        format!(
+                            "you are not a member of {}; name the member whose delivery to change",
+                            config.list
+                        )
+                    })?,
+            };
+            let status = server
+                .switch_delivery(&me, &config.list, &member, suspended)
+                .await?;
+            println!(
+                "delivery of {} to {} {}",
+                status.list,
+                status.address,
+                if status.suspended {
+                    "suspended"
+                } else {
+                    "resumed"
+                }
+            );
+            Ok(())
+        }
         Command::Serve { which, flags } => serve::run(which, flags).await,
         Command::Send { list, subject } => {
             let home = home(cli.home)?;

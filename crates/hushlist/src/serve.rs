@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hushlist_core::bounce::BouncePolicy;
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
@@ -82,6 +83,8 @@ struct RawLists {
     workers: Option<usize>,
     max_rcpts: Option<usize>,
     verp: Option<bool>,
+    /// Bounce score at which a member is probed (see `hushlist-listserver --help`).
+    bounce_threshold: Option<f64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     /// For `serve lists` alone: where the key server is, and its grants token file.
@@ -194,6 +197,14 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
             ));
         }
     }
+    let mut bounces = BouncePolicy::default();
+    match raw.lists.bounce_threshold {
+        Some(score) if !(score.is_finite() && score > 0.0) => problems.push(format!(
+            "lists.bounce_threshold = {score} must be a positive number (a hard bounce counts 1)"
+        )),
+        Some(score) => bounces.threshold = score,
+        None => {}
+    }
     if raw.lists.max_rcpts == Some(0) || raw.lists.workers == Some(0) {
         problems.push("lists.workers and lists.max_rcpts must be at least 1".into());
     }
@@ -251,6 +262,7 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
             max_connections: 100,
             tls: list_tls,
             delivery,
+            bounces,
         },
         key_server,
         data_dir,

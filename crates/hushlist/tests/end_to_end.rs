@@ -267,6 +267,24 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
     .into_owned();
     assert!(err.contains("lets only Owners post"), "{err}");
 
+    // Bob stops delivery to himself (an ordinary member may not do it for him); the next
+    // post reaches Alice but not Bob, who can still read it; then the owner resumes him.
+    let said = ok(bob.run(&["delivery", "suspend", LIST]));
+    assert!(
+        said.contains("delivery of team@lists.example.org to bob@example.net suspended"),
+        "{said}"
+    );
+    let err = refused(alice.run(&["delivery", "resume", LIST, bob.address]));
+    assert!(err.contains("only an owner"), "{err}");
+    ok(olivia.run_with(
+        &["send", "--list", LIST, "--subject", "While Bob is away"],
+        b"Nothing much.\n",
+    ));
+    sink.wait_for_copies(alice.address, 3);
+    assert_eq!(sink.copies_for(bob.address).len(), 2);
+    let said = ok(olivia.run(&["delivery", "resume", LIST, bob.address]));
+    assert!(said.ends_with("bob@example.net resumed\n"), "{said}");
+
     // Bob is removed; his old copy no longer opens.
     ok(olivia.run(&["list", "remove", LIST, bob.address]));
     let err = refused(bob.run_with(&["open"], &bob_copy));

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_store::Store;
 use tokio::sync::watch;
@@ -30,6 +31,8 @@ pub struct ListDaemonConfig {
     /// PEM certificate chain and key to offer STARTTLS with.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub delivery: DeliveryConfig,
+    /// When bounces add up to a probe and a suspension.
+    pub bounces: BouncePolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +105,8 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
         .map_err(|source| DaemonError::Store { url, source })?;
     let mut server = ListServer::new(store)
         .with_admin_token(admin_token)
-        .with_unsubscribe_key(UnsubscribeKey::new(unsubscribe_secret.as_bytes()));
+        .with_unsubscribe_key(UnsubscribeKey::new(unsubscribe_secret.as_bytes()))
+        .with_bounce_policy(config.bounces.clone());
     if let Some(key_server) = &config.delivery.key_server {
         server = server.with_key_server(key_server.url.clone());
     }

@@ -3,12 +3,13 @@
 //! decrypts a post (`hushlist-envelope`) is not in its dependency graph.
 //!
 //! The acceptance decision with the SMTP reply each refusal gets (`check_post`), the SMTP
-//! receiver (`smtp`), the durable acceptance path over the store (`service`), the fan-out
+//! receiver (`smtp`), mail to a list's own mailboxes: bounces, probes, leave (`mailboxes`), the durable acceptance path over the store (`service`), the fan-out
 //! workers (`delivery`) and the HTTP interface (`http`).
 
 pub mod daemon;
 pub mod delivery;
 pub mod http;
+pub mod mailboxes;
 pub mod service;
 pub mod smtp;
 

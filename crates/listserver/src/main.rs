@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use hushlist_core::bounce::BouncePolicy;
 use hushlist_listserver::daemon::{self, ListDaemonConfig};
 use hushlist_listserver::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls};
 use hushlist_listserver::smtp::SmtpConfig;
@@ -48,6 +49,10 @@ struct Args {
     /// One transaction per recipient with a VERP bounce address naming them.
     #[arg(long)]
     verp: bool,
+    /// Bounce score at which a member is probed, and suspended if the probe bounces too
+    /// (a hard bounce counts 1, a soft one 0.5, at most one a day; the score halves weekly).
+    #[arg(long, default_value_t = 5.0, value_parser = positive_score)]
+    bounce_threshold: f64,
     /// Seconds a worker's claim on deliveries lasts (a crashed worker's deliveries are
     /// retried after this); must exceed 4 relay timeouts.
     #[arg(long, default_value_t = 300)]
@@ -169,6 +174,10 @@ async fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         tls: args.tls_cert.zip(args.tls_key),
         delivery,
+        bounces: BouncePolicy {
+            threshold: args.bounce_threshold,
+            ..BouncePolicy::default()
+        },
     })
     .await?;
     hushlist_http::announce(&format!("smtp on {}", running.smtp_address));
@@ -185,4 +194,13 @@ async fn main() -> anyhow::Result<()> {
     };
     running.stop().await;
     outcome
+}
+
+fn positive_score(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(score) if score.is_finite() && score > 0.0 => Ok(score),
+        _ => Err(format!(
+            "{text:?} is not a positive number (a hard bounce counts 1; the default is 5)"
+        )),
+    }
 }

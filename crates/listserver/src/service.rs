@@ -10,9 +10,10 @@ use hushlist_core::Address;
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, ArchivedPost, DeliveryStatus, DeliverySwitch, purpose,
 };
-use hushlist_core::listmail::UnsubscribeKey;
+use hushlist_core::bounce::BouncePolicy;
+use hushlist_core::listmail::{ListMailbox, UnsubscribeKey};
 use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::Role;
+use hushlist_core::roster::{Role, Roster};
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
@@ -22,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::delivery::DeliveryMetrics;
 use crate::smtp::{PostSink, SinkError};
-use crate::{check_key_server, check_post};
+use crate::{Rejection, check_key_server, check_post};
 
 pub struct ListServer {
     store: Store,
@@ -31,6 +32,7 @@ pub struct ListServer {
     admin_token: String,
     key_server_url: Option<String>,
     unsubscribe_key: Option<UnsubscribeKey>,
+    bounce_policy: BouncePolicy,
     verifier: RequestVerifier,
     pub metrics: ListMetrics,
 }
@@ -56,6 +58,7 @@ impl ListServer {
             admin_token: String::new(),
             key_server_url: None,
             unsubscribe_key: None,
+            bounce_policy: BouncePolicy::default(),
             // Per signer: bursts of 100 archive pages, then 10 a second.
             verifier: RequestVerifier::new(10.0, 100.0),
             metrics: ListMetrics::default(),
@@ -81,6 +84,16 @@ impl ListServer {
         self
     }
 
+    /// Sets when bounces add up to a probe and a suspension.
+    pub fn with_bounce_policy(mut self, policy: BouncePolicy) -> Self {
+        self.bounce_policy = policy;
+        self
+    }
+
+    pub fn bounce_policy(&self) -> &BouncePolicy {
+        &self.bounce_policy
+    }
+
     pub fn unsubscribe_key(&self) -> Option<&UnsubscribeKey> {
         self.unsubscribe_key.as_ref()
     }
@@ -99,15 +112,27 @@ impl ListServer {
                     "this unsubscribe link was not made by this list server",
                 )
             })?;
-        self.store
-            .suspend(
-                list.as_str(),
-                member.as_str(),
-                "unsubscribed with a one-click link",
-                unix_now(),
-            )
-            .await?;
-        tracing::info!(%list, %member, "unsubscribed with a one-click link");
+        let roster = self.rosters.get(&list).await?;
+        let now = unix_now();
+        let notices = self.owner_notices(
+            &roster,
+            &format!("{member} unsubscribed (delivery suspended)"),
+            &format!(
+                "{member} used the one-click unsubscribe link in a post from {list}.\n\n\
+                 Delivery to them is suspended; they can still read the posts they could read\n\
+                 before. To remove them from the list, sign the removal:\n\n    \
+                 hushlist list remove {list} {member}\n"
+            ),
+            now,
+        );
+        self.suspend_with_notices(
+            &list,
+            &member,
+            "unsubscribed with a one-click link",
+            now,
+            &notices,
+        )
+        .await?;
         Ok(DeliveryStatus {
             list,
             address: member,
@@ -194,7 +219,13 @@ impl ListServer {
         if switch.suspended {
             let reason = format!("suspended by {}", verified.signer);
             self.store
-                .suspend(list.as_str(), switch.address.as_str(), &reason, unix_now())
+                .suspend(
+                    list.as_str(),
+                    switch.address.as_str(),
+                    &reason,
+                    unix_now(),
+                    &[],
+                )
                 .await?;
         } else {
             self.store
@@ -229,30 +260,77 @@ fn temporary(e: impl std::fmt::Display) -> SinkError {
 }
 
 impl PostSink for ListServer {
-    async fn is_list(&self, address: &Address) -> Result<bool, SinkError> {
-        self.rosters.exists(address).await.map_err(temporary)
+    async fn takes_mail_for(&self, address: &Address) -> Result<bool, SinkError> {
+        if self.rosters.exists(address).await.map_err(temporary)? {
+            return Ok(true);
+        }
+        match ListMailbox::parse(address) {
+            Some((list, _)) => self.rosters.exists(&list).await.map_err(temporary),
+            None => Ok(false),
+        }
     }
 
-    /// Checks the post against every addressed list before storing it for any, so a post
-    /// is either taken for all its lists or refused. Each stored post carries one pending
-    /// delivery per member of the roster it was accepted under, in the same transaction.
+    /// Posts to lists are checked and stored first (so a refused post takes nothing); then
+    /// mail to list mailboxes (bounces, probes, leave) is acted on. Either is durable before
+    /// the 250.
     async fn accept(
         &self,
         mail_from: Option<&Address>,
-        lists: &[Address],
+        recipients: &[Address],
         message: Vec<u8>,
+    ) -> Result<String, SinkError> {
+        let mut lists = Vec::new();
+        let mut mailboxes = Vec::new();
+        for recipient in recipients {
+            if self.rosters.exists(recipient).await.map_err(temporary)? {
+                lists.push(recipient.clone());
+            } else if let Some(mailbox) = ListMailbox::parse(recipient) {
+                mailboxes.push(mailbox);
+            }
+        }
+        let queued = if lists.is_empty() {
+            None
+        } else {
+            Some(self.accept_post(mail_from, &lists, &message).await?)
+        };
+        for (list, mailbox) in &mailboxes {
+            self.take_mailbox_mail(list, mailbox, &message)
+                .await
+                .map_err(temporary)?;
+        }
+        Ok(match queued {
+            Some(ids) => format!("Queued as {ids}"),
+            None => "Taken".to_owned(),
+        })
+    }
+}
+
+impl ListServer {
+    /// Checks the post against every addressed list before storing it for any, so a post
+    /// is either taken for all its lists or refused. Each stored post carries one pending
+    /// delivery per member of the roster it was accepted under, in the same transaction.
+    async fn accept_post(
+        &self,
+        mail_from: Option<&Address>,
+        lists: &[Address],
+        message: &[u8],
     ) -> Result<String, SinkError> {
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            let post = check_post(&message, &roster)
-                .and_then(|post| match &self.key_server_url {
+            let checked =
+                check_post(message, &roster).and_then(|post| match &self.key_server_url {
                     Some(expected) => check_key_server(&post, expected).map(|()| post),
                     None => Ok(post),
-                })
-                .inspect_err(|_| {
+                });
+            let post = match checked {
+                Ok(post) => post,
+                Err(rejection) => {
                     self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
-                })?;
+                    self.tell_owners_of_refusal(&roster, &rejection).await;
+                    return Err(rejection.into());
+                }
+            };
             accepted.push((list, roster, post));
         }
         let received_at = unix_now();
@@ -265,7 +343,7 @@ impl PostSink for ListServer {
                 key_id: post.key_id.to_string(),
                 message_id: post.message_id.clone(),
                 received_at,
-                message: message.clone(),
+                message: message.to_vec(),
             };
             let suspended: HashSet<String> = self
                 .store
@@ -299,6 +377,33 @@ impl PostSink for ListServer {
         tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
         Ok(ids.join(","))
     }
+
+    /// Owners hear of posts refused because of who sent them (a non-member, a reader, a
+    /// removed member): those are the refusals a roster change might be meant to fix. Posts
+    /// refused for their form (unencrypted mail, spam) are not worth their attention.
+    async fn tell_owners_of_refusal(&self, roster: &Roster, rejection: &Rejection) {
+        let Rejection::NotAllowed(sender, _) = rejection else {
+            return;
+        };
+        let list = roster.list();
+        let now = unix_now();
+        let notices = self.owner_notices(
+            roster,
+            &format!("a post from {sender} was refused"),
+            &format!(
+                "An encrypted post from {sender} to {list} was refused:\n\n    {rejection}\n\n\
+                 The sender was told by their mail server. If they should be able to post, add\n\
+                 them (or change their role) with `hushlist list add`.\n"
+            ),
+            now,
+        );
+        match self.store.queue_messages(&notices, now).await {
+            Ok(()) => self.queued.notify_waiters(),
+            Err(e) => {
+                tracing::error!(%list, error = %e, "cannot queue the owners' notice of a refused post")
+            }
+        }
+    }
 }
 
 impl RosterHost for ListServer {
@@ -315,7 +420,7 @@ impl RosterHost for ListServer {
     }
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -61,14 +61,19 @@ pub enum SinkError {
 
 /// What the session hands recipients and finished messages to.
 pub trait PostSink: Send + Sync {
-    /// Whether `address` is a list this server serves.
-    fn is_list(&self, address: &Address) -> impl Future<Output = Result<bool, SinkError>> + Send;
+    /// Whether mail to `address` is taken here: a list, or one of a list's own mailboxes
+    /// (bounces, probes, leave).
+    fn takes_mail_for(
+        &self,
+        address: &Address,
+    ) -> impl Future<Output = Result<bool, SinkError>> + Send;
 
-    /// Takes a message for `lists`; returns the queue id once it is durable.
+    /// Takes a message for `recipients`; once it is durable, returns what the 250 reply says
+    /// after its status code (`Queued as 12`).
     fn accept(
         &self,
         mail_from: Option<&Address>,
-        lists: &[Address],
+        recipients: &[Address],
         message: Vec<u8>,
     ) -> impl Future<Output = Result<String, SinkError>> + Send;
 }
@@ -304,7 +309,7 @@ struct Session {
     offer_tls: bool,
     greeted: bool,
     mail_from: Option<Option<Address>>,
-    lists: Vec<Address>,
+    recipients: Vec<Address>,
     data: Option<Data>,
     errors: usize,
     junk_commands: usize,
@@ -313,7 +318,7 @@ struct Session {
 impl Session {
     fn reset(&mut self) {
         self.mail_from = None;
-        self.lists.clear();
+        self.recipients.clear();
     }
 
     async fn command<K: PostSink>(
@@ -392,16 +397,16 @@ impl Session {
                 if self.mail_from.is_none() {
                     return Reply::error("503 5.5.1 Need MAIL before RCPT");
                 }
-                if self.lists.len() >= config.max_recipients {
+                if self.recipients.len() >= config.max_recipients {
                     return Reply::error("452 4.5.3 Too many recipients");
                 }
                 let Ok(address) = Address::parse(&to.address) else {
                     return Reply::error("501 5.1.3 Bad recipient address syntax");
                 };
-                match sink.is_list(&address).await {
+                match sink.takes_mail_for(&address).await {
                     Ok(true) => {
-                        if !self.lists.contains(&address) {
-                            self.lists.push(address);
+                        if !self.recipients.contains(&address) {
+                            self.recipients.push(address);
                         }
                         Reply::ok("250 2.1.5 Recipient OK")
                     }
@@ -413,7 +418,7 @@ impl Session {
                 if self.mail_from.is_none() {
                     return Reply::error("503 5.5.1 Need MAIL before DATA");
                 }
-                if self.lists.is_empty() {
+                if self.recipients.is_empty() {
                     return Reply::error("554 5.5.1 No valid recipients");
                 }
                 self.data = Some(Data::new());
@@ -453,15 +458,18 @@ impl Session {
         sink: &K,
     ) -> String {
         let mail_from = self.mail_from.take().flatten();
-        let lists = std::mem::take(&mut self.lists);
+        let recipients = std::mem::take(&mut self.recipients);
         if data.oversize {
             return format!(
                 "552 5.3.4 Message size exceeds the limit of {} bytes\r\n",
                 config.max_message_bytes
             );
         }
-        match sink.accept(mail_from.as_ref(), &lists, data.message).await {
-            Ok(id) => format!("250 2.0.0 Queued as {id}\r\n"),
+        match sink
+            .accept(mail_from.as_ref(), &recipients, data.message)
+            .await
+        {
+            Ok(taken) => format!("250 2.0.0 {}\r\n", one_line(&taken)),
             Err(SinkError::Rejected(rejection)) => {
                 let (code, status) = rejection.smtp_status();
                 format!("{code} {status} {}\r\n", one_line(&rejection.to_string()))

@@ -41,7 +41,7 @@ async fn post(server: &ListServer, owner: &hushlist_core::SecretIdentity) -> i64
         )
         .await
         .unwrap();
-    id.parse().unwrap()
+    queue_id(&id)
 }
 
 fn start(server: &Arc<ListServer>, config: DeliveryConfig) -> watch::Sender<bool> {

@@ -212,7 +212,7 @@ async fn delivery_is_suspended_by_an_owner_or_the_member_and_skips_their_copies(
             .unwrap();
         server
             .store()
-            .pending_deliveries(id.parse().unwrap())
+            .pending_deliveries(queue_id(&id))
             .await
             .unwrap()
     };
@@ -285,6 +285,24 @@ async fn a_one_click_post_suspends_delivery_and_forged_links_do_not() {
     let suspended = server.store().suspensions(LIST).await.unwrap();
     assert_eq!(suspended.len(), 1);
     assert_eq!(suspended[0].address, member.as_str());
+    // The owners are told, so they can sign a removal; a second click tells them nothing new.
+    let notices = server.store().unsent_outbox().await.unwrap();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].0.recipient, OWNER);
+    let notice = String::from_utf8(notices[0].0.message.clone()).unwrap();
+    assert!(
+        notice.contains(&format!("Subject: [team] {member} unsubscribed")),
+        "{notice}"
+    );
+    assert!(notice.contains(&format!("hushlist list remove {LIST} {member}")));
+    let again = http
+        .post(format!("{base}/v1/unsubscribe/{token}"))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(server.store().unsent_outbox().await.unwrap().len(), 1);
 
     // A link scanner's GET changes nothing; a forged or foreign token is refused.
     let get = http

@@ -182,16 +182,16 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         .unwrap();
     send_op(&http, format!("{key_server}/v1/lists/{LIST}/ops"), &removal).await;
 
-    let post_id: i64 = list_server
-        .accept(
-            Some(&Address::parse(OWNER).unwrap()),
-            std::slice::from_ref(&list),
-            sealed.message.clone(),
-        )
-        .await
-        .unwrap()
-        .parse()
-        .unwrap();
+    let post_id = queue_id(
+        &list_server
+            .accept(
+                Some(&Address::parse(OWNER).unwrap()),
+                std::slice::from_ref(&list),
+                sealed.message.clone(),
+            )
+            .await
+            .unwrap(),
+    );
     let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
     let mut config = DeliveryConfig::new(RelayConfig {
         host: "127.0.0.1".into(),

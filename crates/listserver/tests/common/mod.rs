@@ -97,6 +97,14 @@ pub fn sealed_post_with_id(from: &str, who: &SecretIdentity, message_id: &str) -
         .message
 }
 
+/// The post id in what `accept` says for a post (`Queued as 12`).
+pub fn queue_id(taken: &str) -> i64 {
+    taken
+        .strip_prefix("Queued as ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("not a queued post: {taken}"))
+}
+
 pub fn free_port() -> u16 {
     hushlist_peers::free_port()
 }
