@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, AuditLog, DeliveryStatus, DeliverySwitch, Deposit, DepositReceipt,
-    KeyRelease, RosterHead, RosterOps, ServerKey, purpose,
+    JoinAsk, JoinDecision, JoinReceipt, JoinRequest, KeyRelease, PendingJoins, RosterHead,
+    RosterOps, ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -201,6 +202,54 @@ impl Server {
         let request = signed(me, &purpose::delivery(list), &switch)?;
         self.post(&format!("/v1/lists/{list}/delivery"), &request, None)
             .await
+    }
+
+    /// Asks the list server to pass a request to join `list` as `address` to its owners,
+    /// with this identity's certificate and a signature proving it is held.
+    pub async fn join(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        address: &Address,
+        note: Option<String>,
+    ) -> Result<JoinReceipt, RemoteError> {
+        let ask = JoinAsk {
+            address: address.clone(),
+            note,
+        };
+        let body = JoinRequest {
+            cert: me.cert().to_armored(),
+            request: signed(me, &purpose::join(list), &ask)?,
+        };
+        self.post(&format!("/v1/lists/{list}/join"), &body, None)
+            .await
+    }
+
+    /// The join requests waiting for `list`'s owners (owners only).
+    pub async fn pending_joins(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+    ) -> Result<PendingJoins, RemoteError> {
+        let request = signed(me, &purpose::join_requests(list), &serde_json::json!({}))?;
+        self.post(&format!("/v1/lists/{list}/join-requests"), &request, None)
+            .await
+    }
+
+    /// Settles a join request (owners only); the list server tells the requester.
+    pub async fn settle_join(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        decision: &JoinDecision,
+    ) -> Result<JoinDecision, RemoteError> {
+        let request = signed(me, &purpose::settle_join(list), decision)?;
+        self.post(
+            &format!("/v1/lists/{list}/join-requests/settle"),
+            &request,
+            None,
+        )
+        .await
     }
 
     /// Destroys a post's key (its sender or an owner): nobody can open the post afterwards.

@@ -155,6 +155,66 @@ pub struct DeliveryStatus {
     pub suspended: bool,
 }
 
+/// Someone asks to join a list: their certificate, and a request signed with its key (the
+/// proof that they hold it) whose body is a [`JoinAsk`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The would-be member's certificate, armored.
+    pub cert: String,
+    pub request: crate::request::SignedRequest,
+}
+
+/// What a join request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinAsk {
+    pub address: Address,
+    /// A few words for the owners.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The answer to a join request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReceipt {
+    pub list: Address,
+    pub address: Address,
+    /// Unix seconds after which the request lapses unless an owner settles it.
+    pub expires_at: u64,
+}
+
+/// A join request waiting for the owners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingJoin {
+    pub address: Address,
+    pub fingerprint: Fingerprint,
+    /// Armored certificate, for the owner's signed add.
+    pub cert: String,
+    pub note: Option<String>,
+    pub requested_at: u64,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingJoins {
+    pub list: Address,
+    pub requests: Vec<PendingJoin>,
+}
+
+/// An owner's decision on a join request (the body of a signed request). Approving needs
+/// the signed add first: the list server checks that the requester is now on the roster
+/// with the key they asked with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinDecision {
+    pub address: Address,
+    pub approved: bool,
+    /// Told to the requester when rejecting.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// Purposes (method and path) that signed requests are bound to.
 pub mod purpose {
     use super::*;
@@ -165,6 +225,18 @@ pub mod purpose {
 
     pub fn delivery(list: &Address) -> String {
         format!("POST /v1/lists/{list}/delivery")
+    }
+
+    pub fn join(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/join")
+    }
+
+    pub fn join_requests(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/join-requests")
+    }
+
+    pub fn settle_join(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/join-requests/settle")
     }
 
     pub fn deposit(list: &Address) -> String {

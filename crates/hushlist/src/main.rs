@@ -14,6 +14,7 @@ use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
 use hushlist_client::rosters;
+use hushlist_core::api::JoinDecision;
 use hushlist_core::roster::{Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Role};
 use hushlist_core::{Cert, SecretIdentity};
 use hushlist_envelope::Signature;
@@ -60,6 +61,15 @@ enum Command {
     List {
         #[command(subcommand)]
         action: ListAction,
+    },
+    /// Ask a list's owners to let you in: sends your certificate, signed, to the list server
+    /// (tell this home where the list lives first, with `hushlist list use`). The owners are
+    /// told by mail, and so are you once they decide.
+    Join {
+        list: String,
+        /// A few words for the owners.
+        #[arg(long)]
+        note: Option<String>,
     },
     /// Stop or restart delivery of a list's posts to you (or, for owners, to a member).
     /// Reading rights do not change: a suspended member still opens every post they could.
@@ -186,6 +196,24 @@ enum ListAction {
         list_server: String,
         #[arg(long)]
         smtp: String,
+    },
+    /// Requests to join, waiting for an owner (owners only).
+    Pending { list: String },
+    /// Let in someone who asked to join (owners only): signs their add with the key they
+    /// asked with, on both servers, and has the list server tell them.
+    Approve {
+        list: String,
+        address: String,
+        #[arg(long, value_enum, default_value = "member")]
+        role: RoleArg,
+    },
+    /// Turn down a request to join (owners only); the list server tells the requester.
+    Reject {
+        list: String,
+        address: String,
+        /// Told to the requester.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Add a member (owners only): signs the op and sends it to both servers.
     Add {
@@ -315,6 +343,22 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::List { action } => list_command(&home(cli.home)?, action).await,
+        Command::Join { list, note } => {
+            let home = home(cli.home)?;
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?).with_context(|| {
+                format!("first tell this home where {list} lives: hushlist list use {list} --key-server URL --list-server URL --smtp HOST:PORT")
+            })?;
+            let mine = own_address(me.cert())?;
+            let receipt = Server::list_server(&config.list_server)
+                .join(&me, &config.list, &mine, note)
+                .await?;
+            println!(
+                "asked to join {} as {}; the owners decide by {} (unix time) and you will hear by mail",
+                receipt.list, receipt.address, receipt.expires_at
+            );
+            Ok(())
+        }
         Command::Delivery { action } => {
             let (list, member, suspended) = match action {
                 DeliveryAction::Suspend { list, address } => (list, address, true),
@@ -611,6 +655,94 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             };
             home.save_list(&config)?;
             println!("{} will be reached at {}", config.list, config.list_server);
+            Ok(())
+        }
+        ListAction::Pending { list } => {
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            let pending = Server::list_server(&config.list_server)
+                .pending_joins(&me, &config.list)
+                .await?;
+            if pending.requests.is_empty() {
+                println!("no pending requests to join {}", pending.list);
+            }
+            for request in pending.requests {
+                println!(
+                    "{} key {} asked at {}, lapses at {}{}",
+                    request.address,
+                    request.fingerprint,
+                    request.requested_at,
+                    request.expires_at,
+                    request.note.map(|n| format!(": {n}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        ListAction::Approve {
+            list,
+            address: member,
+            role,
+        } => {
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            let member = address(&member)?;
+            let server = Server::list_server(&config.list_server);
+            let request = server
+                .pending_joins(&me, &config.list)
+                .await?
+                .requests
+                .into_iter()
+                .find(|r| r.address == member)
+                .with_context(|| {
+                    format!("{member} has no pending request to join {list}; see hushlist list pending {list}")
+                })?;
+            let entry = MemberEntry {
+                address: member.clone(),
+                cert: request.cert,
+                role: role.into(),
+            };
+            let head_seq =
+                rosters::change(&me, &config, Change::Add { member: entry }, now()).await?;
+            server
+                .settle_join(
+                    &me,
+                    &config.list,
+                    &JoinDecision {
+                        address: member.clone(),
+                        approved: true,
+                        reason: None,
+                    },
+                )
+                .await?;
+            println!(
+                "{member} added to {} (seq {head_seq} on both servers) and told by mail",
+                config.list
+            );
+            Ok(())
+        }
+        ListAction::Reject {
+            list,
+            address: member,
+            reason,
+        } => {
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            let member = address(&member)?;
+            Server::list_server(&config.list_server)
+                .settle_join(
+                    &me,
+                    &config.list,
+                    &JoinDecision {
+                        address: member.clone(),
+                        approved: false,
+                        reason,
+                    },
+                )
+                .await?;
+            println!(
+                "{member}'s request to join {} declined; they are told by mail",
+                config.list
+            );
             Ok(())
         }
         ListAction::Add {
@@ -934,4 +1066,16 @@ fn home(explicit: Option<PathBuf>) -> anyhow::Result<Home> {
         "no home directory to keep hushlist state in; pass --home DIR or set HUSHLIST_HOME",
     )?;
     Ok(Home::at(dirs.config_dir()))
+}
+
+/// The mail address in a certificate's first user id (`Name <address>` or a bare address).
+fn own_address(cert: &Cert) -> anyhow::Result<hushlist_core::Address> {
+    let user_id = cert.user_ids().into_iter().next().context(
+        "your key has no user id naming your address; make one with hushlist init --email",
+    )?;
+    let text = match (user_id.rfind('<'), user_id.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &user_id[open + 1..close],
+        _ => user_id.as_str(),
+    };
+    address(text).with_context(|| format!("your key's user id {user_id:?} names no mail address"))
 }

@@ -320,6 +320,100 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
 }
 
 #[test]
+fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let Installation {
+        sink,
+        postfix: _postfix,
+        served,
+    } = install(dir.path());
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let carol = Person::new(dir.path(), "carol@example.net");
+    let mallory = Person::new(dir.path(), "mallory@example.com");
+    for person in [&olivia, &carol, &mallory] {
+        ok(person.run(&["init", "--email", person.address]));
+    }
+    create_list(&olivia, &served, "pull");
+
+    // Asking needs to know where the list lives.
+    let err = refused(carol.run(&["join", LIST]));
+    assert!(err.contains("hushlist list use"), "{err}");
+    for person in [&carol, &mallory] {
+        person.use_list(&served);
+    }
+    let said = ok(carol.run(&["join", LIST, "--note", "Carol from accounting"]));
+    assert!(
+        said.contains("asked to join team@lists.example.org as carol@example.net"),
+        "{said}"
+    );
+    ok(mallory.run(&["join", LIST]));
+    // Asking twice files one request and tells the owner once.
+    ok(mallory.run(&["join", LIST]));
+
+    let asked = sink.wait_for_copies(olivia.address, 2);
+    let asked: Vec<String> = asked
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .any(|m| m.contains("carol@example.net asks to join")
+                && m.contains("Carol from accounting")),
+        "{asked:?}"
+    );
+    assert!(asked.iter().all(|m| m.contains("hushlist list approve")));
+
+    let pending = ok(olivia.run(&["list", "pending", LIST]));
+    assert_eq!(pending.lines().count(), 2, "{pending}");
+    assert!(pending.contains("carol@example.net key"), "{pending}");
+    // Only owners see or settle requests.
+    let err = refused(carol.run(&["list", "pending", LIST]));
+    assert!(err.contains("not on the roster"), "{err}");
+
+    let said = ok(olivia.run(&["list", "approve", LIST, carol.address]));
+    assert!(
+        said.contains("carol@example.net added to team@lists.example.org"),
+        "{said}"
+    );
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert!(shown.contains("carol@example.net"), "{shown}");
+    assert!(shown.contains("both servers agree"), "{shown}");
+    let said = ok(olivia.run(&[
+        "list",
+        "reject",
+        LIST,
+        mallory.address,
+        "--reason",
+        "Not on the staff list",
+    ]));
+    assert!(said.contains("declined"), "{said}");
+    let err = refused(olivia.run(&["list", "approve", LIST, mallory.address]));
+    assert!(err.contains("no pending request"), "{err}");
+    assert!(ok(olivia.run(&["list", "pending", LIST])).contains("no pending requests"));
+
+    let welcome = String::from_utf8_lossy(&sink.wait_for_copies(carol.address, 1)[0]).into_owned();
+    assert!(welcome.contains("Subject: [team] welcome"), "{welcome}");
+    let declined =
+        String::from_utf8_lossy(&sink.wait_for_copies(mallory.address, 1)[0]).into_owned();
+    assert!(declined.contains("declined"), "{declined}");
+    assert!(declined.contains("Not on the staff list"), "{declined}");
+
+    // Carol is a member now: she reads the next post with the key she asked with.
+    ok(olivia.run_with(
+        &["send", "--list", LIST, "--subject", "Welcome, Carol"],
+        b"Glad to have you.\n",
+    ));
+    let copies = sink.wait_for_copies(carol.address, 2);
+    let post = copies
+        .iter()
+        .find(|m| !String::from_utf8_lossy(m).contains("Auto-Submitted"))
+        .unwrap();
+    let opened = ok(carol.run_with(&["open"], post));
+    assert!(opened.contains("Glad to have you."), "{opened}");
+}
+
+#[test]
 fn owners_add_members_in_bulk_and_sync_servers_that_fell_out_of_step() {
     let dir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(&dir.path().join("mailboxes"));

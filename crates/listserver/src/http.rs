@@ -1,5 +1,6 @@
 //! The list server's HTTP/JSON interface: the signed roster endpoints (shared with the key
-//! server), the members' archive, `/healthz` and `/metrics`.
+//! server), the members' archive, delivery switches, one-click unsubscribe, join requests,
+//! `/healthz` and `/metrics`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -8,10 +9,11 @@ use std::sync::atomic::Ordering;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hushlist_core::api::JoinRequest;
 use hushlist_core::request::SignedRequest;
 use hushlist_http::{ApiError, json, list, rosters, with_common_layers};
 
@@ -24,6 +26,9 @@ pub fn router(state: Arc<ListServer>) -> Router {
             .route("/metrics", get(metrics))
             .route("/v1/lists/{list}/archive", post(archive))
             .route("/v1/lists/{list}/delivery", post(switch_delivery))
+            .route("/v1/lists/{list}/join", post(join))
+            .route("/v1/lists/{list}/join-requests", post(pending_joins))
+            .route("/v1/lists/{list}/join-requests/settle", post(settle_join))
             .route("/v1/unsubscribe/{token}", post(unsubscribe)),
     )
     .with_state(state)
@@ -111,6 +116,40 @@ async fn switch_delivery(
     let list = list(&list_text)?;
     let request: SignedRequest = json(body)?;
     Ok(Json(state.switch_delivery(&list, &request).await?).into_response())
+}
+
+async fn join(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: JoinRequest = json(body)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.join(&list, &request).await?),
+    )
+        .into_response())
+}
+
+async fn pending_joins(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    Ok(Json(state.pending_joins(&list, &request).await?).into_response())
+}
+
+async fn settle_join(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    Ok(Json(state.settle_join(&list, &request).await?).into_response())
 }
 
 /// RFC 8058 one-click: the mail client POSTs `List-Unsubscribe=One-Click`; the token in the

@@ -9,6 +9,7 @@
 pub mod daemon;
 pub mod delivery;
 pub mod http;
+pub mod joining;
 pub mod mailboxes;
 pub mod service;
 pub mod smtp;

@@ -14,7 +14,7 @@ use hushlist_core::listmail::{
 };
 use hushlist_core::roster::{Role, Roster};
 use hushlist_store::StoreError;
-use hushlist_store::bounces::OutboxMessage;
+use hushlist_store::membership::OutboxMessage;
 use hushlist_store::rosters::RosterStoreError;
 use rand::Rng as _;
 use rand::distributions::Alphanumeric;
@@ -305,6 +305,18 @@ impl ListServer {
             tracing::info!(%list, %member, reason, "delivery already suspended");
         }
         Ok(())
+    }
+
+    /// One notice to `to`.
+    pub(crate) fn notice_to(
+        &self,
+        roster: &Roster,
+        to: &Address,
+        subject: &str,
+        body: &str,
+        now: i64,
+    ) -> OutboxMessage {
+        notice(roster, to, subject, body, now)
     }
 
     /// One notice to each owner of the list.

@@ -252,6 +252,10 @@ impl ListServer {
     pub fn rosters(&self) -> &RosterCache {
         &self.rosters
     }
+
+    pub(crate) fn verifier(&self) -> &RequestVerifier {
+        &self.verifier
+    }
 }
 
 fn temporary(e: impl std::fmt::Display) -> SinkError {

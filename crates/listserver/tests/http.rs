@@ -6,7 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use hushlist_core::api::{ArchivePage, ArchiveQuery, DeliverySwitch, purpose};
+use hushlist_core::api::{
+    ArchivePage, ArchiveQuery, DeliverySwitch, JoinAsk, JoinDecision, JoinRequest, PendingJoins,
+    purpose,
+};
 use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::request::SignedRequest;
 use hushlist_core::{Address, SecretIdentity};
@@ -323,4 +326,126 @@ async fn a_one_click_post_suspends_delivery_and_forged_links_do_not() {
         );
     }
     assert_eq!(server.store().suspensions(LIST).await.unwrap().len(), 1);
+}
+
+fn join_request(key: &SecretIdentity, cert_of: &SecretIdentity, address: &str) -> JoinRequest {
+    let list = Address::parse(LIST).unwrap();
+    let ask = JoinAsk {
+        address: Address::parse(address).unwrap(),
+        note: Some("line one\nline two\u{7}".into()),
+    };
+    JoinRequest {
+        cert: cert_of.cert().to_armored(),
+        request: SignedRequest::sign(
+            OsRng,
+            key,
+            &purpose::join(&list),
+            serde_json::to_vec(&ask).unwrap(),
+            now(),
+        )
+        .unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let reader = SecretIdentity::generate(OsRng, &member_address(0)).unwrap();
+    let owner = create_list_with(&server, &[(member_address(0), reader.clone())]).await;
+    let base = serve(server.clone()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/lists/{LIST}/join");
+    let carol = SecretIdentity::generate(OsRng, "Carol <carol@example.net>").unwrap();
+    let mallory = SecretIdentity::generate(OsRng, "mallory@example.com").unwrap();
+
+    let request = join_request(&carol, &carol, "carol@example.net");
+    let (status, body) = post(&http, url.clone(), &request).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["address"], "carol@example.net");
+    // The same signed request again is a replay.
+    let (status, body) = post(&http, url.clone(), &request).await;
+    assert_eq!((status, code(&body)), (401, "replayed"), "{body}");
+
+    for (request, expected) in [
+        // Mallory's certificate with Carol's signature: not proof of holding the key.
+        (
+            join_request(&carol, &mallory, "mallory@example.com"),
+            (401, "bad_signature"),
+        ),
+        // Mallory asking in Carol's name: the certificate does not name that address.
+        (
+            join_request(&mallory, &mallory, "carol@example.net"),
+            (400, "address_not_in_cert"),
+        ),
+        // Someone already on the list.
+        (join_request(&owner, &owner, OWNER), (409, "already_member")),
+    ] {
+        let (status, body) = post(&http, url.clone(), &request).await;
+        assert_eq!((status, code(&body)), expected, "{body}");
+    }
+    let mut garbage = join_request(&carol, &carol, "carol@example.net");
+    garbage.cert = "not a certificate".into();
+    let (status, body) = post(&http, url.clone(), &garbage).await;
+    assert_eq!((status, code(&body)), (400, "bad_cert"), "{body}");
+
+    // The owner sees one request, its note made one printable line; a member is refused.
+    let list = Address::parse(LIST).unwrap();
+    let pending_url = format!("{base}/v1/lists/{LIST}/join-requests");
+    let ask = |who: &SecretIdentity| {
+        SignedRequest::sign(
+            OsRng,
+            who,
+            &purpose::join_requests(&list),
+            b"{}".to_vec(),
+            now(),
+        )
+        .unwrap()
+    };
+    let (status, body) = post(&http, pending_url.clone(), &ask(&owner)).await;
+    assert_eq!(status, 200, "{body}");
+    let pending: PendingJoins = serde_json::from_value(body).unwrap();
+    assert_eq!(pending.requests.len(), 1);
+    assert_eq!(pending.requests[0].address.as_str(), "carol@example.net");
+    assert_eq!(pending.requests[0].fingerprint, *carol.fingerprint());
+    assert_eq!(
+        pending.requests[0].note.as_deref(),
+        Some("line one line two")
+    );
+    let (status, body) = post(&http, pending_url, &ask(&reader)).await;
+    assert_eq!((status, code(&body)), (403, "not_owner"), "{body}");
+
+    // Approving before the signed add is refused: the request stays.
+    let settle = |approved: bool| {
+        let decision = JoinDecision {
+            address: Address::parse("carol@example.net").unwrap(),
+            approved,
+            reason: None,
+        };
+        SignedRequest::sign(
+            OsRng,
+            &owner,
+            &purpose::settle_join(&list),
+            serde_json::to_vec(&decision).unwrap(),
+            now(),
+        )
+        .unwrap()
+    };
+    let settle_url = format!("{base}/v1/lists/{LIST}/join-requests/settle");
+    let (status, body) = post(&http, settle_url.clone(), &settle(true)).await;
+    assert_eq!((status, code(&body)), (409, "not_added"), "{body}");
+    let (status, body) = post(&http, settle_url.clone(), &settle(false)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&http, settle_url, &settle(false)).await;
+    assert_eq!((status, code(&body)), (404, "no_join_request"), "{body}");
+    // The owner was told of the request; Carol of the decision.
+    let told: Vec<String> = server
+        .store()
+        .unsent_outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m.recipient)
+        .collect();
+    assert_eq!(told, [OWNER, "carol@example.net"]);
 }

@@ -7,7 +7,7 @@
 //! `synchronous=FULL`; PostgreSQL: its default synchronous commit), so a server may
 //! acknowledge what a call here accepted.
 
-pub mod bounces;
+pub mod membership;
 pub mod rosters;
 pub mod scratch;
 

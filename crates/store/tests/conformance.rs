@@ -2,7 +2,7 @@
 //! `$HUSHLIST_TEST_POSTGRES`, which `.ci/run` starts on loopback): each test gets a fresh
 //! database of each kind.
 
-use hushlist_store::bounces::{OutboxMessage, SentProbe};
+use hushlist_store::membership::{JoinRequestRow, OutboxMessage, SentProbe};
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
@@ -49,6 +49,7 @@ conformance!(
     suspensions_are_per_list_and_resume_removes_them,
     bounce_scores_are_compare_and_set_and_probes_are_found_by_token,
     outbox_messages_are_claimed_once_per_lease_until_sent_or_failed,
+    join_requests_are_filed_once_lapse_and_settle_with_their_answer,
     concurrent_claims_from_two_instances_take_each_delivery_once,
     request_counts_are_per_signer_and_window_and_pruned,
 );
@@ -514,6 +515,102 @@ async fn outbox_messages_are_claimed_once_per_lease_until_sent_or_failed(db: &Sc
             .collect::<Vec<_>>(),
         [("o1@example.org", "pending"), ("o2@example.org", "failed")]
     );
+}
+
+async fn join_requests_are_filed_once_lapse_and_settle_with_their_answer(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let request = |address: &str, at: i64| JoinRequestRow {
+        list: "l".into(),
+        address: address.into(),
+        fingerprint: "F1".into(),
+        cert: "-----BEGIN PGP PUBLIC KEY BLOCK-----".into(),
+        note: Some("hello".into()),
+        requested_at: at,
+        expires_at: at + 100,
+    };
+    let notice = |to: &str| OutboxMessage {
+        mail_from: "l-bounces@example.org".into(),
+        recipient: to.into(),
+        message: b"notice".to_vec(),
+    };
+    let filed = store
+        .file_join_request(
+            &request("a@example.org", 10),
+            2,
+            &[notice("owner@example.org")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(filed, Some(true));
+    // Asking again while pending files nothing and tells nobody again.
+    let again = store
+        .file_join_request(
+            &request("a@example.org", 20),
+            2,
+            &[notice("owner@example.org")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Some(false));
+    assert_eq!(store.unsent_outbox().await.unwrap().len(), 1);
+    store
+        .file_join_request(&request("b@example.org", 30), 2, &[])
+        .await
+        .unwrap();
+    // Two pending: a third is turned away.
+    assert_eq!(
+        store
+            .file_join_request(&request("c@example.org", 40), 2, &[])
+            .await
+            .unwrap(),
+        None
+    );
+    let pending = store.join_requests("l", 40).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect::<Vec<_>>(),
+        ["a@example.org", "b@example.org"]
+    );
+    assert_eq!(pending[0], request("a@example.org", 10));
+    // a's request lapses at 110; then there is room for c.
+    assert_eq!(store.join_requests("l", 111).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .file_join_request(&request("c@example.org", 111), 2, &[])
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert!(
+        !store
+            .settle_join_request("l", "a@example.org", 112, &[notice("a@example.org")])
+            .await
+            .unwrap(),
+        "a lapsed request cannot be settled"
+    );
+    assert!(
+        store
+            .settle_join_request("l", "b@example.org", 112, &[notice("b@example.org")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .settle_join_request("l", "b@example.org", 113, &[notice("b@example.org")])
+            .await
+            .unwrap()
+    );
+    let told: Vec<String> = store
+        .unsent_outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m.recipient)
+        .collect();
+    assert_eq!(told, ["owner@example.org", "b@example.org"]);
+    assert_eq!(store.join_requests("other", 0).await.unwrap(), []);
 }
 
 async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &ScratchDb) {

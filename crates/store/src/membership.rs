@@ -1,6 +1,7 @@
-//! The list server's bounce scores, suspensions and outbox (mail it writes itself: owner
-//! notices and bounce probes). A change and the mail that reports it are written in one
-//! transaction, so a notice is never lost to a crash and never sent for a change not made.
+//! The list server's state about members beyond the roster: bounce scores, suspensions and
+//! join requests, and its outbox (mail it writes itself: notices and bounce probes). A change
+//! and the mail that reports it are written in one transaction, so a notice is never lost to
+//! a crash and never sent for a change not made.
 
 use sqlx::Row as _;
 
@@ -324,4 +325,120 @@ async fn queue(
         .await?;
     }
     Ok(())
+}
+
+/// A request to join a list, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequestRow {
+    pub list: String,
+    pub address: String,
+    pub fingerprint: String,
+    pub cert: String,
+    pub note: Option<String>,
+    pub requested_at: i64,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// Files a join request and queues `notices` about it, in one transaction, unless one
+    /// for the same list and address is pending (lapsed ones are dropped first). Returns
+    /// whether it was filed; refuses with `None` when `max_pending` requests are waiting.
+    pub async fn file_join_request(
+        &self,
+        request: &JoinRequestRow,
+        max_pending: i64,
+        notices: &[OutboxMessage],
+    ) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM join_requests WHERE list = $1 AND expires_at < $2")
+            .bind(&request.list)
+            .bind(request.requested_at)
+            .execute(&mut *tx)
+            .await?;
+        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM join_requests WHERE list = $1")
+            .bind(&request.list)
+            .fetch_one(&mut *tx)
+            .await?
+            .get("n");
+        if pending >= max_pending {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let done = sqlx::query(
+            "INSERT INTO join_requests \
+             (list, address, fingerprint, cert, note, requested_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&request.list)
+        .bind(&request.address)
+        .bind(&request.fingerprint)
+        .bind(&request.cert)
+        .bind(&request.note)
+        .bind(request.requested_at)
+        .bind(request.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let filed = done.rows_affected() == 1;
+        if filed {
+            queue(&mut tx, notices, request.requested_at).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(filed))
+    }
+
+    /// The join requests of `list` not lapsed at `now`, oldest first.
+    pub async fn join_requests(
+        &self,
+        list: &str,
+        now: i64,
+    ) -> Result<Vec<JoinRequestRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT list, address, fingerprint, cert, note, requested_at, expires_at \
+             FROM join_requests WHERE list = $1 AND expires_at >= $2 \
+             ORDER BY requested_at, address",
+        )
+        .bind(list)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| JoinRequestRow {
+                list: r.get("list"),
+                address: r.get("address"),
+                fingerprint: r.get("fingerprint"),
+                cert: r.get("cert"),
+                note: r.get("note"),
+                requested_at: r.get("requested_at"),
+                expires_at: r.get("expires_at"),
+            })
+            .collect())
+    }
+
+    /// Removes a join request once an owner decided, queueing `notices` (the requester's
+    /// answer) in the same transaction. Returns false, queueing nothing, when no request
+    /// was pending.
+    pub async fn settle_join_request(
+        &self,
+        list: &str,
+        address: &str,
+        now: i64,
+        notices: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM join_requests WHERE list = $1 AND address = $2 AND expires_at >= $3",
+        )
+        .bind(list)
+        .bind(address)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        queue(&mut tx, notices, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
