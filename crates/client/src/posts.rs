@@ -2,6 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hushlist_core::listmail::HELD_REPLY;
 use hushlist_core::outer::EncryptedPost;
 use hushlist_core::roster::Roster;
 use hushlist_core::{Address, SecretIdentity};
@@ -56,6 +57,8 @@ pub enum PostError {
 pub struct Sent {
     pub key_id: String,
     pub roster_seq: u64,
+    /// The list's moderation holds the post until an owner releases it.
+    pub held: bool,
 }
 
 /// Seals `message` (To: the list), deposits its key with the list's key server and hands it
@@ -109,10 +112,11 @@ pub async fn send(
         }
         Err(e) => return Err(e.into()),
     };
-    submit(&list.smtp, &from, &list.list, &sealed.message).await?;
+    let reply = submit(&list.smtp, &from, &list.list, &sealed.message).await?;
     Ok(Sent {
         key_id: sealed.key_id.to_string(),
         roster_seq: receipt.roster_seq,
+        held: reply.contains(HELD_REPLY),
     })
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, AuditLog, DeliveryStatus, DeliverySwitch, Deposit, DepositReceipt,
-    JoinAsk, JoinDecision, JoinReceipt, JoinRequest, KeyRelease, PendingJoins, RosterHead,
-    RosterOps, ServerKey, purpose,
+    HeldDecision, HeldPosts, JoinAsk, JoinDecision, JoinReceipt, JoinRequest, KeyRelease,
+    PendingJoins, RosterHead, RosterOps, ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -252,6 +252,29 @@ impl Server {
         .await
     }
 
+    /// The posts of `list` held for an owner's approval (owners only).
+    pub async fn held_posts(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+    ) -> Result<HeldPosts, RemoteError> {
+        let request = signed(me, &purpose::held(list), &serde_json::json!({}))?;
+        self.post(&format!("/v1/lists/{list}/held"), &request, None)
+            .await
+    }
+
+    /// Releases a held post to the list or turns it away (owners only).
+    pub async fn settle_held(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+        decision: &HeldDecision,
+    ) -> Result<HeldDecision, RemoteError> {
+        let request = signed(me, &purpose::settle_held(list), decision)?;
+        self.post(&format!("/v1/lists/{list}/held/settle"), &request, None)
+            .await
+    }
+
     /// Destroys a post's key (its sender or an owner): nobody can open the post afterwards.
     pub async fn revoke(
         &self,
@@ -366,7 +389,7 @@ pub async fn submit(
     from: &Address,
     list: &Address,
     message: &[u8],
-) -> Result<(), RemoteError> {
+) -> Result<String, RemoteError> {
     let failed = |detail: String| RemoteError::SmtpFailed {
         address: smtp.to_owned(),
         detail,
@@ -414,10 +437,10 @@ pub async fn submit(
         .rcpt_to(list.as_str(), &none)
         .await
         .map_err(refused)?;
-    client.data(message).await.map_err(refused)?;
+    let taken = client.data(message).await.map_err(refused)?;
     // The post is accepted once DATA got its 250; a failed QUIT changes nothing.
     let _ = client.quit().await;
-    Ok(())
+    Ok(one_line(&taken.message))
 }
 
 fn one_line(text: &str) -> String {

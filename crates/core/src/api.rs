@@ -215,6 +215,38 @@ pub struct JoinDecision {
     pub reason: Option<String>,
 }
 
+/// A post held for an owner's approval: the ciphertext as posted (owners open it with the
+/// key server like any post).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPost {
+    pub id: i64,
+    pub from: Address,
+    pub received_at: u64,
+    pub key_id: String,
+    /// Why it was held.
+    pub reason: String,
+    #[serde(with = "b64")]
+    pub message: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPosts {
+    pub list: Address,
+    pub posts: Vec<HeldPost>,
+}
+
+/// An owner's decision on a held post (the body of a signed request): approved, it goes to
+/// the members on the roster at that moment; rejected, it is deleted and its sender told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldDecision {
+    pub id: i64,
+    pub approved: bool,
+    /// Told to the sender when rejecting.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// Purposes (method and path) that signed requests are bound to.
 pub mod purpose {
     use super::*;
@@ -237,6 +269,14 @@ pub mod purpose {
 
     pub fn settle_join(list: &Address) -> String {
         format!("POST /v1/lists/{list}/join-requests/settle")
+    }
+
+    pub fn held(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/held")
+    }
+
+    pub fn settle_held(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/held/settle")
     }
 
     pub fn deposit(list: &Address) -> String {

@@ -199,6 +199,10 @@ pub fn bounce_sender(list: &Address) -> String {
     format!("{}-bounces@{}", list.local_part(), list.domain())
 }
 
+/// What the list server's 250 reply to a post says when the post is held for an owner, so
+/// that the sender's client can say so.
+pub const HELD_REPLY: &str = "held for an owner's approval";
+
 /// The address that suspends delivery to whoever writes to it.
 pub fn leave_address(list: &Address) -> String {
     format!("{}-leave@{}", list.local_part(), list.domain())

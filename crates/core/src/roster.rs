@@ -45,6 +45,29 @@ pub enum Posters {
     Owners,
 }
 
+/// Which posts wait for an owner's approval before they are delivered. A held post stays
+/// ciphertext at the list server; its key is deposited as usual, so owners can read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moderation {
+    /// Posts from those allowed to post go out at once; others are refused.
+    #[default]
+    None,
+    /// Posts from people on the roster who may not post (readers, or members when only
+    /// owners post) are held instead of refused.
+    NonPosters,
+    /// Every post is held.
+    All,
+}
+
+/// What the list does with an acceptable post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Deliver,
+    /// Held for an owner's approval, for this reason.
+    Hold(String),
+}
+
 /// Which roster decides who may fetch a post's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +97,9 @@ pub struct Policy {
     pub delivery: DeliveryMode,
     /// Seconds after posting when the key server destroys a post's key; `None` keeps it.
     pub key_lifetime_secs: Option<u64>,
+    /// Absent in rosters signed before moderation existed: none.
+    #[serde(default)]
+    pub moderation: Moderation,
 }
 
 impl Default for Policy {
@@ -84,6 +110,7 @@ impl Default for Policy {
             new_members_read_old: false,
             delivery: DeliveryMode::Pull,
             key_lifetime_secs: None,
+            moderation: Moderation::None,
         }
     }
 }
@@ -580,6 +607,35 @@ impl Roster {
                 role: member.role,
                 posters,
             })
+        }
+    }
+
+    /// May the holder of `fingerprint` deposit a post's key? Whoever may post, and under
+    /// [`Moderation::NonPosters`] anyone on the roster, since their post will be held.
+    pub fn may_deposit(&self, fingerprint: &Fingerprint) -> Result<&Member, Refusal> {
+        match self.may_post(fingerprint) {
+            Err(Refusal::MayNotPost { .. })
+                if self.policy().moderation == Moderation::NonPosters =>
+            {
+                self.member_by_fingerprint(fingerprint)
+                    .ok_or_else(|| Refusal::NotMember(fingerprint.clone()))
+            }
+            other => other,
+        }
+    }
+
+    /// What becomes of a post from `address` now: delivered, held for an owner (and why),
+    /// or refused.
+    pub fn admit_post_as(&self, address: &Address) -> Result<Admission, Refusal> {
+        match (self.may_post_as(address), self.policy().moderation) {
+            (Ok(_), Moderation::All) => Ok(Admission::Hold(
+                "every post to this list waits for an owner's approval".into(),
+            )),
+            (Ok(_), _) => Ok(Admission::Deliver),
+            (Err(refusal @ Refusal::MayNotPost { .. }), Moderation::NonPosters) => {
+                Ok(Admission::Hold(refusal.to_string()))
+            }
+            (Err(refusal), _) => Err(refusal),
         }
     }
 

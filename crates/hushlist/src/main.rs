@@ -14,8 +14,10 @@ use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
 use hushlist_client::rosters;
-use hushlist_core::api::JoinDecision;
-use hushlist_core::roster::{Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Role};
+use hushlist_core::api::{HeldDecision, JoinDecision};
+use hushlist_core::roster::{
+    Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role,
+};
 use hushlist_core::{Cert, SecretIdentity};
 use hushlist_envelope::Signature;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -260,6 +262,26 @@ enum ListAction {
         /// Seconds after posting when the key server destroys a post's key (0: keep keys).
         #[arg(long)]
         key_lifetime_secs: Option<u64>,
+        /// Which posts wait for an owner's approval.
+        #[arg(long, value_enum)]
+        moderation: Option<ModerationArg>,
+    },
+    /// Posts held for an owner's approval (owners only), or one of them opened.
+    Held {
+        list: String,
+        /// Open the held post with this id (from the listing) instead of listing.
+        #[arg(long)]
+        open: Option<i64>,
+    },
+    /// Send a held post to the list (owners only).
+    Release { list: String, id: i64 },
+    /// Turn a held post away (owners only): it is deleted and its sender told.
+    Discard {
+        list: String,
+        id: i64,
+        /// Told to the sender.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Members, roles, policy and roster head, and whether both servers agree.
     Show { list: String },
@@ -283,6 +305,17 @@ enum PostersArg {
     /// Owners and members (readers never post).
     Members,
     Owners,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModerationArg {
+    /// Posts from those allowed to post go out at once; others are refused.
+    None,
+    /// Posts from readers (or from members when only owners post) wait for an owner
+    /// instead of being refused.
+    NonPosters,
+    /// Every post waits for an owner.
+    All,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -349,7 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = home.list(&address(&list)?).with_context(|| {
                 format!("first tell this home where {list} lives: hushlist list use {list} --key-server URL --list-server URL --smtp HOST:PORT")
             })?;
-            let mine = own_address(me.cert())?;
+            let mine = my_address(&me)?;
             let receipt = Server::list_server(&config.list_server)
                 .join(&me, &config.list, &mine, note)
                 .await?;
@@ -423,8 +456,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let sent = posts::send(&me, &config, &message).await?;
             eprintln!(
-                "posted to {} (key {} deposited at {}, roster at seq {})",
-                config.list, sent.key_id, config.key_server, sent.roster_seq
+                "posted to {} (key {} deposited at {}, roster at seq {}){}",
+                config.list,
+                sent.key_id,
+                config.key_server,
+                sent.roster_seq,
+                if sent.held {
+                    "; the list holds it until an owner approves it"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
@@ -657,6 +698,41 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             println!("{} will be reached at {}", config.list, config.list_server);
             Ok(())
         }
+        ListAction::Held { list, open } => {
+            let me = home.load_identity(&passphrase())?;
+            let config = home.list(&address(&list)?)?;
+            let held = Server::list_server(&config.list_server)
+                .held_posts(&me, &config.list)
+                .await?;
+            if let Some(id) = open {
+                let post = held
+                    .posts
+                    .iter()
+                    .find(|p| p.id == id)
+                    .with_context(|| format!("no post {id} is held for {list}"))?;
+                return print_opened(&me, std::slice::from_ref(&config), &post.message).await;
+            }
+            if held.posts.is_empty() {
+                println!("no posts held for {}", held.list);
+            }
+            for post in held.posts {
+                println!(
+                    "{} from {} at {} (key {}): {}",
+                    post.id, post.from, post.received_at, post.key_id, post.reason
+                );
+            }
+            Ok(())
+        }
+        ListAction::Release { list, id } => {
+            settle_held(home, &list, id, true, None).await?;
+            println!("post {id} released to {list}");
+            Ok(())
+        }
+        ListAction::Discard { list, id, reason } => {
+            settle_held(home, &list, id, false, reason).await?;
+            println!("post {id} discarded; its sender is told by mail");
+            Ok(())
+        }
         ListAction::Pending { list } => {
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
@@ -788,6 +864,7 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             keys_follow,
             new_members_read_old,
             key_lifetime_secs,
+            moderation,
         } => {
             let config = home.list(&address(&list)?)?;
             let roster = Server::key_server(&config.key_server)
@@ -817,6 +894,13 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             }
             if let Some(secs) = key_lifetime_secs {
                 policy.key_lifetime_secs = (secs > 0).then_some(secs);
+            }
+            if let Some(moderation) = moderation {
+                policy.moderation = match moderation {
+                    ModerationArg::None => Moderation::None,
+                    ModerationArg::NonPosters => Moderation::NonPosters,
+                    ModerationArg::All => Moderation::All,
+                };
             }
             change_roster(home, &list, Change::SetPolicy { policy }).await
         }
@@ -908,6 +992,29 @@ async fn opened_text(
 }
 
 /// Signs `change` against the key server's roster and sends it to both servers.
+async fn settle_held(
+    home: &Home,
+    list: &str,
+    id: i64,
+    approved: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let me = home.load_identity(&passphrase())?;
+    let config = home.list(&address(list)?)?;
+    Server::list_server(&config.list_server)
+        .settle_held(
+            &me,
+            &config.list,
+            &HeldDecision {
+                id,
+                approved,
+                reason,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
 async fn change_roster(home: &Home, list: &str, change: Change) -> anyhow::Result<()> {
     let me = home.load_identity(&passphrase())?;
     let config = home.list(&address(list)?)?;
@@ -1066,16 +1173,4 @@ fn home(explicit: Option<PathBuf>) -> anyhow::Result<Home> {
         "no home directory to keep hushlist state in; pass --home DIR or set HUSHLIST_HOME",
     )?;
     Ok(Home::at(dirs.config_dir()))
-}
-
-/// The mail address in a certificate's first user id (`Name <address>` or a bare address).
-fn own_address(cert: &Cert) -> anyhow::Result<hushlist_core::Address> {
-    let user_id = cert.user_ids().into_iter().next().context(
-        "your key has no user id naming your address; make one with hushlist init --email",
-    )?;
-    let text = match (user_id.rfind('<'), user_id.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &user_id[open + 1..close],
-        _ => user_id.as_str(),
-    };
-    address(text).with_context(|| format!("your key's user id {user_id:?} names no mail address"))
 }

@@ -414,6 +414,106 @@ fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_m
 }
 
 #[test]
+fn a_moderated_list_holds_posts_until_an_owner_releases_or_discards_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let Installation {
+        sink,
+        postfix: _postfix,
+        served,
+    } = install(dir.path());
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let alice = Person::new(dir.path(), "alice@example.net");
+    let rita = Person::new(dir.path(), "rita@example.net");
+    for person in [&olivia, &alice, &rita] {
+        ok(person.run(&["init", "--email", person.address]));
+    }
+    create_list(&olivia, &served, "pull");
+    add(&olivia, &alice, dir.path());
+    let cert = rita.export_cert(dir.path());
+    ok(olivia.run(&[
+        "list",
+        "add",
+        LIST,
+        rita.address,
+        "--key",
+        cert.to_str().unwrap(),
+        "--role",
+        "reader",
+    ]));
+    for member in [&alice, &rita] {
+        member.use_list(&served);
+    }
+
+    // Readers may not post: refused outright, until the owner has their posts held instead.
+    let err = refused(rita.run_with(&["send", "--list", LIST, "--subject", "x"], b"x"));
+    assert!(err.contains("is a reader and the list lets only Members post"), "{err}");
+    ok(olivia.run(&["list", "policy", LIST, "--moderation", "non-posters"]));
+    assert!(ok(olivia.run(&["list", "show", LIST])).contains("moderation: NonPosters"));
+    let sent = rita.run_with(
+        &["send", "--list", LIST, "--subject", "A reader speaks"],
+        b"May I say something?\n",
+    );
+    let report = String::from_utf8_lossy(&sent.stderr).into_owned();
+    ok(sent);
+    assert!(
+        report.contains("holds it until an owner approves it"),
+        "{report}"
+    );
+    let notice = String::from_utf8_lossy(&sink.wait_for_copies(olivia.address, 1)[0]).into_owned();
+    assert!(
+        notice.contains("a post from rita@example.net waits for approval"),
+        "{notice}"
+    );
+
+    let held = ok(olivia.run(&["list", "held", LIST]));
+    assert_eq!(held.lines().count(), 1, "{held}");
+    assert!(held.contains("from rita@example.net"), "{held}");
+    let id = held.split_whitespace().next().unwrap().to_owned();
+    let opened = ok(olivia.run(&["list", "held", LIST, "--open", &id]));
+    assert!(opened.contains("May I say something?"), "{opened}");
+    // Only owners moderate; nothing held is in the archive or delivered yet.
+    let err = refused(alice.run(&["list", "release", LIST, &id]));
+    assert!(err.contains("only an owner"), "{err}");
+    assert!(ok(alice.run(&["archive", LIST])).trim().is_empty());
+    assert!(sink.copies_for(alice.address).is_empty());
+
+    ok(olivia.run(&["list", "release", LIST, &id]));
+    let copy = sink.wait_for_copies(alice.address, 1).remove(0);
+    let opened = ok(alice.run_with(&["open"], &copy));
+    assert!(
+        opened.starts_with("Hushlist-Verified-Signer: rita@example.net ("),
+        "{opened}"
+    );
+    assert!(opened.contains("May I say something?"), "{opened}");
+    let err = refused(olivia.run(&["list", "release", LIST, &id]));
+    assert!(err.contains("is not held"), "{err}");
+
+    // Every post held; the owner turns one away and its sender hears why.
+    ok(olivia.run(&["list", "policy", LIST, "--moderation", "all"]));
+    ok(alice.run_with(
+        &["send", "--list", LIST, "--subject", "Off topic"],
+        b"Cats!\n",
+    ));
+    let held = ok(olivia.run(&["list", "held", LIST]));
+    let id = held.split_whitespace().next().unwrap().to_owned();
+    ok(olivia.run(&[
+        "list",
+        "discard",
+        LIST,
+        &id,
+        "--reason",
+        "Off topic for this list",
+    ]));
+    let copies = sink.wait_for_copies(alice.address, 2);
+    let answer = String::from_utf8_lossy(&copies[1]).into_owned();
+    assert!(answer.contains("your post was not accepted"), "{answer}");
+    assert!(answer.contains("Off topic for this list"), "{answer}");
+    assert!(ok(olivia.run(&["list", "held", LIST])).contains("no posts held"));
+    let archive = ok(alice.run(&["archive", LIST]));
+    assert_eq!(archive.lines().count(), 1, "{archive}");
+}
+
+#[test]
 fn owners_add_members_in_bulk_and_sync_servers_that_fell_out_of_step() {
     let dir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(&dir.path().join("mailboxes"));

@@ -185,7 +185,7 @@ impl KeyServer {
         let deposit: Deposit =
             serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
         let sender = verified.signer;
-        if let Err(refusal) = roster.may_post(&sender) {
+        if let Err(refusal) = roster.may_deposit(&sender) {
             self.audit(
                 &deposit.key_id,
                 list,

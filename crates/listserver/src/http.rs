@@ -1,6 +1,6 @@
 //! The list server's HTTP/JSON interface: the signed roster endpoints (shared with the key
 //! server), the members' archive, delivery switches, one-click unsubscribe, join requests,
-//! `/healthz` and `/metrics`.
+//! held posts, `/healthz` and `/metrics`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub fn router(state: Arc<ListServer>) -> Router {
             .route("/v1/lists/{list}/join", post(join))
             .route("/v1/lists/{list}/join-requests", post(pending_joins))
             .route("/v1/lists/{list}/join-requests/settle", post(settle_join))
+            .route("/v1/lists/{list}/held", post(held_posts))
+            .route("/v1/lists/{list}/held/settle", post(settle_held))
             .route("/v1/unsubscribe/{token}", post(unsubscribe)),
     )
     .with_state(state)
@@ -150,6 +152,26 @@ async fn settle_join(
     let list = list(&list_text)?;
     let request: SignedRequest = json(body)?;
     Ok(Json(state.settle_join(&list, &request).await?).into_response())
+}
+
+async fn held_posts(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    Ok(Json(state.held_posts(&list, &request).await?).into_response())
+}
+
+async fn settle_held(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    Ok(Json(state.settle_held(&list, &request).await?).into_response())
 }
 
 /// RFC 8058 one-click: the mail client POSTs `List-Unsubscribe=One-Click`; the token in the

@@ -261,7 +261,7 @@ impl ListServer {
     }
 
     /// Checks a signed request from an owner of `roster`; returns its body.
-    async fn verify_owner(
+    pub(crate) async fn verify_owner(
         &self,
         roster: &Roster,
         request: &SignedRequest,
@@ -286,7 +286,7 @@ impl ListServer {
 
 /// A requester's or owner's free text as it may go into a notice: one line, printable,
 /// bounded.
-fn clean_note(text: &str) -> String {
+pub(crate) fn clean_note(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(MAX_NOTE_CHARS)

@@ -11,11 +11,12 @@ pub mod delivery;
 pub mod http;
 pub mod joining;
 pub mod mailboxes;
+pub mod moderation;
 pub mod service;
 pub mod smtp;
 
 use hushlist_core::outer::{EncryptedPost, OuterError};
-use hushlist_core::roster::{Refusal, Roster};
+use hushlist_core::roster::{Admission, Refusal, Roster};
 
 /// Why a post was refused at the end of DATA. Refusals are SMTP rejections (the sender's MTA
 /// tells the sender), never bounces sent later.
@@ -46,16 +47,16 @@ impl Rejection {
 }
 
 /// Checks a post to `roster`'s list: PGP/MIME-encrypted, naming its key id, from an address
-/// the roster lets post now.
-pub fn check_post(raw: &[u8], roster: &Roster) -> Result<EncryptedPost, Rejection> {
+/// the roster lets post now (or whose post the list's moderation holds for an owner).
+pub fn check_post(raw: &[u8], roster: &Roster) -> Result<(EncryptedPost, Admission), Rejection> {
     let post = EncryptedPost::parse(raw).map_err(|e| match e {
         OuterError::NotEncrypted(_) => Rejection::NotEncrypted(e),
         other => Rejection::Malformed(other),
     })?;
-    roster
-        .may_post_as(&post.from)
+    let admission = roster
+        .admit_post_as(&post.from)
         .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))?;
-    Ok(post)
+    Ok((post, admission))
 }
 
 /// Checks that the post's key is filed with `expected`, the key server this list server works

@@ -11,14 +11,14 @@ use hushlist_core::api::{
     ArchivePage, ArchiveQuery, ArchivedPost, DeliveryStatus, DeliverySwitch, purpose,
 };
 use hushlist_core::bounce::BouncePolicy;
-use hushlist_core::listmail::{ListMailbox, UnsubscribeKey};
+use hushlist_core::listmail::{HELD_REPLY, ListMailbox, UnsubscribeKey};
 use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::{Role, Roster};
+use hushlist_core::roster::{Admission, Role, Roster};
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
-use hushlist_store::{PostRow, Store};
+use hushlist_store::{PostRow, Store, StoreError};
 use tokio::sync::Notify;
 
 use crate::delivery::DeliveryMetrics;
@@ -322,24 +322,27 @@ impl ListServer {
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            let checked =
-                check_post(message, &roster).and_then(|post| match &self.key_server_url {
-                    Some(expected) => check_key_server(&post, expected).map(|()| post),
-                    None => Ok(post),
-                });
-            let post = match checked {
-                Ok(post) => post,
+            let checked = check_post(message, &roster).and_then(|(post, admission)| {
+                match &self.key_server_url {
+                    Some(expected) => check_key_server(&post, expected),
+                    None => Ok(()),
+                }
+                .map(|()| (post, admission))
+            });
+            let (post, admission) = match checked {
+                Ok(checked) => checked,
                 Err(rejection) => {
                     self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
                     self.tell_owners_of_refusal(&roster, &rejection).await;
                     return Err(rejection.into());
                 }
             };
-            accepted.push((list, roster, post));
+            accepted.push((list, roster, post, admission));
         }
         let received_at = unix_now();
         let mut ids = Vec::with_capacity(accepted.len());
-        for (list, roster, post) in accepted {
+        let mut held = false;
+        for (list, roster, post, admission) in accepted {
             let row = PostRow {
                 id: 0,
                 list: list.to_string(),
@@ -349,24 +352,26 @@ impl ListServer {
                 received_at,
                 message: message.to_vec(),
             };
-            let suspended: HashSet<String> = self
-                .store
-                .suspensions(list.as_str())
-                .await
-                .map_err(temporary)?
-                .into_iter()
-                .map(|s| s.address)
-                .collect();
-            let recipients: Vec<String> = roster
-                .members()
-                .map(|m| m.address.to_string())
-                .filter(|address| !suspended.contains(address))
-                .collect();
-            let inserted = self
-                .store
-                .insert_post(&row, &recipients)
-                .await
-                .map_err(temporary)?;
+            let inserted = match admission {
+                Admission::Deliver => {
+                    let recipients = self.recipients(&roster).await.map_err(temporary)?;
+                    self.store
+                        .insert_post(&row, &recipients)
+                        .await
+                        .map_err(temporary)?
+                }
+                Admission::Hold(reason) => {
+                    held = true;
+                    let notices = self.held_post_notices(&roster, &post.from, &reason, received_at);
+                    let inserted = self
+                        .store
+                        .insert_held_post(&row, &reason, &notices)
+                        .await
+                        .map_err(temporary)?;
+                    tracing::info!(%list, id = inserted.id, reason, "post held for an owner");
+                    inserted
+                }
+            };
             if inserted.duplicate {
                 // A client retrying after a lost 250, or a replay: the post is already
                 // queued, so it is acknowledged again but not delivered twice.
@@ -379,7 +384,29 @@ impl ListServer {
             .fetch_add(ids.len() as u64, Ordering::Relaxed);
         self.queued.notify_waiters();
         tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
-        Ok(ids.join(","))
+        let ids = ids.join(",");
+        Ok(if held {
+            format!("{ids}; {HELD_REPLY}")
+        } else {
+            ids
+        })
+    }
+
+    /// Whom a post to `roster`'s list goes to now: every member whose delivery is not
+    /// suspended.
+    pub(crate) async fn recipients(&self, roster: &Roster) -> Result<Vec<String>, StoreError> {
+        let suspended: HashSet<String> = self
+            .store
+            .suspensions(roster.list().as_str())
+            .await?
+            .into_iter()
+            .map(|s| s.address)
+            .collect();
+        Ok(roster
+            .members()
+            .map(|m| m.address.to_string())
+            .filter(|address| !suspended.contains(address))
+            .collect())
     }
 
     /// Owners hear of posts refused because of who sent them (a non-member, a reader, a

@@ -1,6 +1,6 @@
 //! Each refusal at the end of DATA carries the right SMTP code and enhanced status.
 
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
+use hushlist_core::roster::{Admission, Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::{Rejection, check_key_server, check_post};
@@ -44,8 +44,9 @@ fn only_encrypted_posts_from_allowed_posters_are_accepted() {
             .message
     };
 
-    let accepted = check_post(&post("olivia@example.org", &owner), &roster).unwrap();
+    let (accepted, admission) = check_post(&post("olivia@example.org", &owner), &roster).unwrap();
     assert_eq!(accepted.from, addr("olivia@example.org"));
+    assert_eq!(admission, Admission::Deliver);
     check_key_server(&accepted, "https://keys.example.org/").unwrap();
     let err = check_key_server(&accepted, "https://keys.other.example").unwrap_err();
     assert_eq!(err.smtp_status(), (550, "5.7.1"));

@@ -599,48 +599,18 @@ impl Store {
         post: &PostRow,
         recipients: &[String],
     ) -> Result<InsertedPost, StoreError> {
-        // Rows per INSERT statement: well under SQLite's limit of bound parameters.
-        const BATCH: usize = 400;
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
-        )
-        .bind(&post.list)
-        .bind(&post.mail_from)
-        .bind(&post.key_id)
-        .bind(&post.message_id)
-        .bind(post.received_at)
-        .bind(&post.message)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = inserted else {
-            let row = sqlx::query("SELECT id FROM posts WHERE list = $1 AND key_id = $2")
-                .bind(&post.list)
-                .bind(&post.key_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(InsertedPost {
-                id: row.get("id"),
-                duplicate: true,
-            });
-        };
-        let id: i64 = row.get("id");
-        for chunk in recipients.chunks(BATCH) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, ${}, $2)", i + 3))
-                .collect();
-            let sql = format!(
-                "INSERT INTO deliveries (post_id, recipient, next_attempt_at) VALUES {} ON CONFLICT DO NOTHING",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(&sql).bind(id).bind(post.received_at);
-            for recipient in chunk {
-                query = query.bind(recipient);
+        let id = match insert_post_row(&mut tx, post).await? {
+            InsertedPost {
+                id,
+                duplicate: false,
+            } => id,
+            duplicate => {
+                tx.commit().await?;
+                return Ok(duplicate);
             }
-            query.execute(&mut *tx).await?;
-        }
+        };
+        insert_deliveries(&mut tx, id, recipients, post.received_at).await?;
         tx.commit().await?;
         Ok(InsertedPost {
             id,
@@ -896,7 +866,8 @@ impl Store {
         Ok(row.as_ref().map(post_row))
     }
 
-    /// Posts of `list` with ids above `after_id`, oldest first, at most `limit`.
+    /// Posts of `list` with ids above `after_id`, oldest first, at most `limit`; held posts
+    /// are not among them until released.
     pub async fn posts(
         &self,
         list: &str,
@@ -905,7 +876,9 @@ impl Store {
     ) -> Result<Vec<PostRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts \
-             WHERE list = $1 AND id > $2 ORDER BY id LIMIT $3",
+             WHERE list = $1 AND id > $2 \
+             AND NOT EXISTS (SELECT 1 FROM held_posts h WHERE h.post_id = posts.id) \
+             ORDER BY id LIMIT $3",
         )
         .bind(list)
         .bind(after_id)
@@ -914,6 +887,67 @@ impl Store {
         .await?;
         Ok(rows.iter().map(post_row).collect())
     }
+}
+
+/// Inserts a post unless its list and key id are already stored (then returns that one as
+/// a duplicate).
+pub(crate) async fn insert_post_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    post: &PostRow,
+) -> Result<InsertedPost, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
+    )
+    .bind(&post.list)
+    .bind(&post.mail_from)
+    .bind(&post.key_id)
+    .bind(&post.message_id)
+    .bind(post.received_at)
+    .bind(&post.message)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(InsertedPost {
+            id: row.get("id"),
+            duplicate: false,
+        });
+    }
+    let row = sqlx::query("SELECT id FROM posts WHERE list = $1 AND key_id = $2")
+        .bind(&post.list)
+        .bind(&post.key_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(InsertedPost {
+        id: row.get("id"),
+        duplicate: true,
+    })
+}
+
+/// One pending delivery of post `id` per recipient, due at `due_at`.
+pub(crate) async fn insert_deliveries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+    recipients: &[String],
+    due_at: i64,
+) -> Result<(), StoreError> {
+    // Rows per INSERT statement: well under SQLite's limit of bound parameters.
+    const BATCH: usize = 400;
+    for chunk in recipients.chunks(BATCH) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("($1, ${}, $2)", i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO deliveries (post_id, recipient, next_attempt_at) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(id).bind(due_at);
+        for recipient in chunk {
+            query = query.bind(recipient);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 fn session_key_row(r: &sqlx::any::AnyRow) -> SessionKeyRow {

@@ -5,7 +5,9 @@
 
 use sqlx::Row as _;
 
-use crate::{Backend, Store, StoreError};
+use crate::{
+    Backend, InsertedPost, PostRow, Store, StoreError, insert_deliveries, insert_post_row, post_row,
+};
 
 /// A message for the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,6 +439,125 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
+        queue(&mut tx, notices, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// A post waiting for an owner's approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldPost {
+    pub post: PostRow,
+    pub held_at: i64,
+    pub reason: String,
+}
+
+impl Store {
+    /// Stores a post without deliveries, held for an owner, and queues `notices` about it,
+    /// in one transaction. A post already stored (same list and key id) is returned as a
+    /// duplicate and nothing is queued.
+    pub async fn insert_held_post(
+        &self,
+        post: &PostRow,
+        reason: &str,
+        notices: &[OutboxMessage],
+    ) -> Result<InsertedPost, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = match insert_post_row(&mut tx, post).await? {
+            InsertedPost {
+                id,
+                duplicate: false,
+            } => id,
+            duplicate => {
+                tx.commit().await?;
+                return Ok(duplicate);
+            }
+        };
+        sqlx::query(
+            "INSERT INTO held_posts (post_id, list, held_at, reason) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(&post.list)
+        .bind(post.received_at)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        queue(&mut tx, notices, post.received_at).await?;
+        tx.commit().await?;
+        Ok(InsertedPost {
+            id,
+            duplicate: false,
+        })
+    }
+
+    /// The posts of `list` waiting for an owner, oldest first.
+    pub async fn held_posts(&self, list: &str) -> Result<Vec<HeldPost>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.list, p.mail_from, p.key_id, p.message_id, p.received_at, p.message, \
+             h.held_at, h.reason FROM held_posts h JOIN posts p ON p.id = h.post_id \
+             WHERE h.list = $1 ORDER BY h.post_id",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| HeldPost {
+                post: post_row(r),
+                held_at: r.get("held_at"),
+                reason: r.get("reason"),
+            })
+            .collect())
+    }
+
+    /// Releases a held post of `list` to `recipients` (due at `now`) and queues `notices`,
+    /// in one transaction. Returns false, changing nothing, when it is not held.
+    pub async fn release_held_post(
+        &self,
+        list: &str,
+        id: i64,
+        recipients: &[String],
+        now: i64,
+        notices: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM held_posts WHERE post_id = $1 AND list = $2")
+            .bind(id)
+            .bind(list)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_deliveries(&mut tx, id, recipients, now).await?;
+        queue(&mut tx, notices, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes a held post of `list` and queues `notices`, in one transaction. Returns
+    /// false, changing nothing, when it is not held.
+    pub async fn discard_held_post(
+        &self,
+        list: &str,
+        id: i64,
+        now: i64,
+        notices: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM held_posts WHERE post_id = $1 AND list = $2")
+            .bind(id)
+            .bind(list)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM posts WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         queue(&mut tx, notices, now).await?;
         tx.commit().await?;
         Ok(true)

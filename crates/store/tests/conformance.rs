@@ -50,6 +50,7 @@ conformance!(
     bounce_scores_are_compare_and_set_and_probes_are_found_by_token,
     outbox_messages_are_claimed_once_per_lease_until_sent_or_failed,
     join_requests_are_filed_once_lapse_and_settle_with_their_answer,
+    held_posts_stay_out_of_the_queue_and_archive_until_released_or_discarded,
     concurrent_claims_from_two_instances_take_each_delivery_once,
     request_counts_are_per_signer_and_window_and_pruned,
 );
@@ -611,6 +612,104 @@ async fn join_requests_are_filed_once_lapse_and_settle_with_their_answer(db: &Sc
         .collect();
     assert_eq!(told, ["owner@example.org", "b@example.org"]);
     assert_eq!(store.join_requests("other", 0).await.unwrap(), []);
+}
+
+async fn held_posts_stay_out_of_the_queue_and_archive_until_released_or_discarded(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let post = |key_id: &str| hushlist_store::PostRow {
+        key_id: key_id.into(),
+        ..ciphertext_post()
+    };
+    let notice = OutboxMessage {
+        mail_from: "l-bounces@example.org".into(),
+        recipient: "owner@example.org".into(),
+        message: b"held".to_vec(),
+    };
+    let list = ciphertext_post().list;
+    let first = store
+        .insert_held_post(
+            &post("k1"),
+            "every post waits",
+            std::slice::from_ref(&notice),
+        )
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let again = store
+        .insert_held_post(
+            &post("k1"),
+            "every post waits",
+            std::slice::from_ref(&notice),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.duplicate), (first.id, true));
+    let second = store
+        .insert_held_post(&post("k2"), "a reader", &[])
+        .await
+        .unwrap();
+    assert_eq!(store.unsent_outbox().await.unwrap().len(), 1);
+    let held = store.held_posts(&list).await.unwrap();
+    assert_eq!(
+        held.iter()
+            .map(|h| (h.post.id, h.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(first.id, "every post waits"), (second.id, "a reader")]
+    );
+    assert_eq!(held[0].post.key_id, "k1");
+    assert!(store.posts(&list, 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_deliveries(i64::MAX, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let recipients = ["a@example.org".to_owned(), "b@example.org".to_owned()];
+    assert!(
+        store
+            .release_held_post(&list, first.id, &recipients, 50, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_held_post(&list, first.id, &recipients, 51, &[])
+            .await
+            .unwrap(),
+        "released once"
+    );
+    assert!(
+        !store
+            .release_held_post("other@example.org", second.id, &recipients, 51, &[])
+            .await
+            .unwrap(),
+        "only by its own list"
+    );
+    assert_eq!(
+        store.pending_deliveries(first.id).await.unwrap(),
+        recipients
+    );
+    assert_eq!(
+        store
+            .posts(&list, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>(),
+        [first.id]
+    );
+    assert!(
+        store
+            .discard_held_post(&list, second.id, 60, std::slice::from_ref(&notice))
+            .await
+            .unwrap()
+    );
+    assert!(store.post(second.id).await.unwrap().is_none());
+    assert!(store.held_posts(&list).await.unwrap().is_empty());
+    assert_eq!(store.unsent_outbox().await.unwrap().len(), 2);
 }
 
 async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &ScratchDb) {
