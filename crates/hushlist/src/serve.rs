@@ -85,6 +85,8 @@ struct RawLists {
     verp: Option<bool>,
     /// Bounce score at which a member is probed (see `hushlist-listserver --help`).
     bounce_threshold: Option<f64>,
+    /// Seconds between comparisons of the two servers' rosters.
+    roster_check_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     /// For `serve lists` alone: where the key server is, and its grants token file.
@@ -231,6 +233,11 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
         .unwrap_or(delivery.max_rcpts_per_transaction);
     delivery.verp = raw.lists.verp.unwrap_or(false);
     delivery.public_url = raw.lists.public_url;
+    match raw.lists.roster_check_secs {
+        Some(0) => problems.push("lists.roster_check_secs must be at least 1".into()),
+        Some(secs) => delivery.roster_check_every = Duration::from_secs(secs),
+        None => {}
+    }
     if !problems.is_empty() {
         anyhow::bail!(
             "the configuration has {} problem{}:\n  {}",

@@ -112,13 +112,21 @@ fn a_bad_config_reports_every_problem_at_once() {
     let config = dir.path().join("hushlist.toml");
     std::fs::write(
         &config,
-        "domain = \"not a domain\"\n[keys]\nhttp = \"nowhere\"\ndatabase = \"mysql://db\"\n[lists]\nrelay = \"no-port\"\ntls_cert = \"cert.pem\"\n",
+        "domain = \"not a domain\"\n[keys]\nhttp = \"nowhere\"\ndatabase = \"mysql://db\"\n[lists]\nrelay = \"no-port\"\ntls_cert = \"cert.pem\"\nbounce_threshold = -1.0\nroster_check_secs = 0\n",
     )
     .unwrap();
     let out = hushlist(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("5 problems"), "{err}");
+    assert!(err.contains("7 problems"), "{err}");
+    assert!(
+        err.contains("lists.bounce_threshold = -1 must be a positive number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("lists.roster_check_secs must be at least 1"),
+        "{err}"
+    );
     assert!(
         err.contains("keys.database = \"mysql://db\" is not a sqlite:// or postgres:// URL"),
         "{err}"

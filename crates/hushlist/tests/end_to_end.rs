@@ -446,7 +446,10 @@ fn a_moderated_list_holds_posts_until_an_owner_releases_or_discards_them() {
 
     // Readers may not post: refused outright, until the owner has their posts held instead.
     let err = refused(rita.run_with(&["send", "--list", LIST, "--subject", "x"], b"x"));
-    assert!(err.contains("is a reader and the list lets only Members post"), "{err}");
+    assert!(
+        err.contains("is a reader and the list lets only Members post"),
+        "{err}"
+    );
     ok(olivia.run(&["list", "policy", LIST, "--moderation", "non-posters"]));
     assert!(ok(olivia.run(&["list", "show", LIST])).contains("moderation: NonPosters"));
     let sent = rita.run_with(

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::{Deliverer, DeliveryConfig};
 use crate::http::router;
+use crate::roster_watch::RosterWatch;
 use crate::service::ListServer;
 use crate::smtp::{SmtpConfig, TlsSetupError, serve, tls_acceptor};
 
@@ -133,7 +134,14 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
     );
 
     let (stop_workers, stopped) = watch::channel(false);
-    let workers = Deliverer::new(&server, config.delivery).spawn(stopped);
+    let mut workers = match &config.delivery.key_server {
+        Some(key_server) => vec![
+            RosterWatch::new(&server, &key_server.url, config.delivery.roster_check_every)
+                .spawn(stopped.clone()),
+        ],
+        None => Vec::new(),
+    };
+    workers.extend(Deliverer::new(&server, config.delivery).spawn(stopped));
     let app = router(server.clone());
     let smtp = Arc::new(config.smtp);
     let max_connections = config.max_connections;

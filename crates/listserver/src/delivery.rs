@@ -109,6 +109,9 @@ pub struct DeliveryConfig {
     pub public_url: Option<String>,
     /// The key server that grants push-mode lists their members' PKESKs.
     pub key_server: Option<KeyServerAccess>,
+    /// How often each list's roster is compared with the key server's (when `key_server`
+    /// is set); owners are told of a difference that outlasts one check.
+    pub roster_check_every: Duration,
 }
 
 /// Where the key server is and the token it gave this list server for grants.
@@ -141,6 +144,7 @@ impl DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             public_url: None,
             key_server: None,
+            roster_check_every: Duration::from_secs(600),
         }
     }
 }

@@ -53,6 +53,10 @@ struct Args {
     /// (a hard bounce counts 1, a soft one 0.5, at most one a day; the score halves weekly).
     #[arg(long, default_value_t = 5.0, value_parser = positive_score)]
     bounce_threshold: f64,
+    /// Seconds between comparisons of each list's roster with the key server's (with
+    /// --key-server); owners are mailed when they differ for longer than one check.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    roster_check_secs: u64,
     /// Seconds a worker's claim on deliveries lasts (a crashed worker's deliveries are
     /// retried after this); must exceed 4 relay timeouts.
     #[arg(long, default_value_t = 300)]
@@ -149,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
     delivery.lease = Duration::from_secs(args.lease_secs);
     delivery.retry_first = Duration::from_secs(args.retry_secs);
     delivery.public_url = args.public_url;
+    delivery.roster_check_every = Duration::from_secs(args.roster_check_secs);
     if let (Some(url), Some(token_file)) = (args.key_server, &args.grants_token_file) {
         let grants_token = std::fs::read_to_string(token_file)
             .with_context(|| {

@@ -5,66 +5,21 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use hushlist_core::api::{Deposit, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{
-    Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis,
+    Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Role, Roster, sign_genesis,
 };
 use hushlist_core::{Address, Pkesk, SecretIdentity};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
-use hushlist_keyserver::master::MasterKey;
-use hushlist_keyserver::{KeyServer, ServiceConfig};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_store::DeliveryState;
 use rand::rngs::OsRng;
 use tokio::sync::watch;
-
-const GRANTS_TOKEN: &str = "grants-token-for-tests";
-const ADMIN_TOKEN: &str = "admin-token-for-tests";
-
-async fn start_key_server(dir: &std::path::Path) -> String {
-    let store = hushlist_store::Store::open(&format!("sqlite://{}", dir.join("keys.db").display()))
-        .await
-        .unwrap();
-    let config = ServiceConfig {
-        admin_token: ADMIN_TOKEN.into(),
-        grants_token: GRANTS_TOKEN.into(),
-        ..ServiceConfig::default()
-    };
-    let server = KeyServer::start(
-        store,
-        MasterKey::from_bytes(&[7; 32]),
-        config,
-        "keys <keys@example.org>",
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = hushlist_keyserver::router(Arc::new(server));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
-async fn send_op(http: &reqwest::Client, url: String, op: &SignedOp) {
-    let response = http
-        .post(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .json(op)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{}",
-        response.text().await.unwrap()
-    );
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now()

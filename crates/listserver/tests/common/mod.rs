@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hushlist_core::listmail::UnsubscribeKey;
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, SignedOp, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
+use hushlist_keyserver::master::MasterKey;
+use hushlist_keyserver::{KeyServer, ServiceConfig};
 use hushlist_listserver::service::ListServer;
 use hushlist_store::Store;
 use rand::rngs::OsRng;
@@ -336,4 +338,48 @@ pub fn test_ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         &cert,
     ]);
     (ca.into(), cert.into(), key.into())
+}
+
+pub const GRANTS_TOKEN: &str = "grants-token-for-tests";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+/// A real key server over HTTP on a loopback port, in this process; returns its URL.
+pub async fn start_key_server(dir: &std::path::Path) -> String {
+    let store = hushlist_store::Store::open(&format!("sqlite://{}", dir.join("keys.db").display()))
+        .await
+        .unwrap();
+    let config = ServiceConfig {
+        admin_token: ADMIN_TOKEN.into(),
+        grants_token: GRANTS_TOKEN.into(),
+        ..ServiceConfig::default()
+    };
+    let server = KeyServer::start(
+        store,
+        MasterKey::from_bytes(&[7; 32]),
+        config,
+        "keys <keys@example.org>",
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = hushlist_keyserver::router(Arc::new(server));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Sends a roster op (genesis or later) to a server's roster endpoint, as the operator.
+pub async fn send_op(http: &reqwest::Client, url: String, op: &SignedOp) {
+    let response = http
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(op)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
 }
