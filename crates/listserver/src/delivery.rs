@@ -149,6 +149,9 @@ impl DeliveryConfig {
     }
 }
 
+/// Per-recipient transactions (VERP, push mode) whose outcomes are recorded together.
+const RECORD_EVERY: usize = 50;
+
 /// Replies a transaction waits for at most: greeting/EHLO, the pipelined MAIL and RCPTs,
 /// 354 to DATA, and the reply to the message.
 const WAITS_PER_TRANSACTION: u32 = 4;
@@ -404,6 +407,7 @@ impl Worker {
                 .await;
         }
         if self.config.verp {
+            let mut outcomes = Vec::new();
             for delivery in deliveries {
                 let batch = std::slice::from_ref(delivery);
                 if !self
@@ -413,13 +417,15 @@ impl Worker {
                     continue;
                 }
                 let (sender, message) = self.copy_for_one(&copy, &headers, &delivery.recipient);
-                let outcomes = self
+                let outcome = self
                     .transact(&sender, std::slice::from_ref(&delivery.recipient), &message)
-                    .await;
-                self.record(post, batch.iter().zip(outcomes).collect())
-                    .await?;
+                    .await
+                    .pop()
+                    .expect("one outcome per recipient");
+                outcomes.push((delivery, outcome));
+                self.record_every(post, &mut outcomes).await?;
             }
-            return Ok(());
+            return self.record(post, outcomes).await;
         }
         let message = copy.shared(&headers);
         for batch in deliveries.chunks(self.config.max_rcpts_per_transaction.max(1)) {
@@ -517,7 +523,7 @@ impl Worker {
                 Err(format!("the key server refused the key: {}", r.reason)),
             )
         }));
-        self.record(post, outcomes).await?;
+        self.record(post, std::mem::take(&mut outcomes)).await?;
         for (delivery, fingerprint) in wanted {
             let batch = std::slice::from_ref(delivery);
             let outcome = match pkesks.remove(&fingerprint) {
@@ -544,9 +550,24 @@ impl Worker {
                 Some(Err(reason)) => Outcome::Failed(reason),
                 None => Outcome::Deferred("the key server did not answer for this member".into()),
             };
-            self.record(post, vec![(delivery, outcome)]).await?;
+            outcomes.push((delivery, outcome));
+            self.record_every(post, &mut outcomes).await?;
         }
-        Ok(())
+        self.record(post, outcomes).await
+    }
+
+    /// Records the outcomes of per-recipient transactions once [`RECORD_EVERY`] have
+    /// gathered: one commit for many, at the price of re-sending at most that many copies
+    /// after a crash (the relay had taken them; at-least-once, as in shared transactions).
+    async fn record_every(
+        &self,
+        post: &PostRow,
+        outcomes: &mut Vec<(&ClaimedDelivery, Outcome)>,
+    ) -> Result<(), StoreError> {
+        if outcomes.len() < RECORD_EVERY {
+            return Ok(());
+        }
+        self.record(post, std::mem::take(outcomes)).await
     }
 
     /// One grants call to the key server; on failure, the outcome for every recipient.
