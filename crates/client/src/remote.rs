@@ -423,6 +423,11 @@ pub async fn submit(
                 "{e}; check --smtp and that the list server is running"
             ))
         })?;
+    // The message's last bytes and the final dot must not wait for a delayed ACK (Nagle).
+    client
+        .stream
+        .set_nodelay(true)
+        .map_err(|e| failed(e.to_string()))?;
     let greeting = client.read().await.map_err(refused)?;
     if greeting.code >= 300 {
         return Err(refused(mail_send::Error::UnexpectedReply(greeting)));

@@ -18,6 +18,23 @@ pub struct RequestVerifier {
     window_secs: u64,
 }
 
+/// Records a verified request's nonce in the store, shared by every instance; a nonce seen
+/// before is a replay.
+pub async fn use_nonce(store: &Store, verified: &VerifiedRequest) -> Result<(), ApiError> {
+    let fresh = store
+        .remember_nonce(
+            verified.signer.as_str(),
+            &verified.nonce,
+            i64::try_from(verified.nonce_expires_at).unwrap_or(i64::MAX),
+        )
+        .await?;
+    if fresh {
+        Ok(())
+    } else {
+        Err(ApiError::request(RequestError::Replayed))
+    }
+}
+
 /// Rate-limit windows are forgotten this long after they end.
 const WINDOW_MEMORY_SECS: u64 = 3600;
 
@@ -68,16 +85,7 @@ impl RequestVerifier {
         let verified = request
             .verify_signature_and_clock(purpose, &cert, now)
             .map_err(ApiError::request)?;
-        let fresh = store
-            .remember_nonce(
-                verified.signer.as_str(),
-                &verified.nonce,
-                i64::try_from(verified.nonce_expires_at).unwrap_or(i64::MAX),
-            )
-            .await?;
-        if !fresh {
-            return Err(ApiError::request(RequestError::Replayed));
-        }
+        use_nonce(store, &verified).await?;
         Ok((verified, cert))
     }
 

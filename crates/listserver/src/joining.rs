@@ -11,10 +11,11 @@ use hushlist_core::Address;
 use hushlist_core::api::{
     JoinAsk, JoinDecision, JoinReceipt, JoinRequest, PendingJoin, PendingJoins, purpose,
 };
-use hushlist_core::request::{RequestError, SignedRequest};
+use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Role, Roster};
 use hushlist_core::{Cert, Fingerprint};
 use hushlist_http::ApiError;
+use hushlist_http::requests::use_nonce;
 use hushlist_store::membership::JoinRequestRow;
 
 use crate::service::{ListServer, unix_now};
@@ -52,17 +53,7 @@ impl ListServer {
             )
             .map_err(ApiError::request)?;
         let ask: JoinAsk = serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
-        let fresh = self
-            .store()
-            .remember_nonce(
-                verified.signer.as_str(),
-                &verified.nonce,
-                i64::try_from(verified.nonce_expires_at).unwrap_or(i64::MAX),
-            )
-            .await?;
-        if !fresh {
-            return Err(ApiError::request(RequestError::Replayed));
-        }
+        use_nonce(self.store(), &verified).await?;
         let address = &ask.address;
         let named = cert.user_ids().iter().any(|id| {
             id.to_ascii_lowercase()

@@ -483,7 +483,8 @@ fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
 
-/// Accepts SMTP connections on `listener` until `shutdown` resolves, at most
+/// Accepts SMTP connections on `listener` until `shutdown` resolves (errors accepting one
+/// connection are logged and the listener goes on), at most
 /// `max_connections` at once; one more is told 421 and closed. With `tls`, STARTTLS is
 /// offered and the session continues over TLS once the client takes it up.
 pub async fn serve<K: PostSink + 'static>(
@@ -497,10 +498,22 @@ pub async fn serve<K: PostSink + 'static>(
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
-        let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => return Ok(()),
         };
+        let (mut stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors or a connection reset before it was taken: the
+                // listener itself is fine, so keep serving once the moment has passed.
+                tracing::warn!(error = %e, "cannot accept an SMTP connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Replies must not wait for the client's delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let _ = stream
