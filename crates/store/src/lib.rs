@@ -173,6 +173,12 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Connections for the delivery bookkeeping (claims, outcomes, the outbox's marks):
+    /// their commits do not wait for the disk (SQLite `synchronous=NORMAL` under WAL,
+    /// PostgreSQL `synchronous_commit=off`). Losing the last of them to a power failure only
+    /// re-sends copies (delivery is at least once), and a process crash loses nothing; what is
+    /// acknowledged to anyone (posts, deposits, roster ops) goes through `pool`, which waits.
+    bookkeeping: AnyPool,
     backend: Backend,
 }
 
@@ -210,10 +216,23 @@ impl Store {
                     Ok(())
                 })
             })
+            .connect_with(any_options.clone())
+            .await?;
+        let bookkeeping = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(any_options)
             .await?;
         Ok(Store {
             pool,
+            bookkeeping,
             backend: Backend::Sqlite,
         })
     }
@@ -231,8 +250,20 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(AnyConnectOptions::from_str(url)?)
             .await?;
+        let bookkeeping = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = off").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(AnyConnectOptions::from_str(url)?)
+            .await?;
         Ok(Store {
             pool,
+            bookkeeping,
             backend: Backend::Postgres,
         })
     }
@@ -638,15 +669,16 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        // SQLite serializes writers, so the UPDATE alone is atomic. PostgreSQL runs
+        // SQLite serializes writers, so the UPDATE alone is atomic; it finds the claimed rows
+        // by rowid (conditions on the outer UPDATE made it walk every due row of the
+        // claim-order index, O(queue) per claim: most of a fan-out's CPU). PostgreSQL runs
         // concurrent claims from many processes: each locks its rows in a CTE (evaluated
         // exactly once, unlike an IN subquery the planner may rescan) and skips rows another
         // claim has locked instead of waiting for them or taking them twice.
         let sql = match self.backend {
             Backend::Sqlite => {
-                "UPDATE deliveries SET next_attempt_at = $2 \
-                 WHERE state = 'pending' AND next_attempt_at <= $1 AND (post_id, recipient) IN ( \
-                     SELECT post_id, recipient FROM deliveries \
+                "UPDATE deliveries SET next_attempt_at = $2 WHERE rowid IN ( \
+                     SELECT rowid FROM deliveries \
                      WHERE state = 'pending' AND next_attempt_at <= $1 \
                      ORDER BY next_attempt_at, post_id, recipient LIMIT $3) \
                  RETURNING post_id, recipient, attempts"
@@ -666,7 +698,7 @@ impl Store {
             .bind(now)
             .bind(lease_until)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.bookkeeping)
             .await?;
         let mut claimed: Vec<ClaimedDelivery> = rows
             .iter()
@@ -718,13 +750,19 @@ impl Store {
         // Recipients per UPDATE: well under SQLite's limit of bound parameters.
         const BATCH: usize = 400;
         let first = if value.is_some() { 3 } else { 2 };
+        // Without statistics SQLite would look these rows up by `state` in the claim-order
+        // index, walking every pending row; the unary plus leaves it the primary key.
+        let pending = match self.backend {
+            Backend::Sqlite => "+state = 'pending'",
+            Backend::Postgres => "state = 'pending'",
+        };
         for chunk in recipients.chunks(BATCH) {
             let placeholders: Vec<String> = (0..chunk.len())
                 .map(|i| format!("${}", i + first))
                 .collect();
             let sql = format!(
                 "UPDATE deliveries SET {set} \
-                 WHERE post_id = $1 AND state = 'pending' AND recipient IN ({})",
+                 WHERE post_id = $1 AND {pending} AND recipient IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql).bind(post_id);
@@ -734,7 +772,7 @@ impl Store {
             for recipient in chunk {
                 query = query.bind(recipient);
             }
-            query.execute(&self.pool).await?;
+            query.execute(&self.bookkeeping).await?;
         }
         Ok(())
     }
@@ -755,7 +793,7 @@ impl Store {
         .bind(recipient)
         .bind(next_attempt_at)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.bookkeeping)
         .await?;
         Ok(())
     }
@@ -774,7 +812,7 @@ impl Store {
         .bind(post_id)
         .bind(recipient)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.bookkeeping)
         .await?;
         Ok(())
     }

@@ -231,7 +231,7 @@ impl Store {
             .bind(now)
             .bind(lease_until)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.bookkeeping)
             .await?;
         let mut claimed: Vec<QueuedMessage> = rows
             .iter()
@@ -252,7 +252,7 @@ impl Store {
     pub async fn outbox_sent(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM outbox WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await?;
         Ok(())
     }
@@ -277,7 +277,7 @@ impl Store {
         .bind(state)
         .bind(next)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.bookkeeping)
         .await?;
         Ok(())
     }
