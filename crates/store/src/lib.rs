@@ -173,11 +173,14 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// Connections for the delivery bookkeeping (claims, outcomes, the outbox's marks):
-    /// their commits do not wait for the disk (SQLite `synchronous=NORMAL` under WAL,
-    /// PostgreSQL `synchronous_commit=off`). Losing the last of them to a power failure only
-    /// re-sends copies (delivery is at least once), and a process crash loses nothing; what is
-    /// acknowledged to anyone (posts, deposits, roster ops) goes through `pool`, which waits.
+    /// Connections for writes whose last few may be lost to a power failure without harm:
+    /// delivery bookkeeping (claims, outcomes, the outbox's marks: losing them re-sends
+    /// copies, and delivery is at least once anyway) and request nonces and rate-limit counts
+    /// (losing them lets a captured request be replayed within its five minutes after the
+    /// outage, which repeats an idempotent or already-allowed action). Their commits do not
+    /// wait for the disk (SQLite `synchronous=NORMAL` under WAL, PostgreSQL
+    /// `synchronous_commit=off`); a process crash loses nothing. What is acknowledged to anyone
+    /// (posts, deposits, roster ops, audit records) goes through `pool`, which waits.
     bookkeeping: AnyPool,
     backend: Backend,
 }
@@ -552,7 +555,7 @@ impl Store {
         .bind(signer)
         .bind(nonce)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.bookkeeping)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -567,7 +570,7 @@ impl Store {
         )
         .bind(signer)
         .bind(window_start)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.bookkeeping)
         .await?;
         Ok(row.get("count"))
     }
@@ -576,7 +579,7 @@ impl Store {
     pub async fn prune_request_counts(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM request_counts WHERE window_start < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await?;
         Ok(done.rows_affected())
     }
@@ -584,7 +587,7 @@ impl Store {
     pub async fn prune_nonces(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await?;
         Ok(done.rows_affected())
     }
