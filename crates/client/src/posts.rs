@@ -224,11 +224,8 @@ fn which_list<'a>(raw: &[u8], lists: &'a [ListConfig]) -> Option<&'a ListConfig>
 /// The mail address in my identity's user id.
 pub fn my_address(me: &SecretIdentity) -> Result<Address, PostError> {
     me.cert()
-        .user_ids()
-        .iter()
-        .find_map(|uid| {
-            let inner = uid.rsplit_once('<').map_or(uid.as_str(), |(_, rest)| rest);
-            Address::parse(inner.trim_end_matches('>')).ok()
-        })
+        .addresses()
+        .into_iter()
+        .next()
         .ok_or(PostError::NoAddressInIdentity)
 }

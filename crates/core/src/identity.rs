@@ -176,6 +176,17 @@ impl Cert {
             .collect()
     }
 
+    /// The mail addresses its user ids name (`Name <address>` or a bare address), in order.
+    pub fn addresses(&self) -> Vec<crate::Address> {
+        self.user_ids()
+            .iter()
+            .filter_map(|uid| {
+                let inner = uid.rsplit_once('<').map_or(uid.as_str(), |(_, rest)| rest);
+                crate::Address::parse(inner.trim_end_matches('>')).ok()
+            })
+            .collect()
+    }
+
     /// Fails as [`Cert::encryption_subkey`] would, without parsing the key.
     pub fn check_encryption_subkey(&self) -> Result<(), IdentityError> {
         if self.0.encrypts {

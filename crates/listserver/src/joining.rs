@@ -55,10 +55,7 @@ impl ListServer {
         let ask: JoinAsk = serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
         use_nonce(self.store(), &verified).await?;
         let address = &ask.address;
-        let named = cert.user_ids().iter().any(|id| {
-            id.to_ascii_lowercase()
-                .contains(&address.as_str().to_ascii_lowercase())
-        });
+        let named = cert.addresses().iter().any(|a| a.same_mailbox(address));
         if !named {
             return Err(ApiError::bad_request(
                 "address_not_in_cert",

@@ -358,6 +358,7 @@ async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
     let url = format!("{base}/v1/lists/{LIST}/join");
     let carol = SecretIdentity::generate(OsRng, "Carol <carol@example.net>").unwrap();
     let mallory = SecretIdentity::generate(OsRng, "mallory@example.com").unwrap();
+    let macarol = SecretIdentity::generate(OsRng, "Mallory <macarol@example.net>").unwrap();
 
     let request = join_request(&carol, &carol, "carol@example.net");
     let (status, body) = post(&http, url.clone(), &request).await;
@@ -373,9 +374,14 @@ async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
             join_request(&carol, &mallory, "mallory@example.com"),
             (401, "bad_signature"),
         ),
-        // Mallory asking in Carol's name: the certificate does not name that address.
+        // Mallory asking in Carol's name: the certificate does not name that address, not
+        // even when her own address ends with it.
         (
             join_request(&mallory, &mallory, "carol@example.net"),
+            (400, "address_not_in_cert"),
+        ),
+        (
+            join_request(&macarol, &macarol, "carol@example.net"),
             (400, "address_not_in_cert"),
         ),
         // Someone already on the list.
