@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +30,9 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    /// A group commit failed; the error as the database gave it.
+    #[error("database error: {0}")]
+    GroupCommit(String),
 }
 
 /// A roster op as stored: its position and exact signed bytes.
@@ -182,7 +186,63 @@ pub struct Store {
     /// `synchronous_commit=off`); a process crash loses nothing. What is acknowledged to anyone
     /// (posts, deposits, roster ops, audit records) goes through `pool`, which waits.
     bookkeeping: AnyPool,
+    /// Where audit records go to be committed together (see [`Store::append_audit`]).
+    audit_writer: mpsc::UnboundedSender<AuditWaiter>,
     backend: Backend,
+}
+
+/// An audit record waiting for the next group commit, and whom to tell how it went.
+type AuditWaiter = (AuditEntry, oneshot::Sender<Result<(), String>>);
+
+/// Most audit records one group commit takes.
+const MAX_AUDIT_BATCH: usize = 256;
+
+/// Commits audit records in groups: every record that arrived while the previous commit
+/// waited for the disk goes into the next one, and each caller hears back once its record
+/// is durable. One disk wait then serves many requests, and none is answered early.
+fn spawn_audit_writer(pool: AnyPool) -> mpsc::UnboundedSender<AuditWaiter> {
+    let (sender, mut waiting) = mpsc::unbounded_channel::<AuditWaiter>();
+    tokio::spawn(async move {
+        while let Some(first) = waiting.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_AUDIT_BATCH {
+                match waiting.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let result = insert_audit_entries(&pool, batch.iter().map(|(entry, _)| entry))
+                .await
+                .map_err(|e| e.to_string());
+            for (_, done) in batch {
+                let _ = done.send(result.clone());
+            }
+        }
+    });
+    sender
+}
+
+async fn insert_audit_entries<'a>(
+    pool: &AnyPool,
+    entries: impl Iterator<Item = &'a AuditEntry>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for entry in entries {
+        sqlx::query(
+            "INSERT INTO audit (key_id, list, at, actor, action, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&entry.key_id)
+        .bind(&entry.list)
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.outcome)
+        .bind(&entry.detail)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 impl Store {
@@ -234,6 +294,7 @@ impl Store {
             .connect_with(any_options)
             .await?;
         Ok(Store {
+            audit_writer: spawn_audit_writer(pool.clone()),
             pool,
             bookkeeping,
             backend: Backend::Sqlite,
@@ -265,6 +326,7 @@ impl Store {
             .connect_with(AnyConnectOptions::from_str(url)?)
             .await?;
         Ok(Store {
+            audit_writer: spawn_audit_writer(pool.clone()),
             pool,
             bookkeeping,
             backend: Backend::Postgres,
@@ -505,20 +567,18 @@ impl Store {
         Ok(row.get("n"))
     }
 
+    /// Appends an audit record; returns once it is durable, committed together with the
+    /// records of other requests waiting at the same moment.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit (key_id, list, at, actor, action, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&entry.key_id)
-        .bind(&entry.list)
-        .bind(entry.at)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.outcome)
-        .bind(&entry.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let (done, outcome) = oneshot::channel();
+        let closed = || StoreError::GroupCommit("the audit writer has stopped".into());
+        self.audit_writer
+            .send((entry.clone(), done))
+            .map_err(|_| closed())?;
+        outcome
+            .await
+            .map_err(|_| closed())?
+            .map_err(StoreError::GroupCommit)
     }
 
     pub async fn audit_log(&self, key_id: &str) -> Result<Vec<AuditEntry>, StoreError> {

@@ -43,6 +43,7 @@ conformance!(
     session_keys_insert_once_and_destruction_leaves_only_a_tombstone,
     nonces_are_single_use_until_pruned,
     audit_entries_come_back_in_order_and_secrets_are_first_writer_wins,
+    audit_records_appended_at_once_are_each_kept_once,
     data_survives_reopening,
     a_post_and_its_deliveries_are_stored_together,
     deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed,
@@ -192,6 +193,50 @@ async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins(db: 
         Inserted::AlreadyPresent
     );
     assert_eq!(store.server_secret("id").await.unwrap(), Some(first));
+}
+
+async fn audit_records_appended_at_once_are_each_kept_once(db: &ScratchDb) {
+    // Many requests at once: their records are committed in groups, and each caller is
+    // answered only once its record is in.
+    let store = db.open().await.unwrap();
+    let writers: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let entry = AuditEntry {
+                    key_id: format!("k{}", i % 3),
+                    list: "l".into(),
+                    at: i,
+                    actor: format!("FPR{i}"),
+                    action: "release".into(),
+                    outcome: "released".into(),
+                    detail: None,
+                };
+                store.append_audit(&entry).await.unwrap();
+                // Answered means stored: this instance reads it back at once.
+                assert!(
+                    store
+                        .audit_log(&entry.key_id)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .any(|e| e.actor == entry.actor)
+                );
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut actors: Vec<String> = Vec::new();
+    for key in ["k0", "k1", "k2"] {
+        let log = store.audit_log(key).await.unwrap();
+        assert_eq!(log.len(), 100, "{key}");
+        actors.extend(log.into_iter().map(|e| e.actor));
+    }
+    actors.sort();
+    actors.dedup();
+    assert_eq!(actors.len(), 300);
 }
 
 async fn data_survives_reopening(db: &ScratchDb) {
