@@ -191,6 +191,33 @@ pub struct Store {
     backend: Backend,
 }
 
+/// A pool of SQLite connections in WAL mode whose commits wait for the disk as
+/// `synchronous` says (`FULL`: every commit; `NORMAL`: only checkpoints).
+async fn sqlite_pool(
+    options: &AnyConnectOptions,
+    max_connections: u32,
+    synchronous: &'static str,
+) -> Result<AnyPool, StoreError> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    format!(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+                    )
+                    .as_str(),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await?;
+    Ok(pool)
+}
+
 /// An audit record waiting for the next group commit, and whom to tell how it went.
 type AuditWaiter = (AuditEntry, oneshot::Sender<Result<(), String>>);
 
@@ -269,30 +296,8 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         drop(conn);
         let any_options = AnyConnectOptions::from_str(url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
-                        .await?;
-                    Ok(())
-                })
-            })
-            .connect_with(any_options.clone())
-            .await?;
-        let bookkeeping = AnyPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
-                        .await?;
-                    Ok(())
-                })
-            })
-            .connect_with(any_options)
-            .await?;
+        let pool = sqlite_pool(&any_options, 8, "FULL").await?;
+        let bookkeeping = sqlite_pool(&any_options, 4, "NORMAL").await?;
         Ok(Store {
             audit_writer: spawn_audit_writer(pool.clone()),
             pool,

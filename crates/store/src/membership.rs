@@ -233,17 +233,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.bookkeeping)
             .await?;
-        let mut claimed: Vec<QueuedMessage> = rows
-            .iter()
-            .map(|r| QueuedMessage {
-                id: r.get("id"),
-                mail_from: r.get("mail_from"),
-                recipient: r.get("recipient"),
-                message: r.get("message"),
-                attempts: r.get("attempts"),
-                created_at: r.get("created_at"),
-            })
-            .collect();
+        let mut claimed: Vec<QueuedMessage> = rows.iter().map(queued_message).collect();
         claimed.sort_by_key(|m| m.id);
         Ok(claimed)
     }
@@ -292,20 +282,19 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| {
-                (
-                    QueuedMessage {
-                        id: r.get("id"),
-                        mail_from: r.get("mail_from"),
-                        recipient: r.get("recipient"),
-                        message: r.get("message"),
-                        attempts: r.get("attempts"),
-                        created_at: r.get("created_at"),
-                    },
-                    r.get("state"),
-                )
-            })
+            .map(|r| (queued_message(r), r.get("state")))
             .collect())
+    }
+}
+
+fn queued_message(r: &sqlx::any::AnyRow) -> QueuedMessage {
+    QueuedMessage {
+        id: r.get("id"),
+        mail_from: r.get("mail_from"),
+        recipient: r.get("recipient"),
+        message: r.get("message"),
+        attempts: r.get("attempts"),
+        created_at: r.get("created_at"),
     }
 }
 
