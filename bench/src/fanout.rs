@@ -12,6 +12,8 @@ use hushlist_core::roster::{DeliveryMode, Policy};
 use hushlist_envelope::{Sealed, seal};
 use hushlist_listserver::service::ListServer;
 use hushlist_peers::{Gpg, Postfix, SmtpSink, open_up};
+use mail_send::smtp::AssertReply as _;
+use mail_send::smtp::message::Parameters;
 use rand::rngs::OsRng;
 
 use crate::procs::{Server, metric, run_command, wait_until};
@@ -56,6 +58,27 @@ fn start_list_server(
         .to_owned();
     let url = server.url()?;
     Ok((server, smtp, url))
+}
+
+/// Asks the list server, over SMTP, whether it takes mail for the list (MAIL, RCPT, QUIT);
+/// its first answer for a list reads and verifies the whole roster, which is then held in
+/// memory. Returns how long that took, so that it is reported apart from the fan-out.
+async fn load_roster(smtp: &str, list: &BenchList) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let address = smtp.parse()?;
+    let mut client = mail_send::SmtpClient::connect(address, Duration::from_secs(600)).await?;
+    client.read().await?.assert_positive_completion()?;
+    client.ehlo("bench.test").await?;
+    let no_parameters = Parameters::default();
+    client
+        .mail_from("owner@example.org", &no_parameters)
+        .await?;
+    client
+        .rcpt_to(list.address.as_str(), &no_parameters)
+        .await?;
+    let loaded = started.elapsed();
+    client.quit().await?;
+    Ok(loaded)
 }
 
 /// Hands `posts` to the list server and waits until `deliveries` copies are out; returns
@@ -148,6 +171,7 @@ pub async fn pull(members: usize, posts: usize) -> anyhow::Result<Vec<Figure>> {
 
     let sink = SmtpSink::start_discarding(1024);
     let (server, smtp, http) = start_list_server(&data, sink.port, &[])?;
+    let roster_load = load_roster(&smtp, &list).await?;
     let deliveries = (posts * (members + 1)) as i64;
     let ours = fan_out(&list, &smtp, &http, &sealed, deliveries).await?;
     let rss = server.peak_rss_mib()?;
@@ -203,6 +227,15 @@ pub async fn pull(members: usize, posts: usize) -> anyhow::Result<Vec<Figure>> {
             peer: their_rate,
             ratio: our_rate / their_rate,
             target: ">= 5x Postfix".into(),
+        },
+        Figure {
+            name: format!("roster load, {members} members"),
+            ours: roster_load.as_secs_f64(),
+            unit: "s (once)".into(),
+            peer_name: "(none: Postfix trusts its alias file)".into(),
+            peer: f64::NAN,
+            ratio: f64::NAN,
+            target: "(first post after a start)".into(),
         },
         Figure {
             name: format!("list server peak RSS, {members} members"),

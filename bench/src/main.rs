@@ -47,16 +47,27 @@ pub struct Figure {
     pub unit: String,
     pub peer_name: String,
     pub peer: f64,
-    /// ours / peer, in the direction where more is better for us.
+    /// ours / peer, in the direction where more is better for us; NaN for a figure that
+    /// has no peer (then `peer` is NaN too, and JSON shows both as null).
     pub ratio: f64,
     pub target: String,
 }
 
 impl Figure {
     fn row(&self) -> String {
+        // A figure without a peer (NaN) shows dashes rather than NaN.
+        let or_dash = |value: f64, text: String| {
+            if value.is_finite() { text } else { "-".into() }
+        };
         format!(
-            "{:<38} {:>12.1} {:<14} {:<40} {:>12.1} {:>8.2}x  {}",
-            self.name, self.ours, self.unit, self.peer_name, self.peer, self.ratio, self.target
+            "{:<38} {:>12.1} {:<14} {:<40} {:>12} {:>9}  {}",
+            self.name,
+            self.ours,
+            self.unit,
+            self.peer_name,
+            or_dash(self.peer, format!("{:.1}", self.peer)),
+            or_dash(self.ratio, format!("{:.2}x", self.ratio)),
+            self.target
         )
     }
 }

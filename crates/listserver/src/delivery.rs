@@ -21,6 +21,7 @@ use hushlist_store::rosters::RosterStoreError;
 use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
 use mail_send::SmtpClient;
 use smtp_proto::{EXT_PIPELINING, EXT_START_TLS, Response};
+use tokio::io::BufStream;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -765,7 +766,7 @@ impl Relay {
             return Ok(Relay {
                 pipelining: ehlo.has_capability(EXT_PIPELINING),
                 client: SmtpClient {
-                    stream: Box::new(client.stream),
+                    stream: Box::new(BufStream::new(client.stream)),
                     timeout: client.timeout,
                 },
             });
@@ -775,7 +776,7 @@ impl Relay {
         }
         let tls = client.start_tls(connector, &config.host).await?;
         let mut client: SmtpClient<Box<dyn RelayStream>> = SmtpClient {
-            stream: Box::new(tls.stream),
+            stream: Box::new(BufStream::new(tls.stream)),
             timeout: tls.timeout,
         };
         // RFC 3207: what the server said before TLS no longer counts; ask again.
