@@ -3,23 +3,70 @@
 //! memory as deposits fill it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use hushlist_client::remote::Server as Remote;
-use hushlist_core::api::{GrantRequest, Grants};
+use hushlist_core::api::{GrantRequest, Grants, KeyRelease, purpose};
+use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::Policy;
-use hushlist_core::{KeyId, SessionKey};
+use hushlist_core::{KeyId, Pkesk, SecretIdentity, SessionKey};
 use rand::rngs::OsRng;
 
 use crate::procs::{Server, run_command};
-use crate::{Figure, bench_list};
+use crate::{BenchList, Figure, bench_list};
 
-/// Members who fetch (each signs its own requests), and members per grants call.
+/// Members who fetch (each signs its own requests), the requests signed ahead (more than
+/// the server answers in the measured seconds on this machine), and members per grants call.
 const FETCHERS: usize = 64;
+const FETCHES: usize = 60_000;
 const GRANTS_PER_CALL: usize = 1000;
 const CLIENTS: usize = 32;
+
+/// `count` signed key requests, round-robin over `members` and `key_ids`, signed on every
+/// core; each is the key it asks for and the JSON body to post.
+fn presign_fetches(
+    list: &BenchList,
+    members: &[SecretIdentity],
+    key_ids: &[KeyId],
+    count: usize,
+) -> anyhow::Result<Vec<(KeyId, Vec<u8>)>> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sign = |n: usize| -> anyhow::Result<(KeyId, Vec<u8>)> {
+        let key_id = &key_ids[n % key_ids.len()];
+        let request = SignedRequest::sign(
+            OsRng,
+            &members[n % members.len()],
+            &purpose::fetch_key(&list.address, key_id),
+            b"{}".to_vec(),
+            now,
+        )?;
+        Ok((key_id.clone(), serde_json::to_vec(&request)?))
+    };
+    std::thread::scope(|scope| {
+        let shares: Vec<_> = (0..cores)
+            .map(|core| {
+                scope.spawn(move || {
+                    (core..count)
+                        .step_by(cores)
+                        .map(sign)
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut signed = Vec::with_capacity(count);
+        for share in shares {
+            signed.extend(
+                share
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??,
+            );
+        }
+        Ok(signed)
+    })
+}
 
 /// X25519 operations per second on one core, from `openssl speed`.
 fn openssl_x25519() -> anyhow::Result<f64> {
@@ -73,36 +120,50 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
         key_ids.push(key_id);
     }
 
-    // Signed pull requests from CLIENTS concurrent clients, round-robin over members and keys.
-    let fetchers: Arc<Vec<_>> = Arc::new(list.members[..FETCHERS].to_vec());
-    let key_ids = Arc::new(key_ids);
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    // Signed pull requests from CLIENTS concurrent clients, round-robin over members and
+    // keys. The requests are signed before the clock starts, on every core: signing is each
+    // member's own work on their own machine, and here it would take the cores the server
+    // is measured on. Every request still carries its own nonce and is verified in full.
+    let requests = presign_fetches(&list, &list.members[..FETCHERS], &key_ids, FETCHES)?;
+    let url_of = |key_id: &KeyId| format!("{base}/v1/lists/{}/keys/{key_id}", list.address);
+    let requests: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        requests
+            .into_iter()
+            .map(|(key_id, body)| (url_of(&key_id), body))
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for client in 0..CLIENTS {
-        let (keys, list_address, fetchers, key_ids, done) = (
-            keys.clone(),
-            list.address.clone(),
-            fetchers.clone(),
-            key_ids.clone(),
-            done.clone(),
-        );
+    for _ in 0..CLIENTS {
+        let (http, requests, next) = (http.clone(), requests.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut n = client;
+            let mut done = 0u64;
             while Instant::now() < deadline {
-                let me = &fetchers[n % fetchers.len()];
-                keys.fetch_key(me, &list_address, &key_ids[n % key_ids.len()])
-                    .await?;
-                done.fetch_add(1, Ordering::Relaxed);
-                n += CLIENTS;
+                let Some((url, body)) = requests.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let response = http
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let release: KeyRelease = response.json().await?;
+                Pkesk::from_bytes(&release.pkesk)?;
+                done += 1;
             }
-            anyhow::Ok(())
+            anyhow::Ok(done)
         }));
     }
+    let mut fetched = 0;
     for task in tasks {
-        task.await??;
+        fetched += task.await??;
     }
-    let fetches = done.load(Ordering::Relaxed) as f64 / seconds as f64;
+    let fetches = fetched as f64 / started.elapsed().as_secs_f64();
 
     // Grants: the list server's push batches, GRANTS_PER_CALL members per call, two at once.
     let recipients: Vec<_> = list
