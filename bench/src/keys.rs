@@ -165,7 +165,8 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
     }
     let fetches = fetched as f64 / started.elapsed().as_secs_f64();
 
-    // Grants: the list server's push batches, GRANTS_PER_CALL members per call, two at once.
+    // Grants: the list server's push batches, GRANTS_PER_CALL members per call, two callers
+    // at once, each for its own post.
     let recipients: Vec<_> = list
         .members
         .iter()
@@ -175,11 +176,8 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
     let granted = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for caller in 0..2 {
-        let url = format!(
-            "{base}/v1/lists/{}/keys/{}/grants",
-            list.address, key_ids[caller]
-        );
+    for key_id in &key_ids[..2] {
+        let url = format!("{base}/v1/lists/{}/keys/{key_id}/grants", list.address);
         let (http, token, request, granted) = (
             http.clone(),
             grants_token.trim().to_owned(),

@@ -90,8 +90,8 @@ pub struct DeliveryConfig {
     pub relay: RelayConfig,
     /// Concurrent workers, each with its own relay connection.
     pub workers: usize,
-    /// Recipients per SMTP transaction for a shared copy; also how many deliveries a worker
-    /// claims at a time.
+    /// Recipients per SMTP transaction for a shared copy; a worker claims
+    /// [`TRANSACTIONS_PER_CLAIM`] times as many deliveries at a time.
     pub max_rcpts_per_transaction: usize,
     /// One transaction per recipient with a VERP envelope sender naming them.
     pub verp: bool,
@@ -149,6 +149,10 @@ impl DeliveryConfig {
         }
     }
 }
+
+/// Full transactions' worth of deliveries a worker claims at once: one claim (a write to
+/// the queue) then serves several transactions on the worker's connection.
+pub const TRANSACTIONS_PER_CLAIM: usize = 4;
 
 /// Per-recipient transactions (VERP, push mode) whose outcomes are recorded together.
 const RECORD_EVERY: usize = 50;
@@ -330,7 +334,7 @@ impl Worker {
             .claim_deliveries(
                 now,
                 lease_until,
-                self.config.max_rcpts_per_transaction.max(1) as i64,
+                (self.config.max_rcpts_per_transaction.max(1) * TRANSACTIONS_PER_CLAIM) as i64,
             )
             .await?;
         if claimed.is_empty() {

@@ -12,11 +12,12 @@ pub mod rosters;
 pub mod scratch;
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,6 +187,11 @@ pub struct Store {
     /// `synchronous_commit=off`); a process crash loses nothing. What is acknowledged to anyone
     /// (posts, deposits, roster ops, audit records) goes through `pool`, which waits.
     bookkeeping: AnyPool,
+    /// On SQLite, the frequent writes (`bookkeeping`'s and the audit group commits) take
+    /// turns here. SQLite lets one writer in at a time, and a connection that finds the
+    /// database locked sleeps in its busy handler, 1 to 100 ms a try, while the lock may
+    /// already be free; queued here, the next writer starts the moment the last one ends.
+    write_turn: Option<Arc<Mutex<()>>>,
     /// Where audit records go to be committed together (see [`Store::append_audit`]).
     audit_writer: mpsc::UnboundedSender<AuditWaiter>,
     backend: Backend,
@@ -227,7 +233,10 @@ const MAX_AUDIT_BATCH: usize = 256;
 /// Commits audit records in groups: every record that arrived while the previous commit
 /// waited for the disk goes into the next one, and each caller hears back once its record
 /// is durable. One disk wait then serves many requests, and none is answered early.
-fn spawn_audit_writer(pool: AnyPool) -> mpsc::UnboundedSender<AuditWaiter> {
+fn spawn_audit_writer(
+    pool: AnyPool,
+    write_turn: Option<Arc<Mutex<()>>>,
+) -> mpsc::UnboundedSender<AuditWaiter> {
     let (sender, mut waiting) = mpsc::unbounded_channel::<AuditWaiter>();
     tokio::spawn(async move {
         while let Some(first) = waiting.recv().await {
@@ -238,9 +247,14 @@ fn spawn_audit_writer(pool: AnyPool) -> mpsc::UnboundedSender<AuditWaiter> {
                     Err(_) => break,
                 }
             }
+            let turn = match &write_turn {
+                Some(turn) => Some(turn.lock().await),
+                None => None,
+            };
             let result = insert_audit_entries(&pool, batch.iter().map(|(entry, _)| entry))
                 .await
                 .map_err(|e| e.to_string());
+            drop(turn);
             for (_, done) in batch {
                 let _ = done.send(result.clone());
             }
@@ -298,8 +312,10 @@ impl Store {
         let any_options = AnyConnectOptions::from_str(url)?;
         let pool = sqlite_pool(&any_options, 8, "FULL").await?;
         let bookkeeping = sqlite_pool(&any_options, 4, "NORMAL").await?;
+        let write_turn = Some(Arc::new(Mutex::new(())));
         Ok(Store {
-            audit_writer: spawn_audit_writer(pool.clone()),
+            audit_writer: spawn_audit_writer(pool.clone(), write_turn.clone()),
+            write_turn,
             pool,
             bookkeeping,
             backend: Backend::Sqlite,
@@ -331,11 +347,20 @@ impl Store {
             .connect_with(AnyConnectOptions::from_str(url)?)
             .await?;
         Ok(Store {
-            audit_writer: spawn_audit_writer(pool.clone()),
+            audit_writer: spawn_audit_writer(pool.clone(), None),
+            write_turn: None,
             pool,
             bookkeeping,
             backend: Backend::Postgres,
         })
+    }
+
+    /// This process's turn to write, on SQLite (see the `write_turn` field).
+    async fn write_turn(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.write_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -614,6 +639,7 @@ impl Store {
         nonce: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "INSERT INTO nonces (signer, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -628,6 +654,7 @@ impl Store {
     /// Counts one request by `signer` in the rate-limit window starting at `window_start`
     /// and returns the window's count so far (this request included).
     pub async fn count_request(&self, signer: &str, window_start: i64) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(
             "INSERT INTO request_counts (signer, window_start, count) VALUES ($1, $2, 1) \
              ON CONFLICT (signer, window_start) DO UPDATE SET count = request_counts.count + 1 \
@@ -642,6 +669,7 @@ impl Store {
 
     /// Forgets rate-limit windows that started before `before`.
     pub async fn prune_request_counts(&self, before: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM request_counts WHERE window_start < $1")
             .bind(before)
             .execute(&self.bookkeeping)
@@ -650,6 +678,7 @@ impl Store {
     }
 
     pub async fn prune_nonces(&self, now: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
             .bind(now)
             .execute(&self.bookkeeping)
@@ -737,6 +766,7 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let _turn = self.write_turn().await;
         // SQLite serializes writers, so the UPDATE alone is atomic; it finds the claimed rows
         // by rowid (conditions on the outer UPDATE made it walk every due row of the
         // claim-order index, O(queue) per claim: most of a fan-out's CPU). PostgreSQL runs
@@ -815,6 +845,7 @@ impl Store {
         post_id: i64,
         recipients: &[String],
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         // Recipients per UPDATE: well under SQLite's limit of bound parameters.
         const BATCH: usize = 400;
         let first = if value.is_some() { 3 } else { 2 };
@@ -853,6 +884,7 @@ impl Store {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4 \
              WHERE post_id = $1 AND recipient = $2 AND state = 'pending'",
@@ -873,6 +905,7 @@ impl Store {
         recipient: &str,
         error: &str,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = $3 \
              WHERE post_id = $1 AND recipient = $2 AND state = 'pending'",

@@ -212,6 +212,7 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<QueuedMessage>, StoreError> {
+        let _turn = self.write_turn().await;
         let sql = match self.backend {
             Backend::Sqlite => {
                 "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
@@ -240,6 +241,7 @@ impl Store {
 
     /// The relay took the message: it leaves the outbox.
     pub async fn outbox_sent(&self, id: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM outbox WHERE id = $1")
             .bind(id)
             .execute(&self.bookkeeping)
@@ -255,6 +257,7 @@ impl Store {
         next_attempt_at: Option<i64>,
         error: &str,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let (state, next) = match next_attempt_at {
             Some(at) => ("pending", at),
             None => ("failed", 0),
