@@ -2,6 +2,7 @@
 //! `openssl speed x25519` (one X25519 per released key is the floor of the work), and its
 //! memory as deposits fill it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,8 @@ use hushlist_client::remote::Server as Remote;
 use hushlist_core::api::{GrantRequest, Grants, KeyRelease, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::Policy;
-use hushlist_core::{KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_core::{Address, KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_store::Store;
 use rand::rngs::OsRng;
 
 use crate::procs::{Server, run_command};
@@ -79,16 +81,14 @@ fn openssl_x25519() -> anyhow::Result<f64> {
         .with_context(|| format!("no X25519 rate in openssl speed's output: {text}"))
 }
 
-pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>> {
-    let x25519 = openssl_x25519()?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().to_str().context("UTF-8 temp path")?;
-    // Rate limits off: the per-identity limit is not what is measured.
-    let server = Server::start(
+/// The key server binary on `data`, rate limits off (the per-identity limit is not what is
+/// measured).
+fn start_key_server(data: &Path) -> anyhow::Result<Server> {
+    Server::start(
         "hushlist-keyserver",
         &[
             "--data-dir",
-            data,
+            data.to_str().context("UTF-8 temp path")?,
             "--listen",
             "127.0.0.1:0",
             "--rate-per-sec",
@@ -97,42 +97,16 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
             "1e9",
         ],
         1,
-    )?;
-    let base = server.url()?;
-    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?;
-    let grants_token = std::fs::read_to_string(dir.path().join("grants.token"))?;
-    let keys = Remote::key_server(&base);
-    let list = bench_list(GRANTS_PER_CALL, Policy::default())?;
-    keys.create_list(admin.trim(), &list.ops[0]).await?;
-    for op in &list.ops[1..] {
-        keys.append_op(&list.address, op).await?;
-    }
-    let mut key_ids = Vec::new();
-    for _ in 0..16 {
-        let key_id = KeyId::generate(OsRng);
-        keys.deposit(
-            &list.owner,
-            &list.address,
-            &key_id,
-            &SessionKey::generate(OsRng),
-        )
-        .await?;
-        key_ids.push(key_id);
-    }
+    )
+}
 
-    // Signed pull requests from CLIENTS concurrent clients, round-robin over members and
-    // keys. The requests are signed before the clock starts, on every core: signing is each
-    // member's own work on their own machine, and here it would take the cores the server
-    // is measured on. Every request still carries its own nonce and is verified in full.
-    let requests = presign_fetches(&list, &list.members[..FETCHERS], &key_ids, FETCHES)?;
-    let url_of = |key_id: &KeyId| format!("{base}/v1/lists/{}/keys/{key_id}", list.address);
-    let requests: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
-        requests
-            .into_iter()
-            .map(|(key_id, body)| (url_of(&key_id), body))
-            .collect(),
-    );
-    let next = Arc::new(AtomicUsize::new(0));
+/// Posts signed key requests from `requests` (from `next` on) with CLIENTS concurrent
+/// clients for `seconds`, or until they run out; returns requests answered per second.
+async fn fetch_for(
+    requests: &Arc<Vec<(String, Vec<u8>)>>,
+    next: &Arc<AtomicUsize>,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
@@ -163,7 +137,99 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
     for task in tasks {
         fetched += task.await??;
     }
-    let fetches = fetched as f64 / started.elapsed().as_secs_f64();
+    Ok(fetched as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Deposits fresh keys from eight concurrent clients for `seconds`; returns how many were
+/// stored and how many per second.
+async fn deposit_for(
+    keys: &Remote,
+    list: &Address,
+    owner: &Arc<SecretIdentity>,
+    seconds: u64,
+) -> anyhow::Result<(u64, f64)> {
+    let stored = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (keys, list, owner, stored, stop) = (
+            keys.clone(),
+            list.clone(),
+            owner.clone(),
+            stored.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                keys.deposit(
+                    &owner,
+                    &list,
+                    &KeyId::generate(OsRng),
+                    &SessionKey::generate(OsRng),
+                )
+                .await?;
+                stored.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await??;
+    }
+    let stored = stored.load(Ordering::Relaxed);
+    Ok((stored, stored as f64 / started.elapsed().as_secs_f64()))
+}
+
+pub async fn run(seconds: u64, fill_seconds: u64, bulk_keys: u64) -> anyhow::Result<Vec<Figure>> {
+    let x25519 = openssl_x25519()?;
+    let dir = tempfile::tempdir()?;
+    let server = start_key_server(dir.path())?;
+    let base = server.url()?;
+    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?;
+    let grants_token = std::fs::read_to_string(dir.path().join("grants.token"))?;
+    let keys = Remote::key_server(&base);
+    let list = bench_list(GRANTS_PER_CALL, Policy::default())?;
+    keys.create_list(admin.trim(), &list.ops[0]).await?;
+    for op in &list.ops[1..] {
+        keys.append_op(&list.address, op).await?;
+    }
+    let mut key_ids = Vec::new();
+    for _ in 0..16 {
+        let key_id = KeyId::generate(OsRng);
+        keys.deposit(
+            &list.owner,
+            &list.address,
+            &key_id,
+            &SessionKey::generate(OsRng),
+        )
+        .await?;
+        key_ids.push(key_id);
+    }
+
+    // Signed pull requests from CLIENTS concurrent clients, round-robin over members and
+    // keys. The requests are signed before the clock starts, on every core: signing is each
+    // member's own work on their own machine, and here it would take the cores the server
+    // is measured on. Every request still carries its own nonce and is verified in full.
+    // The paths name the server's port, so the requests are kept as paths until it is known.
+    let requests = presign_fetches(&list, &list.members[..FETCHERS], &key_ids, FETCHES)?;
+    let urls_on = |base: &str| -> Arc<Vec<(String, Vec<u8>)>> {
+        Arc::new(
+            requests
+                .iter()
+                .map(|(key_id, body)| {
+                    (
+                        format!("{base}/v1/lists/{}/keys/{key_id}", list.address),
+                        body.clone(),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let fetches = fetch_for(&urls_on(&base), &next, seconds).await?;
 
     // Grants: the list server's push batches, GRANTS_PER_CALL members per call, two callers
     // at once, each for its own post.
@@ -212,41 +278,29 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
     let grants = granted.load(Ordering::Relaxed) as f64 / seconds as f64;
 
     // Memory as the key server fills: deposits from eight clients for fill_seconds.
-    let stored = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let owner = Arc::new(list.owner);
-    let filling = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (keys, list_address, owner, stored, stop) = (
-            keys.clone(),
-            list.address.clone(),
-            owner.clone(),
-            stored.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                keys.deposit(
-                    &owner,
-                    &list_address,
-                    &KeyId::generate(OsRng),
-                    &SessionKey::generate(OsRng),
-                )
-                .await?;
-                stored.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(fill_seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await??;
-    }
-    let held = stored.load(Ordering::Relaxed) + 16;
-    let deposits = (held - 16) as f64 / filling.elapsed().as_secs_f64();
+    let (stored, deposits) = deposit_for(&keys, &list.address, &owner, fill_seconds).await?;
+    let held = stored + 16;
     let rss = server.peak_rss_mib()?;
+
+    // Memory holding bulk_keys keys: the server stopped, its table filled to that size with
+    // copies, then started again to answer fetches and take deposits for `seconds` each.
+    drop(server);
+    // A copy cannot be opened (the key id is bound into its sealing), so only real deposits
+    // are fetched afterwards; at a few hundred deposits a second, depositing every key would
+    // take most of an hour.
+    let database = format!("sqlite://{}", dir.path().join("keyserver.db").display());
+    Store::open(&database)
+        .await?
+        .copy_session_keys(bulk_keys.saturating_sub(held))
+        .await?;
+    let server = start_key_server(dir.path())?;
+    let base = server.url()?;
+    let keys = Remote::key_server(&base);
+    let fetches_full = fetch_for(&urls_on(&base), &next, seconds).await?;
+    let (stored_full, _) = deposit_for(&keys, &list.address, &owner, seconds).await?;
+    let held_full = bulk_keys.max(held) + stored_full;
+    let rss_full = server.peak_rss_mib()?;
 
     Ok(vec![
         Figure {
@@ -283,6 +337,24 @@ pub async fn run(seconds: u64, fill_seconds: u64) -> anyhow::Result<Vec<Figure>>
             peer_name: "target at 1,000,000 keys".into(),
             peer: 200.0,
             ratio: 200.0 / rss,
+            target: "< 200 MB, flat".into(),
+        },
+        Figure {
+            name: format!("key fetches at {held_full} keys"),
+            ours: fetches_full,
+            unit: "requests/s".into(),
+            peer_name: "openssl speed ecdhx25519 (1 core)".into(),
+            peer: x25519,
+            ratio: fetches_full / x25519,
+            target: ">= 0.30 of X25519".into(),
+        },
+        Figure {
+            name: format!("key server peak RSS at {held_full} keys"),
+            ours: rss_full,
+            unit: "MiB".into(),
+            peer_name: "target at 1,000,000 keys".into(),
+            peer: 200.0,
+            ratio: 200.0 / rss_full,
             target: "< 200 MB, flat".into(),
         },
     ])

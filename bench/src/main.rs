@@ -31,6 +31,10 @@ struct Args {
     /// Seconds spent depositing keys to measure the key server's memory as it fills.
     #[arg(long, default_value_t = 45)]
     fill_seconds: u64,
+    /// Keys the key server holds when its memory is measured full (deposited keys, the rest
+    /// copies added with SQL while it is stopped).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
     /// Run only these benchmarks (comma-separated: seal, keys, pull, push).
     #[arg(long, value_delimiter = ',', default_values_t = ["seal".to_owned(), "keys".to_owned(), "pull".to_owned(), "push".to_owned()])]
     only: Vec<String>,
@@ -94,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("key requests and grants, against openssl speed x25519 …");
         measured(
             &mut figures,
-            keys::run(args.seconds, args.fill_seconds).await?,
+            keys::run(args.seconds, args.fill_seconds, args.keys).await?,
         );
     }
     if wanted("pull") {

@@ -111,3 +111,26 @@ fn rand_suffix() -> u64 {
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
+
+impl Store {
+    /// Adds `copies` rows to the session-key table, each a copy of one stored row under the
+    /// key id `bulk-N`: a table the size of a large installation's, for measuring a server's
+    /// memory and lookups at that size without depositing every key. A copy cannot be opened
+    /// (the key id is bound into its sealing). Returns how many rows were added: none when
+    /// the table is empty.
+    pub async fn copy_session_keys(&self, copies: u64) -> Result<u64, StoreError> {
+        let copies = i64::try_from(copies).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, \
+             master_key_id, nonce, sealed_key) \
+             SELECT 'bulk-' || n.i, k.list, k.sender, k.roster_seq, k.created_at, k.expires_at, \
+             k.master_key_id, k.nonce, k.sealed_key \
+             FROM n, (SELECT * FROM session_keys LIMIT 1) AS k",
+        )
+        .bind(copies)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -2,12 +2,18 @@
 //! `$HUSHLIST_TEST_POSTGRES`, which `.ci/run` starts on loopback): each test gets a fresh
 //! database of each kind.
 
+use std::sync::Arc;
+
+use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
+use hushlist_core::{Address, SecretIdentity};
 use hushlist_store::membership::{JoinRequestRow, OutboxMessage, SentProbe};
+use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
     StoredOp,
 };
+use rand::rngs::OsRng;
 
 /// Runs each conformance test once per backend.
 macro_rules! conformance {
@@ -54,6 +60,8 @@ conformance!(
     held_posts_stay_out_of_the_queue_and_archive_until_released_or_discarded,
     concurrent_claims_from_two_instances_take_each_delivery_once,
     request_counts_are_per_signer_and_window_and_pruned,
+    a_cold_roster_cache_replays_the_log_once_for_requests_arriving_together,
+    session_keys_are_copied_in_bulk_under_new_key_ids,
 );
 
 fn key_row(key_id: &str) -> SessionKeyRow {
@@ -814,4 +822,85 @@ fn ciphertext_post() -> hushlist_store::PostRow {
         received_at: 100,
         message: b"ciphertext".to_vec(),
     }
+}
+
+/// A list's genesis by its owner and `members` ops adding readers, signed in order.
+fn signed_roster(members: usize) -> (Address, SecretIdentity, Vec<SignedOp>) {
+    let list = Address::parse("team@lists.example.org").unwrap();
+    let owner_address = Address::parse("owner@example.org").unwrap();
+    let owner = SecretIdentity::generate(OsRng, owner_address.as_str()).unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &owner,
+        owner_address,
+        list.clone(),
+        Policy::default(),
+        0,
+    )
+    .unwrap();
+    let mut roster = Roster::genesis(genesis.clone()).unwrap();
+    let mut ops = vec![genesis];
+    for i in 0..members {
+        let address = format!("member{i}@example.net");
+        let key = SecretIdentity::generate(OsRng, &address).unwrap();
+        let member = MemberEntry {
+            address: Address::parse(&address).unwrap(),
+            cert: key.cert().to_armored(),
+            role: Role::Reader,
+        };
+        let op = roster
+            .sign_next(OsRng, &owner, 0, Change::Add { member })
+            .unwrap();
+        roster.apply(op.clone()).unwrap();
+        ops.push(op);
+    }
+    (list, owner, ops)
+}
+
+async fn a_cold_roster_cache_replays_the_log_once_for_requests_arriving_together(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let (list, _owner, ops) = signed_roster(20);
+    let writer = RosterCache::new(store.clone());
+    writer.create(ops[0].clone()).await.unwrap();
+    for op in &ops[1..=19] {
+        writer.append(&list, op.clone()).await.unwrap();
+    }
+
+    // A fresh cache over the same database, as after a restart: 32 requests arrive at once.
+    let cold = Arc::new(RosterCache::new(store.clone()));
+    let requests: Vec<_> = (0..32)
+        .map(|_| {
+            let (cold, list) = (cold.clone(), list.clone());
+            tokio::spawn(async move { cold.get(&list).await.unwrap().head_seq() })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 19);
+    }
+    assert_eq!(
+        cold.ops_verified(),
+        20,
+        "the log was replayed once, not once per request"
+    );
+
+    // An op another instance stores later is read and verified once more, by the next read.
+    writer.append(&list, ops[20].clone()).await.unwrap();
+    assert_eq!(cold.get(&list).await.unwrap().head_seq(), 20);
+    assert_eq!(cold.get(&list).await.unwrap().head_seq(), 20);
+    assert_eq!(cold.ops_verified(), 21);
+}
+
+async fn session_keys_are_copied_in_bulk_under_new_key_ids(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    assert_eq!(
+        store.copy_session_keys(10).await.unwrap(),
+        0,
+        "nothing to copy"
+    );
+    store.insert_session_key(&key_row("k1")).await.unwrap();
+    assert_eq!(store.copy_session_keys(1000).await.unwrap(), 1000);
+    assert_eq!(store.count_session_keys().await.unwrap(), 1001);
+    let copy = store.session_key("bulk-1000").await.unwrap().unwrap();
+    assert_eq!(copy.sealed_key, key_row("k1").sealed_key);
+    assert_eq!(copy.list, key_row("k1").list);
 }
