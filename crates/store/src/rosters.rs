@@ -53,13 +53,7 @@ impl RosterCache {
 
     /// The list's roster, brought up to date with ops stored since it was cached.
     pub async fn get(&self, list: &Address) -> Result<Arc<Roster>, RosterStoreError> {
-        let cached = self
-            .cache
-            .lock()
-            .expect("roster cache lock")
-            .get(list)
-            .cloned();
-        if let Some(cached) = cached {
+        if let Some(cached) = self.cached(list) {
             let head = i64::try_from(cached.head_seq()).unwrap_or(i64::MAX);
             if self
                 .store
@@ -70,9 +64,16 @@ impl RosterCache {
                 return Ok(cached);
             }
         }
-        let updating = self.update_lock(list);
-        let _updating = updating.lock().await;
+        let _turn = self.update_turn(list).await;
         self.bring_up_to_date(list).await
+    }
+
+    fn cached(&self, list: &Address) -> Option<Arc<Roster>> {
+        self.cache
+            .lock()
+            .expect("roster cache lock")
+            .get(list)
+            .cloned()
     }
 
     /// How many ops this cache has read from the store and verified: the work its replays
@@ -81,25 +82,26 @@ impl RosterCache {
         self.ops_verified.load(Ordering::Relaxed)
     }
 
-    /// The lock that one update of `list`'s roster holds at a time.
-    fn update_lock(&self, list: &Address) -> Arc<tokio::sync::Mutex<()>> {
-        self.updating
+    /// Waits for the turn to update `list`'s roster: one update of a list at a time.
+    async fn update_turn(&self, list: &Address) -> UpdateTurn<'_> {
+        let lock = self
+            .updating
             .lock()
             .expect("roster update locks")
             .entry(list.clone())
             .or_default()
-            .clone()
+            .clone();
+        UpdateTurn {
+            cache: self,
+            list: list.clone(),
+            guard: Some(lock.lock_owned().await),
+        }
     }
 
     /// Reads and verifies the ops stored since the cached roster's head (the whole log if
     /// none is cached); the caller holds the list's update lock.
     async fn bring_up_to_date(&self, list: &Address) -> Result<Arc<Roster>, RosterStoreError> {
-        let cached = self
-            .cache
-            .lock()
-            .expect("roster cache lock")
-            .get(list)
-            .cloned();
+        let cached = self.cached(list);
         let mut after = cached
             .as_ref()
             .map_or(-1, |r| i64::try_from(r.head_seq()).unwrap_or(i64::MAX));
@@ -188,8 +190,7 @@ impl RosterCache {
         list: &Address,
         op: SignedOp,
     ) -> Result<Arc<Roster>, RosterStoreError> {
-        let updating = self.update_lock(list);
-        let _updating = updating.lock().await;
+        let _turn = self.update_turn(list).await;
         let current = self.bring_up_to_date(list).await?;
         // Work on the cached roster itself rather than a copy when no request holds it:
         // copying a roster of thousands of members on every op made bulk adds quadratic.
@@ -238,5 +239,57 @@ impl RosterCache {
             *current = roster;
         }
         current.clone()
+    }
+}
+
+/// A list's turn to be updated. When it ends, the list's lock is forgotten unless someone
+/// else holds or awaits it, so addresses that name no list (anyone may try them over SMTP)
+/// leave nothing behind.
+struct UpdateTurn<'a> {
+    cache: &'a RosterCache,
+    list: Address,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for UpdateTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.cache.updating.lock().expect("roster update locks");
+        // Clones are taken only under this map's lock, so a count of one cannot rise now.
+        if locks
+            .get(&self.list)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.list);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::ScratchDb;
+
+    #[tokio::test]
+    async fn addresses_that_name_no_list_leave_no_update_lock_behind() {
+        let db = ScratchDb::sqlite().unwrap();
+        let cache = Arc::new(RosterCache::new(db.open().await.unwrap()));
+        let lookups: Vec<_> = (0..50)
+            .map(|i| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    let list =
+                        Address::parse(&format!("nolist{}@lists.example.org", i % 5)).unwrap();
+                    cache.get(&list).await
+                })
+            })
+            .collect();
+        for lookup in lookups {
+            assert!(matches!(
+                lookup.await.unwrap(),
+                Err(RosterStoreError::UnknownList(_))
+            ));
+        }
+        assert!(cache.updating.lock().unwrap().is_empty());
     }
 }
