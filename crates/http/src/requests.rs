@@ -80,11 +80,13 @@ impl RequestVerifier {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        // Counted only for identities on some roster, so strangers cannot grow the table.
-        self.rate_limit(store, &request.signer, now).await?;
         let verified = request
             .verify_signature_and_clock(purpose, &cert, now)
             .map_err(ApiError::request)?;
+        // Counted only once the signature holds: counting every request that names a member
+        // let anyone use up that member's allowance with forgeries and lock them out. Only
+        // members are counted, so strangers cannot grow the table either.
+        self.rate_limit(store, &verified.signer, now).await?;
         use_nonce(store, &verified).await?;
         Ok((verified, cert))
     }

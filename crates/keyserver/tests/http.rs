@@ -528,6 +528,36 @@ async fn each_identity_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn forgeries_naming_a_member_do_not_use_up_their_allowance() {
+    let server = TestServer::start(ServiceConfig {
+        rate_per_sec: 0.001,
+        rate_burst: 3.0,
+        ..ServiceConfig::default()
+    })
+    .await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    let (key_id, session_key) = new_key();
+    assert_eq!(server.deposit(&p.bob, &key_id, &session_key).await.0, 201);
+    // Eve signs five requests but names Bob as the signer.
+    for _ in 0..5 {
+        let mut forged = signed(
+            &p.eve,
+            &purpose::fetch_key(&list(), &key_id),
+            &serde_json::json!({}),
+        );
+        forged.signer = p.bob.fingerprint().clone();
+        let (status, body) = server.fetch_with(&key_id, &forged).await;
+        assert_eq!((status, code(&body)), (401, "bad_signature"));
+    }
+    // Bob's deposit took one of his three; his own two fetches still go through.
+    assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
+    assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
+    let (status, body) = server.fetch(&p.bob, &key_id).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"));
+}
+
+#[tokio::test]
 async fn the_database_alone_holds_no_session_key_and_restart_keeps_deposits() {
     let server = TestServer::start(ServiceConfig::default()).await;
     server.create_list(Policy::default()).await;
