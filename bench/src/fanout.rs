@@ -235,7 +235,7 @@ pub async fn pull(members: usize, posts: usize) -> anyhow::Result<Vec<Figure>> {
             peer_name: "(none: Postfix trusts its alias file)".into(),
             peer: f64::NAN,
             ratio: f64::NAN,
-            target: "(first post after a start)".into(),
+            target: "(once, after a start)".into(),
         },
         Figure {
             name: format!("list server peak RSS, {members} members"),

@@ -128,7 +128,9 @@ impl From<RosterStoreError> for ApiError {
             RosterStoreError::ListExists(_) => ApiError::conflict("list_exists", e.to_string()),
             RosterStoreError::Moved(_) => ApiError::conflict("roster_moved", e.to_string()),
             RosterStoreError::Refused(refusal) => ApiError::roster(refusal),
-            RosterStoreError::Corrupt { .. } => ApiError::internal(e.to_string()),
+            RosterStoreError::Corrupt { .. } | RosterStoreError::BadListName(_) => {
+                ApiError::internal(e.to_string())
+            }
             RosterStoreError::Store(store) => store.into(),
         }
     }

@@ -27,6 +27,29 @@ pub trait RosterHost: Send + Sync + 'static {
     fn roster_op_accepted(&self);
 }
 
+/// Reads and verifies every stored list's roster in the background after a start, so that
+/// the first request for a list need not wait for it (a list of 100,000 members takes about
+/// half a minute); requests that come sooner wait for this replay rather than start their own.
+pub fn spawn_roster_loading<S: RosterHost>(host: Arc<S>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match host.rosters().load_all().await {
+            Ok(failed) => {
+                for (list, error) in &failed {
+                    tracing::error!(%list, %error, "cannot load the list's roster");
+                }
+                tracing::info!(
+                    ops = host.rosters().ops_verified(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    failed = failed.len(),
+                    "rosters loaded"
+                );
+            }
+            Err(error) => tracing::error!(%error, "cannot list the stored rosters"),
+        }
+    })
+}
+
 pub fn routes<S: RosterHost>() -> Router<Arc<S>> {
     Router::new()
         .route("/v1/lists", post(create_list::<S>))

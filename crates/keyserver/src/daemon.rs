@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hushlist_http::rosters::spawn_roster_loading;
 use hushlist_store::Store;
 use rand::rngs::OsRng;
 use tokio::task::JoinHandle;
@@ -118,6 +119,7 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
     );
     let fingerprint = server.server_key().fingerprint.to_string();
 
+    spawn_roster_loading(server.clone());
     let sweeper = server.clone();
     let every = config.sweep_every.max(Duration::from_secs(1));
     tokio::spawn(async move {

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use hushlist_core::KeyId;
 use hushlist_core::api::GrantRequest;
 use hushlist_core::request::SignedRequest;
-use hushlist_http::rosters;
+use hushlist_http::rosters::{self, RosterHost as _};
 use hushlist_http::{ApiError, bearer, json, list, with_common_layers};
 
 use crate::service::KeyServer;
@@ -71,6 +71,10 @@ async fn metrics(State(state): State<Arc<KeyServer>>) -> Result<Response, ApiErr
             value.load(Ordering::Relaxed)
         ));
     }
+    text.push_str(&format!(
+        "# HELP hushlist_keyserver_roster_ops_verified_total Roster ops read from the store and verified (each list's whole log once after a start, then new ops).\n# TYPE hushlist_keyserver_roster_ops_verified_total counter\nhushlist_keyserver_roster_ops_verified_total {}\n",
+        state.rosters().ops_verified()
+    ));
     text.push_str(&format!(
         "# HELP hushlist_keyserver_keys_stored Session keys currently held.\n# TYPE hushlist_keyserver_keys_stored gauge\nhushlist_keyserver_keys_stored {stored}\n"
     ));

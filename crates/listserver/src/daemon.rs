@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::listmail::UnsubscribeKey;
+use hushlist_http::rosters::spawn_roster_loading;
 use hushlist_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -133,6 +134,7 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
             .map_err(bind(config.http_listen))?
     );
 
+    spawn_roster_loading(server.clone());
     let (stop_workers, stopped) = watch::channel(false);
     let mut workers = match &config.delivery.key_server {
         Some(key_server) => vec![

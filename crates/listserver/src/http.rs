@@ -91,6 +91,11 @@ async fn metrics(State(state): State<Arc<ListServer>>) -> Result<Response, ApiEr
     }
     let _ = write!(
         text,
+        "# HELP hushlist_listserver_roster_ops_verified_total Roster ops read from the store and verified (each list's whole log once after a start, then new ops).\n# TYPE hushlist_listserver_roster_ops_verified_total counter\nhushlist_listserver_roster_ops_verified_total {}\n",
+        state.rosters().ops_verified()
+    );
+    let _ = write!(
+        text,
         "# HELP hushlist_listserver_queue Deliveries by state.\n# TYPE hushlist_listserver_queue gauge\n\
          hushlist_listserver_queue{{state=\"pending\"}} {}\n\
          hushlist_listserver_queue{{state=\"delivered\"}} {}\n\

@@ -2,7 +2,8 @@
 //! 1,000 members and started again, every member still gets the post, and duplicates are
 //! limited to the transactions that were in flight; a post to 10,000 members completes with
 //! the process's peak memory well under 200 MB; killed while senders post, every post it
-//! acknowledged is delivered after the restart. Also its /healthz and /metrics.
+//! acknowledged is delivered after the restart; a started server loads each roster once,
+//! before any request asks for it. Also its /healthz and /metrics.
 
 mod common;
 
@@ -372,4 +373,31 @@ async fn kill_9_while_senders_post_loses_no_acknowledged_post() {
         metric(&second.http, "hushlist_listserver_queue{state=\"failed\"}").await,
         Some(0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_server_loads_each_roster_once_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("lists");
+    let post = prepare(dir.path(), &data_dir, 200).await;
+    let store = hushlist_store::Store::open(&format!(
+        "sqlite://{}",
+        data_dir.join("listserver.db").display()
+    ))
+    .await
+    .unwrap();
+    let stored_ops = store.roster_ops(LIST, -1, 10_000).await.unwrap().len() as i64;
+    assert!(stored_ops > 200);
+    let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+    let server = start_list_server(&data_dir, sink.port);
+    const VERIFIED: &str = "hushlist_listserver_roster_ops_verified_total";
+    wait_until(
+        Duration::from_secs(30),
+        "the roster loaded after the start",
+        || async { metric(&server.http, VERIFIED).await == Some(stored_ops) },
+    )
+    .await;
+    // A post then finds the roster loaded: nothing is replayed again.
+    swaks_post(server.smtp_port, &post);
+    assert_eq!(metric(&server.http, VERIFIED).await, Some(stored_ops));
 }

@@ -23,6 +23,8 @@ pub enum RosterStoreError {
     Refused(#[from] RosterError),
     #[error("the stored roster of {list} does not verify: {source}")]
     Corrupt { list: Address, source: RosterError },
+    #[error("the stored list name {0:?} is not a mail address")]
+    BadListName(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -66,6 +68,22 @@ impl RosterCache {
         }
         let _turn = self.update_turn(list).await;
         self.bring_up_to_date(list).await
+    }
+
+    /// Reads and verifies every stored list's roster into the cache; returns the lists whose
+    /// roster could not be read, and why.
+    pub async fn load_all(&self) -> Result<Vec<(String, RosterStoreError)>, StoreError> {
+        let mut failed = Vec::new();
+        for name in self.store.lists().await? {
+            let loaded = match Address::parse(&name) {
+                Ok(list) => self.get(&list).await.map(drop),
+                Err(_) => Err(RosterStoreError::BadListName(name.clone())),
+            };
+            if let Err(e) = loaded {
+                failed.push((name, e));
+            }
+        }
+        Ok(failed)
     }
 
     fn cached(&self, list: &Address) -> Option<Arc<Roster>> {
