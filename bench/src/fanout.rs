@@ -16,7 +16,7 @@ use mail_send::smtp::AssertReply as _;
 use mail_send::smtp::message::Parameters;
 use rand::rngs::OsRng;
 
-use crate::procs::{Server, metric, run_command, wait_until};
+use crate::procs::{Server, metric, run_command, run_within, wait_until};
 use crate::{BenchList, Figure, bench_list};
 
 const POST_BYTES: usize = 5 * 1024;
@@ -112,7 +112,7 @@ fn postfix_run(
     to: &str,
 ) -> anyhow::Result<(Duration, usize)> {
     let started = Instant::now();
-    run_command(
+    run_within(
         "/usr/sbin/smtp-source",
         &[
             "-s",
@@ -127,6 +127,8 @@ fn postfix_run(
             to,
             &format!("127.0.0.1:{}", postfix.port),
         ],
+        // Injecting takes seconds; expanding and relaying happen after, in Postfix's queue.
+        Duration::from_secs(120),
     )?;
     let deadline = started + Duration::from_secs(600);
     while !postfix.queue_is_empty() {

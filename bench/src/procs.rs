@@ -114,3 +114,29 @@ pub fn run_command(program: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     }
     Ok(out.stdout)
 }
+
+/// Runs a command that should finish within `limit`; kills it and fails if it does not, so a
+/// hung peer ends the run with an error instead of stalling it.
+pub fn run_within(program: &str, args: &[&str], limit: Duration) -> anyhow::Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {program} (bench/run installs it)"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("{program} {args:?} failed: {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{program} {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

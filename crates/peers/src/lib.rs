@@ -173,6 +173,7 @@ impl Postfix {
             .status()
             .unwrap();
         assert!(chown.success());
+        check_datagram_queue();
         let port = free_port();
         let log = dir.join("maillog");
         // The packaged master.cf, with smtpd on our port instead of 25, outside the chroot.
@@ -359,4 +360,25 @@ fn succeeded(out: Output) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Shortest Unix datagram queue with which a private Postfix's logging cannot deadlock.
+const MIN_DATAGRAM_QUEUE: u64 = 512;
+
+/// Postfix logs through postlogd over a Unix datagram socket. With the kernel's default queue
+/// of 10 datagrams, postlogd can block sending its own message to its own full socket, and
+/// every Postfix process then hangs on logging; fail with the remedy instead.
+fn check_datagram_queue() {
+    let setting = "/proc/sys/net/unix/max_dgram_qlen";
+    let Some(queue) = std::fs::read_to_string(setting)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    assert!(
+        queue >= MIN_DATAGRAM_QUEUE,
+        "{setting} is {queue}: a private Postfix's log daemon can deadlock on its own messages; \
+         run `sysctl -w net.unix.max_dgram_qlen={MIN_DATAGRAM_QUEUE}` (.ci/run and bench/run do)"
+    );
 }
