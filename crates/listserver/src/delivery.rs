@@ -154,6 +154,10 @@ impl DeliveryConfig {
 /// the queue) then serves several transactions on the worker's connection.
 pub const TRANSACTIONS_PER_CLAIM: usize = 4;
 
+/// Members a push-mode grants call asks the key server for at most, whatever the claim
+/// size (the key server refuses calls of more than 10,000 by default).
+const GRANTS_PER_CALL: usize = 1000;
+
 /// Per-recipient transactions (VERP, push mode) whose outcomes are recorded together.
 const RECORD_EVERY: usize = 50;
 
@@ -407,9 +411,11 @@ impl Worker {
             }
         };
         if roster.policy().delivery == DeliveryMode::Push {
-            return self
-                .deliver_pushed(post, &roster, &copy, &headers, deliveries, lease_until)
-                .await;
+            for members in deliveries.chunks(GRANTS_PER_CALL) {
+                self.deliver_pushed(post, &roster, &copy, &headers, members, lease_until)
+                    .await?;
+            }
+            return Ok(());
         }
         if self.config.verp {
             let mut outcomes = Vec::new();
