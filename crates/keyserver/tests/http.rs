@@ -504,8 +504,9 @@ async fn expired_keys_are_destroyed_and_answer_410() {
     assert_eq!(server.fetch(&p.rita, &key_b).await.0, 410);
 }
 
-#[tokio::test]
-async fn each_identity_is_rate_limited() {
+/// A key server allowing each identity three requests (and then one every 1,000 s), with the
+/// list created and a key Bob deposited (his first request).
+async fn three_requests_each_and_bob_deposited() -> (TestServer, KeyId) {
     let server = TestServer::start(ServiceConfig {
         rate_per_sec: 0.001,
         rate_burst: 3.0,
@@ -513,9 +514,18 @@ async fn each_identity_is_rate_limited() {
     })
     .await;
     server.create_list(Policy::default()).await;
-    let p = people();
     let (key_id, session_key) = new_key();
-    assert_eq!(server.deposit(&p.bob, &key_id, &session_key).await.0, 201);
+    assert_eq!(
+        server.deposit(&people().bob, &key_id, &session_key).await.0,
+        201
+    );
+    (server, key_id)
+}
+
+#[tokio::test]
+async fn each_identity_is_rate_limited() {
+    let (server, key_id) = three_requests_each_and_bob_deposited().await;
+    let p = people();
     assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
     assert_eq!(server.fetch(&p.bob, &key_id).await.0, 200);
     let (status, body) = server.fetch(&p.bob, &key_id).await;
@@ -529,16 +539,8 @@ async fn each_identity_is_rate_limited() {
 
 #[tokio::test]
 async fn forgeries_naming_a_member_do_not_use_up_their_allowance() {
-    let server = TestServer::start(ServiceConfig {
-        rate_per_sec: 0.001,
-        rate_burst: 3.0,
-        ..ServiceConfig::default()
-    })
-    .await;
-    server.create_list(Policy::default()).await;
+    let (server, key_id) = three_requests_each_and_bob_deposited().await;
     let p = people();
-    let (key_id, session_key) = new_key();
-    assert_eq!(server.deposit(&p.bob, &key_id, &session_key).await.0, 201);
     // Eve signs five requests but names Bob as the signer.
     for _ in 0..5 {
         let mut forged = signed(
