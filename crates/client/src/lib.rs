@@ -2,6 +2,7 @@
 //! talking to the servers, sending and opening posts. The `hushlist` command is a thin layer
 //! over this crate.
 
+pub mod joins;
 pub mod lists;
 pub mod posts;
 pub mod remote;

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, AuditLog, DeliveryStatus, DeliverySwitch, Deposit, DepositReceipt,
-    HeldDecision, HeldPosts, JoinAsk, JoinDecision, JoinReceipt, JoinRequest, KeyRelease,
-    PendingJoins, RosterHead, RosterOps, ServerKey, purpose,
+    HeldDecision, HeldPosts, JoinAsk, JoinConfirmation, JoinConfirmed, JoinDecision, JoinReceipt,
+    JoinRequest, KeyRelease, PendingJoins, RosterHead, RosterOps, ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -222,6 +222,20 @@ impl Server {
             request: signed(me, &purpose::join(list), &ask)?,
         };
         self.post(&format!("/v1/lists/{list}/join"), &body, None)
+            .await
+    }
+
+    /// Confirms a request to join `list` with the token from the confirmation mailed to the
+    /// address asked for.
+    pub async fn confirm_join(
+        &self,
+        list: &Address,
+        token: &str,
+    ) -> Result<JoinConfirmed, RemoteError> {
+        let body = JoinConfirmation {
+            token: token.to_owned(),
+        };
+        self.post(&format!("/v1/lists/{list}/join/confirm"), &body, None)
             .await
     }
 

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
-use crate::identity::Fingerprint;
+use crate::identity::{Cert, Fingerprint, IdentityError};
+use crate::request::{RequestError, SignedRequest, VerifiedRequest};
 use crate::session::KeyId;
 use crate::signed::{Signed, b64};
 
@@ -156,13 +157,66 @@ pub struct DeliveryStatus {
 }
 
 /// Someone asks to join a list: their certificate, and a request signed with its key (the
-/// proof that they hold it) whose body is a [`JoinAsk`].
+/// proof that they hold it) whose body is a [`JoinAsk`]. The list server keeps it exactly as
+/// sent, so that owners check the signature themselves before signing an add.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// The would-be member's certificate, armored.
     pub cert: String,
-    pub request: crate::request::SignedRequest,
+    pub request: SignedRequest,
+}
+
+/// Why a join request does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinRequestError {
+    #[error("the certificate is not usable: {0}")]
+    BadCert(IdentityError),
+    #[error("the certificate cannot receive posts: {0}")]
+    CannotReceive(IdentityError),
+    #[error("the request is not signed by the certificate it carries for {list}: {source}")]
+    BadRequest { list: Address, source: RequestError },
+    #[error("the request's body is not a join request: {0}")]
+    Malformed(String),
+    #[error("the certificate's user ids do not name {0}; ask with the key made for that address")]
+    AddressNotInCert(Address),
+}
+
+/// A join request whose certificate signed it, for the address one of its user ids names.
+#[derive(Debug, Clone)]
+pub struct VerifiedJoin {
+    pub cert: Cert,
+    pub ask: JoinAsk,
+    pub request: VerifiedRequest,
+}
+
+impl JoinRequest {
+    /// Checks everything a join request claims except its age: the certificate is usable and
+    /// can receive posts, it signed the request for joining `list`, and it names the address
+    /// asked for. The list server checks this when the request arrives, and each owner's
+    /// client again before signing an add, trusting nothing the list server says about it.
+    pub fn verify(&self, list: &Address) -> Result<VerifiedJoin, JoinRequestError> {
+        let cert = Cert::from_bytes(self.cert.as_bytes()).map_err(JoinRequestError::BadCert)?;
+        cert.check_encryption_subkey()
+            .map_err(JoinRequestError::CannotReceive)?;
+        let request = self
+            .request
+            .verify_signature(&purpose::join(list), &cert)
+            .map_err(|source| JoinRequestError::BadRequest {
+                list: list.clone(),
+                source,
+            })?;
+        let ask: JoinAsk = serde_json::from_slice(&request.body)
+            .map_err(|e| JoinRequestError::Malformed(e.to_string()))?;
+        if !cert
+            .addresses()
+            .iter()
+            .any(|a| a.same_mailbox(&ask.address))
+        {
+            return Err(JoinRequestError::AddressNotInCert(ask.address));
+        }
+        Ok(VerifiedJoin { cert, ask, request })
+    }
 }
 
 /// What a join request asks for.
@@ -175,23 +229,45 @@ pub struct JoinAsk {
     pub note: Option<String>,
 }
 
-/// The answer to a join request.
+/// The answer to a join request: filed, and a confirmation mailed to the address, encrypted
+/// to the certificate. Only a confirmed request reaches the owners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinReceipt {
     pub list: Address,
     pub address: Address,
+    pub fingerprint: Fingerprint,
+    /// Unix seconds after which the request lapses unless it is confirmed.
+    pub confirm_by: u64,
+}
+
+/// The body of a join confirmation: the token from the mail sent to the address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfirmation {
+    pub token: String,
+}
+
+/// The answer to a confirmation: the request now waits for the owners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinConfirmed {
+    pub list: Address,
+    pub address: Address,
+    pub fingerprint: Fingerprint,
     /// Unix seconds after which the request lapses unless an owner settles it.
     pub expires_at: u64,
 }
 
-/// A join request waiting for the owners.
+/// A join request as the list server shows it to owners. Everything an owner acts on is in
+/// `request`, which the owner's client verifies; the other fields are the list server's
+/// word (when it was asked, whether the address confirmed it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingJoin {
     pub address: Address,
     pub fingerprint: Fingerprint,
-    /// Armored certificate, for the owner's signed add.
-    pub cert: String,
-    pub note: Option<String>,
+    pub request: JoinRequest,
+    /// Whether the requester answered the confirmation mailed to the address. Unconfirmed
+    /// requests are shown only beside a confirmed one for the same address, as a conflict.
+    pub confirmed: bool,
     pub requested_at: u64,
     pub expires_at: u64,
 }
@@ -202,13 +278,14 @@ pub struct PendingJoins {
     pub requests: Vec<PendingJoin>,
 }
 
-/// An owner's decision on a join request (the body of a signed request). Approving needs
-/// the signed add first: the list server checks that the requester is now on the roster
-/// with the key they asked with.
+/// An owner's decision on a join request (the body of a signed request), naming the request
+/// by address and key. Approving needs the signed add first: the list server checks that the
+/// requester is now on the roster with that key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinDecision {
     pub address: Address,
+    pub fingerprint: Fingerprint,
     pub approved: bool,
     /// Told to the requester when rejecting.
     #[serde(default)]

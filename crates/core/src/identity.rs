@@ -7,12 +7,13 @@ use std::sync::{Arc, OnceLock};
 use std::fmt;
 
 use pgp::composed::{
-    ArmorOptions, Deserializable, DetachedSignature, EncryptionCaps, KeyType,
+    ArmorOptions, Deserializable, DetachedSignature, EncryptionCaps, KeyType, MessageBuilder,
     SecretKeyParamsBuilder, SignedPublicKey, SignedPublicSubKey, SignedSecretKey,
     SignedSecretSubKey, SubkeyParamsBuilder,
 };
 use pgp::crypto::ecc_curve::ECCCurve;
 use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::{Signature, SignatureType};
 use pgp::ser::Serialize as _;
 use pgp::types::{KeyDetails, Password, SigningKey};
@@ -244,6 +245,24 @@ impl Cert {
     /// issuer subpacket names.
     pub fn key_fingerprints(&self) -> Vec<Fingerprint> {
         self.0.key_fingerprints.clone()
+    }
+
+    /// An armored OpenPGP message holding `data` that only this certificate's holder opens
+    /// (SEIPD v1 with AES-256, which every OpenPGP client reads): how the list server writes
+    /// to someone whose mailbox it must not trust yet.
+    pub fn encrypt_to<R: Rng + CryptoRng>(
+        &self,
+        mut rng: R,
+        data: Vec<u8>,
+    ) -> Result<String, IdentityError> {
+        let pgp_err = |e: pgp::errors::Error| IdentityError::Pgp(e.to_string());
+        let subkey = self.encryption_subkey()?;
+        let mut builder =
+            MessageBuilder::from_bytes("", data).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+        builder.encrypt_to_key(&mut rng, subkey).map_err(pgp_err)?;
+        builder
+            .to_armored_string(&mut rng, ArmorOptions::default())
+            .map_err(pgp_err)
     }
 
     pub fn to_armored(&self) -> String {

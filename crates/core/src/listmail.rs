@@ -10,14 +10,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as HeaderAddress;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
 use mail_builder::headers::url::URL;
+use mail_builder::mime::MimePart;
 use mail_parser::MessageParser;
 
-use sha2::Sha256;
+use rand::{CryptoRng, Rng};
+use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::address::Address;
+use crate::identity::{Cert, IdentityError};
 use crate::outer::OuterError;
 
 /// Headers a delivered copy must not carry over from the post: the list writes its own.
@@ -214,6 +219,27 @@ pub fn probe_sender(list: &Address, token: &str) -> String {
     format!("{}-probe+{token}@{}", list.local_part(), list.domain())
 }
 
+/// Where a requester confirms a join request: `list-join+TOKEN@domain`. The token is
+/// random and written only inside the confirmation, which is encrypted to the key the request
+/// was made with, so writing here proves the mailbox and the key both.
+pub fn join_confirm_address(list: &Address, token: &str) -> String {
+    format!("{}-join+{token}@{}", list.local_part(), list.domain())
+}
+
+/// A new join confirmation token: 128 random bits in lowercase hex, which survives any MTA's
+/// handling of case in the local part of [`join_confirm_address`].
+pub fn new_join_token<R: Rng + CryptoRng>(mut rng: R) -> String {
+    let mut token = [0u8; 16];
+    rng.fill_bytes(&mut token);
+    hex::encode(token)
+}
+
+/// What the list server keeps of a join token: its SHA-256, so that whoever reads the
+/// database cannot confirm a request with it.
+pub fn join_token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 /// The list's address for mail about the list rather than to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListMailbox {
@@ -223,6 +249,8 @@ pub enum ListMailbox {
     Probe(String),
     /// `list-leave@`: whoever writes stops receiving the list.
     Leave,
+    /// `list-join+TOKEN@`: someone confirms their request to join.
+    Join(String),
 }
 
 impl ListMailbox {
@@ -237,10 +265,16 @@ impl ListMailbox {
             return Some((list(name)?, ListMailbox::Bounces(Some(member))));
         }
         if let Some((name, token)) = local.split_once("-probe+") {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            if !is_token(token) {
                 return None;
             }
             return Some((list(name)?, ListMailbox::Probe(token.to_owned())));
+        }
+        if let Some((name, token)) = local.split_once("-join+") {
+            if !is_token(token) {
+                return None;
+            }
+            return Some((list(name)?, ListMailbox::Join(token.to_owned())));
         }
         if let Some(name) = local.strip_suffix("-bounces") {
             return Some((list(name)?, ListMailbox::Bounces(None)));
@@ -250,6 +284,10 @@ impl ListMailbox {
         }
         None
     }
+}
+
+fn is_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The secret behind one-click unsubscribe links. A link names the list and the member and
@@ -315,13 +353,70 @@ pub struct ListNotice<'a> {
 
 impl ListNotice<'_> {
     pub fn to_message(&self) -> Vec<u8> {
+        self.headers()
+            .text_body(self.body)
+            .write_to_vec()
+            .expect("writing to a Vec cannot fail")
+    }
+
+    /// The notice as an RFC 3156 PGP/MIME message that only the holder of `cert` can read.
+    /// Inside, the Subject and `reply_to` are protected headers (RFC 9788, with the
+    /// `protected-headers="v1"` parameter older clients look for), so an address written in
+    /// `reply_to` is seen only by whoever can decrypt.
+    pub fn to_encrypted_message<R: Rng + CryptoRng>(
+        &self,
+        rng: R,
+        cert: &Cert,
+        reply_to: &str,
+    ) -> Result<Vec<u8>, IdentityError> {
+        let subject = self.subject_line();
+        let mut inner = Vec::new();
+        MimePart::new(
+            ContentType::new("text/plain")
+                .attribute("charset", "utf-8")
+                .attribute("protected-headers", "v1")
+                .attribute("hp", "cipher"),
+            self.body,
+        )
+        .header("Subject", Text::new(subject.as_str()))
+        .header(
+            "Reply-To",
+            HeaderAddress::new_address(None::<&str>, reply_to),
+        )
+        .write_part(&mut inner)
+        .expect("writing to a Vec cannot fail");
+        let armored = cert.encrypt_to(rng, inner)?;
+        Ok(self
+            .headers()
+            .body(MimePart::new(
+                ContentType::new("multipart/encrypted")
+                    .attribute("protocol", "application/pgp-encrypted"),
+                vec![
+                    MimePart::new("application/pgp-encrypted", "Version: 1\r\n"),
+                    MimePart::new(
+                        ContentType::new("application/octet-stream")
+                            .attribute("name", "encrypted.asc"),
+                        armored,
+                    )
+                    .inline(),
+                ],
+            ))
+            .write_to_vec()
+            .expect("writing to a Vec cannot fail"))
+    }
+
+    fn subject_line(&self) -> String {
+        format!("[{}] {}", self.list.local_part(), self.subject)
+    }
+
+    fn headers(&self) -> MessageBuilder<'_> {
         MessageBuilder::new()
             .from(HeaderAddress::new_address(
                 Some(format!("{} list", self.list.local_part())),
                 bounce_sender(self.list),
             ))
             .to(HeaderAddress::new_address(None::<&str>, self.to.as_str()))
-            .subject(format!("[{}] {}", self.list.local_part(), self.subject))
+            .subject(self.subject_line())
             .date(self.date)
             .message_id(format!("{}@{}", self.unique, self.list.domain()))
             .header("Auto-Submitted", Raw::new("auto-generated"))
@@ -333,9 +428,6 @@ impl ListNotice<'_> {
                     format!("{}.{}", self.list.local_part(), self.list.domain()),
                 ),
             )
-            .text_body(self.body)
-            .write_to_vec()
-            .expect("writing to a Vec cannot fail")
     }
 }
 

@@ -101,8 +101,9 @@ impl NonceMemory for RecentNonces {
     }
 }
 
-/// A request whose signature and freshness have been checked. Its nonce still has to be
-/// recorded (see [`SignedRequest::verify`]) before the request is acted on.
+/// A request whose signature has been checked (and its freshness, unless it came from
+/// [`SignedRequest::verify_signature`]). Its nonce still has to be recorded (see
+/// [`SignedRequest::verify`]) before the request is acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRequest {
     pub signer: Fingerprint,
@@ -111,6 +112,17 @@ pub struct VerifiedRequest {
     /// When the nonce may be forgotten: the request can no longer pass the clock check.
     pub nonce_expires_at: u64,
     pub body: Vec<u8>,
+}
+
+impl VerifiedRequest {
+    /// Refuses a request signed further from `now` than clocks may differ.
+    pub fn check_clock(&self, now: u64) -> Result<(), RequestError> {
+        let skew_secs = now.abs_diff(self.timestamp);
+        if skew_secs > MAX_SKEW_SECS {
+            return Err(RequestError::Stale { skew_secs });
+        }
+        Ok(())
+    }
 }
 
 impl SignedRequest {
@@ -165,6 +177,18 @@ impl SignedRequest {
         cert: &Cert,
         now: u64,
     ) -> Result<VerifiedRequest, RequestError> {
+        let verified = self.verify_signature(purpose, cert)?;
+        verified.check_clock(now)?;
+        Ok(verified)
+    }
+
+    /// Checks the signature, signer and purpose but not the clock: for a request read again
+    /// long after it was made (an owner checking a join request the list server kept).
+    pub fn verify_signature(
+        &self,
+        purpose: &str,
+        cert: &Cert,
+    ) -> Result<VerifiedRequest, RequestError> {
         if cert.fingerprint() != &self.signer {
             return Err(RequestError::BadSignature(self.signer.clone()));
         }
@@ -184,10 +208,6 @@ impl SignedRequest {
                 expected: purpose.to_owned(),
                 signed_for: covered.purpose,
             });
-        }
-        let skew_secs = now.abs_diff(covered.timestamp);
-        if skew_secs > MAX_SKEW_SECS {
-            return Err(RequestError::Stale { skew_secs });
         }
         let nonce_ok =
             covered.nonce.len() == 32 && covered.nonce.bytes().all(|b| b.is_ascii_hexdigit());

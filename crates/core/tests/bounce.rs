@@ -5,7 +5,7 @@
 
 use hushlist_core::Address;
 use hushlist_core::bounce::{BouncePolicy, BounceReading, BounceScore, Severity, read_bounce};
-use hushlist_core::listmail::{ListMailbox, probe_sender, verp_sender};
+use hushlist_core::listmail::{ListMailbox, join_confirm_address, probe_sender, verp_sender};
 use proptest::prelude::*;
 
 fn golden(name: &str) -> Vec<u8> {
@@ -105,8 +105,15 @@ fn list_mailboxes_are_told_apart() {
         ListMailbox::parse(&leave),
         Some((list.clone(), ListMailbox::Leave))
     );
+    let join = Address::parse(&join_confirm_address(&list, "00ff")).unwrap();
+    assert_eq!(
+        ListMailbox::parse(&join),
+        Some((list.clone(), ListMailbox::Join("00ff".into())))
+    );
     for not_one in [
         "team@lists.example.org",
+        "team-join+@lists.example.org",
+        "team-join+a.b@lists.example.org",
         "team-probe+@lists.example.org",
         "team-probe+a.b@lists.example.org",
         "team-bounces+nohost@lists.example.org",

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hushlist_core::api::{ErrorBody, ErrorDetail};
+use hushlist_core::api::{ErrorBody, ErrorDetail, JoinRequestError};
 use hushlist_core::request::RequestError;
 use hushlist_core::roster::RosterError;
 use hushlist_core::{Address, Fingerprint, KeyId};
@@ -92,6 +92,21 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<JoinRequestError> for ApiError {
+    fn from(e: JoinRequestError) -> Self {
+        match e {
+            JoinRequestError::BadCert(_) | JoinRequestError::CannotReceive(_) => {
+                ApiError::bad_request("bad_cert", e.to_string())
+            }
+            JoinRequestError::BadRequest { source, .. } => ApiError::request(source),
+            JoinRequestError::Malformed(detail) => ApiError::malformed(detail),
+            JoinRequestError::AddressNotInCert(_) => {
+                ApiError::bad_request("address_not_in_cert", e.to_string())
+            }
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hushlist_client::Home;
+use hushlist_client::joins;
 use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
 use hushlist_client::rosters;
-use hushlist_core::api::{HeldDecision, JoinDecision};
+use hushlist_core::api::HeldDecision;
 use hushlist_core::roster::{
     Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role,
 };
@@ -65,13 +66,17 @@ enum Command {
         action: ListAction,
     },
     /// Ask a list's owners to let you in: sends your certificate, signed, to the list server
-    /// (tell this home where the list lives first, with `hushlist list use`). The owners are
-    /// told by mail, and so are you once they decide.
+    /// (tell this home where the list lives first, with `hushlist list use`). A confirmation
+    /// comes to your address, encrypted to your key; confirm with `--confirm TOKEN` (or by
+    /// mail, as it says), and only then are the owners told. You hear by mail once they decide.
     Join {
         list: String,
         /// A few words for the owners.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "confirm")]
         note: Option<String>,
+        /// Confirm your request with the token from the confirmation mailed to you.
+        #[arg(long, value_name = "TOKEN")]
+        confirm: Option<String>,
     },
     /// Stop or restart delivery of a list's posts to you (or, for owners, to a member).
     /// Reading rights do not change: a suspended member still opens every post they could.
@@ -201,11 +206,15 @@ enum ListAction {
     },
     /// Requests to join, waiting for an owner (owners only).
     Pending { list: String },
-    /// Let in someone who asked to join (owners only): signs their add with the key they
-    /// asked with, on both servers, and has the list server tell them.
+    /// Let in someone who asked to join (owners only): checks their request's signature,
+    /// signs their add with the key you name on both servers, and has the list server tell
+    /// them. Refuses if the list server offers any other key.
     Approve {
         list: String,
         address: String,
+        /// The key you approve, as `hushlist list pending` shows it (check it with the person).
+        #[arg(long, value_name = "FPR")]
+        fingerprint: String,
         #[arg(long, value_enum, default_value = "member")]
         role: RoleArg,
     },
@@ -213,6 +222,9 @@ enum ListAction {
     Reject {
         list: String,
         address: String,
+        /// The key whose request you turn down; needed when the address asked with several.
+        #[arg(long, value_name = "FPR")]
+        fingerprint: Option<String>,
         /// Told to the requester.
         #[arg(long)]
         reason: Option<String>,
@@ -376,19 +388,35 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::List { action } => list_command(&home(cli.home)?, action).await,
-        Command::Join { list, note } => {
+        Command::Join {
+            list,
+            note,
+            confirm,
+        } => {
             let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?).with_context(|| {
                 format!("first tell this home where {list} lives: hushlist list use {list} --key-server URL --list-server URL --smtp HOST:PORT")
             })?;
+            let server = Server::list_server(&config.list_server);
+            if let Some(token) = confirm {
+                let confirmed = server.confirm_join(&config.list, token.trim()).await?;
+                println!(
+                    "confirmed: your request to join {} as {} with key {} waits for the owners until {} (unix time); you will hear by mail",
+                    confirmed.list, confirmed.address, confirmed.fingerprint, confirmed.expires_at
+                );
+                return Ok(());
+            }
+            let me = home.load_identity(&passphrase())?;
             let mine = my_address(&me)?;
-            let receipt = Server::list_server(&config.list_server)
-                .join(&me, &config.list, &mine, note)
-                .await?;
+            let receipt = server.join(&me, &config.list, &mine, note).await?;
             println!(
-                "asked to join {} as {}; the owners decide by {} (unix time) and you will hear by mail",
-                receipt.list, receipt.address, receipt.expires_at
+                "asked to join {} as {} with key {}; a confirmation is on its way to {}, encrypted to this key: confirm by {} (unix time) as it says (hushlist join {} --confirm TOKEN), and the owners are told",
+                receipt.list,
+                receipt.address,
+                receipt.fingerprint,
+                receipt.address,
+                receipt.confirm_by,
+                receipt.list
             );
             Ok(())
         }
@@ -736,20 +764,43 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
         ListAction::Pending { list } => {
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let pending = Server::list_server(&config.list_server)
-                .pending_joins(&me, &config.list)
-                .await?;
-            if pending.requests.is_empty() {
-                println!("no pending requests to join {}", pending.list);
+            let pending = joins::pending(&me, &config).await?;
+            if pending.is_empty() {
+                println!("no pending requests to join {}", config.list);
             }
-            for request in pending.requests {
+            for checked in &pending {
+                let request = &checked.pending;
+                let keys = pending
+                    .iter()
+                    .filter(|c| c.pending.address == request.address)
+                    .count();
+                let state = match (&checked.verified, request.confirmed) {
+                    (Err(forgery), _) => format!(
+                        "DOES NOT VERIFY ({forgery}): do not approve; the list server may be compromised"
+                    ),
+                    (Ok(_), false) => {
+                        "not confirmed from the mailbox: cannot be approved".to_owned()
+                    }
+                    (Ok(_), true) if keys > 1 => format!(
+                        "CONFLICT: {keys} keys asked for this address; approve only the one the person confirms to you"
+                    ),
+                    (Ok(_), true) => "confirmed".to_owned(),
+                };
+                let note = checked
+                    .verified
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| v.ask.note.as_deref())
+                    .map(|n| {
+                        format!(
+                            "; note: {}",
+                            n.chars().filter(|c| !c.is_control()).collect::<String>()
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "{} key {} asked at {}, lapses at {}{}",
-                    request.address,
-                    request.fingerprint,
-                    request.requested_at,
-                    request.expires_at,
-                    request.note.map(|n| format!(": {n}")).unwrap_or_default()
+                    "{} key {} asked at {}, lapses at {}: {state}{note}",
+                    request.address, request.fingerprint, request.requested_at, request.expires_at,
                 );
             }
             Ok(())
@@ -757,41 +808,17 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
         ListAction::Approve {
             list,
             address: member,
+            fingerprint,
             role,
         } => {
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
             let member = address(&member)?;
-            let server = Server::list_server(&config.list_server);
-            let request = server
-                .pending_joins(&me, &config.list)
-                .await?
-                .requests
-                .into_iter()
-                .find(|r| r.address == member)
-                .with_context(|| {
-                    format!("{member} has no pending request to join {list}; see hushlist list pending {list}")
-                })?;
-            let entry = MemberEntry {
-                address: member.clone(),
-                cert: request.cert,
-                role: role.into(),
-            };
+            let fingerprint = fingerprint_arg(&fingerprint)?;
             let head_seq =
-                rosters::change(&me, &config, Change::Add { member: entry }, now()).await?;
-            server
-                .settle_join(
-                    &me,
-                    &config.list,
-                    &JoinDecision {
-                        address: member.clone(),
-                        approved: true,
-                        reason: None,
-                    },
-                )
-                .await?;
+                joins::approve(&me, &config, &member, &fingerprint, role.into(), now()).await?;
             println!(
-                "{member} added to {} (seq {head_seq} on both servers) and told by mail",
+                "{member} added to {} with key {fingerprint} (seq {head_seq} on both servers) and told by mail",
                 config.list
             );
             Ok(())
@@ -799,24 +826,17 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
         ListAction::Reject {
             list,
             address: member,
+            fingerprint,
             reason,
         } => {
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
             let member = address(&member)?;
-            Server::list_server(&config.list_server)
-                .settle_join(
-                    &me,
-                    &config.list,
-                    &JoinDecision {
-                        address: member.clone(),
-                        approved: false,
-                        reason,
-                    },
-                )
-                .await?;
+            let fingerprint = fingerprint.as_deref().map(fingerprint_arg).transpose()?;
+            let rejected =
+                joins::reject(&me, &config, &member, fingerprint.as_ref(), reason).await?;
             println!(
-                "{member}'s request to join {} declined; they are told by mail",
+                "{member}'s request to join {} with key {rejected} declined; they are told by mail",
                 config.list
             );
             Ok(())
@@ -1149,6 +1169,14 @@ fn crlf(input: &[u8]) -> Vec<u8> {
 
 fn address(text: &str) -> anyhow::Result<hushlist_core::Address> {
     hushlist_core::Address::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A fingerprint as people copy it: 40 or 64 hex digits, spaces (as gpg groups them) ignored.
+fn fingerprint_arg(text: &str) -> anyhow::Result<hushlist_core::Fingerprint> {
+    let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    hushlist_core::Fingerprint::try_from(digits).map_err(|e| {
+        anyhow::anyhow!("{e}; give the key's fingerprint as `hushlist list pending` shows it")
+    })
 }
 
 fn my_address(me: &SecretIdentity) -> anyhow::Result<hushlist_core::Address> {

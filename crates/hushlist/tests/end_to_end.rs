@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{Served, hushlist, ok, ok_bytes, refused};
+use hushlist_client::remote::submit;
+use hushlist_core::Address;
 use hushlist_peers::{Gpg, Postfix, SmtpSink, free_port};
 
 const LIST: &str = "team@lists.example.org";
@@ -319,8 +321,73 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
     assert!(err.contains("cannot reach the key server"), "{err}");
 }
 
+impl Person {
+    fn fingerprint(&self) -> String {
+        ok(self.run(&["key", "fingerprint"])).trim().to_owned()
+    }
+
+    /// A gpg home holding this person's secret key: their ordinary mail client.
+    fn gpg(&self) -> Gpg {
+        let gpg = Gpg::new();
+        gpg.import(&std::fs::read(self.home.join("identity.asc")).unwrap());
+        gpg
+    }
+}
+
+/// The join confirmations in `address`'s mailbox (encrypted, marked by their subject).
+fn confirmations(sink: &SmtpSink, address: &str, count: usize) -> Vec<Vec<u8>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found: Vec<Vec<u8>> = sink
+            .copies_for(address)
+            .into_iter()
+            .filter(|m| String::from_utf8_lossy(m).contains("confirm your request to join"))
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} confirmations for {address} did not arrive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The token a confirmation carries, as the person reads it in gpg; None if their key cannot
+/// decrypt it.
+fn confirmation_token(reader: &Gpg, confirmation: &[u8]) -> Option<String> {
+    let out = reader.decrypt_pgp_mime(confirmation);
+    if !out.status.success() {
+        return None;
+    }
+    let part = mail_parser::MessageParser::new()
+        .parse(&out.stdout)
+        .unwrap();
+    let text = part.body_text(0).unwrap().into_owned();
+    Some(
+        text.split("--confirm ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+/// Confirms by mail, as a mail client's reply does: any message to `list-join+TOKEN@`,
+/// over SMTP to the list server.
+fn confirm_by_mail(served: &Served, from: &str, token: &str) {
+    let to = Address::parse(&format!("team-join+{token}@lists.example.org")).unwrap();
+    let from = Address::parse(from).unwrap();
+    let message = format!("From: {from}\r\nTo: {to}\r\nSubject: Re: confirm\r\n\r\nyes\r\n");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(submit(&served.smtp, &from, &to, message.as_bytes()))
+        .unwrap();
+}
+
 #[test]
-fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_mail() {
+fn people_ask_to_join_confirm_from_their_mailbox_and_the_owner_lets_one_in_and_turns_one_away() {
     let dir = tempfile::tempdir().unwrap();
     let Installation {
         sink,
@@ -343,12 +410,31 @@ fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_m
     }
     let said = ok(carol.run(&["join", LIST, "--note", "Carol from accounting"]));
     assert!(
-        said.contains("asked to join team@lists.example.org as carol@example.net"),
+        said.contains("asked to join team@lists.example.org as carol@example.net")
+            && said.contains("a confirmation is on its way"),
         "{said}"
     );
     ok(mallory.run(&["join", LIST]));
-    // Asking twice files one request and tells the owner once.
+    // Asking twice files one request and mails one confirmation.
     ok(mallory.run(&["join", LIST]));
+
+    // Until they confirm from their mailboxes, the owner hears and sees nothing.
+    let carols = confirmations(&sink, carol.address, 1);
+    let mallorys = confirmations(&sink, mallory.address, 1);
+    assert!(ok(olivia.run(&["list", "pending", LIST])).contains("no pending requests"));
+    assert!(sink.copies_for(olivia.address).is_empty());
+
+    // Carol reads hers in gpg and confirms with the command; Mallory answers by mail.
+    let token = confirmation_token(&carol.gpg(), &carols[0]).unwrap();
+    let said = ok(carol.run(&["join", LIST, "--confirm", &token]));
+    assert!(said.contains("waits for the owners"), "{said}");
+    let err = refused(carol.run(&["join", LIST, "--confirm", &token]));
+    assert!(err.contains("ask again"), "{err}");
+    confirm_by_mail(
+        &served,
+        mallory.address,
+        &confirmation_token(&mallory.gpg(), &mallorys[0]).unwrap(),
+    );
 
     let asked = sink.wait_for_copies(olivia.address, 2);
     let asked: Vec<String> = asked
@@ -366,12 +452,32 @@ fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_m
 
     let pending = ok(olivia.run(&["list", "pending", LIST]));
     assert_eq!(pending.lines().count(), 2, "{pending}");
-    assert!(pending.contains("carol@example.net key"), "{pending}");
+    assert!(
+        pending.contains(&format!(
+            "carol@example.net key {} asked at",
+            carol.fingerprint()
+        )),
+        "{pending}"
+    );
+    assert!(
+        pending.contains(": confirmed; note: Carol from accounting"),
+        "{pending}"
+    );
     // Only owners see or settle requests.
     let err = refused(carol.run(&["list", "pending", LIST]));
     assert!(err.contains("not on the roster"), "{err}");
 
-    let said = ok(olivia.run(&["list", "approve", LIST, carol.address]));
+    // Approving takes the key the owner saw.
+    let err = refused(olivia.run(&["list", "approve", LIST, carol.address]));
+    assert!(err.contains("--fingerprint"), "{err}");
+    let said = ok(olivia.run(&[
+        "list",
+        "approve",
+        LIST,
+        carol.address,
+        "--fingerprint",
+        &carol.fingerprint(),
+    ]));
     assert!(
         said.contains("carol@example.net added to team@lists.example.org"),
         "{said}"
@@ -388,15 +494,30 @@ fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_m
         "Not on the staff list",
     ]));
     assert!(said.contains("declined"), "{said}");
-    let err = refused(olivia.run(&["list", "approve", LIST, mallory.address]));
+    let err = refused(olivia.run(&[
+        "list",
+        "approve",
+        LIST,
+        mallory.address,
+        "--fingerprint",
+        &mallory.fingerprint(),
+    ]));
     assert!(err.contains("no pending request"), "{err}");
     assert!(ok(olivia.run(&["list", "pending", LIST])).contains("no pending requests"));
 
-    let welcome = String::from_utf8_lossy(&sink.wait_for_copies(carol.address, 1)[0]).into_owned();
+    let welcome = sink.wait_for_copies(carol.address, 2);
+    let welcome = welcome
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .find(|m| m.contains("welcome"))
+        .unwrap();
     assert!(welcome.contains("Subject: [team] welcome"), "{welcome}");
-    let declined =
-        String::from_utf8_lossy(&sink.wait_for_copies(mallory.address, 1)[0]).into_owned();
-    assert!(declined.contains("declined"), "{declined}");
+    let declined = sink.wait_for_copies(mallory.address, 2);
+    let declined = declined
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .find(|m| m.contains("declined"))
+        .unwrap();
     assert!(declined.contains("Not on the staff list"), "{declined}");
 
     // Carol is a member now: she reads the next post with the key she asked with.
@@ -404,13 +525,282 @@ fn people_ask_to_join_and_the_owner_lets_one_in_and_turns_one_away_all_told_by_m
         &["send", "--list", LIST, "--subject", "Welcome, Carol"],
         b"Glad to have you.\n",
     ));
-    let copies = sink.wait_for_copies(carol.address, 2);
+    let copies = sink.wait_for_copies(carol.address, 3);
     let post = copies
         .iter()
         .find(|m| !String::from_utf8_lossy(m).contains("Auto-Submitted"))
         .unwrap();
     let opened = ok(carol.run_with(&["open"], post));
     assert!(opened.contains("Glad to have you."), "{opened}");
+}
+
+#[test]
+fn a_stranger_cannot_claim_someone_elses_address_and_the_real_person_is_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let Installation {
+        sink,
+        postfix: _postfix,
+        served,
+    } = install(dir.path());
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let carol = Person::new(dir.path(), "carol@example.net");
+    // Eve makes a key naming Carol's address (anyone can) and asks first.
+    let eve = Person {
+        address: "carol@example.net",
+        home: dir.path().join("eve"),
+    };
+    for person in [&olivia, &carol, &eve] {
+        ok(person.run(&["init", "--email", person.address]));
+    }
+    create_list(&olivia, &served, "pull");
+    eve.use_list(&served);
+    carol.use_list(&served);
+    ok(eve.run(&["join", LIST]));
+    ok(carol.run(&["join", LIST]));
+
+    // Both confirmations go to Carol's mailbox, where Eve cannot read them, and each opens
+    // only with the key that asked: Carol can confirm hers and not Eve's.
+    let mailed = confirmations(&sink, carol.address, 2);
+    let tokens: Vec<Option<String>> = mailed
+        .iter()
+        .map(|m| confirmation_token(&carol.gpg(), m))
+        .collect();
+    assert_eq!(tokens.iter().flatten().count(), 1, "{tokens:?}");
+    let carols_token = tokens.into_iter().flatten().next().unwrap();
+    let err = refused(eve.run(&[
+        "join",
+        LIST,
+        "--confirm",
+        "00112233445566778899aabbccddeeff",
+    ]));
+    assert!(err.contains("no_join_request"), "{err}");
+    ok(carol.run(&["join", LIST, "--confirm", &carols_token]));
+
+    // The owner sees both keys for the address, the unconfirmed one as a conflict, and can
+    // approve only the confirmed one.
+    let pending = ok(olivia.run(&["list", "pending", LIST]));
+    assert_eq!(pending.lines().count(), 2, "{pending}");
+    let line_of = |fingerprint: &str| {
+        pending
+            .lines()
+            .find(|l| l.contains(fingerprint))
+            .unwrap_or_else(|| panic!("{fingerprint} not in {pending}"))
+            .to_owned()
+    };
+    assert!(
+        line_of(&carol.fingerprint()).contains("CONFLICT"),
+        "{pending}"
+    );
+    assert!(
+        line_of(&eve.fingerprint()).contains("not confirmed"),
+        "{pending}"
+    );
+    let err = refused(olivia.run(&[
+        "list",
+        "approve",
+        LIST,
+        carol.address,
+        "--fingerprint",
+        &eve.fingerprint(),
+    ]));
+    assert!(err.contains("has not confirmed"), "{err}");
+    assert!(!ok(olivia.run(&["list", "show", LIST])).contains(carol.address));
+    ok(olivia.run(&[
+        "list",
+        "approve",
+        LIST,
+        carol.address,
+        "--fingerprint",
+        &carol.fingerprint(),
+    ]));
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert!(shown.contains(&carol.fingerprint()), "{shown}");
+    assert!(!shown.contains(&eve.fingerprint()), "{shown}");
+    // Approving Carol settled the conflict: Eve's request is gone.
+    assert!(ok(olivia.run(&["list", "pending", LIST])).contains("no pending requests"));
+}
+
+/// What the malicious list server does to the join requests it shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Swap {
+    /// Answers honestly.
+    None,
+    /// Shows the operator's request for the address, labelled with the operator's key.
+    Relabel,
+    /// Shows the operator's request under the key the owner saw.
+    Disguise,
+}
+
+/// A list server in front of the real one that answers everything honestly except the join
+/// requests, which it swaps for its operator's own while `swap` says so.
+struct SwappingListServer {
+    url: String,
+    swap: std::sync::Arc<std::sync::Mutex<Swap>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl SwappingListServer {
+    fn start(upstream: &str, victim: String, operator: String) -> Self {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let swap = std::sync::Arc::new(std::sync::Mutex::new(Swap::None));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.to_owned();
+        let mode = swap.clone();
+        let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let upstream = upstream.clone();
+            let mode = *mode.lock().unwrap();
+            let (victim, operator) = (victim.clone(), operator.clone());
+            async move {
+                let mut request = reqwest::Client::new()
+                    .request(method, format!("{upstream}{uri}"))
+                    .body(body);
+                for name in [
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::header::AUTHORIZATION,
+                ] {
+                    if let Some(value) = headers.get(&name) {
+                        request = request.header(name, value);
+                    }
+                }
+                let response = request.send().await.unwrap();
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+                let mut body = response.bytes().await.unwrap().to_vec();
+                if uri.path().ends_with("/join-requests")
+                    && mode != Swap::None
+                    && status.is_success()
+                {
+                    let mut shown: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let requests = shown["requests"].as_array_mut().unwrap();
+                    requests.retain(|r| r["fingerprint"] != victim.as_str());
+                    for request in requests.iter_mut() {
+                        request["confirmed"] = true.into();
+                        if mode == Swap::Disguise && request["fingerprint"] == operator.as_str() {
+                            request["fingerprint"] = victim.clone().into();
+                        }
+                    }
+                    body = serde_json::to_vec(&shown).unwrap();
+                }
+                (
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        };
+        runtime.spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(forward))
+                .await
+                .unwrap()
+        });
+        SwappingListServer {
+            url,
+            swap,
+            _runtime: runtime,
+        }
+    }
+
+    fn set(&self, swap: Swap) {
+        *self.swap.lock().unwrap() = swap;
+    }
+}
+
+#[test]
+fn a_list_server_that_swaps_the_key_at_approval_gets_nothing_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Installation {
+        sink,
+        postfix: _postfix,
+        served,
+    } = install(dir.path());
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let carol = Person::new(dir.path(), "carol@example.net");
+    // The list server's operator, with a key naming Carol's address.
+    let operator = Person {
+        address: "carol@example.net",
+        home: dir.path().join("operator"),
+    };
+    for person in [&olivia, &carol, &operator] {
+        ok(person.run(&["init", "--email", person.address]));
+    }
+    let evil = SwappingListServer::start(
+        &served.list_url,
+        carol.fingerprint(),
+        operator.fingerprint(),
+    );
+    // Olivia reaches the list server only through the operator's proxy.
+    ok(olivia.run(&[
+        "list",
+        "create",
+        LIST,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &evil.url,
+        "--smtp",
+        &served.smtp,
+        "--admin-token",
+        &served.admin_token,
+    ]));
+    carol.use_list(&served);
+    operator.use_list(&served);
+    ok(carol.run(&["join", LIST]));
+    ok(operator.run(&["join", LIST]));
+    let mailed = confirmations(&sink, carol.address, 2);
+    let token = mailed
+        .iter()
+        .find_map(|m| confirmation_token(&carol.gpg(), m))
+        .unwrap();
+    ok(carol.run(&["join", LIST, "--confirm", &token]));
+
+    // Olivia sees Carol's key, honestly shown, and approves exactly that key.
+    let pending = ok(olivia.run(&["list", "pending", LIST]));
+    assert!(pending.contains(&carol.fingerprint()), "{pending}");
+    let roster_before = ok(olivia.run(&["list", "show", LIST]));
+    let approve = || {
+        olivia.run(&[
+            "list",
+            "approve",
+            LIST,
+            carol.address,
+            "--fingerprint",
+            &carol.fingerprint(),
+        ])
+    };
+    // At approval the list server offers its operator's key instead: refused, naming both.
+    evil.set(Swap::Relabel);
+    let err = refused(approve());
+    assert!(
+        err.contains(&operator.fingerprint()) && err.contains(&carol.fingerprint()),
+        "{err}"
+    );
+    assert!(err.contains("nothing was signed"), "{err}");
+    // Or passes it off under Carol's fingerprint: the signature gives it away.
+    evil.set(Swap::Disguise);
+    let err = refused(approve());
+    assert!(
+        err.contains(&operator.fingerprint()) && err.contains(&carol.fingerprint()),
+        "{err}"
+    );
+    assert!(err.contains("does not hold"), "{err}");
+    // Nothing was signed: the roster on both servers is as before.
+    let roster_after = ok(olivia.run(&["list", "show", LIST]));
+    assert_eq!(roster_after, roster_before);
+    assert!(
+        !roster_after.contains(&operator.fingerprint()),
+        "{roster_after}"
+    );
+
+    // Answered honestly, the same approval goes through.
+    evil.set(Swap::None);
+    ok(approve());
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert!(shown.contains(&carol.fingerprint()), "{shown}");
 }
 
 #[test]

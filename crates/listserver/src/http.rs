@@ -1,6 +1,6 @@
 //! The list server's HTTP/JSON interface: the signed roster endpoints (shared with the key
-//! server), the members' archive, delivery switches, one-click unsubscribe, join requests,
-//! held posts, `/healthz` and `/metrics`.
+//! server), the members' archive, delivery switches, one-click unsubscribe, join requests
+//! and their confirmation, held posts, `/healthz` and `/metrics`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hushlist_core::api::JoinRequest;
+use hushlist_core::api::{JoinConfirmation, JoinRequest};
 use hushlist_core::request::SignedRequest;
 use hushlist_http::{ApiError, json, list, rosters, with_common_layers};
 
@@ -27,6 +27,7 @@ pub fn router(state: Arc<ListServer>) -> Router {
             .route("/v1/lists/{list}/archive", post(archive))
             .route("/v1/lists/{list}/delivery", post(switch_delivery))
             .route("/v1/lists/{list}/join", post(join))
+            .route("/v1/lists/{list}/join/confirm", post(confirm_join))
             .route("/v1/lists/{list}/join-requests", post(pending_joins))
             .route("/v1/lists/{list}/join-requests/settle", post(settle_join))
             .route("/v1/lists/{list}/held", post(held_posts))
@@ -137,6 +138,16 @@ async fn join(
         Json(state.join(&list, &request).await?),
     )
         .into_response())
+}
+
+async fn confirm_join(
+    State(state): State<Arc<ListServer>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let confirmation: JoinConfirmation = json(body)?;
+    Ok(Json(state.confirm_join(&list, &confirmation.token).await?).into_response())
 }
 
 async fn pending_joins(

@@ -1,146 +1,229 @@
 //! Asking to join a list. The would-be member sends their certificate with a request signed
-//! by its key (proof that they hold it); the owners are told by mail, see the pending
-//! requests, and approve with the usual signed add to both servers or reject. The requester
-//! is told by mail either way. Requests lapse after [`JOIN_REQUEST_LIFETIME_SECS`].
+//! by its key (proof that they hold it). The list server mails a confirmation to the address
+//! asked for, encrypted to that certificate, with a random token; only an answer carrying the
+//! token (`hushlist join --confirm`, or any mail to `list-join+TOKEN@`) proves that the
+//! requester reads that mailbox with that key, and only then are the owners told. Owners see
+//! confirmed requests (and any other key that asked for the same address, as a conflict),
+//! check each request's signature in their own client, and approve one by its fingerprint
+//! with the usual signed add to both servers, or reject it. The requester is told by mail
+//! either way. Unconfirmed requests lapse after [`CONFIRM_LIFETIME_SECS`], confirmed ones
+//! after [`JOIN_REQUEST_LIFETIME_SECS`].
 //!
 //! The list server only files and forwards requests: adding someone is a roster op only an
 //! owner can sign, so a request can never make anyone a member by itself.
 
+use std::collections::HashSet;
+
 use axum::http::StatusCode;
 use hushlist_core::Address;
 use hushlist_core::api::{
-    JoinAsk, JoinDecision, JoinReceipt, JoinRequest, PendingJoin, PendingJoins, purpose,
+    JoinConfirmed, JoinDecision, JoinReceipt, JoinRequest, PendingJoin, PendingJoins, purpose,
+};
+use hushlist_core::listmail::{
+    ListNotice, bounce_sender, join_confirm_address, join_token_hash, new_join_token,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Role, Roster};
 use hushlist_core::{Cert, Fingerprint};
 use hushlist_http::ApiError;
 use hushlist_http::requests::use_nonce;
-use hushlist_store::membership::JoinRequestRow;
+use hushlist_store::membership::{JoinFiling, JoinLimits, JoinRequestRow, OutboxMessage};
+use rand::rngs::OsRng;
 
 use crate::service::{ListServer, unix_now};
 
-/// How long a join request waits for the owners.
+/// How long a request waits for its confirmation.
+pub const CONFIRM_LIFETIME_SECS: i64 = 2 * 24 * 3600;
+
+/// How long a confirmed request waits for the owners.
 pub const JOIN_REQUEST_LIFETIME_SECS: i64 = 14 * 24 * 3600;
 
-/// Join requests a list holds at once: strangers cannot fill the store or the owners'
-/// mailboxes beyond this.
-pub const MAX_PENDING_JOINS: i64 = 100;
+/// Join requests a list holds at once, and requests for one address (each mails a
+/// confirmation there): strangers can fill neither the store, nor the owners' mailboxes, nor
+/// someone else's.
+pub const JOIN_LIMITS: JoinLimits = JoinLimits {
+    per_list: 100,
+    per_address: 3,
+};
 
 /// Longest note a requester may leave for the owners.
 const MAX_NOTE_CHARS: usize = 500;
 
 impl ListServer {
-    /// Files a request to join `list`.
+    /// Files a request to join `list` and mails its confirmation, encrypted to the
+    /// requester's certificate, to the address asked for.
     pub async fn join(&self, list: &Address, join: &JoinRequest) -> Result<JoinReceipt, ApiError> {
         let roster = self.rosters().get(list).await?;
-        let cert = Cert::from_bytes(join.cert.as_bytes()).map_err(|e| {
-            ApiError::bad_request("bad_cert", format!("the certificate is not usable: {e}"))
-        })?;
-        cert.check_encryption_subkey().map_err(|e| {
-            ApiError::bad_request(
-                "bad_cert",
-                format!("the certificate cannot receive posts: {e}"),
-            )
-        })?;
+        let verified = join.verify(list)?;
         let now = unix_now();
-        let verified = join
+        verified
             .request
-            .verify_signature_and_clock(
-                &purpose::join(list),
-                &cert,
-                u64::try_from(now).unwrap_or(0),
-            )
+            .check_clock(u64::try_from(now).unwrap_or(0))
             .map_err(ApiError::request)?;
-        let ask: JoinAsk = serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
-        use_nonce(self.store(), &verified).await?;
-        let address = &ask.address;
-        let named = cert.addresses().iter().any(|a| a.same_mailbox(address));
-        if !named {
-            return Err(ApiError::bad_request(
-                "address_not_in_cert",
-                format!(
-                    "the certificate's user ids do not name {address}; ask with the key made for that address"
-                ),
-            ));
-        }
+        use_nonce(self.store(), &verified.request).await?;
+        let address = &verified.ask.address;
+        let cert = &verified.cert;
         if roster.member(address).is_some() {
             return Err(ApiError::conflict(
                 "already_member",
                 format!("{address} is already on {list}"),
             ));
         }
-        let note = ask
+        let note = verified
+            .ask
             .note
             .as_deref()
             .map(clean_note)
             .filter(|n| !n.is_empty());
+        let token = new_join_token(OsRng);
+        let confirmation = confirmation(&roster, address, cert, &token, now)?;
+        let confirm_by = now + CONFIRM_LIFETIME_SECS;
+        let row = JoinRequestRow {
+            list: list.to_string(),
+            address: address.to_string(),
+            fingerprint: cert.fingerprint().to_string(),
+            request: serde_json::to_string(join).expect("a join request serializes"),
+            note,
+            confirm_token: join_token_hash(&token),
+            confirmed_at: None,
+            requested_at: now,
+            expires_at: confirm_by,
+        };
+        let full = |what: String| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_join_requests",
+                what,
+            )
+        };
+        match self
+            .store()
+            .file_join_request(&row, JOIN_LIMITS, &[confirmation])
+            .await?
+        {
+            JoinFiling::Filed => {
+                tracing::info!(%list, %address, fingerprint = %cert.fingerprint(), "join request filed; confirmation queued");
+                self.queued().notify_waiters();
+            }
+            JoinFiling::AlreadyPending => {
+                tracing::info!(%list, %address, "join request already pending");
+            }
+            JoinFiling::ListFull => {
+                return Err(full(format!(
+                    "{list} has {} join requests waiting; try again once they are settled or lapse",
+                    JOIN_LIMITS.per_list
+                )));
+            }
+            JoinFiling::AddressFull => {
+                return Err(full(format!(
+                    "{} keys already asked to join {list} as {address}; try again once they lapse",
+                    JOIN_LIMITS.per_address
+                )));
+            }
+        }
+        let filed = self
+            .store()
+            .join_requests(list.as_str(), now)
+            .await?
+            .into_iter()
+            .find(|r| r.address == address.as_str() && r.fingerprint == row.fingerprint);
+        Ok(JoinReceipt {
+            list: list.clone(),
+            address: address.clone(),
+            fingerprint: cert.fingerprint().clone(),
+            confirm_by: filed
+                .map_or(confirm_by, |r| r.expires_at)
+                .try_into()
+                .unwrap_or(0),
+        })
+    }
+
+    /// Confirms the join request whose confirmation carried `token`, and tells the owners.
+    /// `list` is the list the answer came for; a token of another list's request is unknown.
+    pub async fn confirm_join(
+        &self,
+        list: &Address,
+        token: &str,
+    ) -> Result<JoinConfirmed, ApiError> {
+        let now = unix_now();
+        let token_hash = join_token_hash(token);
+        let unknown = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_join_request",
+                format!(
+                    "no request to join {list} waits for this confirmation: it was confirmed already, \
+                     or it lapsed ({} days after asking); ask again with hushlist join {list}",
+                    CONFIRM_LIFETIME_SECS / 86_400
+                ),
+            )
+        };
+        let row = self
+            .store()
+            .join_request_to_confirm(&token_hash, now)
+            .await?
+            .filter(|r| r.list == list.as_str())
+            .ok_or_else(unknown)?;
+        let roster = self.rosters().get(list).await?;
+        let others = self
+            .store()
+            .join_requests(list.as_str(), now)
+            .await?
+            .into_iter()
+            .filter(|r| r.address == row.address && r.fingerprint != row.fingerprint)
+            .count();
         let expires_at = now + JOIN_REQUEST_LIFETIME_SECS;
+        let address = &row.address;
+        let fingerprint = &row.fingerprint;
+        let conflict = if others > 0 {
+            format!(
+                "\nCAUTION: {others} other key(s) also asked to join as {address}. Approve only \
+                 the key the person confirms to you themselves; `hushlist list pending {list}` \
+                 shows them all.\n"
+            )
+        } else {
+            String::new()
+        };
         let notices = self.owner_notices(
             &roster,
             &format!("{address} asks to join"),
             &format!(
-                "{address} asks to join {list}, with the key {}.\n{}\n\
-                 To see every pending request:\n\n    hushlist list pending {list}\n\n\
+                "{address} asks to join {list}, with the key\n\n    {fingerprint}\n\n\
+                 and confirmed the request from that mailbox with that key.\n{}{conflict}\n\
+                 To see every pending request (your client checks each one's signature):\n\n    \
+                 hushlist list pending {list}\n\n\
                  To let them in (signs the add on both servers, then tells them):\n\n    \
-                 hushlist list approve {list} {address}\n\n\
+                 hushlist list approve {list} {address} --fingerprint {fingerprint}\n\n\
                  To turn them away (they are told):\n\n    \
-                 hushlist list reject {list} {address} --reason \"...\"\n\n\
+                 hushlist list reject {list} {address} --fingerprint {fingerprint} --reason \"...\"\n\n\
                  Unless an owner decides, the request lapses in {} days.\n",
-                cert.fingerprint(),
-                note.as_deref()
+                row.note
+                    .as_deref()
                     .map(|n| format!("\nTheir note: {n}\n"))
                     .unwrap_or_default(),
                 JOIN_REQUEST_LIFETIME_SECS / 86_400,
             ),
             now,
         );
-        let row = JoinRequestRow {
-            list: list.to_string(),
-            address: address.to_string(),
-            fingerprint: cert.fingerprint().to_string(),
-            cert: cert.to_armored(),
-            note,
-            requested_at: now,
-            expires_at,
-        };
-        match self
+        if !self
             .store()
-            .file_join_request(&row, MAX_PENDING_JOINS, &notices)
+            .confirm_join_request(&token_hash, now, expires_at, &notices)
             .await?
         {
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_join_requests",
-                    format!(
-                        "{list} has {MAX_PENDING_JOINS} join requests waiting; try again once the owners have settled some"
-                    ),
-                ));
-            }
-            Some(true) => {
-                tracing::info!(%list, %address, "join request filed");
-                self.queued().notify_waiters();
-            }
-            Some(false) => tracing::info!(%list, %address, "join request already pending"),
+            return Err(unknown());
         }
-        let pending = self
-            .store()
-            .join_requests(list.as_str(), now)
-            .await?
-            .into_iter()
-            .find(|r| r.address == address.as_str());
-        Ok(JoinReceipt {
+        tracing::info!(%list, %address, %fingerprint, "join request confirmed; owners told");
+        self.queued().notify_waiters();
+        Ok(JoinConfirmed {
             list: list.clone(),
-            address: address.clone(),
-            expires_at: pending
-                .map_or(expires_at, |r| r.expires_at)
-                .try_into()
-                .unwrap_or(0),
+            address: Address::parse(address).map_err(ApiError::malformed)?,
+            fingerprint: Fingerprint::try_from(row.fingerprint).map_err(ApiError::malformed)?,
+            expires_at: expires_at.try_into().unwrap_or(0),
         })
     }
 
-    /// The join requests waiting for `list`'s owners (owners only).
+    /// The join requests waiting for `list`'s owners (owners only): every confirmed one, and
+    /// beside it any unconfirmed request for the same address, so that owners see a conflict.
     pub async fn pending_joins(
         &self,
         list: &Address,
@@ -153,14 +236,20 @@ impl ListServer {
             .store()
             .join_requests(list.as_str(), unix_now())
             .await?;
+        let confirmed: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.confirmed_at.is_some())
+            .map(|r| r.address.as_str())
+            .collect();
         let requests = rows
-            .into_iter()
+            .iter()
+            .filter(|r| confirmed.contains(r.address.as_str()))
             .filter_map(|r| {
                 Some(PendingJoin {
                     address: Address::parse(&r.address).ok()?,
-                    fingerprint: Fingerprint::try_from(r.fingerprint).ok()?,
-                    cert: r.cert,
-                    note: r.note,
+                    fingerprint: Fingerprint::try_from(r.fingerprint.clone()).ok()?,
+                    request: serde_json::from_str(&r.request).ok()?,
+                    confirmed: r.confirmed_at.is_some(),
                     requested_at: r.requested_at.try_into().unwrap_or(0),
                     expires_at: r.expires_at.try_into().unwrap_or(0),
                 })
@@ -172,7 +261,7 @@ impl ListServer {
         })
     }
 
-    /// Settles a join request (owners only) and tells the requester.
+    /// Settles a confirmed join request (owners only) and tells the requester.
     pub async fn settle_join(
         &self,
         list: &Address,
@@ -184,29 +273,34 @@ impl ListServer {
             .await?;
         let decision: JoinDecision = serde_json::from_slice(&body).map_err(ApiError::malformed)?;
         let address = &decision.address;
+        let fingerprint = &decision.fingerprint;
         let now = unix_now();
         let pending = self
             .store()
             .join_requests(list.as_str(), now)
             .await?
             .into_iter()
-            .find(|r| r.address == address.as_str())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_join_request",
-                    format!("{address} has no pending request to join {list}"),
-                )
-            })?;
+            .any(|r| {
+                r.address == address.as_str()
+                    && r.fingerprint == fingerprint.as_str()
+                    && r.confirmed_at.is_some()
+            });
+        if !pending {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_join_request",
+                format!("{address} has no confirmed request to join {list} with key {fingerprint}"),
+            ));
+        }
         let (subject, body) = if decision.approved {
             let added = roster
                 .member(address)
-                .is_some_and(|m| m.cert.fingerprint().as_str() == pending.fingerprint);
+                .is_some_and(|m| m.cert.fingerprint() == fingerprint);
             if !added {
                 return Err(ApiError::conflict(
                     "not_added",
                     format!(
-                        "{address} is not on {list} with the key they asked with; sign the add first \
+                        "{address} is not on {list} with the key {fingerprint}; sign the add first \
                          (hushlist list approve does both)"
                     ),
                 ));
@@ -215,7 +309,8 @@ impl ListServer {
                 "welcome: you are on the list".to_owned(),
                 format!(
                     "An owner of {list} approved your request: you are on the list, and posts\n\
-                     from now on come to {address}. They open with the key you asked with.\n\n\
+                     from now on come to {address}. They open with the key you asked with\n\
+                     ({fingerprint}).\n\n\
                      To post: hushlist send --list {list}\n\
                      To stop receiving the list: hushlist delivery suspend {list}\n"
                 ),
@@ -239,10 +334,17 @@ impl ListServer {
         let answer = self.notice_to(&roster, address, &subject, &body, now);
         let settled = self
             .store()
-            .settle_join_request(list.as_str(), address.as_str(), now, &[answer])
+            .settle_join_request(
+                list.as_str(),
+                address.as_str(),
+                fingerprint.as_str(),
+                decision.approved,
+                now,
+                &[answer],
+            )
             .await?;
         if settled {
-            tracing::info!(%list, %address, approved = decision.approved, "join request settled");
+            tracing::info!(%list, %address, %fingerprint, approved = decision.approved, "join request settled");
             self.queued().notify_waiters();
         }
         Ok(decision)
@@ -270,6 +372,44 @@ impl ListServer {
         }
         Ok(verified.body)
     }
+}
+
+/// The confirmation of a join request: mailed to the address asked for, readable only with
+/// the key asked with, carrying the token in its body and its protected Reply-To.
+fn confirmation(
+    roster: &Roster,
+    address: &Address,
+    cert: &Cert,
+    token: &str,
+    now: i64,
+) -> Result<OutboxMessage, ApiError> {
+    let list = roster.list();
+    let reply_to = join_confirm_address(list, token);
+    let body = format!(
+        "Someone, we hope you, asked to join {list} as {address} with the OpenPGP key\n\n    \
+         {fingerprint}\n\n\
+         To confirm, run\n\n    hushlist join {list} --confirm {token}\n\n\
+         or send any message to\n\n    {reply_to}\n\n\
+         (replying to this message does, in mail programs that read its encrypted headers).\n\
+         The owners then decide. If you did not ask, do nothing: the request lapses in {} days.\n",
+        CONFIRM_LIFETIME_SECS / 86_400,
+        fingerprint = cert.fingerprint(),
+    );
+    let message = ListNotice {
+        list,
+        to: address,
+        subject: "confirm your request to join",
+        body: &body,
+        date: now,
+        unique: &format!("join.{}", new_join_token(OsRng)),
+    }
+    .to_encrypted_message(OsRng, cert, &reply_to)
+    .map_err(|e| ApiError::bad_request("bad_cert", format!("cannot encrypt to the key: {e}")))?;
+    Ok(OutboxMessage {
+        mail_from: bounce_sender(list),
+        recipient: address.to_string(),
+        message,
+    })
 }
 
 /// A requester's or owner's free text as it may go into a notice: one line, printable,

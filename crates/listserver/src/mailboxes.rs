@@ -1,6 +1,7 @@
 //! Mail to a list's own mailboxes: bounces (`list-bounces`, VERP `list-bounces+user=host`),
 //! returned probes (`list-probe+TOKEN`) and requests to stop receiving the list
-//! (`list-leave`). None of them changes who may read: delivery is suspended, and the owners
+//! (`list-leave`), and confirmations of join requests (`list-join+TOKEN`, see `joining`).
+//! None of them changes who may read: delivery is suspended, and the owners
 //! are told so that they can sign a removal (`hushlist list remove`) if that is what is meant.
 //!
 //! A member's bounces add up to a score (see `hushlist_core::bounce`); at the threshold a
@@ -28,6 +29,8 @@ pub enum MailboxError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Roster(#[from] RosterStoreError),
+    #[error(transparent)]
+    Confirm(hushlist_http::ApiError),
 }
 
 impl From<MailboxError> for hushlist_http::ApiError {
@@ -35,6 +38,7 @@ impl From<MailboxError> for hushlist_http::ApiError {
         match e {
             MailboxError::Store(e) => e.into(),
             MailboxError::Roster(e) => e.into(),
+            MailboxError::Confirm(e) => e,
         }
     }
 }
@@ -55,6 +59,18 @@ impl ListServer {
             ListMailbox::Bounces(verp) => self.take_bounce(&roster, verp.as_ref(), message).await,
             ListMailbox::Probe(token) => self.take_probe_bounce(&roster, token, message).await,
             ListMailbox::Leave => self.take_leave(&roster, message).await,
+            ListMailbox::Join(token) => {
+                // Any mail to the address confirms; what it says is not read. A stale token
+                // is not worth a bounce that could reach whoever the mail claims to be from.
+                match self.confirm_join(list, token).await {
+                    Ok(_) => Ok(()),
+                    Err(refusal) if refusal.status.is_client_error() => {
+                        tracing::info!(%list, reason = %refusal, "mail to a join confirmation address confirmed nothing");
+                        Ok(())
+                    }
+                    Err(failure) => Err(MailboxError::Confirm(failure)),
+                }
+            }
         }
     }
 

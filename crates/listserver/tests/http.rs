@@ -16,6 +16,7 @@ use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::http::router;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
+use hushlist_peers::Gpg;
 use rand::rngs::OsRng;
 use serde_json::Value;
 
@@ -347,8 +348,24 @@ fn join_request(key: &SecretIdentity, cert_of: &SecretIdentity, address: &str) -
     }
 }
 
+/// The token in a join confirmation, as its reader sees it after decrypting with gpg; None
+/// when this gpg home cannot decrypt it.
+fn confirmation_token(gpg: &Gpg, message: &[u8]) -> Option<String> {
+    let out = gpg.decrypt_pgp_mime(message);
+    if !out.status.success() {
+        return None;
+    }
+    let part = mail_parser::MessageParser::new()
+        .parse(&out.stdout)
+        .unwrap();
+    let text = part.body_text(0).unwrap();
+    let token = text.split("--confirm ").nth(1)?.split_whitespace().next()?;
+    Some(token.to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
+async fn join_requests_need_the_key_they_name_a_confirmation_from_the_mailbox_and_only_owners_see_them()
+ {
     let dir = tempfile::tempdir().unwrap();
     let server = list_server(dir.path()).await;
     let reader = SecretIdentity::generate(OsRng, &member_address(0)).unwrap();
@@ -359,11 +376,14 @@ async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
     let carol = SecretIdentity::generate(OsRng, "Carol <carol@example.net>").unwrap();
     let mallory = SecretIdentity::generate(OsRng, "mallory@example.com").unwrap();
     let macarol = SecretIdentity::generate(OsRng, "Mallory <macarol@example.net>").unwrap();
+    // A key anyone can make, naming Carol's address.
+    let fake_carol = SecretIdentity::generate(OsRng, "carol@example.net").unwrap();
 
     let request = join_request(&carol, &carol, "carol@example.net");
     let (status, body) = post(&http, url.clone(), &request).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["address"], "carol@example.net");
+    assert_eq!(body["fingerprint"], carol.fingerprint().as_str());
     // The same signed request again is a replay.
     let (status, body) = post(&http, url.clone(), &request).await;
     assert_eq!((status, code(&body)), (401, "replayed"), "{body}");
@@ -394,8 +414,15 @@ async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
     garbage.cert = "not a certificate".into();
     let (status, body) = post(&http, url.clone(), &garbage).await;
     assert_eq!((status, code(&body)), (400, "bad_cert"), "{body}");
+    // A second key asking for Carol's address is kept beside hers, not dropped.
+    let (status, body) = post(
+        &http,
+        url.clone(),
+        &join_request(&fake_carol, &fake_carol, "carol@example.net"),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
 
-    // The owner sees one request, its note made one printable line; a member is refused.
     let list = Address::parse(LIST).unwrap();
     let pending_url = format!("{base}/v1/lists/{LIST}/join-requests");
     let ask = |who: &SecretIdentity| {
@@ -408,23 +435,79 @@ async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
         )
         .unwrap()
     };
-    let (status, body) = post(&http, pending_url.clone(), &ask(&owner)).await;
-    assert_eq!(status, 200, "{body}");
-    let pending: PendingJoins = serde_json::from_value(body).unwrap();
-    assert_eq!(pending.requests.len(), 1);
-    assert_eq!(pending.requests[0].address.as_str(), "carol@example.net");
-    assert_eq!(pending.requests[0].fingerprint, *carol.fingerprint());
+    let pending = || async {
+        let (status, body) = post(&http, pending_url.clone(), &ask(&owner)).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value::<PendingJoins>(body).unwrap()
+    };
+    // Nothing reaches the owners before a confirmation: only the two confirmations went out,
+    // both to Carol's mailbox, each readable only with the key that asked.
+    assert!(pending().await.requests.is_empty());
+    let outbox = server.store().unsent_outbox().await.unwrap();
     assert_eq!(
-        pending.requests[0].note.as_deref(),
-        Some("line one line two")
+        outbox
+            .iter()
+            .map(|(m, _)| m.recipient.as_str())
+            .collect::<Vec<_>>(),
+        ["carol@example.net", "carol@example.net"]
     );
-    let (status, body) = post(&http, pending_url, &ask(&reader)).await;
+    let carols_gpg = Gpg::new();
+    carols_gpg.import(carol.to_armored_secret().as_bytes());
+    let token = confirmation_token(&carols_gpg, &outbox[0].0.message).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&outbox[0].0.message).contains(&token),
+        "the token is only inside the encryption"
+    );
+    assert_eq!(
+        confirmation_token(&carols_gpg, &outbox[1].0.message),
+        None,
+        "the other key's confirmation is not Carol's to read"
+    );
+
+    let confirm_url = format!("{base}/v1/lists/{LIST}/join/confirm");
+    let confirm = |token: &str| serde_json::json!({ "token": token });
+    let (status, body) = post(&http, confirm_url.clone(), &confirm("0123456789abcdef")).await;
+    assert_eq!((status, code(&body)), (404, "no_join_request"), "{body}");
+    let (status, body) = post(
+        &http,
+        format!("{base}/v1/lists/other@example.org/join/confirm"),
+        &confirm(&token),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "another list's address confirms nothing: {body}"
+    );
+    let (status, body) = post(&http, confirm_url.clone(), &confirm(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fingerprint"], carol.fingerprint().as_str());
+    let (status, body) = post(&http, confirm_url, &confirm(&token)).await;
+    assert_eq!((status, code(&body)), (404, "no_join_request"), "{body}");
+
+    // The owner now sees Carol's confirmed request, and beside it the unconfirmed one for her
+    // address, each exactly as signed; a member is refused.
+    let mut shown = pending().await.requests;
+    shown.sort_by_key(|r| !r.confirmed);
+    assert_eq!(
+        shown
+            .iter()
+            .map(|r| (r.fingerprint.clone(), r.confirmed))
+            .collect::<Vec<_>>(),
+        [
+            (carol.fingerprint().clone(), true),
+            (fake_carol.fingerprint().clone(), false)
+        ]
+    );
+    assert_eq!(shown[0].request, request);
+    let (status, body) = post(&http, pending_url.clone(), &ask(&reader)).await;
     assert_eq!((status, code(&body)), (403, "not_owner"), "{body}");
 
-    // Approving before the signed add is refused: the request stays.
-    let settle = |approved: bool| {
+    // Approving before the signed add is refused, and an unconfirmed request cannot be
+    // settled at all: the requests stay.
+    let settle = |who: &SecretIdentity, approved: bool| {
         let decision = JoinDecision {
             address: Address::parse("carol@example.net").unwrap(),
+            fingerprint: who.fingerprint().clone(),
             approved,
             reason: None,
         };
@@ -438,20 +521,37 @@ async fn join_requests_need_the_key_they_name_and_only_owners_see_them() {
         .unwrap()
     };
     let settle_url = format!("{base}/v1/lists/{LIST}/join-requests/settle");
-    let (status, body) = post(&http, settle_url.clone(), &settle(true)).await;
+    let (status, body) = post(&http, settle_url.clone(), &settle(&carol, true)).await;
     assert_eq!((status, code(&body)), (409, "not_added"), "{body}");
-    let (status, body) = post(&http, settle_url.clone(), &settle(false)).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = post(&http, settle_url, &settle(false)).await;
+    let (status, body) = post(&http, settle_url.clone(), &settle(&fake_carol, false)).await;
     assert_eq!((status, code(&body)), (404, "no_join_request"), "{body}");
-    // The owner was told of the request; Carol of the decision.
-    let told: Vec<String> = server
-        .store()
-        .unsent_outbox()
-        .await
+    let (status, body) = post(&http, settle_url.clone(), &settle(&carol, false)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&http, settle_url, &settle(&carol, false)).await;
+    assert_eq!((status, code(&body)), (404, "no_join_request"), "{body}");
+    // The owner was told of the confirmed request (its note made one printable line), and
+    // Carol of the decision.
+    let told = server.store().unsent_outbox().await.unwrap();
+    assert_eq!(
+        told.iter()
+            .map(|(m, _)| m.recipient.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "carol@example.net",
+            "carol@example.net",
+            OWNER,
+            "carol@example.net"
+        ]
+    );
+    let notice = mail_parser::MessageParser::new()
+        .parse(&told[2].0.message)
         .unwrap()
-        .into_iter()
-        .map(|(m, _)| m.recipient)
-        .collect();
-    assert_eq!(told, [OWNER, "carol@example.net"]);
+        .body_text(0)
+        .unwrap()
+        .into_owned();
+    assert!(notice.contains("line one line two"), "{notice}");
+    assert!(
+        notice.contains(&format!("--fingerprint {}", carol.fingerprint())),
+        "{notice}"
+    );
 }

@@ -321,115 +321,217 @@ async fn queue(
     Ok(())
 }
 
-/// A request to join a list, as stored.
+/// A request to join a list, as stored: one per list, address and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinRequestRow {
     pub list: String,
     pub address: String,
     pub fingerprint: String,
-    pub cert: String,
+    /// The join request exactly as the requester signed it (JSON, certificate included).
+    pub request: String,
     pub note: Option<String>,
+    /// SHA-256 (hex) of the token in the confirmation mailed to the address.
+    pub confirm_token: String,
+    /// When the address answered the confirmation; until then the owners do not see it.
+    pub confirmed_at: Option<i64>,
     pub requested_at: i64,
     pub expires_at: i64,
 }
 
+/// How many join requests may wait at once, so that strangers can fill neither the store nor
+/// a mailbox with confirmations.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinLimits {
+    pub per_list: i64,
+    pub per_address: i64,
+}
+
+/// What filing a join request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinFiling {
+    Filed,
+    /// The same address and key already asked; nothing was filed or queued.
+    AlreadyPending,
+    ListFull,
+    AddressFull,
+}
+
+const JOIN_COLUMNS: &str = "list, address, fingerprint, request, note, confirm_token, \
+                            confirmed_at, requested_at, expires_at";
+
+fn join_request_row(r: &sqlx::any::AnyRow) -> JoinRequestRow {
+    JoinRequestRow {
+        list: r.get("list"),
+        address: r.get("address"),
+        fingerprint: r.get("fingerprint"),
+        request: r.get("request"),
+        note: r.get("note"),
+        confirm_token: r.get("confirm_token"),
+        confirmed_at: r.get("confirmed_at"),
+        requested_at: r.get("requested_at"),
+        expires_at: r.get("expires_at"),
+    }
+}
+
 impl Store {
-    /// Files a join request and queues `notices` about it, in one transaction, unless one
-    /// for the same list and address is pending (lapsed ones are dropped first). Returns
-    /// whether it was filed; refuses with `None` when `max_pending` requests are waiting.
+    /// Files a join request and queues `notices` (its confirmation) in one transaction,
+    /// unless the same address and key already asked (lapsed requests are dropped first) or
+    /// `limits` are reached.
     pub async fn file_join_request(
         &self,
         request: &JoinRequestRow,
-        max_pending: i64,
+        limits: JoinLimits,
         notices: &[OutboxMessage],
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<JoinFiling, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM join_requests WHERE list = $1 AND expires_at < $2")
             .bind(&request.list)
             .bind(request.requested_at)
             .execute(&mut *tx)
             .await?;
-        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM join_requests WHERE list = $1")
-            .bind(&request.list)
-            .fetch_one(&mut *tx)
-            .await?
-            .get("n");
-        if pending >= max_pending {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let done = sqlx::query(
-            "INSERT INTO join_requests \
-             (list, address, fingerprint, cert, note, requested_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        let count = sqlx::query(
+            "SELECT COUNT(*) AS n, \
+             COALESCE(SUM(CASE WHEN address = $2 THEN 1 ELSE 0 END), 0) AS same_address, \
+             COALESCE(SUM(CASE WHEN address = $2 AND fingerprint = $3 THEN 1 ELSE 0 END), 0) \
+             AS same_key FROM join_requests WHERE list = $1",
         )
         .bind(&request.list)
         .bind(&request.address)
         .bind(&request.fingerprint)
-        .bind(&request.cert)
-        .bind(&request.note)
-        .bind(request.requested_at)
-        .bind(request.expires_at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let filed = done.rows_affected() == 1;
-        if filed {
+        let (n, same_address, same_key): (i64, i64, i64) = (
+            count.get("n"),
+            count.get("same_address"),
+            count.get("same_key"),
+        );
+        let filing = if same_key > 0 {
+            JoinFiling::AlreadyPending
+        } else if n >= limits.per_list {
+            JoinFiling::ListFull
+        } else if same_address >= limits.per_address {
+            JoinFiling::AddressFull
+        } else {
+            JoinFiling::Filed
+        };
+        if filing == JoinFiling::Filed {
+            sqlx::query(&format!(
+                "INSERT INTO join_requests ({JOIN_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .bind(&request.list)
+            .bind(&request.address)
+            .bind(&request.fingerprint)
+            .bind(&request.request)
+            .bind(&request.note)
+            .bind(&request.confirm_token)
+            .bind(request.confirmed_at)
+            .bind(request.requested_at)
+            .bind(request.expires_at)
+            .execute(&mut *tx)
+            .await?;
             queue(&mut tx, notices, request.requested_at).await?;
         }
         tx.commit().await?;
-        Ok(Some(filed))
+        Ok(filing)
     }
 
-    /// The join requests of `list` not lapsed at `now`, oldest first.
+    /// The unconfirmed, unlapsed join request whose confirmation token hashes to
+    /// `confirm_token`.
+    pub async fn join_request_to_confirm(
+        &self,
+        confirm_token: &str,
+        now: i64,
+    ) -> Result<Option<JoinRequestRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOIN_COLUMNS} FROM join_requests \
+             WHERE confirm_token = $1 AND confirmed_at IS NULL AND expires_at >= $2"
+        ))
+        .bind(confirm_token)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(join_request_row))
+    }
+
+    /// Marks the request with this confirmation token confirmed, to lapse at `expires_at`
+    /// now that it waits for the owners, and queues `notices` (to the owners) in the same
+    /// transaction. Returns false, queueing nothing, when it was confirmed meanwhile or lapsed.
+    pub async fn confirm_join_request(
+        &self,
+        confirm_token: &str,
+        now: i64,
+        expires_at: i64,
+        notices: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE join_requests SET confirmed_at = $2, expires_at = $3 \
+             WHERE confirm_token = $1 AND confirmed_at IS NULL AND expires_at >= $2",
+        )
+        .bind(confirm_token)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        queue(&mut tx, notices, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The join requests of `list` not lapsed at `now`, confirmed or not, oldest first.
     pub async fn join_requests(
         &self,
         list: &str,
         now: i64,
     ) -> Result<Vec<JoinRequestRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT list, address, fingerprint, cert, note, requested_at, expires_at \
-             FROM join_requests WHERE list = $1 AND expires_at >= $2 \
-             ORDER BY requested_at, address",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {JOIN_COLUMNS} FROM join_requests WHERE list = $1 AND expires_at >= $2 \
+             ORDER BY requested_at, address, fingerprint"
+        ))
         .bind(list)
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| JoinRequestRow {
-                list: r.get("list"),
-                address: r.get("address"),
-                fingerprint: r.get("fingerprint"),
-                cert: r.get("cert"),
-                note: r.get("note"),
-                requested_at: r.get("requested_at"),
-                expires_at: r.get("expires_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(join_request_row).collect())
     }
 
-    /// Removes a join request once an owner decided, queueing `notices` (the requester's
-    /// answer) in the same transaction. Returns false, queueing nothing, when no request
-    /// was pending.
+    /// Removes a confirmed join request once an owner decided, queueing `notices` (the
+    /// requester's answer) in the same transaction; an approval also drops every other
+    /// request for that address, which is then on the roster. Returns false, queueing
+    /// nothing, when no such confirmed request was pending.
     pub async fn settle_join_request(
         &self,
         list: &str,
         address: &str,
+        fingerprint: &str,
+        approved: bool,
         now: i64,
         notices: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "DELETE FROM join_requests WHERE list = $1 AND address = $2 AND expires_at >= $3",
+            "DELETE FROM join_requests WHERE list = $1 AND address = $2 AND fingerprint = $3 \
+             AND confirmed_at IS NOT NULL AND expires_at >= $4",
         )
         .bind(list)
         .bind(address)
+        .bind(fingerprint)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
+        }
+        if approved {
+            sqlx::query("DELETE FROM join_requests WHERE list = $1 AND address = $2")
+                .bind(list)
+                .bind(address)
+                .execute(&mut *tx)
+                .await?;
         }
         queue(&mut tx, notices, now).await?;
         tx.commit().await?;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
-use hushlist_store::membership::{JoinRequestRow, OutboxMessage, SentProbe};
+use hushlist_store::membership::{
+    JoinFiling, JoinLimits, JoinRequestRow, OutboxMessage, SentProbe,
+};
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
@@ -56,7 +58,7 @@ conformance!(
     suspensions_are_per_list_and_resume_removes_them,
     bounce_scores_are_compare_and_set_and_probes_are_found_by_token,
     outbox_messages_are_claimed_once_per_lease_until_sent_or_failed,
-    join_requests_are_filed_once_lapse_and_settle_with_their_answer,
+    join_requests_are_confirmed_kept_per_key_lapse_and_settle_with_their_answer,
     held_posts_stay_out_of_the_queue_and_archive_until_released_or_discarded,
     concurrent_claims_from_two_instances_take_each_delivery_once,
     request_counts_are_per_signer_and_window_and_pruned,
@@ -571,14 +573,18 @@ async fn outbox_messages_are_claimed_once_per_lease_until_sent_or_failed(db: &Sc
     );
 }
 
-async fn join_requests_are_filed_once_lapse_and_settle_with_their_answer(db: &ScratchDb) {
+async fn join_requests_are_confirmed_kept_per_key_lapse_and_settle_with_their_answer(
+    db: &ScratchDb,
+) {
     let store = db.open().await.unwrap();
-    let request = |address: &str, at: i64| JoinRequestRow {
+    let request = |address: &str, key: &str, at: i64| JoinRequestRow {
         list: "l".into(),
         address: address.into(),
-        fingerprint: "F1".into(),
-        cert: "-----BEGIN PGP PUBLIC KEY BLOCK-----".into(),
+        fingerprint: key.into(),
+        request: format!("{{\"signed by\": \"{key}\"}}"),
         note: Some("hello".into()),
+        confirm_token: format!("token-{address}-{key}"),
+        confirmed_at: None,
         requested_at: at,
         expires_at: at + 100,
     };
@@ -587,74 +593,126 @@ async fn join_requests_are_filed_once_lapse_and_settle_with_their_answer(db: &Sc
         recipient: to.into(),
         message: b"notice".to_vec(),
     };
-    let filed = store
-        .file_join_request(
-            &request("a@example.org", 10),
-            2,
-            &[notice("owner@example.org")],
-        )
+    let limits = JoinLimits {
+        per_list: 3,
+        per_address: 2,
+    };
+    let file = |row: JoinRequestRow, to: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .file_join_request(&row, limits, &[notice(to)])
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        file(request("a@example.org", "F1", 10), "a@example.org").await,
+        JoinFiling::Filed
+    );
+    // The same address and key asking again files nothing and mails nothing again.
+    assert_eq!(
+        file(request("a@example.org", "F1", 20), "a@example.org").await,
+        JoinFiling::AlreadyPending
+    );
+    // Another key for the same address is kept beside it, up to the per-address limit.
+    assert_eq!(
+        file(request("a@example.org", "F2", 20), "a@example.org").await,
+        JoinFiling::Filed
+    );
+    assert_eq!(
+        file(request("a@example.org", "F3", 20), "a@example.org").await,
+        JoinFiling::AddressFull
+    );
+    assert_eq!(
+        file(request("b@example.org", "F4", 30), "b@example.org").await,
+        JoinFiling::Filed
+    );
+    assert_eq!(
+        file(request("c@example.org", "F5", 40), "c@example.org").await,
+        JoinFiling::ListFull
+    );
+    assert_eq!(store.unsent_outbox().await.unwrap().len(), 3);
+
+    // Confirming needs the right token, once, before the request lapses.
+    assert_eq!(
+        store.join_request_to_confirm("token-x", 40).await.unwrap(),
+        None
+    );
+    let to_confirm = store
+        .join_request_to_confirm("token-a@example.org-F2", 40)
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(filed, Some(true));
-    // Asking again while pending files nothing and tells nobody again.
-    let again = store
-        .file_join_request(
-            &request("a@example.org", 20),
-            2,
-            &[notice("owner@example.org")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(again, Some(false));
-    assert_eq!(store.unsent_outbox().await.unwrap().len(), 1);
-    store
-        .file_join_request(&request("b@example.org", 30), 2, &[])
-        .await
-        .unwrap();
-    // Two pending: a third is turned away.
+    assert_eq!(to_confirm, request("a@example.org", "F2", 20));
+    assert!(
+        store
+            .confirm_join_request("token-a@example.org-F2", 40, 1_000, &[notice("owner")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .confirm_join_request("token-a@example.org-F2", 41, 1_000, &[notice("owner")])
+            .await
+            .unwrap(),
+        "a confirmation counts once"
+    );
     assert_eq!(
         store
-            .file_join_request(&request("c@example.org", 40), 2, &[])
+            .join_request_to_confirm("token-a@example.org-F2", 41)
             .await
             .unwrap(),
         None
     );
-    let pending = store.join_requests("l", 40).await.unwrap();
+    assert!(
+        !store
+            .confirm_join_request("token-b@example.org-F4", 131, 1_000, &[notice("owner")])
+            .await
+            .unwrap(),
+        "b's request lapsed at 130"
+    );
+    let pending = store.join_requests("l", 41).await.unwrap();
     assert_eq!(
         pending
             .iter()
-            .map(|r| r.address.as_str())
+            .map(|r| (r.fingerprint.as_str(), r.confirmed_at))
             .collect::<Vec<_>>(),
-        ["a@example.org", "b@example.org"]
+        [("F1", None), ("F2", Some(40)), ("F4", None)]
     );
-    assert_eq!(pending[0], request("a@example.org", 10));
-    // a's request lapses at 110; then there is room for c.
-    assert_eq!(store.join_requests("l", 111).await.unwrap().len(), 1);
+    assert_eq!(pending[1].expires_at, 1_000);
+    // The unconfirmed F1 and F4 lapse at 110 and 130; the confirmed F2 waits for the owners.
+    assert_eq!(store.join_requests("l", 131).await.unwrap().len(), 1);
+
+    // Only a confirmed request can be settled; approving drops the address's other keys.
+    assert!(
+        !store
+            .settle_join_request("l", "a@example.org", "F1", true, 50, &[notice("a")])
+            .await
+            .unwrap(),
+        "an unconfirmed request cannot be settled"
+    );
+    assert!(
+        store
+            .settle_join_request("l", "a@example.org", "F2", true, 50, &[notice("a")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .settle_join_request("l", "a@example.org", "F2", true, 51, &[notice("a")])
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store
-            .file_join_request(&request("c@example.org", 111), 2, &[])
-            .await
-            .unwrap(),
-        Some(true)
-    );
-    assert!(
-        !store
-            .settle_join_request("l", "a@example.org", 112, &[notice("a@example.org")])
-            .await
-            .unwrap(),
-        "a lapsed request cannot be settled"
-    );
-    assert!(
-        store
-            .settle_join_request("l", "b@example.org", 112, &[notice("b@example.org")])
+            .join_requests("l", 51)
             .await
             .unwrap()
-    );
-    assert!(
-        !store
-            .settle_join_request("l", "b@example.org", 113, &[notice("b@example.org")])
-            .await
-            .unwrap()
+            .iter()
+            .map(|r| r.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+        ["F4"]
     );
     let told: Vec<String> = store
         .unsent_outbox()
@@ -663,7 +721,16 @@ async fn join_requests_are_filed_once_lapse_and_settle_with_their_answer(db: &Sc
         .into_iter()
         .map(|(m, _)| m.recipient)
         .collect();
-    assert_eq!(told, ["owner@example.org", "b@example.org"]);
+    assert_eq!(
+        told,
+        [
+            "a@example.org",
+            "a@example.org",
+            "b@example.org",
+            "owner",
+            "a"
+        ]
+    );
     assert_eq!(store.join_requests("other", 0).await.unwrap(), []);
 }
 
