@@ -410,3 +410,98 @@ pub fn my_address(me: &SecretIdentity) -> Result<Address, PostError> {
         .next()
         .ok_or(PostError::NoAddressInIdentity)
 }
+
+#[cfg(test)]
+mod tests {
+    use hushlist_core::KeyId;
+
+    use super::*;
+
+    const MALLORY: &str = "mallory@example.net";
+
+    /// `message` as opened from a post validly signed by Mallory, a roster member.
+    fn show(message: &str) -> Result<Shown, PostError> {
+        let opened = Opened {
+            message: message.as_bytes().to_vec(),
+            signature: Signature::Valid(Fingerprint::try_from("AB".repeat(20)).unwrap()),
+            key_id: KeyId::generate(OsRng),
+        };
+        shown(opened, Some(Address::parse(MALLORY).unwrap()))
+    }
+
+    fn author_count(message: &str) -> Vec<String> {
+        match show(message) {
+            Err(PostError::AuthorCount { found, .. }) => found,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn claimed(message: &str) -> String {
+        match show(message) {
+            Err(PostError::NotTheSigner { claimed, .. }) => claimed,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_author_a_from_names_counts() {
+        assert_eq!(
+            author_count("From: mallory@example.net, ceo@example.org\r\n\r\nx\r\n"),
+            ["mallory@example.net", "ceo@example.org"]
+        );
+        assert_eq!(
+            author_count("To: team@lists.example.org\r\n\r\nx\r\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            claimed("From: board: ceo@example.org;\r\n\r\nx\r\n"),
+            "ceo@example.org"
+        );
+        assert_eq!(
+            claimed("From: The Chief Executive\r\n\r\nx\r\n"),
+            "The Chief Executive"
+        );
+        // mail-parser reads a name with spaces in it as the name without them; so do we.
+        assert_eq!(
+            claimed("F rom: ceo@example.org\r\n\r\nx\r\n"),
+            "ceo@example.org"
+        );
+    }
+
+    #[test]
+    fn the_signer_may_write_their_address_in_any_case_and_name_themself_as_sender() {
+        let shown =
+            show("From: Mallory <MALLORY@example.net>\r\nSender: mallory@example.net\r\n\r\nx\r\n")
+                .unwrap();
+        assert!(
+            shown
+                .message
+                .starts_with(b"Hushlist-Verified-Signer: mallory@example.net (ABAB")
+        );
+    }
+
+    /// A line mail-parser skips inside the header block, then a line of spaces that ends the
+    /// block for it but not for a reader that takes it as folding: the From after it is
+    /// shown as body, below a blank line, not as a second author.
+    #[test]
+    fn lines_the_parser_skipped_do_not_reach_the_reader_as_headers() {
+        let shown = show(
+            "From: mallory@example.net\r\nnot a header\r\n \r\nFrom: ceo@example.org\r\n\r\nx\r\n",
+        )
+        .unwrap();
+        let text = String::from_utf8(shown.message).unwrap();
+        assert!(
+            text.ends_with("From: mallory@example.net\r\n\r\nFrom: ceo@example.org\r\n\r\nx\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("not a header"), "{text}");
+    }
+
+    #[test]
+    fn a_nul_in_the_headers_is_refused() {
+        assert!(matches!(
+            show("From: mallory@example.net\r\nSubject: a\0From: ceo@example.org\r\n\r\nx\r\n"),
+            Err(PostError::AmbiguousHeaders { .. })
+        ));
+    }
+}

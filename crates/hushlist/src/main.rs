@@ -89,7 +89,9 @@ enum Command {
         subject: Option<String>,
     },
     /// Decrypt a delivered post read from stdin and print it with the verified signer in a
-    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts.
+    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts, and posts whose
+    /// From (or Sender) is not their signer. (So do `archive --open`, `archive --download`
+    /// and `list held --open`.)
     Open {
         /// Print the post with your PKESK spliced in instead: a standard PGP/MIME message any
         /// OpenPGP client decrypts with your key.
