@@ -5,11 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hushlist_core::listmail::HELD_REPLY;
 use hushlist_core::outer::EncryptedPost;
 use hushlist_core::roster::Roster;
-use hushlist_core::{Address, SecretIdentity};
+use hushlist_core::{Address, Fingerprint, SecretIdentity};
 use hushlist_envelope::{OpenWith, Opened, Signature, open, seal};
 use mail_builder::headers::Header as _;
 use mail_builder::headers::date::Date;
-use mail_parser::MessageParser;
+use mail_parser::{Header, HeaderName, MessageParser};
 use rand::rngs::OsRng;
 
 use crate::lists::ListConfig;
@@ -48,6 +48,36 @@ pub enum PostError {
     },
     #[error("the post could not be opened: {0}")]
     Open(String),
+    #[error("refused: the post is not signed")]
+    Unsigned,
+    #[error(
+        "refused: the post's signature does not verify against anyone on the list's roster (forged, tampered, or signed by someone not on it)"
+    )]
+    BadSignature,
+    #[error("refused: signed by {0}, who is not on the list's roster")]
+    SignerNotOnRoster(Fingerprint),
+    #[error(
+        "refused: the post is signed by {signer}, but its message names {} {header} addresses ({}); a mail reader would show one of them as the author, so it is not shown; tell the list's owners",
+        found.len(),
+        listed(found)
+    )]
+    AuthorCount {
+        header: &'static str,
+        found: Vec<String>,
+        signer: Address,
+    },
+    #[error(
+        "refused: the post's message says {header}: {claimed}, but it is signed by {signer}; a member may be posing as {claimed}, so it is not shown; tell the list's owners"
+    )]
+    NotTheSigner {
+        header: &'static str,
+        claimed: String,
+        signer: Address,
+    },
+    #[error(
+        "refused: the post signed by {signer} has a bare CR or NUL in its message's headers, where mail readers disagree on where a header ends, so it is not shown"
+    )]
+    AmbiguousHeaders { signer: Address },
     #[error(transparent)]
     Remote(#[from] RemoteError),
 }
@@ -120,10 +150,161 @@ pub async fn send(
     })
 }
 
+/// The header a shown post starts with. Every header whose name begins `Hushlist-Verified`
+/// is ours to write, so any the sender put inside the message is removed before it is shown.
+pub const VERIFIED_SIGNER_HEADER: &str = "Hushlist-Verified-Signer";
+const OUR_HEADER_PREFIX: &str = "hushlist-verified";
+
+/// A post as a member is shown it.
+#[derive(Debug)]
+pub struct Shown {
+    /// The signer's roster address, which the message's From names.
+    pub signer: Address,
+    /// The inner message, starting with `Hushlist-Verified-Signer`.
+    pub message: Vec<u8>,
+}
+
+/// Opens a delivered post as `me` and checks it as `shown` does: the one way a post is
+/// opened for a person to read, so `open`, `archive --open`, `archive --download` and
+/// `list held --open` cannot check differently.
+pub async fn show_post(
+    me: &SecretIdentity,
+    lists: &[ListConfig],
+    raw: &[u8],
+) -> Result<Shown, PostError> {
+    let (opened, signer) = open_post(me, lists, raw).await?;
+    shown(opened, signer)
+}
+
+/// The opened message as shown, or why it is not shown: it must be validly signed by a
+/// roster member, and its headers must name that member as the author, since mail readers
+/// show the From (and Sender) and not our header. So exactly one From address and at most
+/// one Sender address, each the signer's; no bare CR or NUL in the headers, which readers
+/// split differently. The header block is rebuilt from the fields mail-parser read (a line
+/// it skipped cannot become a header to another reader), without any `Hushlist-Verified*`
+/// field the sender wrote in whatever case or spacing, after ours.
+fn shown(opened: Opened, signer: Option<Address>) -> Result<Shown, PostError> {
+    let (fingerprint, signer) = match (opened.signature, signer) {
+        (Signature::Valid(fingerprint), Some(signer)) => (fingerprint, signer),
+        (Signature::Valid(fingerprint), None) => {
+            return Err(PostError::SignerNotOnRoster(fingerprint));
+        }
+        (Signature::Invalid, _) => return Err(PostError::BadSignature),
+        (Signature::Unsigned, _) => return Err(PostError::Unsigned),
+    };
+    let message = &opened.message;
+    let Some(parsed) = MessageParser::new().parse(message) else {
+        return Err(PostError::AuthorCount {
+            header: "From",
+            found: Vec::new(),
+            signer,
+        });
+    };
+    let headers = parsed.root_part().headers();
+    let headers_end = headers.last().map_or(0, |h| h.offset_end as usize);
+    let ambiguous = message[..headers_end]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == 0 || (b == b'\r' && message.get(i + 1) != Some(&b'\n')));
+    if ambiguous {
+        return Err(PostError::AmbiguousHeaders { signer });
+    }
+    for (header, name, required) in [
+        ("From", HeaderName::From, true),
+        ("Sender", HeaderName::Sender, false),
+    ] {
+        let found: Vec<String> = headers
+            .iter()
+            .filter(|h| h.name == name)
+            .flat_map(|h| addresses_in(message, h))
+            .collect();
+        match found.as_slice() {
+            [] if !required => {}
+            [claimed] => {
+                if !Address::parse(claimed).is_ok_and(|a| a.same_mailbox(&signer)) {
+                    return Err(PostError::NotTheSigner {
+                        header,
+                        claimed: claimed.clone(),
+                        signer,
+                    });
+                }
+            }
+            _ => {
+                return Err(PostError::AuthorCount {
+                    header,
+                    found,
+                    signer,
+                });
+            }
+        }
+    }
+
+    let eol: &[u8] = match headers.first() {
+        Some(h) if message[..h.offset_end as usize].ends_with(b"\r\n") => b"\r\n",
+        _ => b"\n",
+    };
+    let body_start = (parsed.root_part().offset_body as usize).max(headers_end);
+    let mut shown = Vec::with_capacity(message.len() + 128);
+    shown.extend_from_slice(
+        format!("{VERIFIED_SIGNER_HEADER}: {signer} ({fingerprint})").as_bytes(),
+    );
+    shown.extend_from_slice(eol);
+    for header in headers.iter().filter(|h| !is_ours(h.name.as_str())) {
+        shown.extend_from_slice(&message[header.offset_field as usize..header.offset_end as usize]);
+    }
+    shown.extend_from_slice(eol);
+    shown.extend_from_slice(&message[body_start..]);
+    Ok(Shown {
+        signer,
+        message: shown,
+    })
+}
+
+/// Every address a From or Sender field names; a field that names none by address counts
+/// as one, in its own words, so it cannot pass as no author at all.
+fn addresses_in(message: &[u8], header: &Header) -> Vec<String> {
+    let named: Vec<String> = header
+        .value
+        .as_address()
+        .into_iter()
+        .flat_map(|a| a.iter())
+        .map(|a| match a.address() {
+            Some(address) => address.to_owned(),
+            None => a.name().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    if named.is_empty() {
+        let raw = &message[header.offset_start as usize..header.offset_end as usize];
+        vec![String::from_utf8_lossy(raw).trim().to_owned()]
+    } else {
+        named
+    }
+}
+
+/// Whether a header name is one of ours, ignoring case and the whitespace mail-parser
+/// ignores in names.
+fn is_ours(name: &str) -> bool {
+    let name: String = name
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    name.starts_with(OUR_HEADER_PREFIX)
+}
+
+fn listed(addresses: &[String]) -> String {
+    if addresses.is_empty() {
+        "none".to_owned()
+    } else {
+        addresses.join(", ")
+    }
+}
+
 /// Opens a delivered post as `me`: with the PKESK spliced into it (push mode) or with one
 /// fetched from the list's key server (pull mode), checking the signature against the
-/// list's roster. `lists` are the lists this home knows; the post names which one.
-pub async fn open_post(
+/// list's roster. `lists` are the lists this home knows; the post names which one. Private:
+/// what it returns is unchecked; people are shown posts through `show_post`.
+async fn open_post(
     me: &SecretIdentity,
     lists: &[ListConfig],
     raw: &[u8],
@@ -228,4 +409,99 @@ pub fn my_address(me: &SecretIdentity) -> Result<Address, PostError> {
         .into_iter()
         .next()
         .ok_or(PostError::NoAddressInIdentity)
+}
+
+#[cfg(test)]
+mod tests {
+    use hushlist_core::KeyId;
+
+    use super::*;
+
+    const MALLORY: &str = "mallory@example.net";
+
+    /// `message` as opened from a post validly signed by Mallory, a roster member.
+    fn show(message: &str) -> Result<Shown, PostError> {
+        let opened = Opened {
+            message: message.as_bytes().to_vec(),
+            signature: Signature::Valid(Fingerprint::try_from("AB".repeat(20)).unwrap()),
+            key_id: KeyId::generate(OsRng),
+        };
+        shown(opened, Some(Address::parse(MALLORY).unwrap()))
+    }
+
+    fn author_count(message: &str) -> Vec<String> {
+        match show(message) {
+            Err(PostError::AuthorCount { found, .. }) => found,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn claimed(message: &str) -> String {
+        match show(message) {
+            Err(PostError::NotTheSigner { claimed, .. }) => claimed,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_author_a_from_names_counts() {
+        assert_eq!(
+            author_count("From: mallory@example.net, ceo@example.org\r\n\r\nx\r\n"),
+            ["mallory@example.net", "ceo@example.org"]
+        );
+        assert_eq!(
+            author_count("To: team@lists.example.org\r\n\r\nx\r\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            claimed("From: board: ceo@example.org;\r\n\r\nx\r\n"),
+            "ceo@example.org"
+        );
+        assert_eq!(
+            claimed("From: The Chief Executive\r\n\r\nx\r\n"),
+            "The Chief Executive"
+        );
+        // mail-parser reads a name with spaces in it as the name without them; so do we.
+        assert_eq!(
+            claimed("F rom: ceo@example.org\r\n\r\nx\r\n"),
+            "ceo@example.org"
+        );
+    }
+
+    #[test]
+    fn the_signer_may_write_their_address_in_any_case_and_name_themself_as_sender() {
+        let shown =
+            show("From: Mallory <MALLORY@example.net>\r\nSender: mallory@example.net\r\n\r\nx\r\n")
+                .unwrap();
+        assert!(
+            shown
+                .message
+                .starts_with(b"Hushlist-Verified-Signer: mallory@example.net (ABAB")
+        );
+    }
+
+    /// A line mail-parser skips inside the header block, then a line of spaces that ends the
+    /// block for it but not for a reader that takes it as folding: the From after it is
+    /// shown as body, below a blank line, not as a second author.
+    #[test]
+    fn lines_the_parser_skipped_do_not_reach_the_reader_as_headers() {
+        let shown = show(
+            "From: mallory@example.net\r\nnot a header\r\n \r\nFrom: ceo@example.org\r\n\r\nx\r\n",
+        )
+        .unwrap();
+        let text = String::from_utf8(shown.message).unwrap();
+        assert!(
+            text.ends_with("From: mallory@example.net\r\n\r\nFrom: ceo@example.org\r\n\r\nx\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("not a header"), "{text}");
+    }
+
+    #[test]
+    fn a_nul_in_the_headers_is_refused() {
+        assert!(matches!(
+            show("From: mallory@example.net\r\nSubject: a\0From: ceo@example.org\r\n\r\nx\r\n"),
+            Err(PostError::AmbiguousHeaders { .. })
+        ));
+    }
 }

@@ -17,7 +17,6 @@ use hushlist_client::rosters;
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role};
 use hushlist_core::{Address, SecretIdentity};
-use hushlist_envelope::Signature;
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
@@ -240,12 +239,9 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "\n5. Each member opens their copy, fetching its key from the key server:"
     )?;
     for (person, copy) in people.iter().zip(&copies) {
-        let (opened, signer) =
-            posts::open_post(&person.identity, std::slice::from_ref(&config), copy).await?;
-        let (Signature::Valid(_), Some(signer)) = (&opened.signature, signer) else {
-            bail!("the signature inside the post did not verify");
-        };
-        let text = String::from_utf8_lossy(&opened.message);
+        let shown = posts::show_post(&person.identity, std::slice::from_ref(&config), copy).await?;
+        let signer = &shown.signer;
+        let text = String::from_utf8_lossy(&shown.message);
         let subject = text
             .lines()
             .find(|l| l.starts_with("Subject:"))
@@ -270,11 +266,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         out,
         "\n6. Olivia removes carol. The list keeps keys to its current members, so carol's copy\n   is now sealed shut:"
     )?;
-    match posts::open_post(&carol.identity, std::slice::from_ref(&config), &copies[2]).await {
+    match posts::show_post(&carol.identity, std::slice::from_ref(&config), &copies[2]).await {
         Err(refusal) => writeln!(out, "   carol is refused: {refusal}")?,
         Ok(_) => bail!("carol could still open the post after her removal"),
     }
-    posts::open_post(&bob.identity, std::slice::from_ref(&config), &copies[1]).await?;
+    posts::show_post(&bob.identity, std::slice::from_ref(&config), &copies[1]).await?;
     writeln!(out, "   bob still opens it.")?;
     print_key_server_view(out, &people, &config, &key_id).await?;
 

@@ -20,7 +20,6 @@ use hushlist_core::roster::{
     Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role,
 };
 use hushlist_core::{Cert, SecretIdentity};
-use hushlist_envelope::Signature;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::OsRng;
 
@@ -95,7 +94,9 @@ enum Command {
         subject: Option<String>,
     },
     /// Decrypt a delivered post read from stdin and print it with the verified signer in a
-    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts.
+    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts, and posts whose
+    /// From (or Sender) is not their signer. (So do `archive --open`, `archive --download`
+    /// and `list held --open`.)
     Open {
         /// Print the post with your PKESK spliced in instead: a standard PGP/MIME message any
         /// OpenPGP client decrypts with your key.
@@ -981,34 +982,9 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
 
 /// Opens a post and prints it with its verified signer, or refuses.
 async fn print_opened(me: &SecretIdentity, lists: &[ListConfig], raw: &[u8]) -> anyhow::Result<()> {
-    let text = opened_text(me, lists, raw).await?;
-    std::io::stdout().lock().write_all(&text)?;
+    let shown = posts::show_post(me, lists, raw).await?;
+    std::io::stdout().lock().write_all(&shown.message)?;
     Ok(())
-}
-
-/// A post opened, with a Hushlist-Verified-Signer header first; an error for a post that
-/// is not validly signed by someone on the roster.
-async fn opened_text(
-    me: &SecretIdentity,
-    lists: &[ListConfig],
-    raw: &[u8],
-) -> anyhow::Result<Vec<u8>> {
-    let (opened, signer) = posts::open_post(me, lists, raw).await?;
-    let header = match (&opened.signature, signer) {
-        (Signature::Valid(fingerprint), Some(address)) => {
-            format!("Hushlist-Verified-Signer: {address} ({fingerprint})\r\n")
-        }
-        (Signature::Valid(fingerprint), None) => {
-            anyhow::bail!("refused: signed by {fingerprint}, who is not on the list's roster")
-        }
-        (Signature::Invalid, _) => {
-            anyhow::bail!("refused: the post's signature does not verify (tampered or forged)")
-        }
-        (Signature::Unsigned, _) => anyhow::bail!("refused: the post is not signed"),
-    };
-    let mut text = header.into_bytes();
-    text.extend_from_slice(&opened.message);
-    Ok(text)
 }
 
 /// Signs `change` against the key server's roster and sends it to both servers.
@@ -1094,10 +1070,10 @@ async fn download_archive(
                 continue;
             }
             bar.set_message(format!("post {}", post.id));
-            match opened_text(me, std::slice::from_ref(config), &post.message).await {
-                Ok(text) => {
+            match posts::show_post(me, std::slice::from_ref(config), &post.message).await {
+                Ok(shown) => {
                     let partial = dir.join(format!(".{}.eml.part", post.id));
-                    std::fs::write(&partial, text)
+                    std::fs::write(&partial, shown.message)
                         .and_then(|()| std::fs::rename(&partial, &file))
                         .with_context(|| format!("writing {}", file.display()))?;
                     saved += 1;
