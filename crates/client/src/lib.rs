@@ -3,6 +3,7 @@
 //! over this crate.
 
 pub mod lists;
+pub mod pins;
 pub mod posts;
 pub mod remote;
 pub mod rosters;
