@@ -285,6 +285,36 @@ fn a_rolled_back_roster_is_refused() {
     assert!(err.contains("a rolled-back or stale log"), "{err}");
 }
 
+/// Only the path to the list server is taken over: it serves the log of another
+/// installation's list of the same address. The key server's log is still the pinned one, so
+/// the refusal names the list server.
+#[test]
+fn a_list_server_serving_another_list_is_named() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
+    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let other = Served::start(&dir.path().join("other"), mail.port, DOMAIN);
+    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
+    let mallory = Person::new(dir.path(), "mallory", "mallory@example.com");
+    let alice = Person::new(dir.path(), "alice", "alice@example.net");
+    olivia.create_list(&served);
+    mallory.create_list(&other);
+    let lists = Proxy::start(&runtime, &served.list_url);
+    alice.use_list(&served.key_url, &lists.url, &served.smtp, &[]);
+    assert!(ok(alice.run(&["list", "show", LIST])).contains("both servers agree"));
+
+    lists.serve_old_log(get(
+        &runtime,
+        &format!("{}/v1/lists/{LIST}/ops", other.list_url),
+    ));
+    let err = refused(alice.run(&["list", "show", LIST]));
+    assert!(
+        err.contains("the list server's team@lists.example.org is not the list this home pinned"),
+        "{err}"
+    );
+}
+
 /// The owner's key signs two different ops for seq 2, and each server gets one (the key
 /// server through `hushlist list add` while the list server was unreachable, the list server
 /// directly). Alice, who has seen the key server's op 2, refuses the list server's log and
