@@ -298,10 +298,17 @@ pub async fn push(members: usize) -> anyhow::Result<Vec<Figure>> {
         ],
     )?;
     let mut sealed = Vec::new();
+    let server_cert = key_server.server_cert().await?;
     for n in 0..POSTS {
         let post = sealed_post(&list, n, &key_url)?;
         key_server
-            .deposit(&list.owner, &list.address, &post.key_id, &post.session_key)
+            .deposit(
+                &list.owner,
+                &list.address,
+                &post.key_id,
+                &post.session_key,
+                &server_cert,
+            )
             .await?;
         sealed.push(post.message);
     }

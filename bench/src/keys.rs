@@ -162,11 +162,15 @@ async fn deposit_for(
         );
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
+                // Fetched for each deposit, as `hushlist send` does, so the figure stays the
+                // cost of a whole deposit.
+                let server_cert = keys.server_cert().await?;
                 keys.deposit(
                     &owner,
                     &list,
                     &KeyId::generate(OsRng),
                     &SessionKey::generate(OsRng),
+                    &server_cert,
                 )
                 .await?;
                 stored.fetch_add(1, Ordering::Relaxed);
@@ -197,6 +201,7 @@ pub async fn run(seconds: u64, fill_seconds: u64, bulk_keys: u64) -> anyhow::Res
         keys.append_op(&list.address, op).await?;
     }
     let mut key_ids = Vec::new();
+    let server_cert = keys.server_cert().await?;
     for _ in 0..16 {
         let key_id = KeyId::generate(OsRng);
         keys.deposit(
@@ -204,6 +209,7 @@ pub async fn run(seconds: u64, fill_seconds: u64, bulk_keys: u64) -> anyhow::Res
             &list.address,
             &key_id,
             &SessionKey::generate(OsRng),
+            &server_cert,
         )
         .await?;
         key_ids.push(key_id);

@@ -10,8 +10,9 @@ use hushlist_core::api::{JoinDecision, JoinRequestError, PendingJoin, VerifiedJo
 use hushlist_core::roster::{Change, MemberEntry, Role};
 use hushlist_core::{Address, Fingerprint, SecretIdentity};
 
+use crate::Home;
 use crate::lists::ListConfig;
-use crate::remote::{RemoteError, Server};
+use crate::remote::RemoteError;
 use crate::rosters::{self, RosterError};
 
 /// Why a request shown by the list server is not what it claims.
@@ -90,9 +91,7 @@ pub async fn pending(
     me: &SecretIdentity,
     list: &ListConfig,
 ) -> Result<Vec<CheckedJoin>, JoinError> {
-    let pending = Server::list_server(&list.list_server)
-        .pending_joins(me, &list.list)
-        .await?;
+    let pending = list.list_server()?.pending_joins(me, &list.list).await?;
     Ok(pending
         .requests
         .into_iter()
@@ -128,6 +127,7 @@ async fn requests_for(
 /// Returns the roster's new head seq.
 pub async fn approve(
     me: &SecretIdentity,
+    home: &Home,
     list: &ListConfig,
     address: &Address,
     fingerprint: &Fingerprint,
@@ -171,8 +171,8 @@ pub async fn approve(
         cert: verified.cert.to_armored(),
         role,
     };
-    let head_seq = rosters::change(me, list, Change::Add { member: entry }, now).await?;
-    Server::list_server(&list.list_server)
+    let head_seq = rosters::change(me, home, list, Change::Add { member: entry }, now).await?;
+    list.list_server()?
         .settle_join(
             me,
             &list.list,
@@ -226,7 +226,7 @@ pub async fn reject(
             }
         }
     };
-    Server::list_server(&list.list_server)
+    list.list_server()?
         .settle_join(
             me,
             &list.list,

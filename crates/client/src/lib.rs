@@ -4,6 +4,7 @@
 
 pub mod joins;
 pub mod lists;
+pub mod pins;
 pub mod posts;
 pub mod remote;
 pub mod rosters;

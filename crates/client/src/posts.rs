@@ -12,8 +12,10 @@ use mail_builder::headers::date::Date;
 use mail_parser::{Header, HeaderName, MessageParser};
 use rand::rngs::OsRng;
 
+use crate::Home;
 use crate::lists::ListConfig;
-use crate::remote::{RemoteError, Server, submit};
+use crate::pins::PinError;
+use crate::remote::{RemoteError, submit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -80,6 +82,8 @@ pub enum PostError {
     AmbiguousHeaders { signer: Address },
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
 /// What happened to a sent post.
@@ -93,9 +97,11 @@ pub struct Sent {
 
 /// Seals `message` (To: the list), deposits its key with the list's key server and hands it
 /// to the list server. A message without a Date gets one, since the envelope keeps Date
-/// outside and the core reads no clock.
+/// outside and the core reads no clock. The key is sealed only to the certificate pinned
+/// for the key server in `home`.
 pub async fn send(
     me: &SecretIdentity,
+    home: &Home,
     list: &ListConfig,
     message: &[u8],
 ) -> Result<Sent, PostError> {
@@ -130,15 +136,22 @@ pub async fn send(
     }
     let sealed =
         seal(OsRng, &message, me, &list.key_server).map_err(|e| PostError::Seal(e.to_string()))?;
-    let keys = Server::key_server(&list.key_server);
-    let receipt = match keys
-        .deposit(me, &list.list, &sealed.key_id, &sealed.session_key)
+    let server_cert = home.server_cert(list).await?;
+    let receipt = match list
+        .key_server()?
+        .deposit(
+            me,
+            &list.list,
+            &sealed.key_id,
+            &sealed.session_key,
+            &server_cert,
+        )
         .await
     {
         Ok(receipt) => receipt,
         Err(refusal @ RemoteError::Refused { .. }) => {
-            let roster = keys.roster(&list.list).await?;
-            return Err(explain_refusal(me, &roster, refusal));
+            let rosters = home.rosters(list).await?;
+            return Err(explain_refusal(me, rosters.newest(), refusal));
         }
         Err(e) => return Err(e.into()),
     };
@@ -169,10 +182,11 @@ pub struct Shown {
 /// `list held --open` cannot check differently.
 pub async fn show_post(
     me: &SecretIdentity,
+    home: &Home,
     lists: &[ListConfig],
     raw: &[u8],
 ) -> Result<Shown, PostError> {
-    let (opened, signer) = open_post(me, lists, raw).await?;
+    let (opened, signer) = open_post(me, home, lists, raw).await?;
     shown(opened, signer)
 }
 
@@ -302,25 +316,28 @@ fn listed(addresses: &[String]) -> String {
 
 /// Opens a delivered post as `me`: with the PKESK spliced into it (push mode) or with one
 /// fetched from the list's key server (pull mode), checking the signature against the
-/// list's roster. `lists` are the lists this home knows; the post names which one. Private:
-/// what it returns is unchecked; people are shown posts through `show_post`.
+/// list's roster as pinned in `home`. `lists` are the lists this home knows; the post names
+/// which one. Private: what it returns is unchecked; people are shown posts through
+/// `show_post`.
 async fn open_post(
     me: &SecretIdentity,
+    home: &Home,
     lists: &[ListConfig],
     raw: &[u8],
 ) -> Result<(Opened, Option<Address>), PostError> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
-    let keys = Server::key_server(&list.key_server);
-    let roster = keys.roster(&list.list).await?;
+    let rosters = home.rosters(list).await?;
+    let roster = rosters.newest();
     let signers: Vec<_> = roster.members().map(|m| m.cert.clone()).collect();
     let opened = match open(raw, OpenWith::Identity(me), &signers) {
         Ok(opened) => opened,
         Err(_) => {
-            let pkesk = keys
+            let pkesk = list
+                .key_server()?
                 .fetch_key(me, &list.list, &post.key_id)
                 .await
-                .map_err(|e| explain_refusal(me, &roster, e))?;
+                .map_err(|e| explain_refusal(me, roster, e))?;
             open(raw, OpenWith::Pkesk(&pkesk, me), &signers)
                 .map_err(|e| PostError::Open(e.to_string()))?
         }
@@ -339,17 +356,18 @@ async fn open_post(
 /// client opens with my secret key alone.
 pub async fn splice_post(
     me: &SecretIdentity,
+    home: &Home,
     lists: &[ListConfig],
     raw: &[u8],
 ) -> Result<Vec<u8>, PostError> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
-    let keys = Server::key_server(&list.key_server);
-    let roster = keys.roster(&list.list).await?;
-    let pkesk = keys
+    let rosters = home.rosters(list).await?;
+    let pkesk = list
+        .key_server()?
         .fetch_key(me, &list.list, &post.key_id)
         .await
-        .map_err(|e| explain_refusal(me, &roster, e))?;
+        .map_err(|e| explain_refusal(me, rosters.newest(), e))?;
     Ok(post.splice(raw, &[pkesk]))
 }
 

@@ -50,6 +50,16 @@ pub enum RemoteError {
     SmtpFailed { address: String, detail: String },
     #[error("signing the request failed: {0}")]
     Signing(String),
+    #[error("the {server} URL {url} is not usable: {detail}")]
+    BadUrl {
+        server: &'static str,
+        url: String,
+        detail: String,
+    },
+    #[error(
+        "the {server} URL {url} is plain http:// to a host that is not this machine, so anyone on the path could answer for it; use https://, or give --insecure-http to `hushlist list use` / `list create` if you accept that"
+    )]
+    InsecureHttp { server: &'static str, url: String },
 }
 
 /// One of the two servers, by its base URL.
@@ -106,8 +116,9 @@ impl Server {
         self.post(&format!("/v1/lists/{list}/ops"), op, None).await
     }
 
-    /// The list's roster, verified op by op from its genesis.
-    pub async fn roster(&self, list: &Address) -> Result<Roster, RemoteError> {
+    /// The list's roster, verified op by op from its genesis, but not yet checked against
+    /// what this home pinned: the client reads rosters through [`crate::pins`] only.
+    pub(crate) async fn roster(&self, list: &Address) -> Result<Roster, RemoteError> {
         let ops: RosterOps = self.get(&format!("/v1/lists/{list}/ops")).await?;
         let bad = |detail: String| RemoteError::BadRoster {
             server: self.name,
@@ -125,6 +136,8 @@ impl Server {
         Ok(roster)
     }
 
+    /// The certificate deposits are sealed to, as this server says; the client takes it
+    /// through [`Home::server_cert`](crate::Home::server_cert), which checks the pin.
     pub async fn server_cert(&self) -> Result<Cert, RemoteError> {
         let key: ServerKey = self.get("/v1/server-key").await?;
         Cert::from_bytes(key.cert.as_bytes()).map_err(|e| RemoteError::Unexpected {
@@ -133,15 +146,16 @@ impl Server {
         })
     }
 
-    /// Deposits a post's session key, sealed to the key server's own key.
+    /// Deposits a post's session key, sealed to the key server's own certificate.
     pub async fn deposit(
         &self,
         me: &SecretIdentity,
         list: &Address,
         key_id: &KeyId,
         session_key: &SessionKey,
+        server_cert: &Cert,
     ) -> Result<DepositReceipt, RemoteError> {
-        let sealed = Pkesk::seal(OsRng, session_key, &self.server_cert().await?)
+        let sealed = Pkesk::seal(OsRng, session_key, server_cert)
             .map_err(|e| RemoteError::Signing(e.to_string()))?;
         let body = Deposit {
             key_id: key_id.clone(),

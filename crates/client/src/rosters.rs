@@ -10,7 +10,9 @@ use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp,
 use hushlist_core::{Address, Cert, SecretIdentity};
 use rand::rngs::OsRng;
 
+use crate::Home;
 use crate::lists::ListConfig;
+use crate::pins::{PinError, Pins, Rosters, ServerLog, is_missing};
 use crate::remote::{RemoteError, Server};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,15 +29,21 @@ pub enum RosterError {
         source: RemoteError,
     },
     #[error(
-        "the servers' rosters of {list} diverge at seq {seq}: they hold different ops there, so neither can be brought up to date from the other; check both servers' logs"
+        "the key server's roster of {list} is at seq {key_seq} but the list server's at {list_seq}; run `hushlist list sync {list}` first, so the change follows the newest op"
     )]
-    Diverged { list: Address, seq: u64 },
+    KeyServerBehind {
+        list: Address,
+        key_seq: u64,
+        list_seq: u64,
+    },
     #[error(
         "the {server} does not have {list} at all; run `hushlist list sync {list} --admin-token TOKEN` with the operators' admin token to create it there"
     )]
     MissingList { server: &'static str, list: Address },
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
 /// A member file with problems, all of them listed.
@@ -125,21 +133,31 @@ pub fn read_member_file(path: &Path) -> Result<Vec<MemberEntry>, MemberFileError
 }
 
 /// Creates `list` on both servers with `me` (at `my_address`) as its first owner: signs the
-/// genesis op and hands it to each with the operators' admin token.
+/// genesis op and hands it to each with the operators' admin token. Once the key server has
+/// the list, `home` remembers it, pinned to this genesis and the key server's certificate
+/// (so that `list sync` can finish a creation the list server missed).
 pub async fn create(
     me: &SecretIdentity,
     my_address: Address,
+    home: &Home,
     list: &ListConfig,
     policy: Policy,
     admin_token: &str,
     now: u64,
 ) -> Result<(), RosterError> {
+    let (keys, lists) = (list.key_server()?, list.list_server()?);
+    let server_cert = keys.server_cert().await?;
     let genesis = sign_genesis(OsRng, me, my_address, list.list.clone(), policy, now)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
-    Server::key_server(&list.key_server)
-        .create_list(admin_token, &genesis)
-        .await?;
-    Server::list_server(&list.list_server)
+    keys.create_list(admin_token, &genesis).await?;
+    let lock = home.lock_list(&list.list).map_err(PinError::from)?;
+    home.save_list(&ListConfig {
+        pins: Some(Pins::created(&genesis, me.fingerprint(), &server_cert)),
+        ..list.clone()
+    })
+    .map_err(PinError::from)?;
+    drop(lock);
+    lists
         .create_list(admin_token, &genesis)
         .await
         .map_err(|source| RosterError::HalfApplied {
@@ -150,20 +168,38 @@ pub async fn create(
     Ok(())
 }
 
-/// Signs `change` on top of the key server's roster and sends it to both servers. Returns
-/// the new head seq.
+/// Signs `change` on top of the key server's roster (read through the home's pins, and
+/// refused if the list server is ahead of it) and sends it to both servers. Returns the new
+/// head seq.
 pub async fn change(
     me: &SecretIdentity,
+    home: &Home,
     list: &ListConfig,
     change: Change,
     now: u64,
 ) -> Result<u64, RosterError> {
-    let keys = Server::key_server(&list.key_server);
-    let roster = keys.roster(&list.list).await?;
+    let mut roster = key_server_head(list, home.rosters(list).await?)?;
     let op = roster
         .sign_next(OsRng, me, now, change)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
-    append_to_both(list, &op).await
+    append_to_both(home, list, &mut roster, op).await
+}
+
+/// The key server's log, to sign the next op on: it must hold the newest head, or the op
+/// would take a place the list server has already filled.
+fn key_server_head(list: &ListConfig, rosters: Rosters) -> Result<Roster, RosterError> {
+    let list_seq = rosters.list_server.roster().map(Roster::head_seq);
+    match rosters.key_server {
+        ServerLog::Absent(e) => Err(e.into()),
+        ServerLog::Held(roster) => match list_seq {
+            Some(list_seq) if list_seq > roster.head_seq() => Err(RosterError::KeyServerBehind {
+                list: list.list.clone(),
+                key_seq: roster.head_seq(),
+                list_seq,
+            }),
+            _ => Ok(*roster),
+        },
+    }
 }
 
 /// What [`add_many`] did.
@@ -180,14 +216,13 @@ pub struct Added {
 /// members cost two thousand requests and no refetching.
 pub async fn add_many(
     me: &SecretIdentity,
+    home: &Home,
     list: &ListConfig,
     members: Vec<MemberEntry>,
     now: u64,
     mut progress: impl FnMut(&Address),
 ) -> Result<Added, RosterError> {
-    let mut roster = Server::key_server(&list.key_server)
-        .roster(&list.list)
-        .await?;
+    let mut roster = key_server_head(list, home.rosters(list).await?)?;
     let mut added = Added {
         head_seq: roster.head_seq(),
         ..Added::default()
@@ -200,10 +235,7 @@ pub async fn add_many(
             let op = roster
                 .sign_next(OsRng, me, now, Change::Add { member })
                 .map_err(|e| RosterError::Sign(e.to_string()))?;
-            added.head_seq = append_to_both(list, &op).await?;
-            roster
-                .apply(op)
-                .map_err(|e| RosterError::Sign(e.to_string()))?;
+            added.head_seq = append_to_both(home, list, &mut roster, op).await?;
             added.added += 1;
         }
         progress(&address);
@@ -211,13 +243,21 @@ pub async fn add_many(
     Ok(added)
 }
 
-/// Sends one already signed op to the key server, then the list server.
-async fn append_to_both(list: &ListConfig, op: &SignedOp) -> Result<u64, RosterError> {
-    let head = Server::key_server(&list.key_server)
-        .append_op(&list.list, op)
-        .await?;
-    Server::list_server(&list.list_server)
-        .append_op(&list.list, op)
+/// Sends `op`, signed on top of `roster`, to the key server, then the list server; once the
+/// key server has it, it joins `roster` and the home records it as seen.
+async fn append_to_both(
+    home: &Home,
+    list: &ListConfig,
+    roster: &mut Roster,
+    op: SignedOp,
+) -> Result<u64, RosterError> {
+    let head = list.key_server()?.append_op(&list.list, &op).await?;
+    roster
+        .apply(op.clone())
+        .map_err(|e| RosterError::Sign(e.to_string()))?;
+    home.record_own(list, roster)?;
+    list.list_server()?
+        .append_op(&list.list, &op)
         .await
         .map_err(|source| RosterError::HalfApplied {
             list: list.list.clone(),
@@ -238,40 +278,31 @@ pub struct Synced {
 }
 
 /// Brings both servers' rosters of `list` to the longer of the two, pushing the ops one
-/// lacks. Both logs are verified from their genesis; a server missing the list entirely gets
-/// the genesis op with `admin_token`.
-pub async fn sync(list: &ListConfig, admin_token: Option<&str>) -> Result<Synced, RosterError> {
-    let keys = Server::key_server(&list.key_server);
-    let lists = Server::list_server(&list.list_server);
-    let key_roster = roster_if_present(&keys, &list.list).await?;
-    let list_roster = roster_if_present(&lists, &list.list).await?;
-    let (key_roster, list_roster) = match (key_roster, list_roster) {
-        (Some(k), Some(l)) => (k, l),
-        (None, None) => {
-            return Err(RemoteError::Refused {
-                server: "key server",
-                status: 404,
-                code: "unknown_list".into(),
-                message: format!("neither server has {}", list.list),
+/// lacks. Both logs are read through the home's pins (so a server serving another list, a
+/// rolled-back log or a fork gets nothing); a server missing the list entirely gets the
+/// genesis op with `admin_token`.
+pub async fn sync(
+    home: &Home,
+    list: &ListConfig,
+    admin_token: Option<&str>,
+) -> Result<Synced, RosterError> {
+    let keys = list.key_server()?;
+    let lists = list.list_server()?;
+    let rosters = home.rosters(list).await?;
+    let (key_roster, list_roster) =
+        match (present(rosters.key_server)?, present(rosters.list_server)?) {
+            (Some(k), Some(l)) => (k, l),
+            (Some(k), None) => {
+                let l = create_from(&lists, &k, list, admin_token).await?;
+                (k, l)
             }
-            .into());
-        }
-        (Some(k), None) => {
-            let l = create_from(&lists, &k, list, admin_token).await?;
-            (k, l)
-        }
-        (None, Some(l)) => {
-            let k = create_from(&keys, &l, list, admin_token).await?;
-            (k, l)
-        }
-    };
+            (None, Some(l)) => {
+                let k = create_from(&keys, &l, list, admin_token).await?;
+                (k, l)
+            }
+            (None, None) => unreachable!("a reading without any log is an error"),
+        };
     let common = key_roster.head_seq().min(list_roster.head_seq());
-    if key_roster.hash_at(common) != list_roster.hash_at(common) {
-        return Err(RosterError::Diverged {
-            list: list.list.clone(),
-            seq: first_difference(&key_roster, &list_roster),
-        });
-    }
     let mut synced = Synced {
         to_key_server: 0,
         to_list_server: 0,
@@ -288,12 +319,12 @@ pub async fn sync(list: &ListConfig, admin_token: Option<&str>) -> Result<Synced
     Ok(synced)
 }
 
-/// The server's roster, or None if it does not know the list.
-async fn roster_if_present(server: &Server, list: &Address) -> Result<Option<Roster>, RosterError> {
-    match server.roster(list).await {
-        Ok(roster) => Ok(Some(roster)),
-        Err(RemoteError::Refused { status: 404, .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+/// The server's roster, or None if it does not have the list; an error if it could not say.
+fn present(log: ServerLog) -> Result<Option<Roster>, RosterError> {
+    match log {
+        ServerLog::Held(roster) => Ok(Some(*roster)),
+        ServerLog::Absent(e) if is_missing(&e) => Ok(None),
+        ServerLog::Absent(e) => Err(e.into()),
     }
 }
 
@@ -311,13 +342,5 @@ async fn create_from(
     let token = admin_token.ok_or_else(missing)?;
     let genesis = other.ops().first().ok_or_else(missing)?;
     server.create_list(token, genesis).await?;
-    Ok(server.roster(&list.list).await?)
-}
-
-/// The first seq where the two logs differ (they agree on genesis if both verified for the
-/// same list, but a forked owner could still sign two different ops for one seq).
-fn first_difference(a: &Roster, b: &Roster) -> u64 {
-    (0..=a.head_seq().min(b.head_seq()))
-        .find(|&seq| a.hash_at(seq) != b.hash_at(seq))
-        .unwrap_or(0)
+    Ok(Roster::genesis(genesis.clone()).expect("the genesis of a verified log verifies"))
 }

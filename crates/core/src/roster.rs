@@ -169,6 +169,25 @@ impl fmt::Display for OpHash {
     }
 }
 
+/// Text that is not an op hash (64 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an op hash (64 hex digits)")]
+pub struct BadOpHash(pub String);
+
+impl std::str::FromStr for OpHash {
+    type Err = BadOpHash;
+
+    /// An op hash as printed (hex, either case), e.g. a list's genesis hash handed out by
+    /// its owner.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(OpHash(text.to_ascii_lowercase()))
+        } else {
+            Err(BadOpHash(text.to_owned()))
+        }
+    }
+}
+
 /// A roster op as stored and sent: the exact signed body bytes and the signature.
 pub type SignedOp = Signed;
 

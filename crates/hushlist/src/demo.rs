@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use hushlist_client::Home;
 use hushlist_client::lists::ListConfig;
+use hushlist_client::pins::ServerLog;
 use hushlist_client::posts;
-use hushlist_client::remote::Server;
 use hushlist_client::rosters;
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role};
@@ -71,6 +71,8 @@ struct Person {
     name: &'static str,
     address: Address,
     identity: SecretIdentity,
+    /// Where this person's client keeps what it pinned about the list.
+    home: Home,
 }
 
 pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
@@ -129,6 +131,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         key_server: key_server.url.clone(),
         list_server: list_server.url.clone(),
         smtp: list_server.smtp_address.to_string(),
+        insecure_http: false,
+        pins: None,
     };
     writeln!(
         out,
@@ -156,6 +160,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
             name,
             address: Address::parse(address)?,
             identity,
+            home,
         });
     }
     let [olivia, bob, carol] = &people[..] else {
@@ -166,6 +171,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     rosters::create(
         &olivia.identity,
         olivia.address.clone(),
+        &olivia.home,
         &config,
         Policy::default(),
         admin_token.trim(),
@@ -180,13 +186,16 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         };
         rosters::change(
             &olivia.identity,
+            &olivia.home,
             &config,
             Change::Add { member: entry },
             now(),
         )
         .await?;
+        // The member's client pins the list (its genesis and the key server's key).
+        member.home.use_list(config.clone(), None).await?;
     }
-    let (key_head, list_head) = heads(&config).await?;
+    let (key_head, list_head) = heads(&olivia.home, &config).await?;
     writeln!(
         out,
         "\n2. Olivia creates {LIST} and adds bob and carol: each change an op she signs and sends\n   to both servers, which verify every op. Key server at seq {key_head}, list server at seq {list_head}{}.",
@@ -201,7 +210,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "From: Olivia <{}>\r\nTo: {LIST}\r\nSubject: Quarterly numbers\r\n\r\nRevenue is up. Keep it to yourselves.\r\n",
         olivia.address
     );
-    let sent = posts::send(&olivia.identity, &config, post.as_bytes()).await?;
+    let sent = posts::send(&olivia.identity, &olivia.home, &config, post.as_bytes()).await?;
     writeln!(
         out,
         "\n3. Olivia sends \"Quarterly numbers\": sealed on her machine under key id {},\n   the key deposited at the key server, the ciphertext posted to the list server over SMTP.",
@@ -239,7 +248,13 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "\n5. Each member opens their copy, fetching its key from the key server:"
     )?;
     for (person, copy) in people.iter().zip(&copies) {
-        let shown = posts::show_post(&person.identity, std::slice::from_ref(&config), copy).await?;
+        let shown = posts::show_post(
+            &person.identity,
+            &person.home,
+            std::slice::from_ref(&config),
+            copy,
+        )
+        .await?;
         let signer = &shown.signer;
         let text = String::from_utf8_lossy(&shown.message);
         let subject = text
@@ -255,6 +270,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
 
     rosters::change(
         &olivia.identity,
+        &olivia.home,
         &config,
         Change::Remove {
             address: carol.address.clone(),
@@ -266,11 +282,24 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         out,
         "\n6. Olivia removes carol. The list keeps keys to its current members, so carol's copy\n   is now sealed shut:"
     )?;
-    match posts::show_post(&carol.identity, std::slice::from_ref(&config), &copies[2]).await {
+    match posts::show_post(
+        &carol.identity,
+        &carol.home,
+        std::slice::from_ref(&config),
+        &copies[2],
+    )
+    .await
+    {
         Err(refusal) => writeln!(out, "   carol is refused: {refusal}")?,
         Ok(_) => bail!("carol could still open the post after her removal"),
     }
-    posts::show_post(&bob.identity, std::slice::from_ref(&config), &copies[1]).await?;
+    posts::show_post(
+        &bob.identity,
+        &bob.home,
+        std::slice::from_ref(&config),
+        &copies[1],
+    )
+    .await?;
     writeln!(out, "   bob still opens it.")?;
     print_key_server_view(out, &people, &config, &key_id).await?;
 
@@ -282,14 +311,15 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn heads(config: &ListConfig) -> anyhow::Result<(u64, u64)> {
-    let keys = Server::key_server(&config.key_server)
-        .roster(&config.list)
-        .await?;
-    let lists = Server::list_server(&config.list_server)
-        .roster(&config.list)
-        .await?;
-    Ok((keys.head_seq(), lists.head_seq()))
+/// Both servers' roster heads, as the owner's client reads them (checked against its pins).
+async fn heads(home: &Home, config: &ListConfig) -> anyhow::Result<(u64, u64)> {
+    let rosters = home.rosters(config).await?;
+    let head = |log: &ServerLog| {
+        log.roster()
+            .map(|r| r.head_seq())
+            .context("a server has no roster")
+    };
+    Ok((head(&rosters.key_server)?, head(&rosters.list_server)?))
 }
 
 /// The key server's own record of a post's key (read with the owner's, the first person's,
@@ -300,7 +330,8 @@ async fn print_key_server_view(
     config: &ListConfig,
     key_id: &hushlist_core::KeyId,
 ) -> anyhow::Result<()> {
-    let log = Server::key_server(&config.key_server)
+    let log = config
+        .key_server()?
         .audit(&people[0].identity, &config.list, key_id)
         .await?;
     writeln!(

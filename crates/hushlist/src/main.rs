@@ -12,12 +12,12 @@ use clap::{Parser, Subcommand};
 use hushlist_client::Home;
 use hushlist_client::joins;
 use hushlist_client::lists::ListConfig;
+use hushlist_client::pins::{Rosters, ServerLog};
 use hushlist_client::posts;
-use hushlist_client::remote::Server;
 use hushlist_client::rosters;
 use hushlist_core::api::HeldDecision;
 use hushlist_core::roster::{
-    Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role,
+    Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, OpHash, Policy, Posters, Role,
 };
 use hushlist_core::{Cert, SecretIdentity};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -194,16 +194,32 @@ enum ListAction {
         /// The operators' admin token (both servers').
         #[arg(long, env = "HUSHLIST_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
+        /// Allow plain http:// to servers that are not on this machine (anyone on the path
+        /// could then answer for them).
+        #[arg(long)]
+        insecure_http: bool,
     },
-    /// Remember where an existing list lives (for members).
+    /// Remember where an existing list lives (for members), and pin it: its genesis op, first
+    /// owner and the key server's certificate. Later rosters must start at that genesis and
+    /// never go back or fork from what this home has seen.
     Use {
         list: String,
+        /// Base URL of the key server (https://, or http:// on this machine).
         #[arg(long)]
         key_server: String,
+        /// Base URL of the list server's HTTP interface.
         #[arg(long)]
         list_server: String,
         #[arg(long)]
         smtp: String,
+        /// The list's genesis hash as an owner's `hushlist list show` prints it; without it
+        /// the servers' first answer is trusted.
+        #[arg(long, value_name = "HASH")]
+        genesis: Option<OpHash>,
+        /// Allow plain http:// to servers that are not on this machine (anyone on the path
+        /// could then answer for them).
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Requests to join, waiting for an owner (owners only).
     Pending { list: String },
@@ -398,7 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = home.list(&address(&list)?).with_context(|| {
                 format!("first tell this home where {list} lives: hushlist list use {list} --key-server URL --list-server URL --smtp HOST:PORT")
             })?;
-            let server = Server::list_server(&config.list_server);
+            let server = config.list_server()?;
             if let Some(token) = confirm {
                 let confirmed = server.confirm_join(&config.list, token.trim()).await?;
                 println!(
@@ -429,12 +445,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let home = home(cli.home)?;
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let server = Server::list_server(&config.list_server);
+            let server = config.list_server()?;
             let member = match member {
                 Some(text) => address(&text)?,
-                None => server
-                    .roster(&config.list)
+                None => home
+                    .rosters(&config)
                     .await?
+                    .newest()
                     .member_by_fingerprint(me.fingerprint())
                     .map(|m| m.address.clone())
                     .with_context(|| {
@@ -483,7 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     (config, message)
                 }
             };
-            let sent = posts::send(&me, &config, &message).await?;
+            let sent = posts::send(&me, &home, &config, &message).await?;
             eprintln!(
                 "posted to {} (key {} deposited at {}, roster at seq {}){}",
                 config.list,
@@ -503,7 +520,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let me = home.load_identity(&passphrase())?;
             let config = one_list(&home, list.as_deref())?;
             let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            Server::key_server(&config.key_server)
+            config
+                .key_server()?
                 .revoke(&me, &config.list, &key_id)
                 .await?;
             println!("key {key_id} destroyed: the post can no longer be opened");
@@ -514,7 +532,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let me = home.load_identity(&passphrase())?;
             let config = one_list(&home, list.as_deref())?;
             let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let log = Server::key_server(&config.key_server)
+            let log = config
+                .key_server()?
                 .audit(&me, &config.list, &key_id)
                 .await?;
             let mut out = std::io::stdout().lock();
@@ -538,11 +557,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdin().read_to_end(&mut input)?;
             let lists = home.lists()?;
             if splice {
-                let spliced = posts::splice_post(&me, &lists, &input).await?;
+                let spliced = posts::splice_post(&me, &home, &lists, &input).await?;
                 std::io::stdout().lock().write_all(&spliced)?;
                 return Ok(());
             }
-            print_opened(&me, &lists, &input).await
+            print_opened(&me, &home, &lists, &input).await
         }
         Command::Sendmail {
             from_headers,
@@ -580,7 +599,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => anyhow::bail!("name exactly one list as the recipient"),
                 }
             };
-            posts::send(&me, &config, &message).await?;
+            posts::send(&me, &home, &config, &message).await?;
             Ok(())
         }
         Command::Archive {
@@ -591,7 +610,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let home = home(cli.home)?;
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            download_archive(&me, &config, &dir).await
+            download_archive(&me, &home, &config, &dir).await
         }
         Command::Archive {
             list,
@@ -601,7 +620,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let home = home(cli.home)?;
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let server = Server::list_server(&config.list_server);
+            let server = config.list_server()?;
             let mut after = 0;
             let mut out = std::io::stdout().lock();
             loop {
@@ -610,8 +629,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     match open {
                         Some(id) if id == post.id => {
                             drop(out);
-                            return print_opened(&me, std::slice::from_ref(&config), &post.message)
-                                .await;
+                            return print_opened(
+                                &me,
+                                &home,
+                                std::slice::from_ref(&config),
+                                &post.message,
+                            )
+                            .await;
                         }
                         Some(_) => {}
                         None => writeln!(
@@ -682,6 +706,7 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             smtp,
             mode,
             admin_token,
+            insecure_http,
         } => {
             let me = home.load_identity(&passphrase())?;
             let config = ListConfig {
@@ -689,6 +714,8 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                 key_server,
                 list_server,
                 smtp,
+                insecure_http,
+                pins: None,
             };
             let policy = Policy {
                 delivery: match mode {
@@ -697,18 +724,24 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                 },
                 ..Policy::default()
             };
-            let created =
-                rosters::create(&me, my_address(&me)?, &config, policy, &admin_token, now()).await;
-            // Once the key server has the list, this home must remember it, so that
-            // `list sync` can finish a creation the list server missed.
-            if matches!(
-                created,
-                Ok(()) | Err(rosters::RosterError::HalfApplied { .. })
-            ) {
-                home.save_list(&config)?;
-            }
-            created?;
-            println!("created {} with you as owner on both servers", config.list);
+            rosters::create(
+                &me,
+                my_address(&me)?,
+                home,
+                &config,
+                policy,
+                &admin_token,
+                now(),
+            )
+            .await?;
+            let pins = home
+                .list(&config.list)?
+                .pins
+                .context("the new list is pinned")?;
+            println!(
+                "created {} with you as owner on both servers; its genesis is {} (members give it to `hushlist list use --genesis`)",
+                config.list, pins.genesis
+            );
             Ok(())
         }
         ListAction::Use {
@@ -716,30 +749,51 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             key_server,
             list_server,
             smtp,
+            genesis,
+            insecure_http,
         } => {
             let config = ListConfig {
                 list: address(&list)?,
                 key_server,
                 list_server,
                 smtp,
+                insecure_http,
+                pins: None,
             };
-            home.save_list(&config)?;
-            println!("{} will be reached at {}", config.list, config.list_server);
+            let given = genesis.is_some();
+            let rosters = home.use_list(config.clone(), genesis).await?;
+            let pins = &rosters.pins;
+            println!(
+                "{} will be reached at {}; pinned: genesis {} (first owner {}), key server key {}, seen up to seq {}",
+                config.list,
+                config.list_server,
+                pins.genesis,
+                pins.first_owner,
+                pins.server_key,
+                pins.seen_seq
+            );
+            if !given {
+                println!(
+                    "the genesis was taken on the servers' word; check it against what an owner's `hushlist list show {}` prints",
+                    config.list
+                );
+            }
+            if let Some(lag) = servers_out_of_step(&rosters) {
+                println!("{lag}");
+            }
             Ok(())
         }
         ListAction::Held { list, open } => {
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let held = Server::list_server(&config.list_server)
-                .held_posts(&me, &config.list)
-                .await?;
+            let held = config.list_server()?.held_posts(&me, &config.list).await?;
             if let Some(id) = open {
                 let post = held
                     .posts
                     .iter()
                     .find(|p| p.id == id)
                     .with_context(|| format!("no post {id} is held for {list}"))?;
-                return print_opened(&me, std::slice::from_ref(&config), &post.message).await;
+                return print_opened(&me, home, std::slice::from_ref(&config), &post.message).await;
             }
             if held.posts.is_empty() {
                 println!("no posts held for {}", held.list);
@@ -816,8 +870,16 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             let config = home.list(&address(&list)?)?;
             let member = address(&member)?;
             let fingerprint = fingerprint_arg(&fingerprint)?;
-            let head_seq =
-                joins::approve(&me, &config, &member, &fingerprint, role.into(), now()).await?;
+            let head_seq = joins::approve(
+                &me,
+                home,
+                &config,
+                &member,
+                &fingerprint,
+                role.into(),
+                now(),
+            )
+            .await?;
             println!(
                 "{member} added to {} with key {fingerprint} (seq {head_seq} on both servers) and told by mail",
                 config.list
@@ -888,10 +950,7 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             moderation,
         } => {
             let config = home.list(&address(&list)?)?;
-            let roster = Server::key_server(&config.key_server)
-                .roster(&config.list)
-                .await?;
-            let mut policy = roster.policy().clone();
+            let mut policy = home.rosters(&config).await?.newest().policy().clone();
             if let Some(mode) = mode {
                 policy.delivery = match mode {
                     Mode::Pull => DeliveryMode::Pull,
@@ -927,15 +986,11 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
         }
         ListAction::Show { list } => {
             let config = home.list(&address(&list)?)?;
-            let keys = Server::key_server(&config.key_server)
-                .roster(&config.list)
-                .await?;
-            let lists = Server::list_server(&config.list_server)
-                .roster(&config.list)
-                .await?;
+            let rosters = home.rosters(&config).await?;
+            let newest = rosters.newest();
             let mut out = std::io::stdout().lock();
             writeln!(out, "list {}", config.list)?;
-            for member in keys.members() {
+            for member in newest.members() {
                 writeln!(
                     out,
                     "  {:<8} {} {}",
@@ -944,33 +999,37 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                     member.cert.fingerprint()
                 )?;
             }
-            writeln!(out, "policy {:?}", keys.policy())?;
+            writeln!(out, "policy {:?}", newest.policy())?;
+            let pins = &rosters.pins;
             writeln!(
                 out,
-                "key server  head {} {}",
-                keys.head_seq(),
-                keys.head_hash()
+                "genesis {} (first owner {}): give members `hushlist list use {} ... --genesis {}`",
+                pins.genesis, pins.first_owner, config.list, pins.genesis
             )?;
-            writeln!(
-                out,
-                "list server head {} {}",
-                lists.head_seq(),
-                lists.head_hash()
-            )?;
-            if keys.head_hash() == lists.head_hash() {
-                writeln!(out, "both servers agree")?;
-            } else {
-                writeln!(
-                    out,
-                    "the servers DISAGREE; run `hushlist list sync {}`",
-                    config.list
-                )?;
+            writeln!(out, "key server key {} (pinned)", pins.server_key)?;
+            for (name, log) in [
+                ("key server ", &rosters.key_server),
+                ("list server", &rosters.list_server),
+            ] {
+                match log {
+                    ServerLog::Held(roster) => writeln!(
+                        out,
+                        "{name} head {} {}",
+                        roster.head_seq(),
+                        roster.head_hash()
+                    )?,
+                    ServerLog::Absent(e) => writeln!(out, "{name} no roster: {e}")?,
+                }
+            }
+            match servers_out_of_step(&rosters) {
+                None => writeln!(out, "both servers agree")?,
+                Some(lag) => writeln!(out, "{lag}")?,
             }
             Ok(())
         }
         ListAction::Sync { list, admin_token } => {
             let config = home.list(&address(&list)?)?;
-            let synced = rosters::sync(&config, admin_token.as_deref()).await?;
+            let synced = rosters::sync(home, &config, admin_token.as_deref()).await?;
             println!(
                 "{}: sent {} op(s) to the key server and {} to the list server; both at seq {}",
                 config.list, synced.to_key_server, synced.to_list_server, synced.head_seq
@@ -980,9 +1039,49 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
     }
 }
 
+/// What to tell the user when one server lacks ops the other has (both logs checked: the
+/// shorter is a prefix of the longer), or lacks the list; None when they agree.
+fn servers_out_of_step(rosters: &Rosters) -> Option<String> {
+    let list = rosters.newest().list();
+    match (rosters.key_server.roster(), rosters.list_server.roster()) {
+        (Some(keys), Some(lists)) if keys.head_seq() == lists.head_seq() => None,
+        (Some(keys), Some(lists)) => {
+            let (behind, at, ahead, head) = if keys.head_seq() < lists.head_seq() {
+                (
+                    "key server",
+                    keys.head_seq(),
+                    "list server",
+                    lists.head_seq(),
+                )
+            } else {
+                (
+                    "list server",
+                    lists.head_seq(),
+                    "key server",
+                    keys.head_seq(),
+                )
+            };
+            Some(format!(
+                "the servers DISAGREE: the {behind} is behind at seq {at} (the {ahead} is at {head}, and agrees up to there); run `hushlist list sync {list}`"
+            ))
+        }
+        (Some(_), None) => Some(format!(
+            "the servers DISAGREE: the list server has no roster of {list}; run `hushlist list sync {list}` if it lacks the list"
+        )),
+        (None, _) => Some(format!(
+            "the servers DISAGREE: the key server has no roster of {list}; run `hushlist list sync {list}` if it lacks the list"
+        )),
+    }
+}
+
 /// Opens a post and prints it with its verified signer, or refuses.
-async fn print_opened(me: &SecretIdentity, lists: &[ListConfig], raw: &[u8]) -> anyhow::Result<()> {
-    let shown = posts::show_post(me, lists, raw).await?;
+async fn print_opened(
+    me: &SecretIdentity,
+    home: &Home,
+    lists: &[ListConfig],
+    raw: &[u8],
+) -> anyhow::Result<()> {
+    let shown = posts::show_post(me, home, lists, raw).await?;
     std::io::stdout().lock().write_all(&shown.message)?;
     Ok(())
 }
@@ -997,7 +1096,8 @@ async fn settle_held(
 ) -> anyhow::Result<()> {
     let me = home.load_identity(&passphrase())?;
     let config = home.list(&address(list)?)?;
-    Server::list_server(&config.list_server)
+    config
+        .list_server()?
         .settle_held(
             &me,
             &config.list,
@@ -1014,7 +1114,7 @@ async fn settle_held(
 async fn change_roster(home: &Home, list: &str, change: Change) -> anyhow::Result<()> {
     let me = home.load_identity(&passphrase())?;
     let config = home.list(&address(list)?)?;
-    let head_seq = rosters::change(&me, &config, change, now()).await?;
+    let head_seq = rosters::change(&me, home, &config, change, now()).await?;
     println!("{} is at seq {head_seq} on both servers", config.list);
     Ok(())
 }
@@ -1029,7 +1129,7 @@ async fn add_from_file(home: &Home, list: &str, file: &Path) -> anyhow::Result<(
         ProgressStyle::with_template("{bar:40} {pos}/{len} members, {eta} left  {msg}")
             .expect("a valid progress template"),
     );
-    let added = rosters::add_many(&me, &config, members, now(), |member| {
+    let added = rosters::add_many(&me, home, &config, members, now(), |member| {
         bar.set_message(member.to_string());
         bar.inc(1);
     })
@@ -1048,11 +1148,12 @@ async fn add_from_file(home: &Home, list: &str, file: &Path) -> anyhow::Result<(
 /// by this member) are counted and named, and the rest still downloaded.
 async fn download_archive(
     me: &SecretIdentity,
+    home: &Home,
     config: &ListConfig,
     dir: &Path,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let server = Server::list_server(&config.list_server);
+    let server = config.list_server()?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} posts, {per_sec}  {msg}")
             .expect("a valid progress template"),
@@ -1070,7 +1171,7 @@ async fn download_archive(
                 continue;
             }
             bar.set_message(format!("post {}", post.id));
-            match posts::show_post(me, std::slice::from_ref(config), &post.message).await {
+            match posts::show_post(me, home, std::slice::from_ref(config), &post.message).await {
                 Ok(shown) => {
                     let partial = dir.join(format!(".{}.eml.part", post.id));
                     std::fs::write(&partial, shown.message)

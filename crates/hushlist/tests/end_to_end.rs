@@ -305,9 +305,21 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
     let err = refused(alice.run_with(&["open"], &alice_copy));
     assert!(err.contains("destroyed"), "{err}");
 
-    // A home pointed at servers that are not running says so.
+    // A home pointed at servers that are not running says so, when it first tries to pin
+    // the list, and remembers nothing.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    alice.use_list_at("other@lists.example.org", &dead, &dead, &served.smtp);
+    let err = refused(alice.run(&[
+        "list",
+        "use",
+        "other@lists.example.org",
+        "--key-server",
+        &dead,
+        "--list-server",
+        &dead,
+        "--smtp",
+        &served.smtp,
+    ]));
+    assert!(err.contains("cannot reach the key server"), "{err}");
     let err = refused(alice.run_with(
         &[
             "send",
@@ -318,7 +330,7 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
         ],
         b"x",
     ));
-    assert!(err.contains("cannot reach the key server"), "{err}");
+    assert!(err.contains("is not a list this home knows"), "{err}");
 }
 
 impl Person {

@@ -10,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Served;
+use hushlist_client::Home;
 use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
 use hushlist_client::remote::Server;
@@ -90,11 +91,16 @@ async fn concurrent_senders_and_key_requesters_get_no_errors_and_every_post_is_d
         key_server: served.key_url.clone(),
         list_server: served.list_url.clone(),
         smtp: served.smtp.clone(),
+        insecure_http: false,
+        pins: None,
     };
+    // One home holds the pins for every client here: they all run in this process.
+    let home = Home::at(dir.path().join("home"));
     let owner = identity("olivia@example.org");
     rosters::create(
         &owner,
         Address::parse("olivia@example.org").unwrap(),
+        &home,
         &list,
         Policy::default(),
         &served.admin_token,
@@ -120,7 +126,7 @@ async fn concurrent_senders_and_key_requesters_get_no_errors_and_every_post_is_d
             role,
         })
         .collect();
-    rosters::add_many(&owner, &list, entries, now(), |_| {})
+    rosters::add_many(&owner, &home, &list, entries, now(), |_| {})
         .await
         .unwrap();
     let members = 1 + senders.len() + readers.len();
@@ -128,7 +134,9 @@ async fn concurrent_senders_and_key_requesters_get_no_errors_and_every_post_is_d
     // One post per sender first: their keys are what the requesters ask for.
     let mut key_ids = Vec::new();
     for (address, key) in &senders {
-        let sent = posts::send(key, &list, &message(address, 0)).await.unwrap();
+        let sent = posts::send(key, &home, &list, &message(address, 0))
+            .await
+            .unwrap();
         key_ids.push(sent.key_id.parse::<KeyId>().unwrap());
     }
 
@@ -136,13 +144,13 @@ async fn concurrent_senders_and_key_requesters_get_no_errors_and_every_post_is_d
     let sending: Vec<_> = senders
         .into_iter()
         .map(|(address, key)| {
-            let list = list.clone();
+            let (home, list) = (home.clone(), list.clone());
             tokio::spawn(async move {
                 let mut outcome = Outcome::default();
                 let mut n = 1;
                 while Instant::now() < deadline {
                     let started = Instant::now();
-                    match posts::send(&key, &list, &message(&address, n)).await {
+                    match posts::send(&key, &home, &list, &message(&address, n)).await {
                         Ok(_) => outcome.latencies.push(started.elapsed()),
                         Err(e) => outcome.errors.push(e.to_string()),
                     }

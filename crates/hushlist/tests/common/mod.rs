@@ -68,9 +68,21 @@ pub struct Served {
 
 impl Served {
     pub fn start(data_dir: &Path, relay_port: u16, domain: &str) -> Self {
+        Self::start_on(data_dir, relay_port, domain, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// Like [`Served::start`], with the key server's and list server's HTTP on the given
+    /// addresses (to stand in for servers that were there before).
+    pub fn start_on(
+        data_dir: &Path,
+        relay_port: u16,
+        domain: &str,
+        key_http: &str,
+        list_http: &str,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist"))
             .args(["serve", "--data-dir", data_dir.to_str().unwrap()])
-            .args(["--key-http", "127.0.0.1:0", "--list-http", "127.0.0.1:0"])
+            .args(["--key-http", key_http, "--list-http", list_http])
             .args(["--smtp", "127.0.0.1:0", "--domain", domain])
             .args(["--relay", &format!("127.0.0.1:{relay_port}")])
             .stdin(Stdio::null())
