@@ -146,8 +146,15 @@ fn mallory_posts(mallory: &Person, eve: &Person, messages: &[(String, SignedBy)]
             if let SignedBy::Nobody = signed_by {
                 sealed.message = without_signature(&sealed);
             }
+            let server_cert = home.server_cert(&list).await.unwrap();
             Server::key_server(&list.key_server)
-                .deposit(&me, &list.list, &sealed.key_id, &sealed.session_key)
+                .deposit(
+                    &me,
+                    &list.list,
+                    &sealed.key_id,
+                    &sealed.session_key,
+                    &server_cert,
+                )
                 .await
                 .unwrap();
             let outer = only_from(&sealed.message, MALLORY);
