@@ -17,6 +17,12 @@ use crate::remote::{RemoteError, Server};
 pub enum RosterError {
     #[error("signing the roster op failed: {0}")]
     Sign(String),
+    #[error("the change to {list} was not sent, since both servers would refuse it")]
+    Refused {
+        list: Address,
+        #[source]
+        source: hushlist_core::roster::RosterError,
+    },
     #[error(
         "the key server took the change (seq {seq}) but the list server did not; run `hushlist list sync {list}` (with --admin-token if this was the list's creation)"
     )]
@@ -159,11 +165,24 @@ pub async fn change(
     now: u64,
 ) -> Result<u64, RosterError> {
     let keys = Server::key_server(&list.key_server);
-    let roster = keys.roster(&list.list).await?;
+    let mut roster = keys.roster(&list.list).await?;
     let op = roster
         .sign_next(OsRng, me, now, change)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
+    apply_locally(&mut roster, list, &op)?;
     append_to_both(list, &op).await
+}
+
+/// Applies a freshly signed op to the verified roster it was signed on, so a change the
+/// servers would refuse (a certificate carrying a member's key, a duplicate address, the
+/// last owner's removal) is refused here, with the reason, before anything is sent.
+fn apply_locally(roster: &mut Roster, list: &ListConfig, op: &SignedOp) -> Result<(), RosterError> {
+    roster
+        .apply(op.clone())
+        .map_err(|source| RosterError::Refused {
+            list: list.list.clone(),
+            source,
+        })
 }
 
 /// What [`add_many`] did.
@@ -200,10 +219,8 @@ pub async fn add_many(
             let op = roster
                 .sign_next(OsRng, me, now, Change::Add { member })
                 .map_err(|e| RosterError::Sign(e.to_string()))?;
+            apply_locally(&mut roster, list, &op)?;
             added.head_seq = append_to_both(list, &op).await?;
-            roster
-                .apply(op)
-                .map_err(|e| RosterError::Sign(e.to_string()))?;
             added.added += 1;
         }
         progress(&address);

@@ -162,6 +162,7 @@ impl ApiError {
             AlreadyMember(_) => "already_member",
             UnknownMember(_) => "unknown_member",
             CertInUse(_) => "cert_in_use",
+            KeyInUse { .. } => "key_in_use",
             BadCert(_) => "bad_cert",
             Malformed(_) => "malformed",
         };
@@ -174,7 +175,7 @@ impl ApiError {
                 ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
             }
             NotOwner { .. } | FormerOwner { .. } => ApiError::forbidden(code, message),
-            LastOwner | AlreadyMember(_) | UnknownMember(_) | CertInUse(_) => {
+            LastOwner | AlreadyMember(_) | UnknownMember(_) | CertInUse(_) | KeyInUse { .. } => {
                 ApiError::conflict(code, message)
             }
             WrongList { .. } | GenesisExpected | SecondGenesis | BadCert(_) | Malformed(_) => {

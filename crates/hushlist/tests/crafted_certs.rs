@@ -1,0 +1,201 @@
+//! A certificate crafted to carry another member's public key as one of its subkeys, against
+//! real processes: `hushlist serve` running both servers, and the `hushlist` command. Before
+//! the roster filed keys by their holder's primary fingerprint only, such a certificate took
+//! over the victim's entry: the owner's later ops failed `bad_signature`, the victim's
+//! requests got 403, and push-mode copies were sealed to the attacker.
+
+mod common;
+#[path = "../../core/tests/crafted/mod.rs"]
+mod crafted;
+
+use std::path::{Path, PathBuf};
+
+use common::{Served, hushlist, ok, refused};
+use crafted::{Binding, carrying_key_of};
+use hushlist_core::api::RosterOps;
+use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
+use hushlist_core::{Address, Cert, SecretIdentity};
+use rand::rngs::OsRng;
+use serde_json::Value;
+
+const LIST: &str = "team@lists.example.org";
+
+struct Person {
+    address: &'static str,
+    home: PathBuf,
+}
+
+impl Person {
+    fn new(dir: &Path, address: &'static str) -> Self {
+        let person = Person {
+            address,
+            home: dir.join(address),
+        };
+        ok(person.run(&["init", "--email", address]));
+        person
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        hushlist(&self.home, args, b"")
+    }
+
+    fn cert(&self) -> Cert {
+        Cert::from_bytes(ok(self.run(&["key", "export"])).as_bytes()).unwrap()
+    }
+
+    fn cert_file(&self, dir: &Path) -> String {
+        let file = dir.join(format!("{}.asc", self.address));
+        std::fs::write(&file, self.cert().to_armored()).unwrap();
+        file.to_str().unwrap().to_owned()
+    }
+
+    fn secret(&self) -> SecretIdentity {
+        SecretIdentity::from_bytes(&std::fs::read(self.home.join("identity.asc")).unwrap(), "")
+            .unwrap()
+    }
+}
+
+/// Signs, as `owner`, the addition of `cert` on top of the key server's roster and posts it
+/// straight to one server's ops endpoint, as a client without the local check would.
+async fn post_add(served: &Served, base: &str, owner: &SecretIdentity, cert: &str) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let ops: RosterOps = http
+        .get(format!("{}/v1/lists/{LIST}/ops", served.key_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let roster = Roster::from_log(ops.ops).unwrap();
+    let member = MemberEntry {
+        address: Address::parse("mallory@example.com").unwrap(),
+        cert: cert.to_owned(),
+        role: Role::Member,
+    };
+    let op = roster
+        .sign_next(OsRng, owner, 0, Change::Add { member })
+        .unwrap();
+    let response = http
+        .post(format!("{base}/v1/lists/{LIST}/ops"))
+        .json(&op)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owner_keeps_control() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: copies wait in the queue and members read from the archive.
+    let served = Served::start(&dir.path().join("data"), 1, "lists.example.org");
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let bob = Person::new(dir.path(), "bob@example.org");
+    let carol = Person::new(dir.path(), "carol@example.org");
+    ok(olivia.run(&[
+        "list",
+        "create",
+        LIST,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &served.list_url,
+        "--smtp",
+        &served.smtp,
+        "--admin-token",
+        &served.admin_token,
+    ]));
+    ok(olivia.run(&[
+        "list",
+        "add",
+        LIST,
+        bob.address,
+        "--key",
+        &bob.cert_file(dir.path()),
+    ]));
+    ok(bob.run(&[
+        "list",
+        "use",
+        LIST,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &served.list_url,
+        "--smtp",
+        &served.smtp,
+    ]));
+
+    // Mallory's certificate carries Olivia's (the sole owner's) primary key as a subkey.
+    let olivia_fingerprint = olivia.cert().fingerprint().to_string();
+    let carrying_olivias = carrying_key_of(&olivia.cert(), "mallory@example.com", Binding::NoFlags);
+    let crafted_file = dir.path().join("crafted.asc");
+    std::fs::write(&crafted_file, &carrying_olivias).unwrap();
+    let err = refused(olivia.run(&[
+        "list",
+        "add",
+        LIST,
+        "mallory@example.com",
+        "--key",
+        crafted_file.to_str().unwrap(),
+    ]));
+    assert!(err.contains("was not sent"), "{err}");
+    assert!(err.contains(&olivia_fingerprint), "{err}");
+    assert!(err.contains("olivia@example.org"), "{err}");
+
+    // The same op sent straight to each server, signed by the owner, is refused there too.
+    let owner = olivia.secret();
+    for base in [&served.key_url, &served.list_url] {
+        let (status, body) = post_add(&served, base, &owner, &carrying_olivias).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("key_in_use")),
+            "{base}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&olivia_fingerprint), "{message}");
+        assert!(message.contains("olivia@example.org"), "{message}");
+    }
+
+    // Bob's key bound as a signing subkey lacks Bob's back-signature: not a valid certificate.
+    let carrying_bobs = carrying_key_of(
+        &bob.cert(),
+        "mallory@example.com",
+        Binding::SigningWithoutBackSignature,
+    );
+    std::fs::write(&crafted_file, &carrying_bobs).unwrap();
+    let err = refused(olivia.run(&[
+        "list",
+        "add",
+        LIST,
+        "mallory@example.com",
+        "--key",
+        crafted_file.to_str().unwrap(),
+    ]));
+    assert!(err.contains("is not a usable certificate"), "{err}");
+    assert!(err.contains("embedded signature"), "{err}");
+    for base in [&served.key_url, &served.list_url] {
+        let (status, body) = post_add(&served, base, &owner, &carrying_bobs).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("bad_cert")),
+            "{base}: {body}"
+        );
+    }
+
+    // Olivia still changes the roster, and Bob still gets the key of a new post.
+    let carol_file = carol.cert_file(dir.path());
+    ok(olivia.run(&["list", "add", LIST, carol.address, "--key", &carol_file]));
+    ok(olivia.run(&["list", "remove", LIST, carol.address]));
+    let shown = ok(olivia.run(&["list", "show", LIST]));
+    assert!(shown.contains("both servers agree"), "{shown}");
+    assert!(!shown.contains("mallory"), "{shown}");
+    ok(hushlist(
+        &olivia.home,
+        &["send", "--list", LIST, "--subject", "Still ours"],
+        b"Only members read this.\n",
+    ));
+    let opened = ok(bob.run(&["archive", LIST, "--open", "1"]));
+    assert!(opened.contains("Only members read this."), "{opened}");
+}
