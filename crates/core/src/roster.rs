@@ -68,13 +68,16 @@ pub enum Admission {
     Hold(String),
 }
 
-/// Which roster decides who may fetch a post's key.
+/// Which roster decides who may fetch a post's key. The policy in force when a post was made
+/// decides for that post; a later change applies only to later posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyFollows {
     /// Whoever was a member when the post was made keeps access after removal.
     PostingRoster,
-    /// Only current members get keys, so removing someone revokes access to every post.
+    /// Only current members get keys, so removing someone revokes their access to every post
+    /// made under this policy (posts made earlier under `PostingRoster` stay readable by
+    /// whoever was a member then).
     CurrentRoster,
 }
 
