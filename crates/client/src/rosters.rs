@@ -24,6 +24,15 @@ pub enum RosterError {
         source: hushlist_core::roster::RosterError,
     },
     #[error(
+        "{address} was not added to {list}, since both servers would refuse it (the members before it were added: fix or drop its line and run the command again)"
+    )]
+    MemberRefused {
+        list: Address,
+        address: Address,
+        #[source]
+        source: hushlist_core::roster::RosterError,
+    },
+    #[error(
         "the key server took the change (seq {seq}) but the list server did not; run `hushlist list sync {list}` (with --admin-token if this was the list's creation)"
     )]
     HalfApplied {
@@ -169,20 +178,16 @@ pub async fn change(
     let op = roster
         .sign_next(OsRng, me, now, change)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
-    apply_locally(&mut roster, list, &op)?;
-    append_to_both(list, &op).await
-}
-
-/// Applies a freshly signed op to the verified roster it was signed on, so a change the
-/// servers would refuse (a certificate carrying a member's key, a duplicate address, the
-/// last owner's removal) is refused here, with the reason, before anything is sent.
-fn apply_locally(roster: &mut Roster, list: &ListConfig, op: &SignedOp) -> Result<(), RosterError> {
+    // Applied to the verified roster it was signed on first, so a change the servers would
+    // refuse (a certificate carrying a member's key, a duplicate address, the last owner's
+    // removal) is refused here, with the reason, before anything is sent.
     roster
         .apply(op.clone())
         .map_err(|source| RosterError::Refused {
             list: list.list.clone(),
             source,
-        })
+        })?;
+    append_to_both(list, &op).await
 }
 
 /// What [`add_many`] did.
@@ -219,7 +224,13 @@ pub async fn add_many(
             let op = roster
                 .sign_next(OsRng, me, now, Change::Add { member })
                 .map_err(|e| RosterError::Sign(e.to_string()))?;
-            apply_locally(&mut roster, list, &op)?;
+            roster
+                .apply(op.clone())
+                .map_err(|source| RosterError::MemberRefused {
+                    list: list.list.clone(),
+                    address: address.clone(),
+                    source,
+                })?;
             added.head_seq = append_to_both(list, &op).await?;
             added.added += 1;
         }

@@ -213,9 +213,17 @@ pub enum RosterError {
     #[error("certificate {0} is already on the roster under another address")]
     CertInUse(Fingerprint),
     #[error(
-        "the certificate carries key {key} (key id {key_id}), which is, or shares its key id with, a key of {holder_address}'s certificate {holder} on the roster; a certificate may not carry another member's key"
+        "the certificate carries key {key}, a key of {holder_address}'s certificate {holder} on the roster; a certificate may not carry another member's key"
     )]
     KeyInUse {
+        key: Fingerprint,
+        holder: Fingerprint,
+        holder_address: Address,
+    },
+    #[error(
+        "the certificate carries key {key} with key id {key_id}, the id of a key of {holder_address}'s certificate {holder} on the roster; keys with one id are confused for each other"
+    )]
+    KeyIdInUse {
         key: Fingerprint,
         key_id: ShortKeyId,
         holder: Fingerprint,
@@ -507,21 +515,26 @@ impl Roster {
     /// certificate ever on the roster. The same certificate (a removed member re-added, or
     /// their updated certificate with the same primary key) holds its own keys and passes.
     fn check_keys_are_its_own(&self, cert: &Cert) -> Result<(), RosterError> {
+        let another = |holder: Option<&Fingerprint>| {
+            holder
+                .filter(|holder| *holder != cert.fingerprint())
+                .map(|holder| (holder.clone(), self.known_certs[holder].address.clone()))
+        };
         for key in cert.keys() {
-            let holders = [
-                self.key_holders.get(&key.fingerprint),
-                self.key_id_holders.get(&key.key_id),
-            ];
-            if let Some(holder) = holders
-                .into_iter()
-                .flatten()
-                .find(|holder| *holder != cert.fingerprint())
+            if let Some((holder, holder_address)) = another(self.key_holders.get(&key.fingerprint))
             {
                 return Err(RosterError::KeyInUse {
                     key: key.fingerprint.clone(),
+                    holder,
+                    holder_address,
+                });
+            }
+            if let Some((holder, holder_address)) = another(self.key_id_holders.get(&key.key_id)) {
+                return Err(RosterError::KeyIdInUse {
+                    key: key.fingerprint.clone(),
                     key_id: key.key_id,
-                    holder: holder.clone(),
-                    holder_address: self.known_certs[holder].address.clone(),
+                    holder,
+                    holder_address,
                 });
             }
         }
@@ -822,7 +835,7 @@ mod tests {
             Role::Member,
             1,
         ) {
-            Err(RosterError::KeyInUse {
+            Err(RosterError::KeyIdInUse {
                 key,
                 key_id,
                 holder,
@@ -833,7 +846,7 @@ mod tests {
                 assert_eq!(&holder, olivia.fingerprint());
                 assert_eq!(holder_address, address("olivia@example.org"));
             }
-            other => panic!("expected KeyInUse, got {other:?}"),
+            other => panic!("expected KeyIdInUse, got {other:?}"),
         }
     }
 }

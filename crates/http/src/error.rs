@@ -163,6 +163,7 @@ impl ApiError {
             UnknownMember(_) => "unknown_member",
             CertInUse(_) => "cert_in_use",
             KeyInUse { .. } => "key_in_use",
+            KeyIdInUse { .. } => "key_id_in_use",
             BadCert(_) => "bad_cert",
             Malformed(_) => "malformed",
         };
@@ -175,9 +176,12 @@ impl ApiError {
                 ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
             }
             NotOwner { .. } | FormerOwner { .. } => ApiError::forbidden(code, message),
-            LastOwner | AlreadyMember(_) | UnknownMember(_) | CertInUse(_) | KeyInUse { .. } => {
-                ApiError::conflict(code, message)
-            }
+            LastOwner
+            | AlreadyMember(_)
+            | UnknownMember(_)
+            | CertInUse(_)
+            | KeyInUse { .. }
+            | KeyIdInUse { .. } => ApiError::conflict(code, message),
             WrongList { .. } | GenesisExpected | SecondGenesis | BadCert(_) | Malformed(_) => {
                 ApiError::bad_request(code, message)
             }

@@ -144,6 +144,30 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
     assert!(err.contains(&olivia_fingerprint), "{err}");
     assert!(err.contains("olivia@example.org"), "{err}");
 
+    // In a member file, the line is named and the members before it are added.
+    let members = dir.path().join("members.txt");
+    std::fs::write(
+        &members,
+        format!(
+            "carol@example.org {}\nmallory@example.com crafted.asc\n",
+            carol.cert_file(dir.path())
+        ),
+    )
+    .unwrap();
+    let err = refused(olivia.run(&[
+        "list",
+        "add",
+        LIST,
+        "--from-file",
+        members.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("mallory@example.com was not added to team@lists.example.org"),
+        "{err}"
+    );
+    assert!(err.contains(&olivia_fingerprint), "{err}");
+    ok(olivia.run(&["list", "remove", LIST, carol.address]));
+
     // The same op sent straight to each server, signed by the owner, is refused there too.
     let owner = olivia.secret();
     for base in [&served.key_url, &served.list_url] {
@@ -184,7 +208,8 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
         );
     }
 
-    // Olivia still changes the roster, and Bob still gets the key of a new post.
+    // Olivia still changes the roster (re-adding Carol, removed above, with the same
+    // certificate), and Bob still gets the key of a new post.
     let carol_file = carol.cert_file(dir.path());
     ok(olivia.run(&["list", "add", LIST, carol.address, "--key", &carol_file]));
     ok(olivia.run(&["list", "remove", LIST, carol.address]));
