@@ -476,11 +476,8 @@ impl Roster {
         if self.members.contains_key(&address) {
             return Err(RosterError::AlreadyMember(address));
         }
+        self.check_cert_may_join(&cert)?;
         let fingerprint = cert.fingerprint().clone();
-        if self.address_of.contains_key(&fingerprint) {
-            return Err(RosterError::CertInUse(fingerprint));
-        }
-        self.check_keys_are_its_own(&cert)?;
         for key in cert.keys() {
             self.key_holders
                 .insert(key.fingerprint.clone(), fingerprint.clone());
@@ -511,10 +508,14 @@ impl Roster {
         Ok(())
     }
 
-    /// Refuses `cert` if any of its keys, by fingerprint or by key id, is a key of another
-    /// certificate ever on the roster. The same certificate (a removed member re-added, or
-    /// their updated certificate with the same primary key) holds its own keys and passes.
-    fn check_keys_are_its_own(&self, cert: &Cert) -> Result<(), RosterError> {
+    /// Whether `cert` may be enrolled: it is not a current member's, and none of its keys, by
+    /// fingerprint or by key id, is a key of another certificate ever on the roster. The
+    /// same certificate (a removed member re-added, or their updated certificate with the
+    /// same primary key) holds its own keys and passes.
+    pub fn check_cert_may_join(&self, cert: &Cert) -> Result<(), RosterError> {
+        if self.address_of.contains_key(cert.fingerprint()) {
+            return Err(RosterError::CertInUse(cert.fingerprint().clone()));
+        }
         let another = |holder: Option<&Fingerprint>| {
             holder
                 .filter(|holder| *holder != cert.fingerprint())

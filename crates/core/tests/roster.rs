@@ -533,7 +533,7 @@ fn the_policy_in_force_at_posting_governs_the_post() {
 fn crafted_entry(victim: &SecretIdentity, binding: Binding) -> MemberEntry {
     MemberEntry {
         address: addr("mallory@example.com"),
-        cert: carrying_key_of(victim.cert(), "mallory@example.com", binding),
+        cert: carrying_key_of(victim.cert(), "mallory@example.com", binding).cert,
         role: Role::Member,
     }
 }
@@ -651,7 +651,7 @@ fn a_signing_subkey_without_back_signature_is_refused() {
         "mallory@example.com",
         Binding::SigningWithoutBackSignature,
     );
-    match Cert::from_bytes(crafted.as_bytes()) {
+    match Cert::from_bytes(crafted.cert.as_bytes()) {
         Err(IdentityError::BadBinding { detail, .. }) => {
             assert!(detail.contains("embedded signature"), "{detail}")
         }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use common::{Served, hushlist, ok, refused};
 use crafted::{Binding, carrying_key_of};
-use hushlist_core::api::RosterOps;
+use hushlist_core::api::{JoinAsk, JoinRequest, RosterOps, purpose};
+use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
 use hushlist_core::{Address, Cert, SecretIdentity};
 use rand::rngs::OsRng;
@@ -129,7 +130,8 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
 
     // Mallory's certificate carries Olivia's (the sole owner's) primary key as a subkey.
     let olivia_fingerprint = olivia.cert().fingerprint().to_string();
-    let carrying_olivias = carrying_key_of(&olivia.cert(), "mallory@example.com", Binding::NoFlags);
+    let mallory = carrying_key_of(&olivia.cert(), "mallory@example.com", Binding::NoFlags);
+    let carrying_olivias = mallory.cert.clone();
     let crafted_file = dir.path().join("crafted.asc");
     std::fs::write(&crafted_file, &carrying_olivias).unwrap();
     let err = refused(olivia.run(&[
@@ -182,12 +184,47 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
         assert!(message.contains("olivia@example.org"), "{message}");
     }
 
+    // Asking to join with it (signed by Mallory's own primary key) is refused at once, so
+    // the owners are not asked to approve an add that cannot be made.
+    let list = Address::parse(LIST).unwrap();
+    let ask = JoinAsk {
+        address: Address::parse("mallory@example.com").unwrap(),
+        note: None,
+    };
+    let join = JoinRequest {
+        cert: carrying_olivias.clone(),
+        request: SignedRequest::sign(
+            OsRng,
+            &mallory.attacker,
+            &purpose::join(&list),
+            serde_json::to_vec(&ask).unwrap(),
+            now(),
+        )
+        .unwrap(),
+    };
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/lists/{LIST}/join", served.list_url))
+        .json(&join)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("key_in_use")),
+        "{body}"
+    );
+    let pending = ok(olivia.run(&["list", "pending", LIST]));
+    assert!(!pending.contains("mallory"), "{pending}");
+
     // Bob's key bound as a signing subkey lacks Bob's back-signature: not a valid certificate.
     let carrying_bobs = carrying_key_of(
         &bob.cert(),
         "mallory@example.com",
         Binding::SigningWithoutBackSignature,
-    );
+    )
+    .cert;
     std::fs::write(&crafted_file, &carrying_bobs).unwrap();
     let err = refused(olivia.run(&[
         "list",
@@ -223,4 +260,11 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
     ));
     let opened = ok(bob.run(&["archive", LIST, "--open", "1"]));
     assert!(opened.contains("Only members read this."), "{opened}");
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

@@ -70,6 +70,10 @@ impl ListServer {
                 format!("{address} is already on {list}"),
             ));
         }
+        // The owners' add would be refused; refusing now spares them the request.
+        roster
+            .check_cert_may_join(&cert)
+            .map_err(ApiError::roster)?;
         let note = ask
             .note
             .as_deref()

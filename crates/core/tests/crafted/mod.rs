@@ -5,7 +5,7 @@
 
 #![allow(dead_code)] // each including test binary uses its own part of this module
 
-use hushlist_core::Cert;
+use hushlist_core::{Cert, SecretIdentity};
 use pgp::composed::{
     ArmorOptions, Deserializable as _, EncryptionCaps, KeyType, SecretKeyParamsBuilder,
     SignedPublicKey, SignedPublicSubKey, SubkeyParamsBuilder,
@@ -24,9 +24,17 @@ pub enum Binding {
     SigningWithoutBackSignature,
 }
 
+/// The crafted certificate, armored, and the attacker's secret key (without the copied
+/// subkey, whose secret the attacker does not have), which signs as the certificate's
+/// primary key.
+pub struct Crafted {
+    pub cert: String,
+    pub attacker: SecretIdentity,
+}
+
 /// A certificate for `user_id` whose subkeys are a fresh encryption subkey and `victim`'s
-/// primary key, armored.
-pub fn carrying_key_of(victim: &Cert, user_id: &str, binding: Binding) -> String {
+/// primary key.
+pub fn carrying_key_of(victim: &Cert, user_id: &str, binding: Binding) -> Crafted {
     let encryption = SubkeyParamsBuilder::default()
         .key_type(KeyType::ECDH(ECCCurve::Curve25519Legacy))
         .can_sign(false)
@@ -76,5 +84,9 @@ pub fn carrying_key_of(victim: &Cert, user_id: &str, binding: Binding) -> String
     crafted
         .public_subkeys
         .push(SignedPublicSubKey::new(copied, vec![binding_signature]));
-    crafted.to_armored_string(ArmorOptions::default()).unwrap()
+    let secret = attacker.to_armored_string(ArmorOptions::default()).unwrap();
+    Crafted {
+        cert: crafted.to_armored_string(ArmorOptions::default()).unwrap(),
+        attacker: SecretIdentity::from_bytes(secret.as_bytes(), "").unwrap(),
+    }
 }
