@@ -16,6 +16,7 @@ use hushlist_core::api::{JoinAsk, JoinRequest, RosterOps, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
 use hushlist_core::{Address, Cert, SecretIdentity};
+use hushlist_peers::{Gpg, SmtpSink};
 use rand::rngs::OsRng;
 use serde_json::Value;
 
@@ -87,14 +88,12 @@ async fn post_add(served: &Served, base: &str, owner: &SecretIdentity, cert: &st
     (status, response.json().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owner_keeps_control() {
-    let dir = tempfile::tempdir().unwrap();
-    // Nothing listens on port 1: copies wait in the queue and members read from the archive.
-    let served = Served::start(&dir.path().join("data"), 1, "lists.example.org");
-    let olivia = Person::new(dir.path(), "olivia@example.org");
-    let bob = Person::new(dir.path(), "bob@example.org");
-    let carol = Person::new(dir.path(), "carol@example.org");
+/// `hushlist serve` relaying to `relay_port`, and a list in `mode` that Olivia owns and Bob
+/// reads.
+fn list_with_bob(dir: &Path, relay_port: u16, mode: &str) -> (Served, Person, Person) {
+    let served = Served::start(&dir.join("data"), relay_port, "lists.example.org");
+    let olivia = Person::new(dir, "olivia@example.org");
+    let bob = Person::new(dir, "bob@example.org");
     ok(olivia.run(&[
         "list",
         "create",
@@ -105,6 +104,8 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
         &served.list_url,
         "--smtp",
         &served.smtp,
+        "--mode",
+        mode,
         "--admin-token",
         &served.admin_token,
     ]));
@@ -114,7 +115,7 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
         LIST,
         bob.address,
         "--key",
-        &bob.cert_file(dir.path()),
+        &bob.cert_file(dir),
     ]));
     ok(bob.run(&[
         "list",
@@ -127,6 +128,15 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
         "--smtp",
         &served.smtp,
     ]));
+    (served, olivia, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owner_keeps_control() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: copies wait in the queue and members read from the archive.
+    let (served, olivia, bob) = list_with_bob(dir.path(), 1, "pull");
+    let carol = Person::new(dir.path(), "carol@example.org");
 
     // Mallory's certificate carries Olivia's (the sole owner's) primary key as a subkey.
     let olivia_fingerprint = olivia.cert().fingerprint().to_string();
@@ -260,6 +270,37 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
     ));
     let opened = ok(bob.run(&["archive", LIST, "--open", "1"]));
     assert!(opened.contains("Only members read this."), "{opened}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_push_mode_a_members_copy_stays_sealed_to_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let (served, olivia, bob) = list_with_bob(dir.path(), sink.port, "push");
+    let mallory = carrying_key_of(&bob.cert(), "mallory@example.com", Binding::NoFlags);
+    for base in [&served.key_url, &served.list_url] {
+        let (status, body) = post_add(&served, base, &olivia.secret(), &mallory.cert).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("key_in_use")),
+            "{base}: {body}"
+        );
+    }
+    ok(hushlist(
+        &olivia.home,
+        &["send", "--list", LIST, "--subject", "Pushed"],
+        b"Sealed to each member.\n",
+    ));
+    // The copy as delivered opens with Bob's secret key alone: its PKESK is sealed to him.
+    let copy = sink.wait_for_copies(bob.address, 1).remove(0);
+    let gpg = Gpg::new();
+    gpg.run_ok(
+        &["--import"],
+        &std::fs::read(bob.home.join("identity.asc")).unwrap(),
+    );
+    gpg.run_ok(&["--import"], olivia.cert().to_armored().as_bytes());
+    let text = ok(gpg.decrypt_pgp_mime(&copy));
+    assert!(text.contains("Sealed to each member."), "{text}");
 }
 
 fn now() -> u64 {
