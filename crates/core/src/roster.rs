@@ -274,6 +274,7 @@ pub enum Refusal {
     FuturePost { posted_at: u64, head: u64 },
 }
 
+/// A certificate ever on the roster, with the address it was last enrolled under.
 #[derive(Debug, Clone)]
 struct KnownCert {
     address: Address,
