@@ -19,6 +19,21 @@ use crate::remote::{RemoteError, Server};
 pub enum RosterError {
     #[error("signing the roster op failed: {0}")]
     Sign(String),
+    #[error("the change to {list} was not sent, since both servers would refuse it")]
+    Refused {
+        list: Address,
+        #[source]
+        source: hushlist_core::roster::RosterError,
+    },
+    #[error(
+        "{address} was not added to {list}, since both servers would refuse it (the members before it were added: fix or drop its line and run the command again)"
+    )]
+    MemberRefused {
+        list: Address,
+        address: Address,
+        #[source]
+        source: hushlist_core::roster::RosterError,
+    },
     #[error(
         "the key server took the change (seq {seq}) but the list server did not; run `hushlist list sync {list}` (with --admin-token if this was the list's creation)"
     )]
@@ -182,7 +197,16 @@ pub async fn change(
     let op = roster
         .sign_next(OsRng, me, now, change)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
-    append_to_both(home, list, &mut roster, op).await
+    // Applied to the verified roster it was signed on first, so a change the servers would
+    // refuse (a certificate carrying a member's key, a duplicate address, the last owner's
+    // removal) is refused here, with the reason, before anything is sent.
+    roster
+        .apply(op.clone())
+        .map_err(|source| RosterError::Refused {
+            list: list.list.clone(),
+            source,
+        })?;
+    append_to_both(home, list, &roster, &op).await
 }
 
 /// The key server's log, to sign the next op on: it must hold the newest head, or the op
@@ -235,7 +259,14 @@ pub async fn add_many(
             let op = roster
                 .sign_next(OsRng, me, now, Change::Add { member })
                 .map_err(|e| RosterError::Sign(e.to_string()))?;
-            added.head_seq = append_to_both(home, list, &mut roster, op).await?;
+            roster
+                .apply(op.clone())
+                .map_err(|source| RosterError::MemberRefused {
+                    list: list.list.clone(),
+                    address: address.clone(),
+                    source,
+                })?;
+            added.head_seq = append_to_both(home, list, &roster, &op).await?;
             added.added += 1;
         }
         progress(&address);
@@ -243,21 +274,18 @@ pub async fn add_many(
     Ok(added)
 }
 
-/// Sends `op`, signed on top of `roster`, to the key server, then the list server; once the
-/// key server has it, it joins `roster` and the home records it as seen.
+/// Sends `op`, already applied to `roster`, to the key server, then the list server; once the
+/// key server has it, the home records `roster`'s head as seen.
 async fn append_to_both(
     home: &Home,
     list: &ListConfig,
-    roster: &mut Roster,
-    op: SignedOp,
+    roster: &Roster,
+    op: &SignedOp,
 ) -> Result<u64, RosterError> {
-    let head = list.key_server()?.append_op(&list.list, &op).await?;
-    roster
-        .apply(op.clone())
-        .map_err(|e| RosterError::Sign(e.to_string()))?;
+    let head = list.key_server()?.append_op(&list.list, op).await?;
     home.record_own(list, roster)?;
     list.list_server()?
-        .append_op(&list.list, &op)
+        .append_op(&list.list, op)
         .await
         .map_err(|source| RosterError::HalfApplied {
             list: list.list.clone(),

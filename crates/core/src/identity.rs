@@ -94,6 +94,36 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// The 64-bit id of an OpenPGP key (for v4 keys the low 64 bits of the fingerprint): the
+/// short name by which signatures and PKESKs may refer to a key, so two keys sharing one are
+/// as confusable as two keys sharing a fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShortKeyId([u8; 8]);
+
+impl fmt::Display for ShortKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode_upper(self.0))
+    }
+}
+
+/// One key of a certificate, its primary key or a subkey, by both of its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKey {
+    pub fingerprint: Fingerprint,
+    pub key_id: ShortKeyId,
+}
+
+impl CertKey {
+    fn of(key: &impl KeyDetails) -> Self {
+        CertKey {
+            fingerprint: Fingerprint::of(key),
+            key_id: ShortKeyId(
+                <[u8; 8]>::try_from(key.legacy_key_id().as_ref()).expect("a key id is 8 bytes"),
+            ),
+        }
+    }
+}
+
 /// A public OpenPGP certificate whose self-signatures have been verified. Kept serialized
 /// and parsed on first use: rpgp holds a parsed key in about 11 KB (some thirty times its
 /// serialized size), and a list server with thousands of members needs few of them parsed.
@@ -104,7 +134,7 @@ pub struct Cert(Arc<CertInner>);
 struct CertInner {
     binary: Vec<u8>,
     fingerprint: Fingerprint,
-    key_fingerprints: Vec<Fingerprint>,
+    keys: Vec<CertKey>,
     /// Whether some subkey may receive session keys, found when the certificate was read.
     encrypts: bool,
     parsed: OnceLock<SignedPublicKey>,
@@ -123,7 +153,11 @@ impl PartialEq for Cert {
 }
 
 impl Cert {
-    /// Parses one certificate, armored or binary, and verifies its self-signatures.
+    /// Parses one certificate, armored or binary, and verifies its self-signatures. rpgp's
+    /// `verify_bindings` checks every binding signature of every subkey against the primary
+    /// key and, for each binding that allows signing, the subkey's embedded back-signature
+    /// (RFC 9580 5.2.1), so a certificate cannot claim another person's key as its signing
+    /// subkey; `a_signing_subkey_without_back_signature_is_refused` pins that.
     pub fn from_bytes(data: &[u8]) -> Result<Self, IdentityError> {
         let key = parse_single::<SignedPublicKey>(data, "public key")?;
         Self::from_key(key)
@@ -136,8 +170,8 @@ impl Cert {
                 fingerprint: fingerprint.clone(),
                 detail: e.to_string(),
             })?;
-        let key_fingerprints = std::iter::once(fingerprint.clone())
-            .chain(key.public_subkeys.iter().map(|sk| Fingerprint::of(&sk.key)))
+        let keys = std::iter::once(CertKey::of(&key.primary_key))
+            .chain(key.public_subkeys.iter().map(|sk| CertKey::of(&sk.key)))
             .collect();
         let binary = key
             .to_bytes()
@@ -149,7 +183,7 @@ impl Cert {
         Ok(Cert(Arc::new(CertInner {
             binary,
             fingerprint,
-            key_fingerprints,
+            keys,
             encrypts,
             parsed: OnceLock::new(),
         })))
@@ -241,10 +275,10 @@ impl Cert {
         keys
     }
 
-    /// Fingerprints of the primary key and every subkey, to find the certificate a signature's
-    /// issuer subpacket names.
-    pub fn key_fingerprints(&self) -> Vec<Fingerprint> {
-        self.0.key_fingerprints.clone()
+    /// The primary key and every subkey: to find the certificate a signature's issuer
+    /// subpacket names, and to refuse a certificate that carries someone else's key.
+    pub fn keys(&self) -> &[CertKey] {
+        &self.0.keys
     }
 
     /// An armored OpenPGP message holding `data` that only this certificate's holder opens

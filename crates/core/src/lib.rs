@@ -15,5 +15,5 @@ pub mod session;
 pub mod signed;
 
 pub use address::Address;
-pub use identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+pub use identity::{Cert, CertKey, Fingerprint, IdentityError, SecretIdentity, ShortKeyId};
 pub use session::{KeyId, Pkesk, SessionKey};

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::address::Address;
-use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity, ShortKeyId};
 use crate::signed::{Domain, Signed};
 
 /// What a member may do. Every role may read; owners sign roster changes.
@@ -68,13 +68,16 @@ pub enum Admission {
     Hold(String),
 }
 
-/// Which roster decides who may fetch a post's key.
+/// Which roster decides who may fetch a post's key. The policy in force when a post was made
+/// decides for that post; a later change applies only to later posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyFollows {
     /// Whoever was a member when the post was made keeps access after removal.
     PostingRoster,
-    /// Only current members get keys, so removing someone revokes access to every post.
+    /// Only current members get keys, so removing someone revokes their access to every post
+    /// made under this policy (posts made earlier under `PostingRoster` stay readable by
+    /// whoever was a member then).
     CurrentRoster,
 }
 
@@ -228,6 +231,23 @@ pub enum RosterError {
     UnknownMember(Address),
     #[error("certificate {0} is already on the roster under another address")]
     CertInUse(Fingerprint),
+    #[error(
+        "the certificate carries key {key}, a key of {holder_address}'s certificate {holder} on the roster; a certificate may not carry another member's key"
+    )]
+    KeyInUse {
+        key: Fingerprint,
+        holder: Fingerprint,
+        holder_address: Address,
+    },
+    #[error(
+        "the certificate carries key {key} with key id {key_id}, the id of a key of {holder_address}'s certificate {holder} on the roster; keys with one id are confused for each other"
+    )]
+    KeyIdInUse {
+        key: Fingerprint,
+        key_id: ShortKeyId,
+        holder: Fingerprint,
+        holder_address: Address,
+    },
     #[error("the member certificate is unusable: {0}")]
     BadCert(#[from] IdentityError),
     #[error("the op body is not a valid roster op: {0}")]
@@ -273,6 +293,13 @@ pub enum Refusal {
     FuturePost { posted_at: u64, head: u64 },
 }
 
+/// A certificate ever on the roster, with the address it was last enrolled under.
+#[derive(Debug, Clone)]
+struct KnownCert {
+    address: Address,
+    cert: Cert,
+}
+
 /// A verified roster: the log and the state it leads to.
 #[derive(Debug, Clone)]
 pub struct Roster {
@@ -282,9 +309,16 @@ pub struct Roster {
     seq_of: HashMap<OpHash, u64>,
     members: BTreeMap<Address, Member>,
     address_of: HashMap<Fingerprint, Address>,
-    /// Every certificate ever on the roster, under each of its key fingerprints, so ops
-    /// signed by removed owners can be recognised and refused as such.
-    known_certs: HashMap<Fingerprint, Cert>,
+    /// Every certificate ever on the roster, by primary fingerprint (a member's identity),
+    /// with the address it was last enrolled under, so ops and requests signed by removed
+    /// members can be recognised (and refused as such, or honoured for old posts).
+    known_certs: HashMap<Fingerprint, KnownCert>,
+    /// The primary fingerprint holding each key (primary or subkey) of those certificates,
+    /// by fingerprint and by key id. A key belongs to one certificate only: enrolment
+    /// refuses a certificate carrying another's key, so a signature's issuer names one
+    /// certificate and nobody can file a copy of someone's public key under their own name.
+    key_holders: HashMap<Fingerprint, Fingerprint>,
+    key_id_holders: HashMap<ShortKeyId, Fingerprint>,
     tenures: HashMap<Fingerprint, Vec<Tenure>>,
     /// Policy changes as (seq, policy), in seq order; the first is the genesis policy.
     policies: Vec<(u64, Policy)>,
@@ -322,6 +356,8 @@ impl Roster {
             members: BTreeMap::new(),
             address_of: HashMap::new(),
             known_certs: HashMap::new(),
+            key_holders: HashMap::new(),
+            key_id_holders: HashMap::new(),
             tenures: HashMap::new(),
             policies: vec![(0, policy.clone())],
         };
@@ -387,7 +423,7 @@ impl Roster {
     /// Which current owner made the op's signature, or the precise reason none did.
     fn verified_owner(&self, op: &SignedOp) -> Result<Fingerprint, RosterError> {
         let cert = op
-            .find_signer(Domain::RosterOp, &self.known_certs)
+            .find_signer(Domain::RosterOp, |issuer| self.holder_cert(issuer))
             .ok_or(RosterError::BadSignature)?;
         let fingerprint = cert.fingerprint().clone();
         match self.current_role(&fingerprint) {
@@ -460,13 +496,20 @@ impl Roster {
         if self.members.contains_key(&address) {
             return Err(RosterError::AlreadyMember(address));
         }
+        self.check_cert_may_join(&cert)?;
         let fingerprint = cert.fingerprint().clone();
-        if self.address_of.contains_key(&fingerprint) {
-            return Err(RosterError::CertInUse(fingerprint));
+        for key in cert.keys() {
+            self.key_holders
+                .insert(key.fingerprint.clone(), fingerprint.clone());
+            self.key_id_holders.insert(key.key_id, fingerprint.clone());
         }
-        for key in cert.key_fingerprints() {
-            self.known_certs.insert(key, cert.clone());
-        }
+        self.known_certs.insert(
+            fingerprint.clone(),
+            KnownCert {
+                address: address.clone(),
+                cert: cert.clone(),
+            },
+        );
         self.address_of.insert(fingerprint.clone(), address.clone());
         self.tenures.entry(fingerprint).or_default().push(Tenure {
             from: seq,
@@ -483,6 +526,45 @@ impl Roster {
             },
         );
         Ok(())
+    }
+
+    /// Whether `cert` may be enrolled: it is not a current member's, and none of its keys, by
+    /// fingerprint or by key id, is a key of another certificate ever on the roster. The
+    /// same certificate (a removed member re-added, or their updated certificate with the
+    /// same primary key) holds its own keys and passes.
+    pub fn check_cert_may_join(&self, cert: &Cert) -> Result<(), RosterError> {
+        if self.address_of.contains_key(cert.fingerprint()) {
+            return Err(RosterError::CertInUse(cert.fingerprint().clone()));
+        }
+        let another = |holder: Option<&Fingerprint>| {
+            holder
+                .filter(|holder| *holder != cert.fingerprint())
+                .map(|holder| (holder.clone(), self.known_certs[holder].address.clone()))
+        };
+        for key in cert.keys() {
+            if let Some((holder, holder_address)) = another(self.key_holders.get(&key.fingerprint))
+            {
+                return Err(RosterError::KeyInUse {
+                    key: key.fingerprint.clone(),
+                    holder,
+                    holder_address,
+                });
+            }
+            if let Some((holder, holder_address)) = another(self.key_id_holders.get(&key.key_id)) {
+                return Err(RosterError::KeyIdInUse {
+                    key: key.fingerprint.clone(),
+                    key_id: key.key_id,
+                    holder,
+                    holder_address,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The certificate holding the key with this fingerprint (primary or subkey).
+    fn holder_cert(&self, key: &Fingerprint) -> Option<&Cert> {
+        self.known_cert(self.key_holders.get(key)?)
     }
 
     fn end_tenure(&mut self, fingerprint: &Fingerprint, seq: u64) {
@@ -578,9 +660,7 @@ impl Roster {
     /// The certificate of anyone ever on the roster (removed members included), by primary
     /// fingerprint: what a server verifies their signed requests with.
     pub fn known_cert(&self, fingerprint: &Fingerprint) -> Option<&Cert> {
-        self.known_certs
-            .get(fingerprint)
-            .filter(|cert| cert.fingerprint() == fingerprint)
+        self.known_certs.get(fingerprint).map(|known| &known.cert)
     }
 
     pub fn member_by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&Member> {
@@ -692,7 +772,7 @@ impl Roster {
             }
             (_, false, None) => Some(Refusal::NotMember(fingerprint.clone())),
         };
-        match (refusal, self.known_certs.get(fingerprint)) {
+        match (refusal, self.known_cert(fingerprint)) {
             (Some(refusal), _) => Err(refusal),
             (None, Some(cert)) => Ok(cert),
             (None, None) => Err(Refusal::NotMember(fingerprint.clone())),
@@ -740,4 +820,54 @@ fn sign_body<R: Rng + CryptoRng>(
 /// find the certificate to check it with).
 pub fn parse_body(body: &[u8]) -> Result<OpBody, RosterError> {
     serde_json::from_slice(body).map_err(|e| RosterError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::OsRng;
+
+    use super::*;
+
+    /// Two keys with one 64-bit key id but different fingerprints cost about 2^64 work to
+    /// make, so the collision is planted in the roster's index: Bob's encryption subkey's id
+    /// is filed as a key of Olivia's.
+    #[test]
+    fn a_key_sharing_a_key_id_with_a_roster_key_is_refused() {
+        let olivia = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
+        let bob = SecretIdentity::generate(OsRng, "bob@example.org").unwrap();
+        let address = |a: &str| Address::parse(a).unwrap();
+        let genesis = sign_genesis(
+            OsRng,
+            &olivia,
+            address("olivia@example.org"),
+            address("team@lists.example.org"),
+            Policy::default(),
+            1,
+        )
+        .unwrap();
+        let mut roster = Roster::genesis(genesis).unwrap();
+        let subkey = bob.cert().keys()[1].clone();
+        roster
+            .key_id_holders
+            .insert(subkey.key_id, olivia.fingerprint().clone());
+        match roster.enrol(
+            address("bob@example.org"),
+            bob.cert().clone(),
+            Role::Member,
+            1,
+        ) {
+            Err(RosterError::KeyIdInUse {
+                key,
+                key_id,
+                holder,
+                holder_address,
+            }) => {
+                assert_eq!(key, subkey.fingerprint);
+                assert_eq!(key_id, subkey.key_id);
+                assert_eq!(&holder, olivia.fingerprint());
+                assert_eq!(holder_address, address("olivia@example.org"));
+            }
+            other => panic!("expected KeyIdInUse, got {other:?}"),
+        }
+    }
 }

@@ -2,8 +2,6 @@
 //! so that what is stored and forwarded is what was signed. Each use signs under its own
 //! domain prefix, so a signature made for one purpose can never be presented for another.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use pgp::composed::{Deserializable as _, DetachedSignature};
@@ -76,16 +74,17 @@ impl Signed {
             .unwrap_or_default()
     }
 
-    /// Finds which of `certs` (keyed by every key fingerprint of each cert) made the
-    /// signature, using the issuer subpacket so the search costs one verification.
+    /// Finds the certificate that made the signature: `holder` names the certificate holding
+    /// a key (primary or subkey) by that key's fingerprint, and is asked for each issuer the
+    /// signature names, so the search costs one verification.
     pub fn find_signer<'a>(
         &self,
         domain: Domain,
-        certs: &'a HashMap<Fingerprint, Cert>,
+        holder: impl Fn(&Fingerprint) -> Option<&'a Cert>,
     ) -> Option<&'a Cert> {
         self.issuer_fingerprints()
             .iter()
-            .filter_map(|fp| certs.get(fp))
+            .filter_map(holder)
             .find(|cert| self.verify(domain, cert))
     }
 }

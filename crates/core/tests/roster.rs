@@ -1,13 +1,17 @@
 //! The roster log: every way an op can be wrong gets its own error, and the policy
 //! evaluation answers who may post and who may read which post.
 
+mod crafted;
+
 use std::sync::OnceLock;
+
+use crafted::{Binding, carrying_key_of};
 
 use hushlist_core::roster::{
     Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Posters, Refusal, Role, Roster,
     RosterError, SignedOp, sign_genesis,
 };
-use hushlist_core::{Address, SecretIdentity};
+use hushlist_core::{Address, Cert, IdentityError, SecretIdentity};
 use rand::rngs::OsRng;
 
 struct People {
@@ -524,4 +528,142 @@ fn the_policy_in_force_at_posting_governs_the_post() {
         KeyFollows::PostingRoster
     );
     assert_eq!(roster.policy().key_follows, KeyFollows::CurrentRoster);
+}
+
+fn crafted_entry(victim: &SecretIdentity, binding: Binding) -> MemberEntry {
+    MemberEntry {
+        address: addr("mallory@example.com"),
+        cert: carrying_key_of(victim.cert(), "mallory@example.com", binding).cert,
+        role: Role::Member,
+    }
+}
+
+/// The refusal of a certificate carrying `victim`'s primary key, as the roster words it.
+fn assert_carries_key_of(refused: Result<(), RosterError>, victim: &SecretIdentity, at: &str) {
+    match refused {
+        Err(RosterError::KeyInUse {
+            key,
+            holder,
+            holder_address,
+            ..
+        }) => {
+            assert_eq!(&key, victim.fingerprint());
+            assert_eq!(&holder, victim.fingerprint());
+            assert_eq!(holder_address, addr(at));
+        }
+        other => panic!("expected KeyInUse naming {at}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_certificate_carrying_a_members_key_is_refused_and_the_owner_keeps_control() {
+    let p = people();
+    let mut roster = new_list(Policy::default());
+    add(&mut roster, &p.bob, "bob@example.org", Role::Member);
+    for (victim, at) in [
+        (&p.owner, "olivia@example.org"),
+        (&p.bob, "bob@example.org"),
+    ] {
+        let crafted = next(
+            &roster,
+            &p.owner,
+            Change::Add {
+                member: crafted_entry(victim, Binding::NoFlags),
+            },
+        );
+        assert_carries_key_of(roster.apply(crafted), victim, at);
+    }
+    // The owner's ops still verify, and Bob's key still seals to Bob.
+    add(&mut roster, &p.carol, "carol@example.org", Role::Member);
+    let posted_at = roster.head_seq();
+    let sealed_to = roster.may_read(p.bob.fingerprint(), posted_at).unwrap();
+    assert_eq!(sealed_to.fingerprint(), p.bob.fingerprint());
+    assert_eq!(
+        roster
+            .known_cert(p.bob.fingerprint())
+            .unwrap()
+            .fingerprint(),
+        p.bob.fingerprint()
+    );
+}
+
+#[test]
+fn a_removed_members_keys_stay_theirs_and_they_can_come_back() {
+    let p = people();
+    let mut roster = new_list(Policy::default());
+    add(&mut roster, &p.bob, "bob@example.org", Role::Member);
+    apply(
+        &mut roster,
+        &p.owner,
+        Change::Remove {
+            address: addr("bob@example.org"),
+        },
+    );
+    let crafted = next(
+        &roster,
+        &p.owner,
+        Change::Add {
+            member: crafted_entry(&p.bob, Binding::NoFlags),
+        },
+    );
+    assert_carries_key_of(roster.apply(crafted), &p.bob, "bob@example.org");
+    add(&mut roster, &p.bob, "bob@example.org", Role::Member);
+    let cert = roster
+        .may_read(p.bob.fingerprint(), roster.head_seq())
+        .unwrap();
+    assert_eq!(cert.fingerprint(), p.bob.fingerprint());
+}
+
+#[test]
+fn a_crafted_certificate_enrolled_first_keeps_the_real_owner_of_the_key_out_by_name() {
+    let p = people();
+    let mut roster = new_list(Policy::default());
+    let crafted = crafted_entry(&p.carol, Binding::NoFlags);
+    let mallory = Cert::from_bytes(crafted.cert.as_bytes()).unwrap();
+    apply(&mut roster, &p.owner, Change::Add { member: crafted });
+    let carol = next(
+        &roster,
+        &p.owner,
+        Change::Add {
+            member: entry(&p.carol, "carol@example.org", Role::Member),
+        },
+    );
+    match roster.apply(carol) {
+        Err(RosterError::KeyInUse {
+            key,
+            holder,
+            holder_address,
+            ..
+        }) => {
+            assert_eq!(&key, p.carol.fingerprint());
+            assert_eq!(&holder, mallory.fingerprint());
+            assert_eq!(holder_address, addr("mallory@example.com"));
+        }
+        other => panic!("expected KeyInUse naming mallory, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_signing_subkey_without_back_signature_is_refused() {
+    let p = people();
+    let crafted = carrying_key_of(
+        p.bob.cert(),
+        "mallory@example.com",
+        Binding::SigningWithoutBackSignature,
+    );
+    match Cert::from_bytes(crafted.cert.as_bytes()) {
+        Err(IdentityError::BadBinding { detail, .. }) => {
+            assert!(detail.contains("embedded signature"), "{detail}")
+        }
+        other => panic!("expected BadBinding, got {other:?}"),
+    }
+    let mut roster = new_list(Policy::default());
+    let op = next(
+        &roster,
+        &p.owner,
+        Change::Add {
+            member: crafted_entry(&p.bob, Binding::SigningWithoutBackSignature),
+        },
+    );
+    assert!(matches!(roster.apply(op), Err(RosterError::BadCert(_))));
 }

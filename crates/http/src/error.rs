@@ -177,6 +177,8 @@ impl ApiError {
             AlreadyMember(_) => "already_member",
             UnknownMember(_) => "unknown_member",
             CertInUse(_) => "cert_in_use",
+            KeyInUse { .. } => "key_in_use",
+            KeyIdInUse { .. } => "key_id_in_use",
             BadCert(_) => "bad_cert",
             Malformed(_) => "malformed",
         };
@@ -189,9 +191,12 @@ impl ApiError {
                 ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
             }
             NotOwner { .. } | FormerOwner { .. } => ApiError::forbidden(code, message),
-            LastOwner | AlreadyMember(_) | UnknownMember(_) | CertInUse(_) => {
-                ApiError::conflict(code, message)
-            }
+            LastOwner
+            | AlreadyMember(_)
+            | UnknownMember(_)
+            | CertInUse(_)
+            | KeyInUse { .. }
+            | KeyIdInUse { .. } => ApiError::conflict(code, message),
             WrongList { .. } | GenesisExpected | SecondGenesis | BadCert(_) | Malformed(_) => {
                 ApiError::bad_request(code, message)
             }

@@ -271,9 +271,14 @@ enum ListAction {
         #[arg(long, value_name = "FILE")]
         from_file: Option<PathBuf>,
     },
-    /// Remove a member (owners only); in the default policy they can no longer read any post.
+    /// Remove a member (owners only). They lose the keys of posts made under current-roster
+    /// (the default) and keep those of posts made under posting-roster while they were a
+    /// member.
     Remove { list: String, address: String },
-    /// Change the list's policy (owners only); settings not given stay as they are.
+    /// Change the list's policy (owners only); settings not given stay as they are. A change
+    /// governs the posts made after it: each post keeps the policy in force when it was
+    /// posted (who may read it, how long its key lives). To cut access to an earlier post,
+    /// destroy its key with `hushlist revoke KEYID`.
     Policy {
         list: String,
         /// pull: members fetch each post's key; push: each copy carries the member's key.
@@ -282,10 +287,12 @@ enum ListAction {
         /// Who may post.
         #[arg(long, value_enum)]
         posters: Option<PostersArg>,
-        /// Whether a removed member keeps the keys of posts made while they were a member.
+        /// Whether a removed member keeps the keys of posts made while they were a member;
+        /// applies to posts made from now on.
         #[arg(long, value_enum)]
         keys_follow: Option<KeysFollowArg>,
-        /// Whether members added later may read posts from before they joined.
+        /// Whether members added later may read posts from before they joined; applies to
+        /// posts made from now on.
         #[arg(long)]
         new_members_read_old: Option<bool>,
         /// Seconds after posting when the key server destroys a post's key (0: keep keys).
@@ -349,9 +356,11 @@ enum ModerationArg {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum KeysFollowArg {
-    /// Whoever was a member when a post was made keeps its key.
+    /// Whoever was a member when a post was made keeps its key, even after removal.
     PostingRoster,
-    /// Only current members get keys: removing someone revokes every post for them.
+    /// Only current members get keys: removing someone revokes, for them, every post made
+    /// under this setting (posts made earlier under posting-roster stay readable by whoever
+    /// was a member then).
     CurrentRoster,
 }
 

@@ -69,6 +69,8 @@ impl ListServer {
                 format!("{address} is already on {list}"),
             ));
         }
+        // The owners' add would be refused; refusing now spares them the request.
+        roster.check_cert_may_join(cert).map_err(ApiError::roster)?;
         let note = verified
             .ask
             .note
