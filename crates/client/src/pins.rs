@@ -11,7 +11,7 @@
 //! and hold the seen hash there; the two servers' logs must agree wherever both have ops.
 
 use hushlist_core::roster::{OpHash, Roster, SignedOp, parse_body};
-use hushlist_core::{Address, Cert, Fingerprint};
+use hushlist_core::{Address, Cert, Fingerprint, SecretIdentity};
 use serde::{Deserialize, Serialize};
 
 use crate::lists::ListConfig;
@@ -140,6 +140,14 @@ impl ServerLog {
     }
 }
 
+/// What `list use` pinned, and the logs it read: none when this home's identity is not on
+/// the roster, so that only the public genesis op could be read.
+#[derive(Debug)]
+pub struct UsedList {
+    pub pins: Pins,
+    pub rosters: Option<Rosters>,
+}
+
 /// Both servers' logs of a list, checked: each starts at the pinned genesis, the longer
 /// reaches the seen seq with the seen hash, and the shorter is a prefix of the longer.
 #[derive(Debug)]
@@ -167,8 +175,12 @@ impl Home {
     /// The one way the client reads a list's roster: both servers' logs, checked against the
     /// pins and each other, the newest head recorded as seen. The list server is a second
     /// opinion: if it cannot be reached the key server's log alone is used (and the reverse).
-    pub async fn rosters(&self, config: &ListConfig) -> Result<Rosters, PinError> {
-        let (keys, lists) = fetch(config).await?;
+    pub async fn rosters(
+        &self,
+        me: &SecretIdentity,
+        config: &ListConfig,
+    ) -> Result<Rosters, PinError> {
+        let (keys, lists) = fetch(me, config).await?;
         let _lock = self.lock_list(&config.list)?;
         let stored = self.list(&config.list)?;
         let pins = stored.pins.clone().ok_or_else(|| unpinned(self, &stored))?;
@@ -201,12 +213,17 @@ impl Home {
     /// which the servers must hold, or else to the key server's genesis (trust on first use),
     /// and to the key server's certificate as it presents it. A list already pinned keeps its
     /// pins, which the servers must match; only a new key server URL re-pins the certificate.
+    ///
+    /// Someone not on the roster (yet: about to ask to join) may not read the log; the list
+    /// is then pinned from its public genesis op alone, and the log is read once they are on
+    /// it.
     pub async fn use_list(
         &self,
+        me: &SecretIdentity,
         config: ListConfig,
         genesis: Option<OpHash>,
-    ) -> Result<Rosters, PinError> {
-        let ((keys, lists), cert) = tokio::try_join!(fetch(&config), async {
+    ) -> Result<UsedList, PinError> {
+        let ((keys, lists), cert) = tokio::try_join!(fetch(me, &config), async {
             Ok::<_, PinError>(config.key_server()?.server_cert().await?)
         })?;
         let _lock = self.lock_list(&config.list)?;
@@ -243,9 +260,14 @@ impl Home {
             None => {
                 let first = [("key server", &keys), ("list server", &lists)]
                     .into_iter()
-                    .find_map(|(server, log)| Some((server, log.roster()?)));
-                let Some((server, roster)) = first else {
-                    return Err(absent(&config.list, keys, lists).into());
+                    .find_map(|(server, log)| Some((server, log.roster()?.clone())));
+                let (server, roster) = match first {
+                    Some(found) => found,
+                    None if not_a_member(&keys) || not_a_member(&lists) => (
+                        "key server",
+                        config.key_server()?.genesis(&config.list).await?,
+                    ),
+                    None => return Err(absent(&config.list, keys, lists).into()),
                 };
                 let genesis_hash = roster.hash_at(0).expect("a log holds its genesis").clone();
                 if let Some(given) = genesis
@@ -259,7 +281,7 @@ impl Home {
                     });
                 }
                 Pins {
-                    first_owner: first_owner(roster),
+                    first_owner: first_owner(&roster),
                     server_key: cert.fingerprint().clone(),
                     seen_seq: 0,
                     seen_hash: genesis_hash.clone(),
@@ -267,12 +289,25 @@ impl Home {
                 }
             }
         };
+        if keys.roster().is_none() && lists.roster().is_none() && not_a_member(&keys) {
+            self.save_list(&ListConfig {
+                pins: Some(pins.clone()),
+                ..config
+            })?;
+            return Ok(UsedList {
+                pins,
+                rosters: None,
+            });
+        }
         let rosters = check(&config.list, pins, keys, lists)?;
         self.save_list(&ListConfig {
             pins: Some(rosters.pins.clone()),
             ..config
         })?;
-        Ok(rosters)
+        Ok(UsedList {
+            pins: rosters.pins.clone(),
+            rosters: Some(rosters),
+        })
     }
 
     /// Records that the key server took `roster`'s head op from this home (an owner's own
@@ -380,9 +415,15 @@ fn check(
 /// Both servers' logs of the list, each verified from its genesis. A server that cannot be
 /// reached or lacks the list is absent; one that serves a log that does not verify is an
 /// error, since no honest server does.
-async fn fetch(config: &ListConfig) -> Result<(ServerLog, ServerLog), PinError> {
+async fn fetch(
+    me: &SecretIdentity,
+    config: &ListConfig,
+) -> Result<(ServerLog, ServerLog), PinError> {
     let (keys, lists) = (config.key_server()?, config.list_server()?);
-    let (keys, lists) = tokio::join!(keys.roster(&config.list), lists.roster(&config.list));
+    let (keys, lists) = tokio::join!(
+        keys.roster(me, &config.list),
+        lists.roster(me, &config.list)
+    );
     let log = |fetched: Result<Roster, RemoteError>| match fetched {
         Ok(roster) => Ok(ServerLog::Held(Box::new(roster))),
         Err(bad @ RemoteError::BadRoster { .. }) => Err(PinError::Remote(bad)),
@@ -430,6 +471,11 @@ fn absent(list: &Address, keys: ServerLog, lists: ServerLog) -> RemoteError {
             message: format!("neither server has {list}"),
         },
     }
+}
+
+/// The server would not show the log to this home's identity, which is not on the roster.
+fn not_a_member(log: &ServerLog) -> bool {
+    matches!(log, ServerLog::Absent(RemoteError::Refused { status: 403, code, .. }) if code == "not_member")
 }
 
 /// The server answered that it does not have the list.

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::listmail::HELD_REPLY;
 use hushlist_core::outer::EncryptedPost;
-use hushlist_core::roster::Roster;
+
 use hushlist_core::{Address, Fingerprint, SecretIdentity};
 use hushlist_envelope::{OpenWith, Opened, Signature, open, seal};
 use mail_builder::headers::Header as _;
@@ -14,7 +14,7 @@ use rand::rngs::OsRng;
 
 use crate::Home;
 use crate::lists::ListConfig;
-use crate::pins::PinError;
+use crate::pins::{PinError, Rosters};
 use crate::remote::{RemoteError, submit};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,18 +36,9 @@ pub enum PostError {
     )]
     UnknownList,
     #[error(
-        "you ({address}) are not a member of {list}; ask an owner to add you with `hushlist list add`"
+        "this home's key {key} is not on the roster of {list}: if you are a member with another key, use the home that holds it, or ask an owner to re-add you with this one (`hushlist key export`); otherwise ask to join with `hushlist join {list}`"
     )]
-    NotAMember { list: Address, address: Address },
-    #[error(
-        "{list} knows {address} by key {on_roster}, but this home's key is {mine}; use the home with that key, or ask an owner to re-add you with this one"
-    )]
-    WrongKey {
-        list: Address,
-        address: Address,
-        on_roster: String,
-        mine: String,
-    },
+    NotOnRoster { list: Address, key: Fingerprint },
     #[error("the post could not be opened: {0}")]
     Open(String),
     #[error("refused: the post is not signed")]
@@ -149,11 +140,7 @@ pub async fn send(
         .await
     {
         Ok(receipt) => receipt,
-        Err(refusal @ RemoteError::Refused { .. }) => {
-            let rosters = home.rosters(list).await?;
-            return Err(explain_refusal(me, rosters.newest(), refusal));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(refusal_for(me, list, e)),
     };
     let reply = submit(&list.smtp, &from, &list.list, &sealed.message).await?;
     Ok(Sent {
@@ -327,7 +314,7 @@ async fn open_post(
 ) -> Result<(Opened, Option<Address>), PostError> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
-    let rosters = home.rosters(list).await?;
+    let rosters = readable_rosters(me, home, list).await?;
     let roster = rosters.newest();
     let signers: Vec<_> = roster.members().map(|m| m.cert.clone()).collect();
     let opened = match open(raw, OpenWith::Identity(me), &signers) {
@@ -337,7 +324,7 @@ async fn open_post(
                 .key_server()?
                 .fetch_key(me, &list.list, &post.key_id)
                 .await
-                .map_err(|e| explain_refusal(me, roster, e))?;
+                .map_err(|e| refusal_for(me, list, e))?;
             open(raw, OpenWith::Pkesk(&pkesk, me), &signers)
                 .map_err(|e| PostError::Open(e.to_string()))?
         }
@@ -362,38 +349,43 @@ pub async fn splice_post(
 ) -> Result<Vec<u8>, PostError> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
-    let rosters = home.rosters(list).await?;
+    readable_rosters(me, home, list).await?;
     let pkesk = list
         .key_server()?
         .fetch_key(me, &list.list, &post.key_id)
         .await
-        .map_err(|e| explain_refusal(me, rosters.newest(), e))?;
+        .map_err(|e| refusal_for(me, list, e))?;
     Ok(post.splice(raw, &[pkesk]))
 }
 
-/// Says precisely why the key server refused me when the roster shows it: my address is
-/// there under another key than this home's, or this key was never on the list. (A removed
-/// member's refusal depends on the policy at posting time, which the key server explains.)
-fn explain_refusal(me: &SecretIdentity, roster: &Roster, refusal: RemoteError) -> PostError {
-    if !matches!(refusal, RemoteError::Refused { .. })
-        || roster.known_cert(me.fingerprint()).is_some()
-    {
-        return refusal.into();
-    }
-    let Ok(address) = my_address(me) else {
-        return refusal.into();
-    };
-    match roster.member(&address) {
-        Some(member) => PostError::WrongKey {
-            list: roster.list().clone(),
-            address,
-            on_roster: member.cert.fingerprint().to_string(),
-            mine: me.fingerprint().to_string(),
+/// The list's roster as `me` may read it (checked against the pins); a refusal because this
+/// home's key is not on it says so, and what to do.
+async fn readable_rosters(
+    me: &SecretIdentity,
+    home: &Home,
+    list: &ListConfig,
+) -> Result<Rosters, PostError> {
+    home.rosters(me, list).await.map_err(|e| match e {
+        PinError::Remote(refusal) => refusal_for(me, list, refusal),
+        other => other.into(),
+    })
+}
+
+/// A server's refusal, said as "not on the roster" when that is why: a server tells nobody
+/// off the roster who is on it, so whether the address is there under another key is not
+/// known here. (A removed member's refusal depends on the policy at posting time, which the
+/// key server explains.)
+fn refusal_for(me: &SecretIdentity, list: &ListConfig, refusal: RemoteError) -> PostError {
+    match refusal {
+        RemoteError::Refused {
+            status: 403,
+            ref code,
+            ..
+        } if code == "not_member" => PostError::NotOnRoster {
+            list: list.list.clone(),
+            key: me.fingerprint().clone(),
         },
-        None => PostError::NotAMember {
-            list: roster.list().clone(),
-            address,
-        },
+        other => other.into(),
     }
 }
 

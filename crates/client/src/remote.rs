@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, AuditLog, DeliveryStatus, DeliverySwitch, Deposit, DepositReceipt,
     HeldDecision, HeldPosts, JoinAsk, JoinConfirmation, JoinConfirmed, JoinDecision, JoinReceipt,
-    JoinRequest, KeyRelease, PendingJoins, RosterHead, RosterOps, ServerKey, purpose,
+    JoinRequest, KeyRelease, ListGenesis, PendingJoins, RosterHead, RosterOps, RosterRead,
+    ServerKey, purpose,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
@@ -118,8 +119,15 @@ impl Server {
 
     /// The list's roster, verified op by op from its genesis, but not yet checked against
     /// what this home pinned: the client reads rosters through [`crate::pins`] only.
-    pub(crate) async fn roster(&self, list: &Address) -> Result<Roster, RemoteError> {
-        let ops: RosterOps = self.get(&format!("/v1/lists/{list}/ops")).await?;
+    pub(crate) async fn roster(
+        &self,
+        me: &SecretIdentity,
+        list: &Address,
+    ) -> Result<Roster, RemoteError> {
+        let request = signed(me, &purpose::read_roster(list), &RosterRead { since: None })?;
+        let ops: RosterOps = self
+            .post(&format!("/v1/lists/{list}/ops/read"), &request, None)
+            .await?;
         let bad = |detail: String| RemoteError::BadRoster {
             server: self.name,
             detail,
@@ -132,6 +140,23 @@ impl Server {
         }
         if roster.list() != list {
             return Err(bad(format!("it is the roster of {}", roster.list())));
+        }
+        Ok(roster)
+    }
+
+    /// A list's genesis op, which anyone may read, verified against the owner certificate it
+    /// carries: a roster holding only the first owner.
+    pub(crate) async fn genesis(&self, list: &Address) -> Result<Roster, RemoteError> {
+        let answer: ListGenesis = self.get(&format!("/v1/lists/{list}/genesis")).await?;
+        let roster = Roster::genesis(answer.genesis).map_err(|e| RemoteError::BadRoster {
+            server: self.name,
+            detail: e.to_string(),
+        })?;
+        if roster.list() != list {
+            return Err(RemoteError::BadRoster {
+                server: self.name,
+                detail: format!("it is the genesis of {}", roster.list()),
+            });
         }
         Ok(roster)
     }

@@ -23,7 +23,7 @@ pub enum RosterError {
     Refused {
         list: Address,
         #[source]
-        source: hushlist_core::roster::RosterError,
+        source: Box<hushlist_core::roster::RosterError>,
     },
     #[error(
         "{address} was not added to {list}, since both servers would refuse it (the members before it were added: fix or drop its line and run the command again)"
@@ -32,7 +32,7 @@ pub enum RosterError {
         list: Address,
         address: Address,
         #[source]
-        source: hushlist_core::roster::RosterError,
+        source: Box<hushlist_core::roster::RosterError>,
     },
     #[error(
         "the key server took the change (seq {seq}) but the list server did not; run `hushlist list sync {list}` (with --admin-token if this was the list's creation)"
@@ -193,7 +193,7 @@ pub async fn change(
     change: Change,
     now: u64,
 ) -> Result<u64, RosterError> {
-    let mut roster = key_server_head(list, home.rosters(list).await?)?;
+    let mut roster = key_server_head(list, home.rosters(me, list).await?)?;
     let op = roster
         .sign_next(OsRng, me, now, change)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
@@ -204,7 +204,7 @@ pub async fn change(
         .apply(op.clone())
         .map_err(|source| RosterError::Refused {
             list: list.list.clone(),
-            source,
+            source: Box::new(source),
         })?;
     append_to_both(home, list, &roster, &op).await
 }
@@ -246,7 +246,7 @@ pub async fn add_many(
     now: u64,
     mut progress: impl FnMut(&Address),
 ) -> Result<Added, RosterError> {
-    let mut roster = key_server_head(list, home.rosters(list).await?)?;
+    let mut roster = key_server_head(list, home.rosters(me, list).await?)?;
     let mut added = Added {
         head_seq: roster.head_seq(),
         ..Added::default()
@@ -264,7 +264,7 @@ pub async fn add_many(
                 .map_err(|source| RosterError::MemberRefused {
                     list: list.list.clone(),
                     address: address.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             added.head_seq = append_to_both(home, list, &roster, &op).await?;
             added.added += 1;
@@ -310,13 +310,14 @@ pub struct Synced {
 /// rolled-back log or a fork gets nothing); a server missing the list entirely gets the
 /// genesis op with `admin_token`.
 pub async fn sync(
+    me: &SecretIdentity,
     home: &Home,
     list: &ListConfig,
     admin_token: Option<&str>,
 ) -> Result<Synced, RosterError> {
     let keys = list.key_server()?;
     let lists = list.list_server()?;
-    let rosters = home.rosters(list).await?;
+    let rosters = home.rosters(me, list).await?;
     let (key_roster, list_roster) =
         match (present(rosters.key_server)?, present(rosters.list_server)?) {
             (Some(k), Some(l)) => (k, l),

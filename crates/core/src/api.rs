@@ -38,6 +38,23 @@ pub struct RosterHead {
     pub head_hash: String,
 }
 
+/// A list's genesis op, which anyone may read: it names the list, its first policy and its
+/// first owner, so a would-be member can pin the list before being on it, but no member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListGenesis {
+    pub list: Address,
+    pub genesis: Signed,
+}
+
+/// What a member asks for when reading a roster (the body of a signed request): the ops after
+/// `since`, or the whole log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterRead {
+    #[serde(default)]
+    pub since: Option<u64>,
+}
+
 /// Roster ops after a given seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterOps {
@@ -327,6 +344,10 @@ pub struct HeldDecision {
 /// Purposes (method and path) that signed requests are bound to.
 pub mod purpose {
     use super::*;
+
+    pub fn read_roster(list: &Address) -> String {
+        format!("POST /v1/lists/{list}/ops/read")
+    }
 
     pub fn archive(list: &Address) -> String {
         format!("POST /v1/lists/{list}/archive")

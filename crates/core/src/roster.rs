@@ -663,6 +663,20 @@ impl Roster {
         self.known_certs.get(fingerprint).map(|known| &known.cert)
     }
 
+    /// The last seq of the log `fingerprint` may read: the head for a current member; for a
+    /// former member, the op that removed them, so that they can still check who signed the
+    /// posts they may read but learn nothing of later changes; `None` for anyone never on it.
+    pub fn readable_by(&self, fingerprint: &Fingerprint) -> Option<u64> {
+        if self.member_by_fingerprint(fingerprint).is_some() {
+            return Some(self.head_seq());
+        }
+        self.tenures
+            .get(fingerprint)?
+            .iter()
+            .filter_map(|t| t.until)
+            .max()
+    }
+
     pub fn member_by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&Member> {
         self.members.get(self.address_of.get(fingerprint)?)
     }

@@ -1,6 +1,10 @@
 //! The roster endpoints: `POST /v1/lists` (genesis, operator admin token),
-//! `POST /v1/lists/{list}/ops` (an owner-signed op, verified against the current roster) and
-//! `GET /v1/lists/{list}/ops[?since=N]`.
+//! `POST /v1/lists/{list}/ops` (an owner-signed op, verified against the current roster),
+//! `POST /v1/lists/{list}/ops/read` (the log, for a current member's signed request) and
+//! `GET /v1/lists/{list}/ops[?since=N]` (the log, for an operator's or peer server's token),
+//! and `GET /v1/lists/{list}/genesis` (the first op alone, public: no member but the first
+//! owner, so that someone about to join can pin the list).
+//! Who is on a list is nobody else's business: the log names every member and their key.
 
 use std::sync::Arc;
 
@@ -9,20 +13,28 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use hushlist_core::api::{RosterHead, RosterOps};
+use hushlist_core::api::{ListGenesis, RosterHead, RosterOps, RosterRead, purpose};
+use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
+use hushlist_store::Store;
 use hushlist_store::rosters::RosterCache;
 use serde::Deserialize;
 
+use crate::requests::RequestVerifier;
 use crate::{ApiError, bearer, json, list};
 
 /// A server that keeps verified rosters.
 pub trait RosterHost: Send + Sync + 'static {
     fn rosters(&self) -> &RosterCache;
+    fn store(&self) -> &Store;
+    fn verifier(&self) -> &RequestVerifier;
     /// Whether `presented` is the operator admin token, needed to create a list.
     fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError>;
+    /// Whether `presented` is a token that may read every roster: the operator's, or a peer
+    /// server's.
+    fn check_roster_reader(&self, presented: Option<&str>) -> Result<(), ApiError>;
     /// Called after an op was verified and stored (for metrics).
     fn roster_op_accepted(&self);
 }
@@ -57,6 +69,8 @@ pub fn routes<S: RosterHost>() -> Router<Arc<S>> {
             "/v1/lists/{list}/ops",
             post(append_op::<S>).get(get_ops::<S>),
         )
+        .route("/v1/lists/{list}/ops/read", post(read_ops::<S>))
+        .route("/v1/lists/{list}/genesis", get(get_genesis::<S>))
 }
 
 pub fn head(roster: &Roster) -> RosterHead {
@@ -99,19 +113,65 @@ struct Since {
 async fn get_ops<S: RosterHost>(
     State(state): State<Arc<S>>,
     Path(list_text): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<Since>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    state.check_roster_reader(bearer(&headers))?;
     let list = list(&list_text)?;
     let Query(since) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let roster = state.rosters().get(&list).await?;
-    let ops = match since.since {
-        Some(seq) => roster.ops_since(seq).to_vec(),
-        None => roster.ops().to_vec(),
+    Ok(Json(ops_between(&roster, since.since, roster.head_seq())).into_response())
+}
+
+async fn read_ops<S: RosterHost>(
+    State(state): State<Arc<S>>,
+    Path(list_text): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let request: SignedRequest = json(body)?;
+    let roster = state.rosters().get(&list).await?;
+    let (verified, _) = state
+        .verifier()
+        .verify(
+            state.store(),
+            &roster,
+            &request,
+            &purpose::read_roster(&list),
+        )
+        .await?;
+    let Some(upto) = roster.readable_by(&verified.signer) else {
+        return Err(ApiError::forbidden(
+            "not_member",
+            format!("only members of {list} may read its roster"),
+        ));
     };
-    Ok(Json(RosterOps {
+    let read: RosterRead = serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
+    Ok(Json(ops_between(&roster, read.since, upto)).into_response())
+}
+
+async fn get_genesis<S: RosterHost>(
+    State(state): State<Arc<S>>,
+    Path(list_text): Path<String>,
+) -> Result<Response, ApiError> {
+    let list = list(&list_text)?;
+    let roster = state.rosters().get(&list).await?;
+    Ok(Json(ListGenesis {
+        genesis: roster.ops()[0].clone(),
         list,
-        head_seq: roster.head_seq(),
-        ops,
     })
     .into_response())
+}
+
+/// The ops after `since` (all, without it) up to and including `upto`.
+fn ops_between(roster: &Roster, since: Option<u64>, upto: u64) -> RosterOps {
+    let start = since.map_or(0, |seq| seq.saturating_add(1));
+    let ops = (start..=upto)
+        .map_while(|seq| roster.ops().get(usize::try_from(seq).ok()?).cloned())
+        .collect();
+    RosterOps {
+        list: roster.list().clone(),
+        head_seq: upto,
+        ops,
+    }
 }

@@ -193,9 +193,12 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         )
         .await?;
         // The member's client pins the list (its genesis and the key server's key).
-        member.home.use_list(config.clone(), None).await?;
+        member
+            .home
+            .use_list(&member.identity, config.clone(), None)
+            .await?;
     }
-    let (key_head, list_head) = heads(&olivia.home, &config).await?;
+    let (key_head, list_head) = heads(olivia, &config).await?;
     writeln!(
         out,
         "\n2. Olivia creates {LIST} and adds bob and carol: each change an op she signs and sends\n   to both servers, which verify every op. Key server at seq {key_head}, list server at seq {list_head}{}.",
@@ -312,8 +315,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// Both servers' roster heads, as the owner's client reads them (checked against its pins).
-async fn heads(home: &Home, config: &ListConfig) -> anyhow::Result<(u64, u64)> {
-    let rosters = home.rosters(config).await?;
+async fn heads(owner: &Person, config: &ListConfig) -> anyhow::Result<(u64, u64)> {
+    let rosters = owner.home.rosters(&owner.identity, config).await?;
     let head = |log: &ServerLog| {
         log.roster()
             .map(|r| r.head_seq())

@@ -458,7 +458,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let member = match member {
                 Some(text) => address(&text)?,
                 None => home
-                    .rosters(&config)
+                    .rosters(&me, &config)
                     .await?
                     .newest()
                     .member_by_fingerprint(me.fingerprint())
@@ -770,8 +770,9 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                 pins: None,
             };
             let given = genesis.is_some();
-            let rosters = home.use_list(config.clone(), genesis).await?;
-            let pins = &rosters.pins;
+            let me = home.load_identity(&passphrase())?;
+            let used = home.use_list(&me, config.clone(), genesis).await?;
+            let pins = &used.pins;
             println!(
                 "{} will be reached at {}; pinned: genesis {} (first owner {}), key server key {}, seen up to seq {}",
                 config.list,
@@ -787,8 +788,16 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
                     config.list
                 );
             }
-            if let Some(lag) = servers_out_of_step(&rosters) {
-                println!("{lag}");
+            match &used.rosters {
+                Some(rosters) => {
+                    if let Some(lag) = servers_out_of_step(rosters) {
+                        println!("{lag}");
+                    }
+                }
+                None => println!(
+                    "you are not on its roster yet, so only its public genesis was read; ask to join with `hushlist join {}`",
+                    config.list
+                ),
             }
             Ok(())
         }
@@ -958,8 +967,9 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             key_lifetime_secs,
             moderation,
         } => {
+            let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let mut policy = home.rosters(&config).await?.newest().policy().clone();
+            let mut policy = home.rosters(&me, &config).await?.newest().policy().clone();
             if let Some(mode) = mode {
                 policy.delivery = match mode {
                     Mode::Pull => DeliveryMode::Pull,
@@ -994,8 +1004,9 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             change_roster(home, &list, Change::SetPolicy { policy }).await
         }
         ListAction::Show { list } => {
+            let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let rosters = home.rosters(&config).await?;
+            let rosters = home.rosters(&me, &config).await?;
             let newest = rosters.newest();
             let mut out = std::io::stdout().lock();
             writeln!(out, "list {}", config.list)?;
@@ -1038,7 +1049,13 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
         }
         ListAction::Sync { list, admin_token } => {
             let config = home.list(&address(&list)?)?;
-            let synced = rosters::sync(home, &config, admin_token.as_deref()).await?;
+            let synced = rosters::sync(
+                &home.load_identity(&passphrase())?,
+                home,
+                &config,
+                admin_token.as_deref(),
+            )
+            .await?;
             println!(
                 "{}: sent {} op(s) to the key server and {} to the list server; both at seq {}",
                 config.list, synced.to_key_server, synced.to_list_server, synced.head_seq

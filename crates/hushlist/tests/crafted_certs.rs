@@ -63,6 +63,7 @@ async fn post_add(served: &Served, base: &str, owner: &SecretIdentity, cert: &st
     let http = reqwest::Client::new();
     let ops: RosterOps = http
         .get(format!("{}/v1/lists/{LIST}/ops", served.key_url))
+        .bearer_auth(&served.admin_token)
         .send()
         .await
         .unwrap()

@@ -214,8 +214,8 @@ async fn pass(
     body: Bytes,
 ) -> Response {
     let frozen = old_log.lock().unwrap().clone();
-    if method == Method::GET
-        && uri.path().ends_with("/ops")
+    if method == Method::POST
+        && uri.path().ends_with("/ops/read")
         && let Some(log) = frozen
     {
         return ([(CONTENT_TYPE, "application/json")], log).into_response();
@@ -239,8 +239,19 @@ async fn pass(
     response
 }
 
-fn get(runtime: &tokio::runtime::Runtime, url: &str) -> Bytes {
-    runtime.block_on(async { reqwest::get(url).await.unwrap().bytes().await.unwrap() })
+/// A roster log as the server's operator reads it, with the operator's token.
+fn get(runtime: &tokio::runtime::Runtime, url: &str, token: &str) -> Bytes {
+    runtime.block_on(async {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    })
 }
 
 /// Mallory posts while a member, then the owner removes her. Alice reads the list through
@@ -259,7 +270,11 @@ fn a_rolled_back_roster_is_refused() {
     olivia.create_list(&served);
     olivia.add(&alice, dir.path());
     olivia.add(&mallory, dir.path());
-    let log_with_mallory = get(&runtime, &format!("{}/v1/lists/{LIST}/ops", served.key_url));
+    let log_with_mallory = get(
+        &runtime,
+        &format!("{}/v1/lists/{LIST}/ops", served.key_url),
+        &served.admin_token,
+    );
     mallory.use_list(&served.key_url, &served.list_url, &served.smtp, &[]);
     mallory.post("Minutes", "As agreed.\n");
     let copy = mail.wait_for_copies(alice.address, 1).remove(0);
@@ -299,6 +314,7 @@ fn a_list_server_serving_another_list_is_named() {
     let mallory = Person::new(dir.path(), "mallory", "mallory@example.com");
     let alice = Person::new(dir.path(), "alice", "alice@example.net");
     olivia.create_list(&served);
+    olivia.add(&alice, dir.path());
     mallory.create_list(&other);
     let lists = Proxy::start(&runtime, &served.list_url);
     alice.use_list(&served.key_url, &lists.url, &served.smtp, &[]);
@@ -307,6 +323,7 @@ fn a_list_server_serving_another_list_is_named() {
     lists.serve_old_log(get(
         &runtime,
         &format!("{}/v1/lists/{LIST}/ops", other.list_url),
+        &other.admin_token,
     ));
     let err = refused(alice.run(&["list", "show", LIST]));
     assert!(
@@ -315,10 +332,10 @@ fn a_list_server_serving_another_list_is_named() {
     );
 }
 
-/// The owner's key signs two different ops for seq 2, and each server gets one (the key
+/// The owner's key signs two different ops for seq 3, and each server gets one (the key
 /// server through `hushlist list add` while the list server was unreachable, the list server
-/// directly). Alice, who has seen the key server's op 2, refuses the list server's log and
-/// names it; Bob, who has seen only seq 1, cannot tell which is genuine and refuses both.
+/// directly). Alice, who has seen the key server's op 3, refuses the list server's log and
+/// names it; Bob, who has seen only seq 2, cannot tell which is genuine and refuses both.
 #[test]
 fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -332,12 +349,13 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     let dave = Person::new(dir.path(), "dave", "dave@example.net");
     olivia.create_list(&served);
     olivia.add(&alice, dir.path());
+    olivia.add(&bob, dir.path());
     alice.use_list(&served.key_url, &served.list_url, &served.smtp, &[]);
     bob.use_list(&served.key_url, &served.list_url, &served.smtp, &[]);
     olivia.post("Before the fork", "All well.\n");
     let copy = mail.wait_for_copies(alice.address, 1).remove(0);
 
-    // Op 2a, Carol's add, reaches the key server only.
+    // Op 3a, Carol's add, reaches the key server only.
     let dead = format!("http://127.0.0.1:{}", free_port());
     olivia.use_list(&served.key_url, &dead, &served.smtp, &[]);
     let cert = dir.path().join("carol.asc");
@@ -354,14 +372,15 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     let shown = ok(alice.run(&["list", "show", LIST]));
     assert!(shown.contains("the servers DISAGREE"), "{shown}");
 
-    // Op 2b, Dave's add, signed with the same owner key on the list server's log.
+    // Op 3b, Dave's add, signed with the same owner key on the list server's log.
     let log: RosterOps = serde_json::from_slice(&get(
         &runtime,
         &format!("{}/v1/lists/{LIST}/ops", served.list_url),
+        &served.admin_token,
     ))
     .unwrap();
     let roster = Roster::from_log(log.ops).unwrap();
-    assert_eq!(roster.head_seq(), 1);
+    assert_eq!(roster.head_seq(), 2);
     let dave_cert = hushlist_core::Cert::from_bytes(&ok_bytes(dave.run(&["key", "export"])))
         .unwrap()
         .to_armored();
@@ -392,7 +411,7 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
 
     let err = refused(alice.run(&["list", "show", LIST]));
     assert!(
-        err.contains("the list server's roster of team@lists.example.org forks from the history this home has seen: it holds a different op at seq 2"),
+        err.contains("the list server's roster of team@lists.example.org forks from the history this home has seen: it holds a different op at seq 3"),
         "{err}"
     );
     let err = refused(alice.run_with(&["open"], &copy));
@@ -400,7 +419,7 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     assert!(err.contains("forks from the history"), "{err}");
     let err = refused(bob.run(&["list", "show", LIST]));
     assert!(
-        err.contains("the key server and the list server hold different ops for team@lists.example.org at seq 2, after seq 1 which this home has seen"),
+        err.contains("the key server and the list server hold different ops for team@lists.example.org at seq 3, after seq 2 which this home has seen"),
         "{err}"
     );
 }
@@ -472,9 +491,12 @@ fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin
         "{used}"
     );
     assert!(!used.contains("on the servers' word"), "{used}");
+    // Bob is not on the roster: only the public genesis was read, and he is told so.
+    assert!(used.contains("you are not on its roster yet"), "{used}");
 
     // A list file written before pinning existed still loads, and says what to do.
     let carol = Person::new(dir.path(), "carol", "carol@example.net");
+    olivia.add(&carol, dir.path());
     std::fs::create_dir_all(carol.home.join("lists")).unwrap();
     std::fs::write(
         carol.home.join(format!("lists/{LIST}.json")),

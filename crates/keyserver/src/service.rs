@@ -634,8 +634,21 @@ impl RosterHost for KeyServer {
         &self.rosters
     }
 
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn verifier(&self) -> &RequestVerifier {
+        &self.verifier
+    }
+
     fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
         KeyServer::check_admin(self, presented)
+    }
+
+    /// The operator, and the list server (with its grants token) comparing rosters.
+    fn check_roster_reader(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        KeyServer::check_admin(self, presented).or_else(|_| self.check_grants_token(presented))
     }
 
     fn roster_op_accepted(&self) {

@@ -103,7 +103,9 @@ async fn genesis_needs_the_admin_token_and_ops_are_verified() {
     let (status, body) = server.send_op(&fork).await;
     assert_eq!((status, code(&body)), (409, "fork"));
 
-    let (status, text) = server.get(&format!("/v1/lists/{LIST}/ops?since=1")).await;
+    let (status, text) = server
+        .get_with(&format!("/v1/lists/{LIST}/ops?since=1"), ADMIN)
+        .await;
     assert_eq!(status, 200);
     let ops: RosterOps = serde_json::from_str(&text).unwrap();
     assert_eq!((ops.head_seq, ops.ops.len()), (3, 2));
@@ -117,9 +119,97 @@ async fn genesis_needs_the_admin_token_and_ops_are_verified() {
         )
         .await;
     assert_eq!((status, code(&body)), (400, "malformed"));
-    let (status, text) = server.get("/v1/lists/nobody@lists.example.org/ops").await;
+    let (status, text) = server
+        .get_with("/v1/lists/nobody@lists.example.org/ops", ADMIN)
+        .await;
     assert_eq!(status, 404, "{text}");
     assert!(text.contains("unknown_list"));
+}
+
+#[tokio::test]
+async fn a_roster_is_shown_only_to_its_members_and_the_operators() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    let p = people();
+    let mut roster = server.create_list(Policy::default()).await;
+    let ops_path = format!("/v1/lists/{LIST}/ops");
+    let names_members = |text: &str| text.contains("bob@example.org") || text.contains("QkVHSU4");
+
+    // Without a token, or with a wrong one, nobody reads the log.
+    let (status, text) = server.get(&ops_path).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(!names_members(&text), "{text}");
+    let (status, text) = server.get_with(&ops_path, "wrong").await;
+    assert_eq!(status, 401, "{text}");
+    // The operator and the list server (its grants token) do.
+    for token in [ADMIN, GRANTS] {
+        let (status, text) = server.get_with(&ops_path, token).await;
+        assert_eq!(status, 200, "{text}");
+        let ops: RosterOps = serde_json::from_str(&text).unwrap();
+        assert_eq!(ops.ops.len(), 3);
+    }
+
+    // Members read it with a signed request; a stranger, a replay and a forgery do not.
+    let read_path = format!("/v1/lists/{LIST}/ops/read");
+    let read = |who| signed(who, &purpose::read_roster(&list()), &serde_json::json!({}));
+    for member in [&p.olivia, &p.bob, &p.rita] {
+        let (status, body) = server.post(&read_path, &read(member), None).await;
+        assert_eq!(status, 200, "{body}");
+        let ops: RosterOps = serde_json::from_value(body).unwrap();
+        assert_eq!((ops.head_seq, ops.ops.len()), (2, 3));
+    }
+    let (status, body) = server.post(&read_path, &read(&p.eve), None).await;
+    assert_eq!((status, code(&body)), (403, "not_member"), "{body}");
+    assert!(!names_members(&body.to_string()), "{body}");
+    let bobs = read(&p.bob);
+    assert_eq!(server.post(&read_path, &bobs, None).await.0, 200);
+    let (status, body) = server.post(&read_path, &bobs, None).await;
+    assert_eq!((status, code(&body)), (401, "replayed"), "{body}");
+    let mut forged = read(&p.bob);
+    forged.signed.body = serde_json::to_vec(&serde_json::json!({"forged": true})).unwrap();
+    let (status, body) = server.post(&read_path, &forged, None).await;
+    assert_eq!((status, code(&body)), (401, "bad_signature"), "{body}");
+    // A signature for reading one list's roster does not read another's.
+    let (status, body) = server
+        .post(
+            "/v1/lists/other@lists.example.org/ops/read",
+            &read(&p.bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Once removed, a member reads the log as it was when they left (to check who signed
+    // the posts they may still read) and nothing of later changes.
+    server
+        .change(
+            &mut roster,
+            Change::Remove {
+                address: Address::parse("bob@example.org").unwrap(),
+            },
+        )
+        .await;
+    server
+        .add(&mut roster, &p.dave, "dave@example.org", Role::Member)
+        .await;
+    let (status, body) = server.post(&read_path, &read(&p.bob), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_string().contains("dave@example.org"), "{body}");
+    let ops: RosterOps = serde_json::from_value(body).unwrap();
+    assert_eq!((ops.head_seq, ops.ops.len()), (3, 4));
+    assert_eq!(ops.ops[..], roster.ops()[..4]);
+    let (status, body) = server.post(&read_path, &read(&p.dave), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_value::<RosterOps>(body).unwrap().head_seq,
+        4
+    );
+
+    // The genesis op alone is public: the list and its first owner, no member.
+    let (status, text) = server.get(&format!("/v1/lists/{LIST}/genesis")).await;
+    assert_eq!(status, 200, "{text}");
+    let genesis: hushlist_core::api::ListGenesis = serde_json::from_str(&text).unwrap();
+    assert_eq!(genesis.genesis, roster.ops()[0]);
+    assert!(!names_members(&text), "{text}");
 }
 
 #[tokio::test]

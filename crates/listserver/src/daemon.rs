@@ -138,7 +138,7 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
     let (stop_workers, stopped) = watch::channel(false);
     let mut workers = match &config.delivery.key_server {
         Some(key_server) => vec![
-            RosterWatch::new(&server, &key_server.url, config.delivery.roster_check_every)
+            RosterWatch::new(&server, key_server, config.delivery.roster_check_every)
                 .spawn(stopped.clone()),
         ],
         None => Vec::new(),

@@ -15,6 +15,7 @@ use hushlist_core::roster::Roster;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::delivery::KeyServerAccess;
 use crate::service::{ListServer, unix_now};
 
 /// How the key server's roster of a list differs from ours.
@@ -37,15 +38,18 @@ struct Seen {
 pub struct RosterWatch {
     server: Arc<ListServer>,
     key_server: String,
+    /// What the key server knows this list server by, to read its rosters.
+    grants_token: String,
     every: Duration,
     http: reqwest::Client,
 }
 
 impl RosterWatch {
-    pub fn new(server: &Arc<ListServer>, key_server: &str, every: Duration) -> Self {
+    pub fn new(server: &Arc<ListServer>, key_server: &KeyServerAccess, every: Duration) -> Self {
         RosterWatch {
             server: server.clone(),
-            key_server: key_server.trim_end_matches('/').to_owned(),
+            key_server: key_server.url.trim_end_matches('/').to_owned(),
+            grants_token: key_server.grants_token.clone(),
             every,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -127,7 +131,12 @@ impl RosterWatch {
             Some(since) => format!("{}/v1/lists/{list}/ops?since={since}", self.key_server),
             None => format!("{}/v1/lists/{list}/ops", self.key_server),
         };
-        let response = self.http.get(&url).send().await?;
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.grants_token)
+            .send()
+            .await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(Some(Difference::Unknown));
         }

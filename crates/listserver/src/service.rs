@@ -442,8 +442,20 @@ impl RosterHost for ListServer {
         &self.rosters
     }
 
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn verifier(&self) -> &RequestVerifier {
+        &self.verifier
+    }
+
     fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
         check_token(&self.admin_token, presented, "the operator admin token")
+    }
+
+    fn check_roster_reader(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        RosterHost::check_admin(self, presented)
     }
 
     fn roster_op_accepted(&self) {

@@ -140,18 +140,43 @@ async fn members_page_through_the_archive_and_others_are_refused() {
 async fn roster_endpoints_health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let server = list_server(dir.path()).await;
-    create_list(&server, 2).await;
+    let owner = create_list(&server, 2).await;
     let base = serve(server).await;
     let http = reqwest::Client::new();
 
-    let ops: Value = http
+    // The log is shown to the operator (a token) and to members (a signed request) only.
+    let response = http
         .get(format!("{base}/v1/lists/{LIST}/ops?since=1"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(response.status(), 401);
+    let list = Address::parse(LIST).unwrap();
+    let read = |who: &SecretIdentity| {
+        SignedRequest::sign(
+            OsRng,
+            who,
+            &purpose::read_roster(&list),
+            serde_json::to_vec(&serde_json::json!({"since": 1})).unwrap(),
+            now(),
+        )
+        .unwrap()
+    };
+    let stranger = SecretIdentity::generate(OsRng, "eve@example.org").unwrap();
+    let (status, body) = post(
+        &http,
+        format!("{base}/v1/lists/{LIST}/ops/read"),
+        &read(&stranger),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "not_member"), "{body}");
+    let (status, ops) = post(
+        &http,
+        format!("{base}/v1/lists/{LIST}/ops/read"),
+        &read(&owner),
+    )
+    .await;
+    assert_eq!(status, 200, "{ops}");
     assert_eq!(ops["head_seq"], 2);
     assert_eq!(ops["ops"].as_array().unwrap().len(), 1);
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
+use hushlist_listserver::delivery::KeyServerAccess;
 use hushlist_listserver::roster_watch::RosterWatch;
 use rand::rngs::OsRng;
 
@@ -40,7 +41,11 @@ async fn owners_are_told_once_when_the_key_server_has_an_op_the_list_server_miss
     server.rosters().create(genesis).await.unwrap();
 
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    RosterWatch::new(&server, &key_server, Duration::from_millis(100)).spawn(stopped);
+    let access = KeyServerAccess {
+        url: key_server.clone(),
+        grants_token: GRANTS_TOKEN.into(),
+    };
+    RosterWatch::new(&server, &access, Duration::from_millis(100)).spawn(stopped);
     // In step: nothing to say.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(server.store().unsent_outbox().await.unwrap().is_empty());

@@ -125,6 +125,18 @@ impl TestServer {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// A GET with a bearer token (the operator's or the list server's).
+    pub async fn get_with(&self, path: &str, token: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     /// Creates the list with Olivia as owner, Bob as member and Rita as reader.
     pub async fn create_list(&self, policy: Policy) -> Roster {
         let p = people();
