@@ -34,6 +34,9 @@ pub enum StoreError {
     /// A group commit failed; the error as the database gave it.
     #[error("database error: {0}")]
     GroupCommit(String),
+    /// A post under a list and key id already stored with other bytes: the stored post stays.
+    #[error("{list} already holds a different post under key id {key_id}")]
+    KeyIdTaken { list: String, key_id: String },
 }
 
 /// A roster op as stored: its position and exact signed bytes.
@@ -105,6 +108,9 @@ pub struct PostRow {
     pub message_id: Option<String>,
     pub received_at: i64,
     pub message: Vec<u8>,
+    /// The SHA-256 of `message`, computed by the list server; empty for posts stored before
+    /// digests were kept.
+    pub digest: Vec<u8>,
 }
 
 /// A delivery claimed by a worker: due, and leased to it until the lease time it claimed with.
@@ -720,8 +726,9 @@ impl Store {
 
 impl Store {
     /// Stores a post with one pending delivery per distinct recipient, in one transaction.
-    /// A post whose list and key id are already stored is not stored again: the existing
-    /// post is returned as a duplicate, and no deliveries are added.
+    /// A post whose list and key id are already stored is not stored again: the same bytes
+    /// are returned as a duplicate of the stored post (no deliveries are added), other bytes
+    /// are refused with [`StoreError::KeyIdTaken`].
     pub async fn insert_post(
         &self,
         post: &PostRow,
@@ -744,6 +751,17 @@ impl Store {
             id,
             duplicate: false,
         })
+    }
+
+    /// Refuses with [`StoreError::KeyIdTaken`] a post whose list and key id are stored with
+    /// other bytes, so that a post to several lists can be checked for all before it is
+    /// stored for any. (Storing it checks again, against a post stored meanwhile.)
+    pub async fn check_post_key(&self, post: &PostRow) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match post_under_key(&mut conn, post).await? {
+            UnderKey::Free | UnderKey::Same(_) => Ok(()),
+            UnderKey::Different => Err(key_id_taken(post)),
+        }
     }
 
     /// The recipients of a post still waiting for delivery.
@@ -997,7 +1015,7 @@ impl Store {
     /// One post by id.
     pub async fn post(&self, id: i64) -> Result<Option<PostRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts WHERE id = $1",
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest FROM posts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1014,7 +1032,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PostRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts \
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest FROM posts \
              WHERE list = $1 AND id > $2 \
              AND NOT EXISTS (SELECT 1 FROM held_posts h WHERE h.post_id = posts.id) \
              ORDER BY id LIMIT $3",
@@ -1028,15 +1046,15 @@ impl Store {
     }
 }
 
-/// Inserts a post unless its list and key id are already stored (then returns that one as
-/// a duplicate).
+/// Inserts a post unless its list and key id are already stored: then returns that one as a
+/// duplicate if it has the same bytes, and refuses it with [`StoreError::KeyIdTaken`] if not.
 pub(crate) async fn insert_post_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     post: &PostRow,
 ) -> Result<InsertedPost, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
+        "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message, digest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
     )
     .bind(&post.list)
     .bind(&post.mail_from)
@@ -1044,6 +1062,7 @@ pub(crate) async fn insert_post_row(
     .bind(&post.message_id)
     .bind(post.received_at)
     .bind(&post.message)
+    .bind(&post.digest)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {
@@ -1052,15 +1071,62 @@ pub(crate) async fn insert_post_row(
             duplicate: false,
         });
     }
-    let row = sqlx::query("SELECT id FROM posts WHERE list = $1 AND key_id = $2")
+    match post_under_key(tx, post).await? {
+        UnderKey::Same(id) => Ok(InsertedPost {
+            id,
+            duplicate: true,
+        }),
+        UnderKey::Different => Err(key_id_taken(post)),
+        // The conflicting row went between the two statements (a held post discarded).
+        UnderKey::Free => Err(StoreError::Database(sqlx::Error::RowNotFound)),
+    }
+}
+
+/// What is stored under a post's list and key id.
+enum UnderKey {
+    Free,
+    /// A post with the same bytes, and its id.
+    Same(i64),
+    Different,
+}
+
+/// Compares `post` with the post stored under its list and key id, if any: by digest, or
+/// byte for byte for posts stored without one.
+async fn post_under_key(
+    conn: &mut sqlx::AnyConnection,
+    post: &PostRow,
+) -> Result<UnderKey, StoreError> {
+    let row = sqlx::query("SELECT id, digest FROM posts WHERE list = $1 AND key_id = $2")
         .bind(&post.list)
         .bind(&post.key_id)
-        .fetch_one(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
-    Ok(InsertedPost {
-        id: row.get("id"),
-        duplicate: true,
+    let Some(row) = row else {
+        return Ok(UnderKey::Free);
+    };
+    let id: i64 = row.get("id");
+    let same = match row.get::<Option<Vec<u8>>, _>("digest") {
+        Some(digest) => digest == post.digest,
+        None => {
+            let stored = sqlx::query("SELECT message FROM posts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+            stored.get::<Vec<u8>, _>("message") == post.message
+        }
+    };
+    Ok(if same {
+        UnderKey::Same(id)
+    } else {
+        UnderKey::Different
     })
+}
+
+fn key_id_taken(post: &PostRow) -> StoreError {
+    StoreError::KeyIdTaken {
+        list: post.list.clone(),
+        key_id: post.key_id.clone(),
+    }
 }
 
 /// One pending delivery of post `id` per recipient, due at `due_at`.
@@ -1112,6 +1178,7 @@ fn post_row(r: &sqlx::any::AnyRow) -> PostRow {
         message_id: r.get("message_id"),
         received_at: r.get("received_at"),
         message: r.get("message"),
+        digest: r.get::<Option<Vec<u8>>, _>("digest").unwrap_or_default(),
     }
 }
 
