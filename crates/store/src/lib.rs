@@ -64,6 +64,8 @@ pub struct SessionKeyRow {
     pub roster_seq: i64,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Which of the row's columns its sealing is bound to, as the key server numbers it.
+    pub sealing: i64,
     pub master_key_id: String,
     pub nonce: Vec<u8>,
     pub sealed_key: Vec<u8>,
@@ -433,8 +435,8 @@ impl Store {
     /// snapshot (which fails under concurrent writers).
     pub async fn insert_session_key(&self, row: &SessionKeyRow) -> Result<Inserted, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key, sealing) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
              WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1) \
              ON CONFLICT DO NOTHING",
         )
@@ -447,6 +449,7 @@ impl Store {
         .bind(&row.master_key_id)
         .bind(&row.nonce)
         .bind(&row.sealed_key)
+        .bind(row.sealing)
         .execute(&self.pool)
         .await?;
         Ok(inserted(done.rows_affected()))
@@ -454,7 +457,7 @@ impl Store {
 
     pub async fn session_key(&self, key_id: &str) -> Result<Option<SessionKeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key \
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key \
              FROM session_keys WHERE key_id = $1",
         )
         .bind(key_id)
@@ -495,40 +498,47 @@ impl Store {
         Ok(true)
     }
 
-    /// Session keys sealed under another master key than `current`: what a rotation has
-    /// left to re-seal.
-    pub async fn session_keys_sealed_under_other(
+    /// Session keys sealed under another master key than `current_master`, or in another way
+    /// than `current_sealing`: what a rotation or an upgrade has left to re-seal.
+    pub async fn session_keys_to_reseal(
         &self,
-        current: &str,
+        current_master: &str,
+        current_sealing: i64,
         limit: i64,
     ) -> Result<Vec<SessionKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key \
-             FROM session_keys WHERE master_key_id <> $1 LIMIT $2",
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key \
+             FROM session_keys WHERE master_key_id <> $1 OR sealing <> $2 LIMIT $3",
         )
-        .bind(current)
+        .bind(current_master)
+        .bind(current_sealing)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(session_key_row).collect())
     }
 
-    /// Replaces a session key's sealing, unless another instance re-sealed or destroyed it
-    /// meanwhile (it must still be under `was`).
+    /// Replaces a session key's sealing (master key id, sealing, nonce and ciphertext) with
+    /// `row`'s, unless another instance re-sealed or destroyed it meanwhile (its nonce must
+    /// still be `was_nonce`).
     pub async fn reseal_session_key(
         &self,
-        key_id: &str,
-        was: &str,
-        sealed: &SealedSecret,
+        row: &SessionKeyRow,
+        was_nonce: &[u8],
     ) -> Result<bool, StoreError> {
-        self.reseal(
-            "UPDATE session_keys SET master_key_id = $3, nonce = $4, sealed_key = $5 \
-             WHERE key_id = $1 AND master_key_id = $2",
-            key_id,
-            was,
-            sealed,
+        let done = sqlx::query(
+            "UPDATE session_keys SET master_key_id = $3, sealing = $4, nonce = $5, sealed_key = $6 \
+             WHERE key_id = $1 AND nonce = $2",
         )
-        .await
+        .bind(&row.key_id)
+        .bind(was_nonce)
+        .bind(&row.master_key_id)
+        .bind(row.sealing)
+        .bind(&row.nonce)
+        .bind(&row.sealed_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Replaces a server secret's sealing if it is still under `was`.
@@ -1163,6 +1173,7 @@ fn session_key_row(r: &sqlx::any::AnyRow) -> SessionKeyRow {
         roster_seq: r.get("roster_seq"),
         created_at: r.get("created_at"),
         expires_at: r.get("expires_at"),
+        sealing: r.get("sealing"),
         master_key_id: r.get("master_key_id"),
         nonce: r.get("nonce"),
         sealed_key: r.get("sealed_key"),

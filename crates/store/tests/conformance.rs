@@ -74,6 +74,7 @@ fn key_row(key_id: &str) -> SessionKeyRow {
         roster_seq: 3,
         created_at: 100,
         expires_at: Some(200),
+        sealing: 2,
         master_key_id: "mk1".into(),
         nonce: vec![1; 12],
         sealed_key: vec![2; 48],
