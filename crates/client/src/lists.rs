@@ -26,7 +26,7 @@ impl Home {
             path: dir.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(io)?;
+        crate::private_dir(&dir).map_err(io)?;
         let path = dir.join(format!("{}.json", config.list));
         let text = serde_json::to_vec_pretty(config).expect("a list config serializes");
         fs::write(&path, text).map_err(|source| HomeError::Io { path, source })

@@ -11,6 +11,9 @@ pub mod membership;
 pub mod rosters;
 pub mod scratch;
 
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,11 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A group commit failed; the error as the database gave it.
     #[error("database error: {0}")]
     GroupCommit(String),
@@ -232,6 +240,39 @@ async fn sqlite_pool(
     Ok(pool)
 }
 
+/// Makes the SQLite database at `db` readable by its owner alone: created empty with mode 0600
+/// if missing (SQLite gives its -wal and -shm files the database file's mode), and an
+/// existing database's files tightened to 0600.
+fn private_database_files(db: &Path) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io { path, source }
+    };
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(db)(e)),
+        _ => {}
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        let mode = match fs::metadata(&path) {
+            Ok(metadata) => metadata.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// An audit record waiting for the next group commit, and whom to tell how it went.
 type AuditWaiter = (AuditEntry, oneshot::Sender<Result<(), String>>);
 
@@ -312,6 +353,10 @@ impl Store {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // An in-memory database has no files to keep private.
+        if !(url.contains(":memory:") || url.contains("mode=memory")) {
+            private_database_files(options.get_filename())?;
+        }
         // Migrate over a native connection (creates the file and the schema), then serve
         // queries through the `Any` pool so PostgreSQL can share them.
         let mut conn = options.connect().await?;
