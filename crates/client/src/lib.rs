@@ -11,7 +11,7 @@ pub mod rosters;
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use hushlist_core::{Address, Cert, IdentityError, SecretIdentity};
@@ -152,7 +152,7 @@ impl Home {
             let path = path.to_owned();
             move |source| HomeError::Io { path, source }
         };
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        private_dir(&self.dir).map_err(io(&self.dir))?;
         let path = self.identity_path();
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -166,9 +166,22 @@ impl Home {
     }
 }
 
+/// Creates `dir` (and any missing parent) with mode 0700, or tightens an existing one that
+/// group or others may enter: a home holds the member's secret key.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
 
     use rand::rngs::OsRng;
 
@@ -190,6 +203,8 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let mode = fs::metadata(home.dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
         let loaded = home.load_identity("").unwrap();
         assert_eq!(loaded.fingerprint(), made.fingerprint());
         assert_eq!(loaded.cert().user_ids(), ["Alice <alice@example.org>"]);

@@ -97,7 +97,7 @@ impl Home {
             let path = path.clone();
             move |source| HomeError::Io { path, source }
         };
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        crate::private_dir(&dir).map_err(io(&dir))?;
         let path = self.list_path(&config.list);
         let partial = dir.join(format!(".{}.json.part", config.list));
         let text = serde_json::to_vec_pretty(config).expect("a list config serializes");
@@ -121,7 +121,7 @@ impl Home {
     /// commands recording what they saw at once cannot undo each other's record.
     pub(crate) fn lock_list(&self, list: &Address) -> Result<fs::File, HomeError> {
         let dir = self.lists_dir();
-        fs::create_dir_all(&dir).map_err(|source| HomeError::Io {
+        crate::private_dir(&dir).map_err(|source| HomeError::Io {
             path: dir.clone(),
             source,
         })?;

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hushlist_core::listmail::HELD_REPLY;
+use hushlist_core::listmail::{HELD_REPLY, KEY_ID_TAKEN_REPLY};
 use hushlist_core::outer::EncryptedPost;
 
 use hushlist_core::{Address, Fingerprint, SecretIdentity};
@@ -71,6 +71,14 @@ pub enum PostError {
         "refused: the post signed by {signer} has a bare CR or NUL in its message's headers, where mail readers disagree on where a header ends, so it is not shown"
     )]
     AmbiguousHeaders { signer: Address },
+    #[error(
+        "your post was NOT delivered: {list} already holds a different post under its key id {key_id}. Someone who learned the key id before your post arrived (the key server sees it at the deposit; anyone can on a path without TLS) posted under it first. Send it again (a new send uses a new key id) and tell the list's owners. The list server said: {reply}"
+    )]
+    KeyIdTaken {
+        list: Address,
+        key_id: String,
+        reply: String,
+    },
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(transparent)]
@@ -142,7 +150,17 @@ pub async fn send(
         Ok(receipt) => receipt,
         Err(e) => return Err(refusal_for(me, list, e)),
     };
-    let reply = submit(&list.smtp, &from, &list.list, &sealed.message).await?;
+    let reply = match submit(&list.smtp, &from, &list.list, &sealed.message).await {
+        Ok(reply) => reply,
+        Err(RemoteError::SmtpRefused { reply, .. }) if reply.contains(KEY_ID_TAKEN_REPLY) => {
+            return Err(PostError::KeyIdTaken {
+                list: list.list.clone(),
+                key_id: sealed.key_id.to_string(),
+                reply,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Sent {
         key_id: sealed.key_id.to_string(),
         roster_seq: receipt.roster_seq,

@@ -208,6 +208,10 @@ pub fn bounce_sender(list: &Address) -> String {
 /// that the sender's client can say so.
 pub const HELD_REPLY: &str = "held for an owner's approval";
 
+/// What the list server's refusal of a post says when the list already holds a different
+/// post under the same key id, so that the sender's client can explain it.
+pub const KEY_ID_TAKEN_REPLY: &str = "already holds a different post under key id";
+
 /// The address that suspends delivery to whoever writes to it.
 pub fn leave_address(list: &Address) -> String {
     format!("{}-leave@{}", list.local_part(), list.domain())

@@ -3,6 +3,7 @@
 //! the key server and the list server serve alike so that each verifies every op itself.
 
 mod error;
+pub mod files;
 pub mod requests;
 pub mod rosters;
 pub mod tokens;

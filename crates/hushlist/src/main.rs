@@ -5,6 +5,7 @@ mod demo;
 mod serve;
 
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -1178,7 +1179,12 @@ async fn download_archive(
     config: &ListConfig,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Opened posts are plaintext: a new directory and every file in it are the member's alone.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let server = config.list_server()?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} posts, {per_sec}  {msg}")
@@ -1200,7 +1206,13 @@ async fn download_archive(
             match posts::show_post(me, home, std::slice::from_ref(config), &post.message).await {
                 Ok(shown) => {
                     let partial = dir.join(format!(".{}.eml.part", post.id));
-                    std::fs::write(&partial, shown.message)
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&partial)
+                        .and_then(|mut out| out.write_all(&shown.message))
                         .and_then(|()| std::fs::rename(&partial, &file))
                         .with_context(|| format!("writing {}", file.display()))?;
                     saved += 1;

@@ -351,13 +351,14 @@ pub async fn run(which: Option<Which>, flags: ServeFlags) -> anyhow::Result<()> 
 /// Writes `DATA/admin.token` (created on first start) as both servers' admin token, unless
 /// a server already has its own.
 pub(crate) fn shared_admin_token(data_dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)
+    hushlist_http::files::private_data_dir(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let token = hushlist_http::tokens::load_or_create(data_dir, "admin.token")
         .with_context(|| format!("creating {}", data_dir.join("admin.token").display()))?;
     for server in ["keys", "lists"] {
         let dir = data_dir.join(server);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        hushlist_http::files::private_data_dir(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         hushlist_http::tokens::store_if_absent(&dir, "admin.token", &token)
             .with_context(|| format!("writing {}", dir.join("admin.token").display()))?;
     }

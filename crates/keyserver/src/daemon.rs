@@ -79,7 +79,7 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
         let path = path.to_owned();
         move |source| DaemonError::Io { path, source }
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+    hushlist_http::files::private_data_dir(&config.data_dir).map_err(io(&config.data_dir))?;
     let master = MasterKey::load_or_create(
         OsRng,
         &config.data_dir,

@@ -20,7 +20,7 @@ use hushlist_store::rosters::RosterCache;
 use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store};
 use rand::rngs::OsRng;
 
-use crate::master::{MasterKey, SealedBlob};
+use crate::master::{MasterKey, MasterKeyError, SealedBlob};
 use crate::release::{ReleaseError, release};
 
 /// Name of the server's own OpenPGP secret key in the store.
@@ -215,22 +215,23 @@ impl KeyServer {
             roster_seq: roster.head_seq(),
             expires_at,
         };
-        let blob = self.master.seal(
-            OsRng,
-            session_key.as_bytes(),
-            deposit.key_id.as_str().as_bytes(),
-        );
-        let row = SessionKeyRow {
+        let mut row = SessionKeyRow {
             key_id: deposit.key_id.to_string(),
             list: list.to_string(),
             sender: sender.to_string(),
             roster_seq: as_db(receipt.roster_seq),
             created_at: as_db(now),
             expires_at: expires_at.map(as_db),
-            master_key_id: blob.master_key_id,
-            nonce: blob.nonce,
-            sealed_key: blob.ciphertext,
+            sealing: SEALED_TO_ROW,
+            master_key_id: String::new(),
+            nonce: Vec::new(),
+            sealed_key: Vec::new(),
         };
+        let blob = self
+            .master
+            .seal(OsRng, session_key.as_bytes(), &row_context(&row));
+        (row.master_key_id, row.nonce, row.sealed_key) =
+            (blob.master_key_id, blob.nonce, blob.ciphertext);
         match self.store.insert_session_key(&row).await? {
             Inserted::New => {
                 self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
@@ -280,16 +281,26 @@ impl KeyServer {
         Ok(row)
     }
 
+    /// Opens a stored session key. A row whose sealing does not open under its own columns
+    /// was changed in the database (moved to another list, its sender, roster seq or expiry
+    /// rewritten, or its ciphertext damaged): that is tampering, logged and answered 500
+    /// `key_tampered`, and the key is not released.
     fn open_session_key(&self, row: &SessionKeyRow) -> Result<SessionKey, ApiError> {
         let blob = SealedBlob {
             master_key_id: row.master_key_id.clone(),
             nonce: row.nonce.clone(),
             ciphertext: row.sealed_key.clone(),
         };
-        let bytes = self
-            .master
-            .open(&blob, row.key_id.as_bytes())
-            .map_err(|e| ApiError::internal(format!("key {}: {e}", row.key_id)))?;
+        let context = match row.sealing {
+            SEALED_TO_KEY_ID => row.key_id.as_bytes().to_vec(),
+            SEALED_TO_ROW => row_context(row),
+            _ => return Err(tampered(row)),
+        };
+        let bytes = match self.master.open(&blob, &context) {
+            Ok(bytes) => bytes,
+            Err(MasterKeyError::Corrupt) => return Err(tampered(row)),
+            Err(e) => return Err(ApiError::internal(format!("key {}: {e}", row.key_id))),
+        };
         SessionKey::from_bytes(&bytes).map_err(|e| ApiError::internal(e.to_string()))
     }
 
@@ -490,20 +501,24 @@ impl KeyServer {
                 resealed += 1;
             }
         }
-        for row in self
+        for mut row in self
             .store
-            .session_keys_sealed_under_other(&current, limit)
+            .session_keys_to_reseal(&current, SEALED_TO_ROW, limit)
             .await?
         {
-            let key = self.open_session_key(&row)?;
-            let fresh = self
-                .master
-                .seal(OsRng, key.as_bytes(), row.key_id.as_bytes());
-            if self
-                .store
-                .reseal_session_key(&row.key_id, &row.master_key_id, &sealed_secret(fresh))
-                .await?
-            {
+            // A tampered row stays as it is (re-sealing it would launder the change) and
+            // keeps being reported; the others are re-sealed.
+            let key = match self.open_session_key(&row) {
+                Ok(key) => key,
+                Err(e) if e.code == KEY_TAMPERED => continue,
+                Err(e) => return Err(e),
+            };
+            let was_nonce = std::mem::take(&mut row.nonce);
+            row.sealing = SEALED_TO_ROW;
+            let fresh = self.master.seal(OsRng, key.as_bytes(), &row_context(&row));
+            (row.master_key_id, row.nonce, row.sealed_key) =
+                (fresh.master_key_id, fresh.nonce, fresh.ciphertext);
+            if self.store.reseal_session_key(&row, &was_nonce).await? {
                 resealed += 1;
             }
         }
@@ -654,6 +669,55 @@ impl RosterHost for KeyServer {
     fn roster_op_accepted(&self) {
         self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// How a session key row is sealed (its `sealing` column): what the AEAD's associated data
+/// binds. Rows stored before rows were bound are bound to their key id alone; the sweep
+/// re-seals them bound to the row.
+const SEALED_TO_KEY_ID: i64 = 1;
+/// Bound to the key id, list, depositor's fingerprint, roster seq at deposit and expiry, so a
+/// row moved to another list or given another expiry no longer opens.
+const SEALED_TO_ROW: i64 = 2;
+
+/// The error code of a row that fails its integrity check.
+pub const KEY_TAMPERED: &str = "key_tampered";
+
+/// The associated data of a row sealed [`SEALED_TO_ROW`]: each field length-prefixed, so no
+/// two rows share it.
+fn row_context(row: &SessionKeyRow) -> Vec<u8> {
+    let expiry = match row.expires_at {
+        Some(at) => [&[1u8][..], &at.to_be_bytes()].concat(),
+        None => vec![0],
+    };
+    let fields: [&[u8]; 5] = [
+        row.key_id.as_bytes(),
+        row.list.as_bytes(),
+        row.sender.as_bytes(),
+        &row.roster_seq.to_be_bytes(),
+        &expiry,
+    ];
+    let mut context = b"hushlist session key row v2".to_vec();
+    for field in fields {
+        context.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        context.extend_from_slice(field);
+    }
+    context
+}
+
+fn tampered(row: &SessionKeyRow) -> ApiError {
+    tracing::error!(
+        key_id = %row.key_id,
+        list = %row.list,
+        "a stored session key fails its integrity check: its row was changed in the database"
+    );
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        KEY_TAMPERED,
+        format!(
+            "the stored key {} fails its integrity check: its row was changed in the database (moved to another list, its sender, roster seq or expiry rewritten, or its ciphertext damaged), so it is not released; tell the key server's operator",
+            row.key_id
+        ),
+    )
 }
 
 fn sealed_secret(blob: SealedBlob) -> SealedSecret {

@@ -89,7 +89,7 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
         move |source| DaemonError::Io { path, source }
     };
     config.delivery.validate().map_err(DaemonError::Config)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+    hushlist_http::files::private_data_dir(&config.data_dir).map_err(io(&config.data_dir))?;
     let admin_token_file = config.data_dir.join("admin.token");
     let admin_token = hushlist_http::tokens::load_or_create(&config.data_dir, "admin.token")
         .map_err(io(&admin_token_file))?;

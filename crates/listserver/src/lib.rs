@@ -16,6 +16,7 @@ pub mod roster_watch;
 pub mod service;
 pub mod smtp;
 
+use hushlist_core::listmail::KEY_ID_TAKEN_REPLY;
 use hushlist_core::outer::{EncryptedPost, OuterError};
 use hushlist_core::roster::{Admission, Refusal, Roster};
 
@@ -33,6 +34,12 @@ pub enum Rejection {
         "this list's keys are held by {expected}, but the post names {named}; send it with `hushlist send`"
     )]
     WrongKeyServer { expected: String, named: String },
+    /// Someone who learned the key id first (the key server sees it at the deposit, anyone
+    /// on a plain-text path in transit) posted other bytes under it; the stored post stays.
+    #[error(
+        "{list} {KEY_ID_TAKEN_REPLY} {key_id}; this post was not stored: send it again with `hushlist send`, which uses a new key id"
+    )]
+    KeyIdTaken { list: String, key_id: String },
 }
 
 impl Rejection {
@@ -43,6 +50,7 @@ impl Rejection {
             Rejection::Malformed(_) => (554, "5.6.0"),
             Rejection::NotAllowed(..) => (550, "5.7.1"),
             Rejection::WrongKeyServer { .. } => (550, "5.7.1"),
+            Rejection::KeyIdTaken { .. } => (554, "5.7.0"),
         }
     }
 }

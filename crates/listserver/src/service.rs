@@ -19,6 +19,7 @@ use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::{PostRow, Store, StoreError};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 
 use crate::delivery::DeliveryMetrics;
@@ -319,6 +320,8 @@ impl ListServer {
         lists: &[Address],
         message: &[u8],
     ) -> Result<String, SinkError> {
+        let received_at = unix_now();
+        let digest = Sha256::digest(message).to_vec();
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
@@ -337,12 +340,6 @@ impl ListServer {
                     return Err(rejection.into());
                 }
             };
-            accepted.push((list, roster, post, admission));
-        }
-        let received_at = unix_now();
-        let mut ids = Vec::with_capacity(accepted.len());
-        let mut held = false;
-        for (list, roster, post, admission) in accepted {
             let row = PostRow {
                 id: 0,
                 list: list.to_string(),
@@ -351,14 +348,24 @@ impl ListServer {
                 message_id: post.message_id.clone(),
                 received_at,
                 message: message.to_vec(),
+                digest: digest.clone(),
             };
+            self.store
+                .check_post_key(&row)
+                .await
+                .map_err(|e| self.refused_or_temporary(e))?;
+            accepted.push((list, roster, post, admission, row));
+        }
+        let mut ids = Vec::with_capacity(accepted.len());
+        let mut held = false;
+        for (list, roster, post, admission, row) in accepted {
             let inserted = match admission {
                 Admission::Deliver => {
                     let recipients = self.recipients(&roster).await.map_err(temporary)?;
                     self.store
                         .insert_post(&row, &recipients)
                         .await
-                        .map_err(temporary)?
+                        .map_err(|e| self.refused_or_temporary(e))?
                 }
                 Admission::Hold(reason) => {
                     held = true;
@@ -367,7 +374,7 @@ impl ListServer {
                         .store
                         .insert_held_post(&row, &reason, &notices)
                         .await
-                        .map_err(temporary)?;
+                        .map_err(|e| self.refused_or_temporary(e))?;
                     tracing::info!(%list, id = inserted.id, reason, "post held for an owner");
                     inserted
                 }
@@ -390,6 +397,19 @@ impl ListServer {
         } else {
             ids
         })
+    }
+
+    /// A post under a stored key id with other bytes is refused for good (the stored post
+    /// stays); any other storage error is temporary.
+    fn refused_or_temporary(&self, error: StoreError) -> SinkError {
+        match error {
+            StoreError::KeyIdTaken { list, key_id } => {
+                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%list, %key_id, "refused a different post under a stored key id");
+                Rejection::KeyIdTaken { list, key_id }.into()
+            }
+            other => temporary(other),
+        }
     }
 
     /// Whom a post to `roster`'s list goes to now: every member whose delivery is not

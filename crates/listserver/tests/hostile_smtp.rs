@@ -457,3 +457,67 @@ async fn a_replayed_post_is_acknowledged_with_its_first_id_and_queued_once() {
         "one copy each for the owner and the member"
     );
 }
+
+/// One post over a new connection; the reply to its end of data.
+async fn post_over_smtp(port: u16, message: &[u8]) -> String {
+    let (mut c, _) = Conn::open(port).await;
+    c.send("EHLO poster.example.org").await;
+    c.send(&format!("MAIL FROM:<{OWNER}>")).await;
+    c.send(&format!("RCPT TO:<{LIST}>")).await;
+    assert!(c.send("DATA").await.starts_with("354"));
+    c.write(&[message, b".\r\n"].concat()).await;
+    c.reply().await
+}
+
+/// Issue 18, hole 2: whoever learns a post's key id before the post arrives (the key server
+/// sees the deposit first; anyone on a plain-text path sees it in transit) posts other bytes
+/// under it first. The real post must be refused naming the conflict, not answered 250 while
+/// the archive keeps only the forgery; the forgery handed over again is a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_post_under_a_stored_key_id_is_refused_and_the_first_stays() {
+    let at = listen(SmtpConfig::default(), 8).await;
+    let honest = hushlist_envelope::seal(
+        rand::rngs::OsRng,
+        format!("From: {OWNER}\r\nTo: {LIST}\r\nSubject: the real post\r\n\r\nMeet at ten.\r\n")
+            .as_bytes(),
+        &at.owner,
+        "https://keys.example.org",
+    )
+    .unwrap();
+    let eve =
+        hushlist_core::SecretIdentity::generate(rand::rngs::OsRng, "eve@example.net").unwrap();
+    let garbage = sealed_post(OWNER, &eve);
+    let garbage_key_id = hushlist_core::outer::EncryptedPost::parse(&garbage)
+        .unwrap()
+        .key_id
+        .to_string();
+    let forged = String::from_utf8(garbage)
+        .unwrap()
+        .replace(&garbage_key_id, &honest.key_id.to_string())
+        .into_bytes();
+
+    let first = post_over_smtp(at.port, &forged).await;
+    assert!(first.starts_with("250 2.0.0 Queued as "), "{first}");
+    let again = post_over_smtp(at.port, &forged).await;
+    assert_eq!(again, first, "the same bytes again are a repeat");
+
+    let real = post_over_smtp(at.port, &honest.message).await;
+    assert!(real.starts_with("554 5.7.0 "), "{real}");
+    assert!(
+        real.contains(LIST) && real.contains(&honest.key_id.to_string()),
+        "the refusal names the list and the key id: {real}"
+    );
+
+    let stored = at.server.store().posts(LIST, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "nothing was added or replaced");
+    assert_eq!(stored[0].message, forged, "the first post stays");
+    assert_eq!(
+        at.server
+            .store()
+            .pending_deliveries(stored[0].id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -11,6 +11,9 @@ pub mod membership;
 pub mod rosters;
 pub mod scratch;
 
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +34,17 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A group commit failed; the error as the database gave it.
     #[error("database error: {0}")]
     GroupCommit(String),
+    /// A post under a list and key id already stored with other bytes: the stored post stays.
+    #[error("{list} already holds a different post under key id {key_id}")]
+    KeyIdTaken { list: String, key_id: String },
 }
 
 /// A roster op as stored: its position and exact signed bytes.
@@ -61,6 +72,8 @@ pub struct SessionKeyRow {
     pub roster_seq: i64,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Which of the row's columns its sealing is bound to, as the key server numbers it.
+    pub sealing: i64,
     pub master_key_id: String,
     pub nonce: Vec<u8>,
     pub sealed_key: Vec<u8>,
@@ -105,6 +118,9 @@ pub struct PostRow {
     pub message_id: Option<String>,
     pub received_at: i64,
     pub message: Vec<u8>,
+    /// The SHA-256 of `message`, computed by the list server; empty for posts stored before
+    /// digests were kept.
+    pub digest: Vec<u8>,
 }
 
 /// A delivery claimed by a worker: due, and leased to it until the lease time it claimed with.
@@ -224,6 +240,39 @@ async fn sqlite_pool(
     Ok(pool)
 }
 
+/// Makes the SQLite database at `db` readable by its owner alone: created empty with mode 0600
+/// if missing (SQLite gives its -wal and -shm files the database file's mode), and an
+/// existing database's files tightened to 0600.
+fn private_database_files(db: &Path) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io { path, source }
+    };
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(db)(e)),
+        _ => {}
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        let mode = match fs::metadata(&path) {
+            Ok(metadata) => metadata.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// An audit record waiting for the next group commit, and whom to tell how it went.
 type AuditWaiter = (AuditEntry, oneshot::Sender<Result<(), String>>);
 
@@ -304,6 +353,10 @@ impl Store {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // An in-memory database has no files to keep private.
+        if !(url.contains(":memory:") || url.contains("mode=memory")) {
+            private_database_files(options.get_filename())?;
+        }
         // Migrate over a native connection (creates the file and the schema), then serve
         // queries through the `Any` pool so PostgreSQL can share them.
         let mut conn = options.connect().await?;
@@ -427,8 +480,8 @@ impl Store {
     /// snapshot (which fails under concurrent writers).
     pub async fn insert_session_key(&self, row: &SessionKeyRow) -> Result<Inserted, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key, sealing) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
              WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1) \
              ON CONFLICT DO NOTHING",
         )
@@ -441,6 +494,7 @@ impl Store {
         .bind(&row.master_key_id)
         .bind(&row.nonce)
         .bind(&row.sealed_key)
+        .bind(row.sealing)
         .execute(&self.pool)
         .await?;
         Ok(inserted(done.rows_affected()))
@@ -448,7 +502,7 @@ impl Store {
 
     pub async fn session_key(&self, key_id: &str) -> Result<Option<SessionKeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key \
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key \
              FROM session_keys WHERE key_id = $1",
         )
         .bind(key_id)
@@ -489,40 +543,47 @@ impl Store {
         Ok(true)
     }
 
-    /// Session keys sealed under another master key than `current`: what a rotation has
-    /// left to re-seal.
-    pub async fn session_keys_sealed_under_other(
+    /// Session keys sealed under another master key than `current_master`, or in another way
+    /// than `current_sealing`: what a rotation or an upgrade has left to re-seal.
+    pub async fn session_keys_to_reseal(
         &self,
-        current: &str,
+        current_master: &str,
+        current_sealing: i64,
         limit: i64,
     ) -> Result<Vec<SessionKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key \
-             FROM session_keys WHERE master_key_id <> $1 LIMIT $2",
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key \
+             FROM session_keys WHERE master_key_id <> $1 OR sealing <> $2 LIMIT $3",
         )
-        .bind(current)
+        .bind(current_master)
+        .bind(current_sealing)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(session_key_row).collect())
     }
 
-    /// Replaces a session key's sealing, unless another instance re-sealed or destroyed it
-    /// meanwhile (it must still be under `was`).
+    /// Replaces a session key's sealing (master key id, sealing, nonce and ciphertext) with
+    /// `row`'s, unless another instance re-sealed or destroyed it meanwhile (its nonce must
+    /// still be `was_nonce`).
     pub async fn reseal_session_key(
         &self,
-        key_id: &str,
-        was: &str,
-        sealed: &SealedSecret,
+        row: &SessionKeyRow,
+        was_nonce: &[u8],
     ) -> Result<bool, StoreError> {
-        self.reseal(
-            "UPDATE session_keys SET master_key_id = $3, nonce = $4, sealed_key = $5 \
-             WHERE key_id = $1 AND master_key_id = $2",
-            key_id,
-            was,
-            sealed,
+        let done = sqlx::query(
+            "UPDATE session_keys SET master_key_id = $3, sealing = $4, nonce = $5, sealed_key = $6 \
+             WHERE key_id = $1 AND nonce = $2",
         )
-        .await
+        .bind(&row.key_id)
+        .bind(was_nonce)
+        .bind(&row.master_key_id)
+        .bind(row.sealing)
+        .bind(&row.nonce)
+        .bind(&row.sealed_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Replaces a server secret's sealing if it is still under `was`.
@@ -720,8 +781,9 @@ impl Store {
 
 impl Store {
     /// Stores a post with one pending delivery per distinct recipient, in one transaction.
-    /// A post whose list and key id are already stored is not stored again: the existing
-    /// post is returned as a duplicate, and no deliveries are added.
+    /// A post whose list and key id are already stored is not stored again: the same bytes
+    /// are returned as a duplicate of the stored post (no deliveries are added), other bytes
+    /// are refused with [`StoreError::KeyIdTaken`].
     pub async fn insert_post(
         &self,
         post: &PostRow,
@@ -744,6 +806,17 @@ impl Store {
             id,
             duplicate: false,
         })
+    }
+
+    /// Refuses with [`StoreError::KeyIdTaken`] a post whose list and key id are stored with
+    /// other bytes, so that a post to several lists can be checked for all before it is
+    /// stored for any. (Storing it checks again, against a post stored meanwhile.)
+    pub async fn check_post_key(&self, post: &PostRow) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match post_under_key(&mut conn, post).await? {
+            UnderKey::Free | UnderKey::Same(_) => Ok(()),
+            UnderKey::Different => Err(key_id_taken(post)),
+        }
     }
 
     /// The recipients of a post still waiting for delivery.
@@ -997,7 +1070,7 @@ impl Store {
     /// One post by id.
     pub async fn post(&self, id: i64) -> Result<Option<PostRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts WHERE id = $1",
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest FROM posts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1014,7 +1087,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PostRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, list, mail_from, key_id, message_id, received_at, message FROM posts \
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest FROM posts \
              WHERE list = $1 AND id > $2 \
              AND NOT EXISTS (SELECT 1 FROM held_posts h WHERE h.post_id = posts.id) \
              ORDER BY id LIMIT $3",
@@ -1028,15 +1101,15 @@ impl Store {
     }
 }
 
-/// Inserts a post unless its list and key id are already stored (then returns that one as
-/// a duplicate).
+/// Inserts a post unless its list and key id are already stored: then returns that one as a
+/// duplicate if it has the same bytes, and refuses it with [`StoreError::KeyIdTaken`] if not.
 pub(crate) async fn insert_post_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     post: &PostRow,
 ) -> Result<InsertedPost, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
+        "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message, digest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
     )
     .bind(&post.list)
     .bind(&post.mail_from)
@@ -1044,6 +1117,7 @@ pub(crate) async fn insert_post_row(
     .bind(&post.message_id)
     .bind(post.received_at)
     .bind(&post.message)
+    .bind(&post.digest)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {
@@ -1052,15 +1126,62 @@ pub(crate) async fn insert_post_row(
             duplicate: false,
         });
     }
-    let row = sqlx::query("SELECT id FROM posts WHERE list = $1 AND key_id = $2")
+    match post_under_key(tx, post).await? {
+        UnderKey::Same(id) => Ok(InsertedPost {
+            id,
+            duplicate: true,
+        }),
+        UnderKey::Different => Err(key_id_taken(post)),
+        // The conflicting row went between the two statements (a held post discarded).
+        UnderKey::Free => Err(StoreError::Database(sqlx::Error::RowNotFound)),
+    }
+}
+
+/// What is stored under a post's list and key id.
+enum UnderKey {
+    Free,
+    /// A post with the same bytes, and its id.
+    Same(i64),
+    Different,
+}
+
+/// Compares `post` with the post stored under its list and key id, if any: by digest, or
+/// byte for byte for posts stored without one.
+async fn post_under_key(
+    conn: &mut sqlx::AnyConnection,
+    post: &PostRow,
+) -> Result<UnderKey, StoreError> {
+    let row = sqlx::query("SELECT id, digest FROM posts WHERE list = $1 AND key_id = $2")
         .bind(&post.list)
         .bind(&post.key_id)
-        .fetch_one(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
-    Ok(InsertedPost {
-        id: row.get("id"),
-        duplicate: true,
+    let Some(row) = row else {
+        return Ok(UnderKey::Free);
+    };
+    let id: i64 = row.get("id");
+    let same = match row.get::<Option<Vec<u8>>, _>("digest") {
+        Some(digest) => digest == post.digest,
+        None => {
+            let stored = sqlx::query("SELECT message FROM posts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+            stored.get::<Vec<u8>, _>("message") == post.message
+        }
+    };
+    Ok(if same {
+        UnderKey::Same(id)
+    } else {
+        UnderKey::Different
     })
+}
+
+fn key_id_taken(post: &PostRow) -> StoreError {
+    StoreError::KeyIdTaken {
+        list: post.list.clone(),
+        key_id: post.key_id.clone(),
+    }
 }
 
 /// One pending delivery of post `id` per recipient, due at `due_at`.
@@ -1097,6 +1218,7 @@ fn session_key_row(r: &sqlx::any::AnyRow) -> SessionKeyRow {
         roster_seq: r.get("roster_seq"),
         created_at: r.get("created_at"),
         expires_at: r.get("expires_at"),
+        sealing: r.get("sealing"),
         master_key_id: r.get("master_key_id"),
         nonce: r.get("nonce"),
         sealed_key: r.get("sealed_key"),
@@ -1112,6 +1234,7 @@ fn post_row(r: &sqlx::any::AnyRow) -> PostRow {
         message_id: r.get("message_id"),
         received_at: r.get("received_at"),
         message: r.get("message"),
+        digest: r.get::<Option<Vec<u8>>, _>("digest").unwrap_or_default(),
     }
 }
 

@@ -13,7 +13,7 @@ use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
-    StoredOp,
+    StoreError, StoredOp,
 };
 use rand::rngs::OsRng;
 
@@ -74,6 +74,7 @@ fn key_row(key_id: &str) -> SessionKeyRow {
         roster_seq: 3,
         created_at: 100,
         expires_at: Some(200),
+        sealing: 2,
         master_key_id: "mk1".into(),
         nonce: vec![1; 12],
         sealed_key: vec![2; 48],
@@ -269,6 +270,7 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
         message_id: None,
         received_at: 7,
         message: b"ciphertext".to_vec(),
+        digest: b"digest of ciphertext".to_vec(),
     };
     let mut recipients: Vec<String> = (0..1000).map(|i| format!("m{i:04}@example.org")).collect();
     recipients.push("m0000@example.org".into());
@@ -291,6 +293,36 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
     assert_eq!((again.id, again.duplicate), (id, true));
     assert_eq!(store.pending_deliveries(id).await.unwrap().len(), 1000);
     assert_eq!(store.posts("l", 0, 10).await.unwrap().len(), 1);
+    store.check_post_key(&post).await.unwrap();
+    // Other bytes under the same list and key id: refused, the stored post untouched.
+    let replacement = hushlist_store::PostRow {
+        message: b"garbage".to_vec(),
+        digest: b"digest of garbage".to_vec(),
+        ..post.clone()
+    };
+    for refused in [
+        store.check_post_key(&replacement).await,
+        store
+            .insert_post(&replacement, &["x@example.org".into()])
+            .await
+            .map(|_| ()),
+        store
+            .insert_held_post(&replacement, "held", &[])
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(&refused, Err(StoreError::KeyIdTaken { list, key_id }) if list == "l" && key_id == "k"),
+            "{refused:?}"
+        );
+    }
+    let stored = store.posts("l", 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].message.as_slice(), stored[0].digest.as_slice()),
+        (&b"ciphertext"[..], &b"digest of ciphertext"[..])
+    );
+    assert_eq!(store.pending_deliveries(id).await.unwrap().len(), 1000);
     // Another post, and the same key id on another list, are new.
     let other_key = hushlist_store::PostRow {
         key_id: "k2".into(),
@@ -888,6 +920,7 @@ fn ciphertext_post() -> hushlist_store::PostRow {
         message_id: None,
         received_at: 100,
         message: b"ciphertext".to_vec(),
+        digest: b"digest of ciphertext".to_vec(),
     }
 }
 

@@ -1,0 +1,192 @@
+//! Issue 18, hole 4: someone who can write the key server's database but has no master key
+//! changes a stored key's row. Moved to another list (its list column rewritten), a member of
+//! that list would be released the key; given a later expiry, the key would outlive the
+//! list's policy. Against the real `hushlist-keyserver` process, with the rows rewritten by
+//! SQL on its SQLite file between a stop and a restart: each rewritten row fails to open and
+//! is reported as tampering (500 `key_tampered`), never released; the honest row still opens.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use hushlist_core::api::purpose;
+use hushlist_core::roster::{Change, Policy, sign_genesis};
+use hushlist_core::{Address, Cert, KeyId};
+use hushlist_keyserver::master::MasterKey;
+use rand::rngs::OsRng;
+use sqlx::{Connection as _, Row as _};
+
+/// Eve's own list, where she may fetch keys.
+const OTHER: &str = "other@lists.example.org";
+
+/// The key server's SQLite file, opened directly.
+async fn database(data_dir: &Path) -> sqlx::SqliteConnection {
+    let url = format!("sqlite://{}", data_dir.join("keyserver.db").display());
+    sqlx::SqliteConnection::connect(&url).await.unwrap()
+}
+
+/// Runs `sql` (with `$1` the key id) on the key server's SQLite file; it must change one row.
+async fn rewrite_row(data_dir: &Path, sql: &str, key_id: &KeyId) {
+    let mut db = database(data_dir).await;
+    let done = sqlx::query(sql)
+        .bind(key_id.as_str())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1, "{sql}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_row_moved_to_another_list_or_given_a_later_expiry_is_reported_as_tampered() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = people();
+    let http = reqwest::Client::new();
+    let (mut child, base) = spawn_binary(dir.path(), &[]);
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let mut roster = create_list_at(&http, &base, &base, &admin).await;
+    // Keys of this list live an hour.
+    let policy = Policy {
+        key_lifetime_secs: Some(3600),
+        ..Policy::default()
+    };
+    let op = roster
+        .sign_next(OsRng, &p.olivia, now(), Change::SetPolicy { policy })
+        .unwrap();
+    let (status, body) = post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    roster.apply(op).unwrap();
+    let other = Address::parse(OTHER).unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &p.eve,
+        Address::parse("eve@example.org").unwrap(),
+        other.clone(),
+        Policy::default(),
+        now(),
+    )
+    .unwrap();
+    let (status, body) = post_json(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    let (moved, _) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
+    let (extended, _) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
+    let (honest, honest_key) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Moved whole: the roster seq too, or Eve's younger list would refuse it as posted later.
+    rewrite_row(
+        dir.path(),
+        &format!("UPDATE session_keys SET list = '{OTHER}', roster_seq = 0 WHERE key_id = $1"),
+        &moved,
+    )
+    .await;
+    rewrite_row(
+        dir.path(),
+        "UPDATE session_keys SET expires_at = expires_at + 365 * 86400 WHERE key_id = $1",
+        &extended,
+    )
+    .await;
+
+    let (mut child, base) = spawn_binary(dir.path(), &[]);
+    // Eve, on her own list, asks for the key moved there.
+    let request = signed(
+        &p.eve,
+        &purpose::fetch_key(&other, &moved),
+        &serde_json::json!({}),
+    );
+    let (status, body) = post_json(
+        &http,
+        format!("{base}/v1/lists/{OTHER}/keys/{moved}"),
+        &request,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, code(&body)), (500, "key_tampered"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(moved.as_str())),
+        "the message names the key: {body}"
+    );
+    // Bob, a member, asks for the key whose expiry was pushed back.
+    let request = fetch_request(&p.bob, &extended);
+    let (status, body) = post_json(
+        &http,
+        format!("{base}/v1/lists/{LIST}/keys/{extended}"),
+        &request,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, code(&body)), (500, "key_tampered"), "{body}");
+    // The row nobody touched still opens.
+    let request = fetch_request(&p.bob, &honest);
+    fetch_expecting(&http, &base, &p.bob, &request, &honest, &honest_key).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A store from before rows were bound holds keys sealed to their key id alone (what
+/// migration 0013 marks as sealing 1). They still open, and the sweep re-seals them bound to
+/// their row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sealed_before_rows_were_bound_still_opens_and_the_sweep_binds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = people();
+    let http = reqwest::Client::new();
+    let (mut child, base) = spawn_binary(dir.path(), &[]);
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    create_list_at(&http, &base, &base, &admin).await;
+    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    let (key_id, session_key) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The row as the key server sealed it before: bound to the key id alone.
+    let old = MasterKey::from_hex(MASTER_HEX).unwrap().seal(
+        OsRng,
+        session_key.as_bytes(),
+        key_id.as_str().as_bytes(),
+    );
+    let mut db = database(dir.path()).await;
+    sqlx::query(
+        "UPDATE session_keys SET sealing = 1, nonce = $2, sealed_key = $3 WHERE key_id = $1",
+    )
+    .bind(key_id.as_str())
+    .bind(&old.nonce)
+    .bind(&old.ciphertext)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    drop(db);
+
+    let (mut child, base) = spawn_binary(dir.path(), &["--sweep-secs", "1"]);
+    let request = fetch_request(&p.bob, &key_id);
+    fetch_expecting(&http, &base, &p.bob, &request, &key_id, &session_key).await;
+    // The first sweep runs at start; give it a moment past its one-second tick.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut db = database(dir.path()).await;
+    let row = sqlx::query("SELECT sealing, nonce FROM session_keys WHERE key_id = $1")
+        .bind(key_id.as_str())
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<i64, _>("sealing"),
+        2,
+        "re-sealed bound to its row"
+    );
+    assert_ne!(row.get::<Vec<u8>, _>("nonce"), old.nonce);
+    let request = fetch_request(&p.bob, &key_id);
+    fetch_expecting(&http, &base, &p.bob, &request, &key_id, &session_key).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
