@@ -169,11 +169,20 @@ impl ListServer {
         let next_after = (rows.len() == limit as usize)
             .then(|| rows.last().map(|p| p.id))
             .flatten();
+        // Only what the policy lets this member read (the key server decides again at each
+        // key request): a member who joined later does not see earlier posts listed unless
+        // the policy lets new members read old posts. A page may hold fewer than asked.
+        let readable = |post: &PostRow| {
+            post.roster_seq
+                .and_then(|seq| u64::try_from(seq).ok())
+                .is_none_or(|seq| roster.may_read(&verified.signer, seq).is_ok())
+        };
         Ok(ArchivePage {
             list: list.clone(),
             next_after,
             posts: rows
                 .into_iter()
+                .filter(readable)
                 .map(|p| ArchivedPost {
                     id: p.id,
                     received_at: u64::try_from(p.received_at).unwrap_or(0),
@@ -349,6 +358,7 @@ impl ListServer {
                 received_at,
                 message: message.to_vec(),
                 digest: digest.clone(),
+                roster_seq: i64::try_from(roster.head_seq()).ok(),
             };
             self.store
                 .check_post_key(&row)

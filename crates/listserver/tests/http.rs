@@ -12,6 +12,7 @@ use hushlist_core::api::{
 };
 use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::request::SignedRequest;
+use hushlist_core::roster::{Change, MemberEntry, Role};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::http::router;
 use hushlist_listserver::service::ListServer;
@@ -134,6 +135,67 @@ async fn members_page_through_the_archive_and_others_are_refused() {
     )
     .await;
     assert_eq!((status, code(&body)), (404, "unknown_list"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_joined_later_is_listed_only_the_posts_the_policy_lets_them_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = list_server(dir.path()).await;
+    let early = SecretIdentity::generate(OsRng, &member_address(0)).unwrap();
+    let owner = create_list_with(&server, &[(member_address(0), early.clone())]).await;
+    let list = Address::parse(LIST).unwrap();
+    let post_one = || async {
+        server
+            .accept(
+                Some(&Address::parse(OWNER).unwrap()),
+                std::slice::from_ref(&list),
+                sealed_post(OWNER, &owner),
+            )
+            .await
+            .unwrap()
+    };
+    post_one().await;
+    post_one().await;
+    // Dave joins under the default policy (new members do not read older posts).
+    let dave = SecretIdentity::generate(OsRng, "dave@example.org").unwrap();
+    let roster = server.rosters().get(&list).await.unwrap();
+    let add = roster
+        .sign_next(
+            OsRng,
+            &owner,
+            now(),
+            Change::Add {
+                member: MemberEntry {
+                    address: Address::parse("dave@example.org").unwrap(),
+                    cert: dave.cert().to_armored(),
+                    role: Role::Member,
+                },
+            },
+        )
+        .unwrap();
+    server.rosters().append(&list, add).await.unwrap();
+    post_one().await;
+    let base = serve(server).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/lists/{LIST}/archive");
+    let listed = |who: &SecretIdentity| {
+        let request = archive_request(who, 0, 10);
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let (status, body) = post(&http, url, &request).await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_value::<ArchivePage>(body)
+                .unwrap()
+                .posts
+                .len()
+        }
+    };
+    assert_eq!(listed(&early).await, 3);
+    assert_eq!(
+        listed(&dave).await,
+        1,
+        "only the post made after Dave joined"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,9 @@ pub struct PostRow {
     /// The SHA-256 of `message`, computed by the list server; empty for posts stored before
     /// digests were kept.
     pub digest: Vec<u8>,
+    /// The list's roster head when the post was accepted; `None` for posts stored before it
+    /// was kept.
+    pub roster_seq: Option<i64>,
 }
 
 /// A delivery claimed by a worker: due, and leased to it until the lease time it claimed with.
@@ -1070,7 +1073,8 @@ impl Store {
     /// One post by id.
     pub async fn post(&self, id: i64) -> Result<Option<PostRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest FROM posts WHERE id = $1",
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest, roster_seq \
+             FROM posts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1087,7 +1091,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PostRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest FROM posts \
+            "SELECT id, list, mail_from, key_id, message_id, received_at, message, digest, roster_seq \
+             FROM posts \
              WHERE list = $1 AND id > $2 \
              AND NOT EXISTS (SELECT 1 FROM held_posts h WHERE h.post_id = posts.id) \
              ORDER BY id LIMIT $3",
@@ -1108,8 +1113,9 @@ pub(crate) async fn insert_post_row(
     post: &PostRow,
 ) -> Result<InsertedPost, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO posts (list, mail_from, key_id, message_id, received_at, message, digest) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
+        "INSERT INTO posts \
+         (list, mail_from, key_id, message_id, received_at, message, digest, roster_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (list, key_id) DO NOTHING RETURNING id",
     )
     .bind(&post.list)
     .bind(&post.mail_from)
@@ -1118,6 +1124,7 @@ pub(crate) async fn insert_post_row(
     .bind(post.received_at)
     .bind(&post.message)
     .bind(&post.digest)
+    .bind(post.roster_seq)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {
@@ -1235,6 +1242,7 @@ fn post_row(r: &sqlx::any::AnyRow) -> PostRow {
         received_at: r.get("received_at"),
         message: r.get("message"),
         digest: r.get::<Option<Vec<u8>>, _>("digest").unwrap_or_default(),
+        roster_seq: r.get("roster_seq"),
     }
 }
 

@@ -588,8 +588,9 @@ impl Store {
     /// The posts of `list` waiting for an owner, oldest first.
     pub async fn held_posts(&self, list: &str) -> Result<Vec<HeldPost>, StoreError> {
         let rows = sqlx::query(
-            "SELECT p.id, p.list, p.mail_from, p.key_id, p.message_id, p.received_at, p.message, p.digest, \
-             h.held_at, h.reason FROM held_posts h JOIN posts p ON p.id = h.post_id \
+            "SELECT p.id, p.list, p.mail_from, p.key_id, p.message_id, p.received_at, p.message, \
+             p.digest, p.roster_seq, h.held_at, h.reason \
+             FROM held_posts h JOIN posts p ON p.id = h.post_id \
              WHERE h.list = $1 ORDER BY h.post_id",
         )
         .bind(list)

@@ -271,6 +271,7 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
         received_at: 7,
         message: b"ciphertext".to_vec(),
         digest: b"digest of ciphertext".to_vec(),
+        roster_seq: Some(12),
     };
     let mut recipients: Vec<String> = (0..1000).map(|i| format!("m{i:04}@example.org")).collect();
     recipients.push("m0000@example.org".into());
@@ -282,8 +283,12 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
     assert_eq!(pending[0], "m0000@example.org");
     let stored = store.posts("l", 0, 10).await.unwrap();
     assert_eq!(
-        (stored[0].id, stored[0].message.as_slice()),
-        (id, &b"ciphertext"[..])
+        (
+            stored[0].id,
+            stored[0].message.as_slice(),
+            stored[0].roster_seq
+        ),
+        (id, &b"ciphertext"[..], Some(12))
     );
     // The same list and key id again (a retry, or a replay): the stored post, untouched.
     let again = store
@@ -921,6 +926,7 @@ fn ciphertext_post() -> hushlist_store::PostRow {
         received_at: 100,
         message: b"ciphertext".to_vec(),
         digest: b"digest of ciphertext".to_vec(),
+        roster_seq: None,
     }
 }
 
