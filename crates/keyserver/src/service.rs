@@ -442,7 +442,21 @@ impl KeyServer {
             ));
         }
         self.destroy(&row, "revoked", verified.signer.as_str())
-            .await
+            .await?;
+        self.shred().await;
+        Ok(())
+    }
+
+    /// Takes what destroyed keys left in the database's write-ahead log out of its files
+    /// (see `Store::truncate_wal`); a failure is logged and the next sweep tries again.
+    async fn shred(&self) {
+        match self.store.truncate_wal().await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the database's log is still read; it is truncated at the next sweep"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot truncate the database's log"),
+        }
     }
 
     async fn destroy(
@@ -535,6 +549,7 @@ impl KeyServer {
                 destroyed += 1;
             }
         }
+        self.shred().await;
         self.store.prune_nonces(as_db(unix_now())).await?;
         self.store
             .prune_request_counts(self.verifier.prunable_before(unix_now()))

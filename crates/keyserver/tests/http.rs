@@ -649,6 +649,80 @@ async fn forgeries_naming_a_member_do_not_use_up_their_allowance() {
     assert_eq!((status, code(&body)), (429, "rate_limited"));
 }
 
+/// Whether any of the database's files (`keyserver.db`, `-wal`, `-shm`) holds `needle`, read
+/// while the server runs, as someone copying the data directory would.
+fn database_files_hold(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        name.starts_with("keyserver.db")
+            && std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_or_expired_key_leaves_no_bytes_in_the_database_files() {
+    let server = TestServer::start(ServiceConfig::default()).await;
+    let mut roster = server.create_list(Policy::default()).await;
+    let p = people();
+    let sealed_bytes = |key_id: KeyId| {
+        let store = server.state.store().clone();
+        async move {
+            store
+                .session_key(key_id.as_str())
+                .await
+                .unwrap()
+                .unwrap()
+                .sealed_key
+        }
+    };
+    let (revoked, session_key) = new_key();
+    server.deposit(&p.bob, &revoked, &session_key).await;
+    let (kept, session_key) = new_key();
+    server.deposit(&p.bob, &kept, &session_key).await;
+    let revoked_bytes = sealed_bytes(revoked.clone()).await;
+    let kept_bytes = sealed_bytes(kept.clone()).await;
+    assert!(database_files_hold(server.dir.path(), &revoked_bytes));
+
+    let by_sender = signed(
+        &p.bob,
+        &purpose::revoke(&list(), &revoked),
+        &serde_json::json!({}),
+    );
+    let revoke_path = format!("/v1/lists/{LIST}/keys/{revoked}/revoke");
+    assert_eq!(server.post(&revoke_path, &by_sender, None).await.0, 200);
+    assert!(
+        !database_files_hold(server.dir.path(), &revoked_bytes),
+        "the revoked key's sealed bytes are still in a database file"
+    );
+    assert!(
+        database_files_hold(server.dir.path(), &kept_bytes),
+        "a key still held is found, so the search works"
+    );
+
+    // The same for a key destroyed by the expiry sweep.
+    let policy = Policy {
+        key_lifetime_secs: Some(1),
+        ..Policy::default()
+    };
+    server
+        .change(&mut roster, Change::SetPolicy { policy })
+        .await;
+    let (expiring, session_key) = new_key();
+    server.deposit(&p.bob, &expiring, &session_key).await;
+    let expiring_bytes = sealed_bytes(expiring.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(server.state.expire_due().await.unwrap(), 1);
+    assert!(
+        !database_files_hold(server.dir.path(), &expiring_bytes),
+        "the expired key's sealed bytes are still in a database file"
+    );
+    assert!(database_files_hold(server.dir.path(), &kept_bytes));
+}
+
 #[tokio::test]
 async fn the_database_alone_holds_no_session_key_and_restart_keeps_deposits() {
     let server = TestServer::start(ServiceConfig::default()).await;

@@ -230,7 +230,7 @@ async fn sqlite_pool(
             Box::pin(async move {
                 conn.execute(
                     format!(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
                     )
                     .as_str(),
                 )
@@ -355,7 +355,9 @@ impl Store {
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A destroyed key's bytes are overwritten, not left in a free page.
+            .pragma("secure_delete", "ON");
         // An in-memory database has no files to keep private.
         if !(url.contains(":memory:") || url.contains("mode=memory")) {
             private_database_files(options.get_filename())?;
@@ -544,6 +546,20 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// On SQLite, copies the write-ahead log into the database and truncates it, so that the
+    /// page images of rows deleted since (written to the log before `secure_delete` zeroed
+    /// them) leave the files. Returns false when readers kept it from finishing; the next
+    /// call finishes it. PostgreSQL keeps dead rows until it vacuums: nothing to do here.
+    pub async fn truncate_wal(&self) -> Result<bool, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(true);
+        }
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? == 0)
     }
 
     /// Session keys sealed under another master key than `current_master`, or in another way
