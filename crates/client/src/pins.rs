@@ -99,6 +99,14 @@ pub enum PinError {
         got: OpHash,
     },
     #[error(
+        "the key server presents genesis {keys} for {list} but the list server {lists}: one of them serves another list, so neither is pinned; ask an owner for the genesis hash (`hushlist list show`) and give it with --genesis"
+    )]
+    GenesisDisagrees {
+        list: Address,
+        keys: OpHash,
+        lists: OpHash,
+    },
+    #[error(
         "this home pinned {list} to genesis {pinned}, but --genesis says {given}; if the list really was created anew, remove {path} and run `hushlist list use` again"
     )]
     PinnedOtherwise {
@@ -263,10 +271,22 @@ impl Home {
                     .find_map(|(server, log)| Some((server, log.roster()?.clone())));
                 let (server, roster) = match first {
                     Some(found) => found,
-                    None if not_a_member(&keys) || not_a_member(&lists) => (
-                        "key server",
-                        config.key_server()?.genesis(&config.list).await?,
-                    ),
+                    None if not_a_member(&keys) || not_a_member(&lists) => {
+                        // Not on the roster yet: only the public genesis can be read. Both
+                        // servers must present the same, so that one alone cannot hand a
+                        // newcomer a look-alike list.
+                        let from_keys = config.key_server()?.genesis(&config.list).await?;
+                        if let Ok(from_lists) = config.list_server()?.genesis(&config.list).await
+                            && from_lists.hash_at(0) != from_keys.hash_at(0)
+                        {
+                            return Err(PinError::GenesisDisagrees {
+                                list: config.list,
+                                keys: from_keys.head_hash().clone(),
+                                lists: from_lists.head_hash().clone(),
+                            });
+                        }
+                        ("key server", from_keys)
+                    }
                     None => return Err(absent(&config.list, keys, lists).into()),
                 };
                 let genesis_hash = roster.hash_at(0).expect("a log holds its genesis").clone();
@@ -475,7 +495,7 @@ fn absent(list: &Address, keys: ServerLog, lists: ServerLog) -> RemoteError {
 
 /// The server would not show the log to this home's identity, which is not on the roster.
 fn not_a_member(log: &ServerLog) -> bool {
-    matches!(log, ServerLog::Absent(RemoteError::Refused { status: 403, code, .. }) if code == "not_member")
+    matches!(log, ServerLog::Absent(refusal) if refusal.is_not_on_roster())
 }
 
 /// The server answered that it does not have the list.

@@ -394,16 +394,13 @@ async fn readable_rosters(
 /// known here. (A removed member's refusal depends on the policy at posting time, which the
 /// key server explains.)
 fn refusal_for(me: &SecretIdentity, list: &ListConfig, refusal: RemoteError) -> PostError {
-    match refusal {
-        RemoteError::Refused {
-            status: 403,
-            ref code,
-            ..
-        } if code == "not_member" => PostError::NotOnRoster {
+    if refusal.is_not_on_roster() {
+        PostError::NotOnRoster {
             list: list.list.clone(),
             key: me.fingerprint().clone(),
-        },
-        other => other.into(),
+        }
+    } else {
+        refusal.into()
     }
 }
 

@@ -63,6 +63,16 @@ pub enum RemoteError {
     InsecureHttp { server: &'static str, url: String },
 }
 
+impl RemoteError {
+    /// The server does not know this home's key: it answers a signature by someone never on
+    /// the roster as a bad one (our own signatures are good), so that strangers cannot ask
+    /// who is on a list; a request that needs a current member says `not_member`.
+    pub fn is_not_on_roster(&self) -> bool {
+        matches!(self, RemoteError::Refused { status: 401, code, .. } if code == "bad_signature")
+            || matches!(self, RemoteError::Refused { status: 403, code, .. } if code == "not_member")
+    }
+}
+
 /// One of the two servers, by its base URL.
 #[derive(Debug, Clone)]
 pub struct Server {

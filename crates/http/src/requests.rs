@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::http::StatusCode;
 use hushlist_core::request::{RequestError, SignedRequest, VerifiedRequest};
 use hushlist_core::roster::Roster;
 use hushlist_core::{Cert, Fingerprint};
@@ -64,25 +65,31 @@ impl RequestVerifier {
         request: &SignedRequest,
         purpose: &str,
     ) -> Result<(VerifiedRequest, Cert), ApiError> {
+        // A signer never on the roster gets the same answer as a forgery naming a member, so
+        // that nobody can ask whether a fingerprint is or was on a list.
+        let not_signed = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                format!(
+                    "the request is not signed by anyone on the roster of {}: its key is not on the roster, or it is forged",
+                    roster.list()
+                ),
+            )
+        };
         let cert = roster
             .known_cert(&request.signer)
-            .ok_or_else(|| {
-                ApiError::forbidden(
-                    "not_member",
-                    format!(
-                        "{} is not on the roster of {}",
-                        request.signer,
-                        roster.list()
-                    ),
-                )
-            })?
+            .ok_or_else(not_signed)?
             .clone();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let verified = request
             .verify_signature_and_clock(purpose, &cert, now)
-            .map_err(ApiError::request)?;
+            .map_err(|e| match e {
+                RequestError::BadSignature(_) => not_signed(),
+                other => ApiError::request(other),
+            })?;
         // Counted only once the signature holds: counting every request that names a member
         // let anyone use up that member's allowance with forgeries and lock them out. Only
         // members are counted, so strangers cannot grow the table either.

@@ -330,6 +330,26 @@ fn a_list_server_serving_another_list_is_named() {
         err.contains("the list server's team@lists.example.org is not the list this home pinned"),
         "{err}"
     );
+
+    // Someone not on the list yet, whose key server path serves the other list's genesis,
+    // pins nothing: the two servers' public genesis ops differ.
+    let carol = Person::new(dir.path(), "carol", "carol@example.net");
+    let err = refused(carol.run(&[
+        "list",
+        "use",
+        LIST,
+        "--key-server",
+        &other.key_url,
+        "--list-server",
+        &served.list_url,
+        "--smtp",
+        &served.smtp,
+    ]));
+    assert!(
+        err.contains("the key server presents genesis")
+            && err.contains("one of them serves another list"),
+        "{err}"
+    );
 }
 
 /// The owner's key signs two different ops for seq 3, and each server gets one (the key

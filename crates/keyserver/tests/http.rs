@@ -158,7 +158,7 @@ async fn a_roster_is_shown_only_to_its_members_and_the_operators() {
         assert_eq!((ops.head_seq, ops.ops.len()), (2, 3));
     }
     let (status, body) = server.post(&read_path, &read(&p.eve), None).await;
-    assert_eq!((status, code(&body)), (403, "not_member"), "{body}");
+    assert_eq!((status, code(&body)), (401, "bad_signature"), "{body}");
     assert!(!names_members(&body.to_string()), "{body}");
     let bobs = read(&p.bob);
     assert_eq!(server.post(&read_path, &bobs, None).await.0, 200);
@@ -240,7 +240,7 @@ async fn deposits_are_checked_idempotent_and_conflicting_ones_refused() {
     let (status, body) = server
         .deposit(&p.eve, &KeyId::generate(OsRng), &session_key)
         .await;
-    assert_eq!((status, code(&body)), (403, "not_member"));
+    assert_eq!((status, code(&body)), (401, "bad_signature"));
 
     // A key sealed to someone other than the key server is refused with a hint.
     let misdirected = Pkesk::seal(OsRng, &session_key, p.bob.cert()).unwrap();
@@ -306,7 +306,7 @@ async fn members_fetch_a_pkesk_that_opens_the_post() {
         );
     }
     let (status, body) = server.fetch(&p.eve, &sealed.key_id).await;
-    assert_eq!((status, code(&body)), (403, "not_member"));
+    assert_eq!((status, code(&body)), (401, "bad_signature"));
     let (status, body) = server.fetch(&p.bob, &KeyId::generate(OsRng)).await;
     assert_eq!((status, code(&body)), (404, "unknown_key"));
     let (status, body) = server

@@ -63,14 +63,21 @@ impl ListServer {
         use_nonce(self.store(), &verified.request).await?;
         let address = &verified.ask.address;
         let cert = &verified.cert;
-        if roster.member(address).is_some() {
-            return Err(ApiError::conflict(
-                "already_member",
-                format!("{address} is already on {list}"),
-            ));
+        let confirm_by = now + CONFIRM_LIFETIME_SECS;
+        let receipt = JoinReceipt {
+            list: list.clone(),
+            address: address.clone(),
+            fingerprint: cert.fingerprint().clone(),
+            confirm_by: confirm_by.try_into().unwrap_or(0),
+        };
+        // Someone on the list already, or a certificate the owners' add would refuse (it
+        // carries a key on the roster): nothing to file. Answered as any request is, since the
+        // asker may be a stranger finding out who is on the list.
+        let on_roster = roster.members().any(|m| m.address.same_mailbox(address));
+        if on_roster || roster.check_cert_may_join(cert).is_err() {
+            tracing::info!(%list, "join request for an address or key on the roster: nothing filed");
+            return Ok(receipt);
         }
-        // The owners' add would be refused; refusing now spares them the request.
-        roster.check_cert_may_join(cert).map_err(ApiError::roster)?;
         let note = verified
             .ask
             .note
@@ -79,10 +86,11 @@ impl ListServer {
             .filter(|n| !n.is_empty());
         let token = new_join_token(OsRng);
         let confirmation = confirmation(&roster, address, cert, &token, now)?;
-        let confirm_by = now + CONFIRM_LIFETIME_SECS;
         let row = JoinRequestRow {
             list: list.to_string(),
-            address: address.to_string(),
+            // One spelling per mailbox, so that `Carol@` and `carol@` share the per-address
+            // limit and show to owners as one address.
+            address: mailbox_key(address),
             fingerprint: cert.fingerprint().to_string(),
             request: serde_json::to_string(join).expect("a join request serializes"),
             note,
@@ -128,15 +136,13 @@ impl ListServer {
             .join_requests(list.as_str(), now)
             .await?
             .into_iter()
-            .find(|r| r.address == address.as_str() && r.fingerprint == row.fingerprint);
+            .find(|r| r.address == row.address && r.fingerprint == row.fingerprint);
         Ok(JoinReceipt {
-            list: list.clone(),
-            address: address.clone(),
-            fingerprint: cert.fingerprint().clone(),
             confirm_by: filed
                 .map_or(confirm_by, |r| r.expires_at)
                 .try_into()
                 .unwrap_or(0),
+            ..receipt
         })
     }
 
@@ -148,7 +154,8 @@ impl ListServer {
         token: &str,
     ) -> Result<JoinConfirmed, ApiError> {
         let now = unix_now();
-        let token_hash = join_token_hash(token);
+        // Mail systems may change the case of the address the token came in.
+        let token_hash = join_token_hash(&token.to_ascii_lowercase());
         let unknown = || {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -283,7 +290,7 @@ impl ListServer {
             .await?
             .into_iter()
             .any(|r| {
-                r.address == address.as_str()
+                r.address == mailbox_key(address)
                     && r.fingerprint == fingerprint.as_str()
                     && r.confirmed_at.is_some()
             });
@@ -338,7 +345,7 @@ impl ListServer {
             .store()
             .settle_join_request(
                 list.as_str(),
-                address.as_str(),
+                &mailbox_key(address),
                 fingerprint.as_str(),
                 decision.approved,
                 now,
@@ -374,6 +381,11 @@ impl ListServer {
         }
         Ok(verified.body)
     }
+}
+
+/// How join requests file an address: one spelling for every case of it.
+fn mailbox_key(address: &Address) -> String {
+    address.as_str().to_ascii_lowercase()
 }
 
 /// The confirmation of a join request: mailed to the address asked for, readable only with
