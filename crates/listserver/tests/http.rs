@@ -645,4 +645,17 @@ async fn join_requests_need_the_key_they_name_a_confirmation_from_the_mailbox_an
         notice.contains(&format!("--fingerprint {}", carol.fingerprint())),
         "{notice}"
     );
+
+    // Other spellings of an address share its limit of three waiting keys (the unconfirmed
+    // one of Carol's address is still waiting): a stranger cannot mail-bomb a mailbox by
+    // changing the case of its address.
+    for (spelling, expected) in [
+        ("CAROL@example.net", 202),
+        ("Carol@Example.Net", 202),
+        ("cArOl@example.NET", 429),
+    ] {
+        let key = SecretIdentity::generate(OsRng, spelling).unwrap();
+        let (status, body) = post(&http, url.clone(), &join_request(&key, &key, spelling)).await;
+        assert_eq!(status, expected, "{spelling}: {body}");
+    }
 }
