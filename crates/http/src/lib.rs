@@ -76,6 +76,24 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// Sends every server's logs to stderr at `info` (or as `RUST_LOG` says): human-readable
+/// text, or one JSON object a line with `json` (for log collectors). The standalone daemons
+/// and `hushlist serve` all call this, so they log alike.
+pub fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person watching a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
 /// Prints a line a supervisor or test reads to learn where a server listens. Errors are
 /// ignored: a reader that stopped listening (a closed pipe) must not bring the server down.
 pub fn announce(line: &str) {

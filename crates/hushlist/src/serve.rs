@@ -48,6 +48,9 @@ pub struct ServeFlags {
     /// Mail domain of this installation (host name in SMTP, the key server's user id).
     #[arg(long)]
     pub domain: Option<String>,
+    /// Write logs (to stderr) as JSON lines for log collectors instead of text.
+    #[arg(long)]
+    pub log_json: bool,
 }
 
 /// The config file as written: every field optional, unknown fields refused.
@@ -277,6 +280,7 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
 }
 
 pub async fn run(which: Option<Which>, flags: ServeFlags) -> anyhow::Result<()> {
+    hushlist_http::init_logs(flags.log_json);
     let mut settings = settings(flags)?;
     if which.is_none() {
         // One operator holds both servers: one admin token creates lists on both.

@@ -695,10 +695,12 @@ impl Worker {
         let store = self.server.store();
         let now = unix_now();
         let mut delivered = Vec::new();
+        let (mut failed, mut deferred) = (0usize, 0usize);
         for (delivery, outcome) in outcomes {
             match outcome {
                 Outcome::Delivered => delivered.push(delivery.recipient.clone()),
                 Outcome::Failed(reply) => {
+                    failed += 1;
                     self.metrics.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(post = post.id, recipient = %delivery.recipient, reply = %reply, "delivery failed");
                     store
@@ -706,6 +708,7 @@ impl Worker {
                         .await?;
                 }
                 Outcome::Deferred(reason) => {
+                    deferred += 1;
                     self.metrics.deferred.fetch_add(1, Ordering::Relaxed);
                     if now - post.received_at >= secs(self.config.give_up_after) {
                         let reason = format!(
@@ -725,6 +728,14 @@ impl Worker {
                 }
             }
         }
+        tracing::info!(
+            list = %post.list,
+            queue_id = post.id,
+            delivered = delivered.len(),
+            failed,
+            deferred,
+            "relay outcomes"
+        );
         self.metrics
             .delivered
             .fetch_add(delivered.len() as u64, Ordering::Relaxed);

@@ -125,16 +125,7 @@ fn relay(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    hushlist_http::init_logs(args.log_json);
     let relay_tls = match (&args.relay_ca_file, args.relay_starttls) {
         (Some(ca_file), _) => Some(RelayTls::from_ca_file(ca_file).map_err(anyhow::Error::msg)?),
         (None, true) => Some(RelayTls::system_roots().map_err(anyhow::Error::msg)?),

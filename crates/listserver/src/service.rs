@@ -344,6 +344,8 @@ impl ListServer {
             let (post, admission) = match checked {
                 Ok(checked) => checked,
                 Err(rejection) => {
+                    let (code, status) = rejection.smtp_status();
+                    tracing::info!(%list, code, status, reason = %rejection, "post refused");
                     self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
                     self.tell_owners_of_refusal(&roster, &rejection).await;
                     return Err(rejection.into());
@@ -372,10 +374,13 @@ impl ListServer {
             let inserted = match admission {
                 Admission::Deliver => {
                     let recipients = self.recipients(&roster).await.map_err(temporary)?;
-                    self.store
+                    let inserted = self
+                        .store
                         .insert_post(&row, &recipients)
                         .await
-                        .map_err(|e| self.refused_or_temporary(e))?
+                        .map_err(|e| self.refused_or_temporary(e))?;
+                    tracing::info!(%list, queue_id = inserted.id, key_id = %post.key_id, recipients = recipients.len(), "post accepted");
+                    inserted
                 }
                 Admission::Hold(reason) => {
                     held = true;
@@ -385,7 +390,7 @@ impl ListServer {
                         .insert_held_post(&row, &reason, &notices)
                         .await
                         .map_err(|e| self.refused_or_temporary(e))?;
-                    tracing::info!(%list, id = inserted.id, reason, "post held for an owner");
+                    tracing::info!(%list, queue_id = inserted.id, key_id = %post.key_id, reason, "post held for an owner");
                     inserted
                 }
             };
@@ -400,7 +405,6 @@ impl ListServer {
             .posts_accepted
             .fetch_add(ids.len() as u64, Ordering::Relaxed);
         self.queued.notify_waiters();
-        tracing::info!(lists = ?lists, ids = ?ids, "post accepted");
         let ids = ids.join(",");
         Ok(if held {
             format!("{ids}; {HELD_REPLY}")

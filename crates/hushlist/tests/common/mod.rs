@@ -80,14 +80,41 @@ impl Served {
         key_http: &str,
         list_http: &str,
     ) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist"))
-            .args(["serve", "--data-dir", data_dir.to_str().unwrap()])
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_hushlist"));
+        serve
+            .arg("serve")
             .args(["--key-http", key_http, "--list-http", list_http])
+            .stderr(Stdio::null());
+        Self::spawn(serve, data_dir, relay_port, domain)
+    }
+
+    /// Like [`Served::start`], with the servers' logs (stderr) written to `log`, as JSON
+    /// lines with `json`.
+    pub fn start_logging(
+        data_dir: &Path,
+        relay_port: u16,
+        domain: &str,
+        log: &Path,
+        json: bool,
+    ) -> Self {
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_hushlist"));
+        serve
+            .arg("serve")
+            .args(["--key-http", "127.0.0.1:0", "--list-http", "127.0.0.1:0"])
+            .stderr(std::fs::File::create(log).unwrap());
+        if json {
+            serve.arg("--log-json");
+        }
+        Self::spawn(serve, data_dir, relay_port, domain)
+    }
+
+    fn spawn(mut serve: Command, data_dir: &Path, relay_port: u16, domain: &str) -> Self {
+        let mut child = serve
+            .args(["--data-dir", data_dir.to_str().unwrap()])
             .args(["--smtp", "127.0.0.1:0", "--domain", domain])
             .args(["--relay", &format!("127.0.0.1:{relay_port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
