@@ -8,9 +8,9 @@ mod common;
 #[path = "../../core/tests/crafted/mod.rs"]
 mod crafted;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{Served, hushlist, ok, refused};
+use common::{Person, Served, hushlist, ok, refused};
 use crafted::{Binding, carrying_key_of};
 use hushlist_core::api::{JoinAsk, JoinRequest, RosterOps, purpose};
 use hushlist_core::request::SignedRequest;
@@ -22,25 +22,7 @@ use serde_json::Value;
 
 const LIST: &str = "team@lists.example.org";
 
-struct Person {
-    address: &'static str,
-    home: PathBuf,
-}
-
 impl Person {
-    fn new(dir: &Path, address: &'static str) -> Self {
-        let person = Person {
-            address,
-            home: dir.join(address),
-        };
-        ok(person.run(&["init", "--email", address]));
-        person
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        hushlist(&self.home, args, b"")
-    }
-
     fn cert(&self) -> Cert {
         Cert::from_bytes(ok(self.run(&["key", "export"])).as_bytes()).unwrap()
     }
@@ -49,11 +31,6 @@ impl Person {
         let file = dir.join(format!("{}.asc", self.address));
         std::fs::write(&file, self.cert().to_armored()).unwrap();
         file.to_str().unwrap().to_owned()
-    }
-
-    fn secret(&self) -> SecretIdentity {
-        SecretIdentity::from_bytes(&std::fs::read(self.home.join("identity.asc")).unwrap(), "")
-            .unwrap()
     }
 }
 
@@ -182,7 +159,7 @@ async fn a_certificate_carrying_a_members_key_is_refused_everywhere_and_the_owne
     ok(olivia.run(&["list", "remove", LIST, carol.address]));
 
     // The same op sent straight to each server, signed by the owner, is refused there too.
-    let owner = olivia.secret();
+    let owner = olivia.identity();
     for base in [&served.key_url, &served.list_url] {
         let (status, body) = post_add(&served, base, &owner, &carrying_olivias).await;
         assert_eq!(
@@ -278,7 +255,7 @@ async fn in_push_mode_a_members_copy_stays_sealed_to_the_member() {
     let (served, olivia, bob) = list_with_bob(dir.path(), sink.port, "push");
     let mallory = carrying_key_of(&bob.cert(), "mallory@example.com", Binding::NoFlags);
     for base in [&served.key_url, &served.list_url] {
-        let (status, body) = post_add(&served, base, &olivia.secret(), &mallory.cert).await;
+        let (status, body) = post_add(&served, base, &olivia.identity(), &mallory.cert).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (409, Some("key_in_use")),

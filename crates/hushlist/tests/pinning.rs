@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -15,39 +15,17 @@ use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{Served, hushlist, ok, ok_bytes, refused};
+use common::{Person, Served, ok, ok_bytes, refused};
+use hushlist_core::Address;
 use hushlist_core::api::RosterOps;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
-use hushlist_core::{Address, SecretIdentity};
 use hushlist_peers::{SmtpSink, free_port};
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
 const DOMAIN: &str = "lists.example.org";
 
-struct Person {
-    address: &'static str,
-    home: PathBuf,
-}
-
 impl Person {
-    fn new(dir: &Path, name: &str, address: &'static str) -> Self {
-        let person = Person {
-            address,
-            home: dir.join(name),
-        };
-        ok(person.run(&["init", "--email", address]));
-        person
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        hushlist(&self.home, args, b"")
-    }
-
-    fn run_with(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
-        hushlist(&self.home, args, stdin)
-    }
-
     /// `hushlist list use` of the list at these servers, plus `extra` flags.
     fn use_list(&self, key_url: &str, list_url: &str, smtp: &str, extra: &[&str]) -> String {
         let mut args = vec![
@@ -101,11 +79,6 @@ impl Person {
             body.as_bytes(),
         ));
     }
-
-    fn identity(&self) -> SecretIdentity {
-        SecretIdentity::from_bytes(&std::fs::read(self.home.join("identity.asc")).unwrap(), "")
-            .unwrap()
-    }
 }
 
 /// The host:port of a loopback URL.
@@ -123,8 +96,8 @@ fn a_look_alike_list_served_at_the_pinned_urls_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let honest_mail = SmtpSink::start(&dir.path().join("mailboxes"));
     let honest = Served::start(&dir.path().join("honest"), honest_mail.port, DOMAIN);
-    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
-    let alice = Person::new(dir.path(), "alice", "alice@example.net");
+    let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
+    let alice = Person::named(dir.path(), "alice", "alice@example.net");
     olivia.create_list(&honest);
     olivia.add(&alice, dir.path());
     alice.use_list(&honest.key_url, &honest.list_url, &honest.smtp, &[]);
@@ -157,8 +130,8 @@ fn a_look_alike_list_served_at_the_pinned_urls_is_refused() {
         ),
         "the attacker answers at the URLs Alice pinned"
     );
-    let mallory = Person::new(dir.path(), "mallory", "mallory@example.com");
-    let fake_olivia = Person::new(dir.path(), "fake-olivia", "olivia@example.org");
+    let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
+    let fake_olivia = Person::named(dir.path(), "fake-olivia", "olivia@example.org");
     mallory.create_list(&attacker);
     mallory.add(&fake_olivia, dir.path());
     mallory.add(&alice, dir.path());
@@ -264,9 +237,9 @@ fn a_rolled_back_roster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mail = SmtpSink::start(&dir.path().join("mailboxes"));
     let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
-    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
-    let alice = Person::new(dir.path(), "alice", "alice@example.net");
-    let mallory = Person::new(dir.path(), "mallory", "mallory@example.com");
+    let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
+    let alice = Person::named(dir.path(), "alice", "alice@example.net");
+    let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
     olivia.create_list(&served);
     olivia.add(&alice, dir.path());
     olivia.add(&mallory, dir.path());
@@ -310,9 +283,9 @@ fn a_list_server_serving_another_list_is_named() {
     let mail = SmtpSink::start(&dir.path().join("mailboxes"));
     let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
     let other = Served::start(&dir.path().join("other"), mail.port, DOMAIN);
-    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
-    let mallory = Person::new(dir.path(), "mallory", "mallory@example.com");
-    let alice = Person::new(dir.path(), "alice", "alice@example.net");
+    let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
+    let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
+    let alice = Person::named(dir.path(), "alice", "alice@example.net");
     olivia.create_list(&served);
     olivia.add(&alice, dir.path());
     mallory.create_list(&other);
@@ -333,7 +306,7 @@ fn a_list_server_serving_another_list_is_named() {
 
     // Someone not on the list yet, whose key server path serves the other list's genesis,
     // pins nothing: the two servers' public genesis ops differ.
-    let carol = Person::new(dir.path(), "carol", "carol@example.net");
+    let carol = Person::named(dir.path(), "carol", "carol@example.net");
     let err = refused(carol.run(&[
         "list",
         "use",
@@ -362,11 +335,11 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     let dir = tempfile::tempdir().unwrap();
     let mail = SmtpSink::start(&dir.path().join("mailboxes"));
     let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
-    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
-    let alice = Person::new(dir.path(), "alice", "alice@example.net");
-    let bob = Person::new(dir.path(), "bob", "bob@example.net");
-    let carol = Person::new(dir.path(), "carol", "carol@example.net");
-    let dave = Person::new(dir.path(), "dave", "dave@example.net");
+    let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
+    let alice = Person::named(dir.path(), "alice", "alice@example.net");
+    let bob = Person::named(dir.path(), "bob", "bob@example.net");
+    let carol = Person::named(dir.path(), "carol", "carol@example.net");
+    let dave = Person::named(dir.path(), "dave", "dave@example.net");
     olivia.create_list(&served);
     olivia.add(&alice, dir.path());
     olivia.add(&bob, dir.path());
@@ -452,7 +425,7 @@ fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin
     let dir = tempfile::tempdir().unwrap();
     let mail = SmtpSink::start(&dir.path().join("mailboxes"));
     let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
-    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
+    let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let created = olivia.create_list(&served);
     let genesis = created
         .split("its genesis is ")
@@ -463,7 +436,7 @@ fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin
     let shown = ok(olivia.run(&["list", "show", LIST]));
     assert!(shown.contains(&format!("--genesis {genesis}`")), "{shown}");
 
-    let bob = Person::new(dir.path(), "bob", "bob@example.net");
+    let bob = Person::named(dir.path(), "bob", "bob@example.net");
     let wrong = "0".repeat(64);
     let err = refused(bob.run(&[
         "list",
@@ -515,7 +488,7 @@ fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin
     assert!(used.contains("you are not on its roster yet"), "{used}");
 
     // A list file written before pinning existed still loads, and says what to do.
-    let carol = Person::new(dir.path(), "carol", "carol@example.net");
+    let carol = Person::named(dir.path(), "carol", "carol@example.net");
     olivia.add(&carol, dir.path());
     std::fs::create_dir_all(carol.home.join("lists")).unwrap();
     std::fs::write(
@@ -553,7 +526,7 @@ fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin
 #[test]
 fn plain_http_to_another_host_is_refused_without_insecure_http() {
     let dir = tempfile::tempdir().unwrap();
-    let olivia = Person::new(dir.path(), "olivia", "olivia@example.org");
+    let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let err = refused(olivia.run(&[
         "list",
         "use",

@@ -11,9 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{Served, hushlist, ok, ok_bytes, refused};
+use common::{Person, Served, hushlist, ok, ok_bytes, refused};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::Address;
@@ -27,26 +25,6 @@ const LIST: &str = "team@lists.example.org";
 const MALLORY: &str = "mallory@example.net";
 const ALICE: &str = "alice@example.net";
 const CEO: &str = "ceo@example.org";
-
-struct Person {
-    address: &'static str,
-    home: PathBuf,
-}
-
-impl Person {
-    fn new(dir: &Path, address: &'static str) -> Self {
-        let person = Person {
-            address,
-            home: dir.join(address),
-        };
-        ok(person.run(&["init", "--email", address]));
-        person
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        hushlist(&self.home, args, b"")
-    }
-}
 
 /// (a): our header in the casings and spellings an attacker tries, one of them folded.
 fn planted(n: usize) -> String {

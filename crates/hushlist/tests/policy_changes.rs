@@ -4,32 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{Served, hushlist, ok, refused};
+use common::{Person, Served, hushlist, ok, refused};
 use hushlist_peers::SmtpSink;
 
 const LIST: &str = "team@lists.example.org";
 
-struct Person {
-    address: &'static str,
-    home: PathBuf,
-}
-
 impl Person {
-    fn new(dir: &Path, address: &'static str) -> Self {
-        let person = Person {
-            address,
-            home: dir.join(address),
-        };
-        ok(hushlist(&person.home, &["init", "--email", address], b""));
-        person
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        hushlist(&self.home, args, b"")
-    }
-
     fn send(&self, subject: &str, text: &str) {
         ok(hushlist(
             &self.home,

@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::io::{BufRead as _, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub const ADMIN_ENV: &str = "HUSHLIST_ADMIN_TOKEN";
@@ -24,6 +24,46 @@ pub fn hushlist(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Someone using the `hushlist` command, with a home of their own made by `hushlist init`.
+pub struct Person {
+    pub address: &'static str,
+    pub home: PathBuf,
+}
+
+impl Person {
+    /// A new identity for `address`, in a home named after it under `dir`.
+    pub fn new(dir: &Path, address: &'static str) -> Self {
+        Self::named(dir, address, address)
+    }
+
+    /// A new identity for `address` in the home `dir/name` (for two homes of one address).
+    pub fn named(dir: &Path, name: &str, address: &'static str) -> Self {
+        let person = Person {
+            address,
+            home: dir.join(name),
+        };
+        ok(person.run(&["init", "--email", address]));
+        person
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        hushlist(&self.home, args, b"")
+    }
+
+    pub fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
+        hushlist(&self.home, args, stdin)
+    }
+
+    /// The secret key `init` made, as the person's own programs would load it.
+    pub fn identity(&self) -> hushlist_core::SecretIdentity {
+        hushlist_core::SecretIdentity::from_bytes(
+            &std::fs::read(self.home.join("identity.asc")).unwrap(),
+            "",
+        )
+        .unwrap()
+    }
 }
 
 /// Stdout of a command that must have succeeded.
