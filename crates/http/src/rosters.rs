@@ -140,12 +140,12 @@ async fn read_ops<S: RosterHost>(
             &purpose::read_roster(&list),
         )
         .await?;
-    let Some(upto) = roster.readable_by(&verified.signer) else {
-        return Err(ApiError::forbidden(
-            "not_member",
-            format!("only members of {list} may read its roster"),
-        ));
-    };
+    // The verifier took the signature, so the signer is or was on the roster (anyone else
+    // gets the answer a forgery gets): a current member reads to the head, a former one up to
+    // their removal.
+    let upto = roster.readable_by(&verified.signer).ok_or_else(|| {
+        ApiError::internal("a signer the verifier accepted has no tenure on the roster")
+    })?;
     let read: RosterRead = serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
     Ok(Json(ops_between(&roster, read.since, upto)).into_response())
 }

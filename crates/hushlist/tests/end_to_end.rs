@@ -551,6 +551,23 @@ fn people_ask_to_join_confirm_from_their_mailbox_and_the_owner_lets_one_in_and_t
     assert!(opened.contains("Glad to have you."), "{opened}");
 }
 
+/// Olivia (who will own the list), Carol, and someone else whose own key names Carol's
+/// address, in the home `impostor`; each with an identity made by `hushlist init`.
+fn owner_carol_and_impostor(dir: &Path, impostor: &str) -> [Person; 3] {
+    let people = [
+        Person::new(dir, "olivia@example.org"),
+        Person::new(dir, "carol@example.net"),
+        Person {
+            address: "carol@example.net",
+            home: dir.join(impostor),
+        },
+    ];
+    for person in &people {
+        ok(person.run(&["init", "--email", person.address]));
+    }
+    people
+}
+
 #[test]
 fn a_stranger_cannot_claim_someone_elses_address_and_the_real_person_is_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
@@ -559,16 +576,8 @@ fn a_stranger_cannot_claim_someone_elses_address_and_the_real_person_is_not_drop
         postfix: _postfix,
         served,
     } = install(dir.path());
-    let olivia = Person::new(dir.path(), "olivia@example.org");
-    let carol = Person::new(dir.path(), "carol@example.net");
     // Eve makes a key naming Carol's address (anyone can) and asks first.
-    let eve = Person {
-        address: "carol@example.net",
-        home: dir.path().join("eve"),
-    };
-    for person in [&olivia, &carol, &eve] {
-        ok(person.run(&["init", "--email", person.address]));
-    }
+    let [olivia, carol, eve] = owner_carol_and_impostor(dir.path(), "eve");
     create_list(&olivia, &served, "pull");
     eve.use_list(&served);
     carol.use_list(&served);
@@ -735,16 +744,8 @@ fn a_list_server_that_swaps_the_key_at_approval_gets_nothing_signed() {
         postfix: _postfix,
         served,
     } = install(dir.path());
-    let olivia = Person::new(dir.path(), "olivia@example.org");
-    let carol = Person::new(dir.path(), "carol@example.net");
     // The list server's operator, with a key naming Carol's address.
-    let operator = Person {
-        address: "carol@example.net",
-        home: dir.path().join("operator"),
-    };
-    for person in [&olivia, &carol, &operator] {
-        ok(person.run(&["init", "--email", person.address]));
-    }
+    let [olivia, carol, operator] = owner_carol_and_impostor(dir.path(), "operator");
     let evil = SwappingListServer::start(
         &served.list_url,
         carol.fingerprint(),
