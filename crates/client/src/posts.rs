@@ -27,6 +27,10 @@ pub enum PostError {
     NoFrom(Address),
     #[error("the message is From {from}, but your identity is {me}; send as yourself")]
     NotMe { from: Address, me: Address },
+    #[error(
+        "the message's To and Cc do not name {0}; a post names its list there (the proof of origin hushlist adds covers the addresses in To and Cc)"
+    )]
+    ListNotAddressed(Address),
     #[error("sealing failed: {0}")]
     Seal(String),
     #[error("this is not a hushlist post: {0}")]
@@ -120,6 +124,15 @@ pub async fn send(
             from,
             me: my_address,
         });
+    }
+    let addressed = [parsed.to(), parsed.cc()]
+        .into_iter()
+        .flatten()
+        .flat_map(|field| field.iter())
+        .filter_map(|a| a.address().and_then(|a| Address::parse(a).ok()))
+        .any(|a| a.same_mailbox(&list.list));
+    if !addressed {
+        return Err(PostError::ListNotAddressed(list.list.clone()));
     }
     let mut message = message.to_vec();
     if parsed.date().is_none() {

@@ -9,6 +9,7 @@ pub mod bounce;
 pub mod identity;
 pub mod listmail;
 pub mod outer;
+pub mod post_proof;
 pub mod request;
 pub mod roster;
 pub mod session;

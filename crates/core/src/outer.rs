@@ -15,6 +15,7 @@ use pgp::packet::{Packet, PacketParser, PacketTrait as _};
 use pgp::types::Tag;
 
 use crate::address::Address;
+use crate::post_proof::{POST_PROOF_HEADER, PostProof, ProofError};
 use crate::session::{KeyId, Pkesk};
 
 /// Header naming the key id the post's session key is filed under.
@@ -64,6 +65,8 @@ pub struct EncryptedPost {
     pub key_server: Option<String>,
     pub from: Address,
     pub message_id: Option<String>,
+    /// The sender's proof of origin ([`POST_PROOF_HEADER`]), read but not yet verified.
+    pub proof: Result<PostProof, ProofError>,
     /// The binary OpenPGP packets (any PKESKs, then the SEIPD packet).
     pub packets: Vec<u8>,
     /// Byte range of the armored text inside the raw message.
@@ -142,11 +145,25 @@ impl EncryptedPost {
             .filter(|v| !v.is_empty());
         let from = single_from(&message)?;
         let message_id = message.message_id().map(str::to_owned);
+        let mut proofs = message
+            .headers()
+            .iter()
+            .filter(|h| h.name.as_str().eq_ignore_ascii_case(POST_PROOF_HEADER));
+        let proof = match (proofs.next(), proofs.next()) {
+            (None, _) => Err(ProofError::Missing),
+            (Some(_), Some(_)) => Err(ProofError::Repeated),
+            (Some(header), None) => {
+                std::str::from_utf8(&raw[header.offset_start as usize..header.offset_end as usize])
+                    .map_err(|_| ProofError::Malformed("not ASCII".into()))
+                    .and_then(PostProof::from_header_value)
+            }
+        };
         Ok(EncryptedPost {
             key_id,
             key_server,
             from,
             message_id,
+            proof,
             packets,
             armor_range,
         })

@@ -275,8 +275,6 @@ struct Tenure {
 /// Why a reader or poster was refused under the roster and policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("{0} is not on the roster")]
-    UnknownAddress(Address),
     #[error("{0} is not a member of the list")]
     NotMember(Fingerprint),
     #[error("{fingerprint} is a {role} and the list lets only {posters:?} post")]
@@ -737,10 +735,10 @@ impl Roster {
         }
     }
 
-    /// What becomes of a post from `address` now: delivered, held for an owner (and why),
-    /// or refused.
-    pub fn admit_post_as(&self, address: &Address) -> Result<Admission, Refusal> {
-        match (self.may_post_as(address), self.policy().moderation) {
+    /// What becomes of a post by the holder of `fingerprint` now: delivered, held for an
+    /// owner (and why), or refused.
+    pub fn admit_post(&self, fingerprint: &Fingerprint) -> Result<Admission, Refusal> {
+        match (self.may_post(fingerprint), self.policy().moderation) {
             (Ok(_), Moderation::All) => Ok(Admission::Hold(
                 "every post to this list waits for an owner's approval".into(),
             )),
@@ -752,14 +750,12 @@ impl Roster {
         }
     }
 
-    /// May `address` post now? (The list server knows posters by their From address.)
-    pub fn may_post_as(&self, address: &Address) -> Result<&Member, Refusal> {
-        let member = self
-            .members
+    /// The member whose roster address is `address`'s mailbox (what a post's From names; the
+    /// list server then checks the post's proof with that member's certificate).
+    pub fn member_by_mailbox(&self, address: &Address) -> Option<&Member> {
+        self.members
             .values()
             .find(|m| m.address.same_mailbox(address))
-            .ok_or_else(|| Refusal::UnknownAddress(address.clone()))?;
-        self.may_post(member.cert.fingerprint())
     }
 
     /// May the holder of `fingerprint` get the key of a post made when the roster head was

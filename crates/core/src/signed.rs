@@ -16,6 +16,7 @@ use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
 pub enum Domain {
     RosterOp,
     Request,
+    PostProof,
 }
 
 impl Domain {
@@ -23,6 +24,7 @@ impl Domain {
         match self {
             Domain::RosterOp => b"hushlist roster-op v1\n",
             Domain::Request => b"hushlist request v1\n",
+            Domain::PostProof => b"hushlist post-proof v1\n",
         }
     }
 }

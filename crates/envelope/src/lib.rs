@@ -10,12 +10,14 @@
 //! splices in one PKESK per member.
 
 use std::io::Read as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::identity::{Cert, Fingerprint, SecretIdentity};
 use hushlist_core::outer::{
     EXPOSED_HEADERS, EncryptedPost, KEY_ID_HEADER, KEY_SERVER_HEADER, OBSCURED_SUBJECT, OuterError,
     armor_message,
 };
+use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
 use hushlist_core::session::{KeyId, POST_CIPHER, Pkesk, SessionError, SessionKey};
 use hushlist_core::{Address, IdentityError};
 use mail_parser::{HeaderName, MessageParser};
@@ -68,7 +70,9 @@ pub struct Sealed {
 }
 
 /// Seals `message` (an RFC 5322 message addressed to a list) for the key server at
-/// `key_server` (a URL, named in the outer header), signed by `sender`.
+/// `key_server` (a URL, named in the outer header), signed by `sender`. The outer message
+/// carries `sender`'s proof of origin for every address its To and Cc name (the list server
+/// checks it for its own list), made at the system clock's time.
 pub fn seal<R: Rng + CryptoRng>(
     mut rng: R,
     message: &[u8],
@@ -93,6 +97,12 @@ pub fn seal<R: Rng + CryptoRng>(
     if parsed.to().is_none_or(|to| to.iter().next().is_none()) {
         return Err(SealError::NoRecipient);
     }
+    let recipients: Vec<Address> = [parsed.to(), parsed.cc()]
+        .into_iter()
+        .flatten()
+        .flat_map(|field| field.iter())
+        .filter_map(|a| a.address().and_then(|a| Address::parse(a).ok()))
+        .collect();
 
     let session_key = SessionKey::generate(&mut rng);
     let key_id = KeyId::generate(&mut rng);
@@ -167,6 +177,11 @@ pub fn seal<R: Rng + CryptoRng>(
             .map_err(|e| SealError::Pgp(e.to_string()))
     })??;
 
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let proof =
+        PostProof::sign(&mut rng, sender, &recipients, &key_id, &packets, now)?.to_header_value();
     let boundary = format!("hushlist-{key_id}");
     let mut outer = outer_headers;
     outer.extend_from_slice(
@@ -177,6 +192,7 @@ pub fn seal<R: Rng + CryptoRng>(
              boundary=\"{boundary}\"\r\n\
              {KEY_ID_HEADER}: {key_id}\r\n\
              {KEY_SERVER_HEADER}: {key_server}\r\n\
+             {POST_PROOF_HEADER}: {proof}\r\n\
              \r\n\
              This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
              --{boundary}\r\n\

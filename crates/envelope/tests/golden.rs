@@ -1,5 +1,5 @@
 //! Golden files for the outer format. `outer-structure.eml` is a freshly sealed post with the
-//! random parts (key id, armored payload) masked, so any change to the format shows up as a
+//! random parts (key id, proof of origin, armored payload) masked, so any change to the format shows up as a
 //! diff. `sealed-post.eml` was sealed by an earlier build and must keep opening, with its
 //! session key and sender certificate stored beside it. Set HUSHLIST_BLESS=1 to rewrite the
 //! files after an intended format change.
@@ -54,9 +54,17 @@ fn outer_format_matches_the_golden_file() {
     let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
     let end =
         text.find("-----END PGP MESSAGE-----\r\n").unwrap() + "-----END PGP MESSAGE-----\r\n".len();
+    let proof_start = text.find("Hushlist-Post-Proof: ").unwrap() + "Hushlist-Post-Proof: ".len();
+    let proof_end = proof_start
+        + text[proof_start..]
+            .match_indices("\r\n")
+            .map(|(i, _)| i)
+            .find(|&i| !text[proof_start + i + 2..].starts_with(' '))
+            .unwrap();
     let masked = format!(
-        "{}<ARMORED OPENPGP PAYLOAD>\r\n{}",
-        &text[..start],
+        "{}<POST PROOF>{}<ARMORED OPENPGP PAYLOAD>\r\n{}",
+        &text[..proof_start],
+        &text[proof_end..start],
         &text[end..]
     )
     .replace(sealed.key_id.as_str(), "<KEY-ID>");

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Person, Served, hushlist, ok, ok_bytes, refused};
+use common::{Person, Served, hushlist, ok, ok_bytes, proved_by, refused};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::Address;
@@ -135,7 +135,7 @@ fn mallory_posts(mallory: &Person, eve: &Person, messages: &[(String, SignedBy)]
                 )
                 .await
                 .unwrap();
-            let outer = only_from(&sealed.message, MALLORY);
+            let outer = proved_by(&only_from(&sealed.message, MALLORY), &me, LIST);
             submit(&list.smtp, &from, &list.list, &outer).await.unwrap();
             key_ids.push(sealed.key_id.to_string());
         }

@@ -18,6 +18,7 @@ pub mod smtp;
 
 use hushlist_core::listmail::KEY_ID_TAKEN_REPLY;
 use hushlist_core::outer::{EncryptedPost, OuterError};
+use hushlist_core::post_proof::ProofError;
 use hushlist_core::roster::{Admission, Refusal, Roster};
 
 /// Why a post was refused at the end of DATA. Refusals are SMTP rejections (the sender's MTA
@@ -28,6 +29,10 @@ pub enum Rejection {
     NotEncrypted(OuterError),
     #[error("the post is not a well-formed encrypted post: {0}")]
     Malformed(OuterError),
+    /// No proof, or one that does not hold for the member the From names: anyone can write a
+    /// From, so without the proof the post could be anyone's.
+    #[error("{0}")]
+    Unproven(ProofError),
     #[error("{0} may not post to this list: {1}")]
     NotAllowed(String, Refusal),
     #[error(
@@ -48,6 +53,7 @@ impl Rejection {
         match self {
             Rejection::NotEncrypted(_) => (550, "5.7.1"),
             Rejection::Malformed(_) => (554, "5.6.0"),
+            Rejection::Unproven(_) => (550, "5.7.1"),
             Rejection::NotAllowed(..) => (550, "5.7.1"),
             Rejection::WrongKeyServer { .. } => (550, "5.7.1"),
             Rejection::KeyIdTaken { .. } => (554, "5.7.0"),
@@ -55,15 +61,38 @@ impl Rejection {
     }
 }
 
-/// Checks a post to `roster`'s list: PGP/MIME-encrypted, naming its key id, from an address
-/// the roster lets post now (or whose post the list's moderation holds for an owner).
-pub fn check_post(raw: &[u8], roster: &Roster) -> Result<(EncryptedPost, Admission), Rejection> {
+/// Checks a post to `roster`'s list at time `now` (unix seconds): PGP/MIME-encrypted, naming
+/// its key id, with a proof signed for this list, key id and payload by the roster key of
+/// the member its From names, who may post now (or whose post the list's moderation holds
+/// for an owner). A From naming nobody on the roster is refused as a proof that does not
+/// verify is, so the reply tells a stranger nothing about who is a member.
+pub fn check_post(
+    raw: &[u8],
+    roster: &Roster,
+    now: u64,
+) -> Result<(EncryptedPost, Admission), Rejection> {
     let post = EncryptedPost::parse(raw).map_err(|e| match e {
         OuterError::NotEncrypted(_) => Rejection::NotEncrypted(e),
         other => Rejection::Malformed(other),
     })?;
+    let proof = post
+        .proof
+        .as_ref()
+        .map_err(|e| Rejection::Unproven(e.clone()))?;
+    let poster = roster
+        .member_by_mailbox(&post.from)
+        .ok_or(Rejection::Unproven(ProofError::BadSignature))?;
+    proof
+        .verify(
+            &poster.cert,
+            roster.list(),
+            &post.key_id,
+            &post.packets,
+            now,
+        )
+        .map_err(Rejection::Unproven)?;
     let admission = roster
-        .admit_post_as(&post.from)
+        .admit_post(poster.cert.fingerprint())
         .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))?;
     Ok((post, admission))
 }

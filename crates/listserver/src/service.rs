@@ -334,13 +334,14 @@ impl ListServer {
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            let checked = check_post(message, &roster).and_then(|(post, admission)| {
-                match &self.key_server_url {
-                    Some(expected) => check_key_server(&post, expected),
-                    None => Ok(()),
-                }
-                .map(|()| (post, admission))
-            });
+            let checked = check_post(message, &roster, u64::try_from(received_at).unwrap_or(0))
+                .and_then(|(post, admission)| {
+                    match &self.key_server_url {
+                        Some(expected) => check_key_server(&post, expected),
+                        None => Ok(()),
+                    }
+                    .map(|()| (post, admission))
+                });
             let (post, admission) = match checked {
                 Ok(checked) => checked,
                 Err(rejection) => {

@@ -1,5 +1,6 @@
 //! Each refusal at the end of DATA carries the right SMTP code and enhanced status.
 
+use hushlist_core::post_proof::{MAX_PROOF_AGE_SECS, ProofError};
 use hushlist_core::roster::{Admission, Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
@@ -8,6 +9,13 @@ use rand::rngs::OsRng;
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
@@ -44,7 +52,8 @@ fn only_encrypted_posts_from_allowed_posters_are_accepted() {
             .message
     };
 
-    let (accepted, admission) = check_post(&post("olivia@example.org", &owner), &roster).unwrap();
+    let (accepted, admission) =
+        check_post(&post("olivia@example.org", &owner), &roster, now()).unwrap();
     assert_eq!(accepted.from, addr("olivia@example.org"));
     assert_eq!(admission, Admission::Deliver);
     check_key_server(&accepted, "https://keys.example.org/").unwrap();
@@ -57,23 +66,75 @@ fn only_encrypted_posts_from_allowed_posters_are_accepted() {
 
     let plaintext =
         b"From: olivia@example.org\r\nTo: team@lists.example.org\r\nSubject: s\r\n\r\nbody\r\n";
-    let err = check_post(plaintext, &roster).unwrap_err();
+    let err = check_post(plaintext, &roster, now()).unwrap_err();
     assert_eq!(err.smtp_status(), (550, "5.7.1"));
     assert!(matches!(err, Rejection::NotEncrypted(_)));
     assert!(err.to_string().contains("only accepts encrypted posts"));
 
     for (from, who) in [
         ("eve@example.org", &stranger),
-        ("rita@example.org", &reader),
+        ("olivia@example.org", &stranger),
     ] {
-        let err = check_post(&post(from, who), &roster).unwrap_err();
+        let err = check_post(&post(from, who), &roster, now()).unwrap_err();
         assert_eq!(err.smtp_status(), (550, "5.7.1"), "{from}");
-        assert!(matches!(err, Rejection::NotAllowed(..)), "{from}: {err}");
+        assert!(
+            matches!(err, Rejection::Unproven(ProofError::BadSignature)),
+            "{from}: {err}"
+        );
     }
+    let err = check_post(&post("rita@example.org", &reader), &roster, now()).unwrap_err();
+    assert_eq!(err.smtp_status(), (550, "5.7.1"));
+    assert!(matches!(err, Rejection::NotAllowed(..)), "{err}");
 
     let mut truncated = post("olivia@example.org", &owner);
     let cut = truncated.len() - 200;
     truncated.truncate(cut);
-    let err = check_post(&truncated, &roster).unwrap_err();
+    let err = check_post(&truncated, &roster, now()).unwrap_err();
     assert_eq!(err.smtp_status(), (554, "5.6.0"), "{err}");
+}
+
+/// A proof holds for the lists it names and for a week after it was made (mail may wait in
+/// queues for days), and not for a clock far ahead of the server's.
+#[test]
+fn a_post_proof_holds_for_its_own_list_and_its_age_window() {
+    let owner = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
+    let roster_of = |list: &str| {
+        let genesis = sign_genesis(
+            OsRng,
+            &owner,
+            addr("olivia@example.org"),
+            addr(list),
+            Policy::default(),
+            0,
+        )
+        .unwrap();
+        Roster::genesis(genesis).unwrap()
+    };
+    let team = roster_of("team@lists.example.org");
+    let other = roster_of("other@lists.example.org");
+    let text =
+        "From: olivia@example.org\r\nTo: team@lists.example.org\r\nSubject: s\r\n\r\nbody\r\n";
+    let post = seal(OsRng, text.as_bytes(), &owner, "https://keys.example.org")
+        .unwrap()
+        .message;
+    let signed_at = now();
+
+    assert!(check_post(&post, &team, signed_at + MAX_PROOF_AGE_SECS - 60).is_ok());
+    let err = check_post(&post, &team, signed_at + MAX_PROOF_AGE_SECS + 60).unwrap_err();
+    assert!(
+        matches!(err, Rejection::Unproven(ProofError::Stale { .. })),
+        "{err}"
+    );
+    let err = check_post(&post, &team, signed_at - 3600).unwrap_err();
+    assert!(
+        matches!(err, Rejection::Unproven(ProofError::Future { .. })),
+        "{err}"
+    );
+    let err = check_post(&post, &other, signed_at).unwrap_err();
+    assert!(
+        matches!(err, Rejection::Unproven(ProofError::OtherList { .. })),
+        "{err}"
+    );
+    assert_eq!(err.smtp_status(), (550, "5.7.1"));
+    assert!(err.to_string().contains("team@lists.example.org"), "{err}");
 }

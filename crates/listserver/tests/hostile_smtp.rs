@@ -8,7 +8,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{LIST, OWNER, create_list, list_server, sealed_post};
+use common::{
+    LIST, OWNER, add_member, create_list, list_server, sealed_post, under_key_id, with_proof_of,
+    without_proof,
+};
+use hushlist_core::roster::Role;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SmtpConfig, serve};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -471,11 +475,15 @@ async fn post_over_smtp(port: u16, message: &[u8]) -> String {
 
 /// Issue 18, hole 2: whoever learns a post's key id before the post arrives (the key server
 /// sees the deposit first; anyone on a plain-text path sees it in transit) posts other bytes
-/// under it first. The real post must be refused naming the conflict, not answered 250 while
-/// the archive keeps only the forgery; the forgery handed over again is a repeat.
+/// under it first. Since hole 1 only someone who may post can do that, with a proof of their
+/// own for that key id: here Mallory, a member. The real post must be refused naming the
+/// conflict, not answered 250 while the archive keeps only the forgery; the forgery handed
+/// over again is a repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_post_under_a_stored_key_id_is_refused_and_the_first_stays() {
     let at = listen(SmtpConfig::default(), 8).await;
+    let mallory_address = "mallory@example.net";
+    let mallory = add_member(&at.server, &at.owner, mallory_address, Role::Member).await;
     let honest = hushlist_envelope::seal(
         rand::rngs::OsRng,
         format!("From: {OWNER}\r\nTo: {LIST}\r\nSubject: the real post\r\n\r\nMeet at ten.\r\n")
@@ -484,17 +492,8 @@ async fn a_different_post_under_a_stored_key_id_is_refused_and_the_first_stays()
         "https://keys.example.org",
     )
     .unwrap();
-    let eve =
-        hushlist_core::SecretIdentity::generate(rand::rngs::OsRng, "eve@example.net").unwrap();
-    let garbage = sealed_post(OWNER, &eve);
-    let garbage_key_id = hushlist_core::outer::EncryptedPost::parse(&garbage)
-        .unwrap()
-        .key_id
-        .to_string();
-    let forged = String::from_utf8(garbage)
-        .unwrap()
-        .replace(&garbage_key_id, &honest.key_id.to_string())
-        .into_bytes();
+    let garbage = sealed_post(mallory_address, &mallory);
+    let forged = under_key_id(&garbage, honest.key_id.as_str(), &mallory);
 
     let first = post_over_smtp(at.port, &forged).await;
     assert!(first.starts_with("250 2.0.0 Queued as "), "{first}");
@@ -518,6 +517,51 @@ async fn a_different_post_under_a_stored_key_id_is_refused_and_the_first_stays()
             .await
             .unwrap()
             .len(),
-        2
+        3
     );
+}
+
+/// Issue 18, hole 1: the From of a post proves nothing, so a post counts as a member's only
+/// with their proof of origin. Eve, on no roster, posts in the owner's name: with a proof
+/// she signed herself, with none, and with the owner's real proof taken from another post.
+/// Each is refused 550 5.7.1 before anything is kept; a From naming nobody on the roster gets
+/// the same reply as one naming a member, so the refusals tell her nothing about the roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_in_a_members_name_without_their_proof_are_refused_and_nothing_kept() {
+    let at = listen(SmtpConfig::default(), 8).await;
+    let eve =
+        hushlist_core::SecretIdentity::generate(rand::rngs::OsRng, "eve@example.net").unwrap();
+
+    let signed_by_eve = post_over_smtp(at.port, &sealed_post(OWNER, &eve)).await;
+    assert!(signed_by_eve.starts_with("550 5.7.1 "), "{signed_by_eve}");
+    assert!(
+        signed_by_eve.contains("not signed by the roster key"),
+        "{signed_by_eve}"
+    );
+    let as_a_stranger = post_over_smtp(at.port, &sealed_post("nobody@example.net", &eve)).await;
+    assert_eq!(
+        as_a_stranger, signed_by_eve,
+        "a member's address and a stranger's are refused alike"
+    );
+
+    let unproven = post_over_smtp(at.port, &without_proof(&sealed_post(OWNER, &at.owner))).await;
+    assert!(unproven.starts_with("550 5.7.1 "), "{unproven}");
+    assert!(unproven.contains("no Hushlist-Post-Proof"), "{unproven}");
+
+    let owners_proof = sealed_post(OWNER, &at.owner);
+    let moved = with_proof_of(&sealed_post(OWNER, &eve), &owners_proof);
+    let moved = post_over_smtp(at.port, &moved).await;
+    assert!(moved.starts_with("550 5.7.1 "), "{moved}");
+    assert!(
+        moved.contains("other OpenPGP data or another key id"),
+        "{moved}"
+    );
+
+    assert_eq!(stored_posts(&at.server).await, 0, "nothing was kept");
+    assert_eq!(
+        at.server.store().unsent_outbox().await.unwrap().len(),
+        0,
+        "no notice went out about a post no member sent"
+    );
+    honest_post_is_queued(&at).await;
 }

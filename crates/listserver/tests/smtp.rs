@@ -196,7 +196,7 @@ async fn refusals_at_end_of_data_carry_code_and_enhanced_status() {
         (
             "eve@example.org",
             sealed_post("eve@example.org", &people().eve),
-            "550 5.7.1 eve@example.org may not post",
+            "550 5.7.1 the post's Hushlist-Post-Proof is not signed by the roster key",
         ),
         (
             "rita@example.org",

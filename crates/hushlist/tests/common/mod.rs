@@ -190,3 +190,39 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// `outer` with its proof of origin replaced by one `who` signs now for `list`, over the
+/// key id and OpenPGP data `outer` carries: what a member's own posting program sends.
+pub fn proved_by(outer: &[u8], who: &hushlist_core::SecretIdentity, list: &str) -> Vec<u8> {
+    use hushlist_core::outer::EncryptedPost;
+    use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
+    let post = EncryptedPost::parse(outer).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let proof = PostProof::sign(
+        rand::rngs::OsRng,
+        who,
+        &[hushlist_core::Address::parse(list).unwrap()],
+        &post.key_id,
+        &post.packets,
+        now,
+    )
+    .unwrap();
+    let text = String::from_utf8(outer.to_vec()).unwrap();
+    let start = text.find(&format!("{POST_PROOF_HEADER}: ")).unwrap();
+    let end = start
+        + text[start..]
+            .match_indices("\r\n")
+            .map(|(i, _)| i + 2)
+            .find(|&i| !text[start + i..].starts_with(' '))
+            .unwrap();
+    format!(
+        "{}{POST_PROOF_HEADER}: {}\r\n{}",
+        &text[..start],
+        proof.to_header_value(),
+        &text[end..]
+    )
+    .into_bytes()
+}

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hushlist_core::listmail::UnsubscribeKey;
+use hushlist_core::outer::EncryptedPost;
+use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, SignedOp, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
@@ -97,6 +99,83 @@ pub fn sealed_post_with_id(from: &str, who: &SecretIdentity, message_id: &str) -
     seal(OsRng, text.as_bytes(), who, "https://keys.example.org")
         .unwrap()
         .message
+}
+
+/// Adds `address` to the list with `role` (signed by `owner`); returns their key.
+pub async fn add_member(
+    server: &ListServer,
+    owner: &SecretIdentity,
+    address: &str,
+    role: Role,
+) -> SecretIdentity {
+    let key = SecretIdentity::generate(OsRng, address).unwrap();
+    let list = Address::parse(LIST).unwrap();
+    let roster = server.rosters().get(&list).await.unwrap();
+    let member = MemberEntry {
+        address: Address::parse(address).unwrap(),
+        cert: key.cert().to_armored(),
+        role,
+    };
+    let op = roster
+        .sign_next(OsRng, owner, 1, Change::Add { member })
+        .unwrap();
+    server.rosters().append(&list, op).await.unwrap();
+    key
+}
+
+/// Where the proof-of-origin header of a sealed post lies (with its folded lines).
+fn proof_header_range(post: &str) -> std::ops::Range<usize> {
+    let start = post
+        .find(&format!("{POST_PROOF_HEADER}: "))
+        .expect("a sealed post has a proof");
+    let mut end = start;
+    loop {
+        end += post[end..].find("\r\n").unwrap() + 2;
+        if !post[end..].starts_with(' ') {
+            return start..end;
+        }
+    }
+}
+
+/// `post` with its proof of origin removed, as a client that adds none sends it.
+pub fn without_proof(post: &[u8]) -> Vec<u8> {
+    let mut text = String::from_utf8(post.to_vec()).unwrap();
+    text.replace_range(proof_header_range(&text), "");
+    text.into_bytes()
+}
+
+/// `post` moved under `key_id` with a proof `who` signs for it: what someone who may post
+/// and learned another post's key id can send under that key id.
+pub fn under_key_id(post: &[u8], key_id: &str, who: &SecretIdentity) -> Vec<u8> {
+    let parsed = EncryptedPost::parse(post).unwrap();
+    let mut text = String::from_utf8(post.to_vec())
+        .unwrap()
+        .replace(parsed.key_id.as_str(), key_id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let proof = PostProof::sign(
+        OsRng,
+        who,
+        &[Address::parse(LIST).unwrap()],
+        &key_id.parse().unwrap(),
+        &parsed.packets,
+        now,
+    )
+    .unwrap();
+    let header = format!("{POST_PROOF_HEADER}: {}\r\n", proof.to_header_value());
+    text.replace_range(proof_header_range(&text), &header);
+    text.into_bytes()
+}
+
+/// The proof-of-origin header of `from`, put on `onto` in place of its own.
+pub fn with_proof_of(onto: &[u8], from: &[u8]) -> Vec<u8> {
+    let from = String::from_utf8(from.to_vec()).unwrap();
+    let header = &from[proof_header_range(&from)];
+    let mut text = String::from_utf8(onto.to_vec()).unwrap();
+    text.replace_range(proof_header_range(&text), header);
+    text.into_bytes()
 }
 
 /// The post id in what `accept` says for a post (`Queued as 12`).
