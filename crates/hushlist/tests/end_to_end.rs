@@ -215,14 +215,16 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
     assert!(err.contains("is not a list this home knows"), "{err}");
     // A Bcc to the list: the post's proof of origin covers the addresses in To and Cc, so
     // the list must be named there; the command says so instead of the list server refusing.
-    let err = refused(alice.run_with(
-        &["sendmail", "-oi", LIST],
-        format!(
-            "From: {}\nTo: somebody@example.com\nSubject: Bcc\n\nx\n",
-            alice.address
-        )
-        .as_bytes(),
-    ));
+    let err = refused(
+        alice.run_with(
+            &["sendmail", "-oi", LIST],
+            format!(
+                "From: {}\nTo: somebody@example.com\nSubject: Bcc\n\nx\n",
+                alice.address
+            )
+            .as_bytes(),
+        ),
+    );
     assert!(err.contains(&format!("do not name {LIST}")), "{err}");
     sink.wait_for_copies(bob.address, 2);
 

@@ -258,6 +258,12 @@ enum Outcome {
 
 impl Worker {
     async fn run(mut self, queued: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        // The first worker also sends the owners' digests of refused posts that waited.
+        let digest_check_every = self
+            .server
+            .refusal_digest_every()
+            .min(Duration::from_secs(60));
+        let mut next_digest_check = tokio::time::Instant::now();
         while !*shutdown.borrow() {
             let worked = match self.round().await {
                 Ok(worked) => worked,
@@ -270,6 +276,12 @@ impl Worker {
                 // Nothing due: let go of the relay and wait for a new post or a retry time.
                 if let Some(relay) = self.relay.take() {
                     relay.quit().await;
+                }
+                if self.id == 0 && tokio::time::Instant::now() >= next_digest_check {
+                    next_digest_check = tokio::time::Instant::now() + digest_check_every;
+                    if let Err(e) = self.server.send_due_refusal_digests().await {
+                        tracing::error!(error = %e, "cannot send the owners' digests of refused posts");
+                    }
                 }
                 tokio::select! {
                     _ = queued.notified() => {}

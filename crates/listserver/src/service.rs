@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
 use hushlist_core::api::{
@@ -17,6 +17,7 @@ use hushlist_core::roster::{Admission, Role, Roster};
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
+use hushlist_store::membership::RefusedPost;
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::{PostRow, Store, StoreError};
 use sha2::{Digest as _, Sha256};
@@ -34,9 +35,17 @@ pub struct ListServer {
     key_server_url: Option<String>,
     unsubscribe_key: Option<UnsubscribeKey>,
     bounce_policy: BouncePolicy,
+    refusal_digest_every: Duration,
     verifier: RequestVerifier,
     pub metrics: ListMetrics,
 }
+
+/// Owners of a list are told about refused posts at most this often: the first refusal at
+/// once, later ones together in the next digest.
+pub const DEFAULT_REFUSAL_DIGEST_EVERY: Duration = Duration::from_secs(3600);
+
+/// Senders a refusal digest names one by one; the rest are counted.
+const DIGEST_LINES: usize = 50;
 
 /// Most posts one archive request returns.
 pub const MAX_ARCHIVE_PAGE: u32 = 100;
@@ -60,6 +69,7 @@ impl ListServer {
             key_server_url: None,
             unsubscribe_key: None,
             bounce_policy: BouncePolicy::default(),
+            refusal_digest_every: DEFAULT_REFUSAL_DIGEST_EVERY,
             // Per signer: bursts of 100 archive pages, then 10 a second.
             verifier: RequestVerifier::new(10.0, 100.0),
             metrics: ListMetrics::default(),
@@ -89,6 +99,16 @@ impl ListServer {
     pub fn with_bounce_policy(mut self, policy: BouncePolicy) -> Self {
         self.bounce_policy = policy;
         self
+    }
+
+    /// Sets how often owners may be told about refused posts at most.
+    pub fn with_refusal_digest_every(mut self, every: Duration) -> Self {
+        self.refusal_digest_every = every;
+        self
+    }
+
+    pub fn refusal_digest_every(&self) -> Duration {
+        self.refusal_digest_every
     }
 
     pub fn bounce_policy(&self) -> &BouncePolicy {
@@ -348,7 +368,7 @@ impl ListServer {
                     let (code, status) = rejection.smtp_status();
                     tracing::info!(%list, code, status, reason = %rejection, "post refused");
                     self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
-                    self.tell_owners_of_refusal(&roster, &rejection).await;
+                    self.report_refusal(&roster, &rejection).await;
                     return Err(rejection.into());
                 }
             };
@@ -444,32 +464,112 @@ impl ListServer {
             .collect())
     }
 
-    /// Owners hear of posts refused because of who sent them (a non-member, a reader, a
-    /// removed member): those are the refusals a roster change might be meant to fix. Posts
-    /// refused for their form (unencrypted mail, spam) are not worth their attention.
-    async fn tell_owners_of_refusal(&self, roster: &Roster, rejection: &Rejection) {
-        let Rejection::NotAllowed(sender, _) = rejection else {
+    /// Owners hear of posts refused because of who sent them (a reader, or a member on a
+    /// list where only owners post): those are the refusals a roster change might be meant to
+    /// fix. Posts refused for their form or their proof are not worth their attention. The
+    /// refusal is recorded, and reported at once unless the owners had a digest within the
+    /// interval; then it waits for the next one, so refused posts cannot flood their mailboxes.
+    async fn report_refusal(&self, roster: &Roster, rejection: &Rejection) {
+        let Rejection::NotAllowed(sender, refusal) = rejection else {
             return;
         };
         let list = roster.list();
-        let now = unix_now();
-        let notices = self.owner_notices(
-            roster,
-            &format!("a post from {sender} was refused"),
-            &format!(
-                "An encrypted post from {sender} to {list} was refused:\n\n    {rejection}\n\n\
-                 The sender was told by their mail server. If they should be able to post, add\n\
-                 them (or change their role) with `hushlist list add`.\n"
-            ),
-            now,
-        );
-        match self.store.queue_messages(&notices, now).await {
-            Ok(()) => self.queued.notify_waiters(),
-            Err(e) => {
-                tracing::error!(%list, error = %e, "cannot queue the owners' notice of a refused post")
-            }
+        let refused = RefusedPost {
+            sender: sender.clone(),
+            reason: refusal.to_string(),
+            refused_at: unix_now(),
+        };
+        let reported = match self.store.record_refusal(list.as_str(), &refused).await {
+            Ok(()) => self.send_refusal_digest(roster, refused.refused_at).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = reported {
+            tracing::error!(%list, error = %e, "cannot record a refused post for the owners");
         }
     }
+
+    /// Sends the owners of `roster`'s list a digest of the refusals waiting, if they had none
+    /// within the interval.
+    async fn send_refusal_digest(&self, roster: &Roster, now: i64) -> Result<usize, StoreError> {
+        let not_since = now - i64::try_from(self.refusal_digest_every.as_secs()).unwrap_or(0);
+        let reported = self
+            .store
+            .send_refusal_digest(roster.list().as_str(), now, not_since, |refused| {
+                let (subject, body) =
+                    refusal_digest(roster.list(), refused, self.refusal_digest_every);
+                self.owner_notices(roster, &subject, &body, now)
+            })
+            .await?;
+        if reported > 0 {
+            tracing::info!(list = %roster.list(), refused = reported, "owners sent a digest of refused posts");
+            self.queued.notify_waiters();
+        }
+        Ok(reported)
+    }
+
+    /// Sends every digest that waited for its interval to pass (the first delivery worker
+    /// calls this when idle).
+    pub async fn send_due_refusal_digests(&self) -> Result<usize, StoreError> {
+        let now = unix_now();
+        let not_since = now - i64::try_from(self.refusal_digest_every.as_secs()).unwrap_or(0);
+        let mut reported = 0;
+        for list in self.store.lists_due_a_refusal_digest(not_since).await? {
+            let Ok(list) = Address::parse(&list) else {
+                continue;
+            };
+            match self.rosters.get(&list).await {
+                Ok(roster) => reported += self.send_refusal_digest(&roster, now).await?,
+                Err(e) => {
+                    tracing::error!(%list, error = %e, "cannot read the roster to send the owners' digest of refused posts")
+                }
+            }
+        }
+        Ok(reported)
+    }
+}
+
+/// The owners' notice of refused posts: each sender and reason once, with a count.
+fn refusal_digest(list: &Address, refused: &[RefusedPost], every: Duration) -> (String, String) {
+    let mut counted: Vec<((&str, &str), usize)> = Vec::new();
+    for post in refused {
+        let key = (post.sender.as_str(), post.reason.as_str());
+        match counted.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((key, 1)),
+        }
+    }
+    let subject = match refused {
+        [one] => format!("a post from {} was refused", one.sender),
+        _ => format!("{} posts were refused", refused.len()),
+    };
+    let mut body = format!(
+        "{} encrypted post{} to {list} {} refused because of who sent {}:\n\n",
+        refused.len(),
+        if refused.len() == 1 { "" } else { "s" },
+        if refused.len() == 1 { "was" } else { "were" },
+        if refused.len() == 1 { "it" } else { "them" },
+    );
+    for ((sender, reason), n) in counted.iter().take(DIGEST_LINES) {
+        let times = if *n == 1 {
+            String::new()
+        } else {
+            format!(" ({n} posts)")
+        };
+        body.push_str(&format!("    {sender}{times}: {reason}\n"));
+    }
+    if counted.len() > DIGEST_LINES {
+        body.push_str(&format!(
+            "    ... and {} more senders\n",
+            counted.len() - DIGEST_LINES
+        ));
+    }
+    body.push_str(&format!(
+        "\nThe senders were told by their mail servers. If they should be able to post, add\n\
+         them (or change their role) with `hushlist list add`. Notices like this one go out at\n\
+         most once every {} minutes; refusals in between wait for the next.\n",
+        every.as_secs().div_ceil(60)
+    ));
+    (subject, body)
 }
 
 impl RosterHost for ListServer {

@@ -185,7 +185,7 @@ where
         let mut close = false;
         let mut start_tls = false;
         while !close && !start_tls {
-            if let Some(data) = session.data.as_mut() {
+            let reply = if let Some(data) = session.data.as_mut() {
                 let complete = data.receiver.ingest(&mut bytes, &mut data.message);
                 if data.message.len() > config.max_message_bytes {
                     data.oversize = true;
@@ -195,27 +195,31 @@ where
                     break;
                 }
                 let data = session.data.take().expect("in DATA");
-                replies.extend_from_slice(session.finish_data(data, config, sink).await.as_bytes());
                 line_deadline = Instant::now() + config.idle_timeout;
-                continue;
-            }
-            let reply = match requests.ingest(&mut bytes) {
-                Ok(request) => {
-                    line_deadline = Instant::now() + config.idle_timeout;
-                    session.command(request.into_owned(), config, sink).await
+                // A refused post counts against the session's error limit like a bad
+                // command, so one session cannot try post after post without end.
+                session.finish_data(data, config, sink).await
+            } else {
+                match requests.ingest(&mut bytes) {
+                    Ok(request) => {
+                        line_deadline = Instant::now() + config.idle_timeout;
+                        session.command(request.into_owned(), config, sink).await
+                    }
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
+                    Err(smtp_proto::Error::ResponseTooLong) => {
+                        Reply::error("500 5.5.6 Line too long")
+                    }
+                    Err(smtp_proto::Error::UnknownCommand) => {
+                        Reply::error("500 5.5.2 Command not recognized")
+                    }
+                    Err(smtp_proto::Error::InvalidSenderAddress) => {
+                        Reply::error("501 5.1.7 Bad sender address syntax")
+                    }
+                    Err(smtp_proto::Error::InvalidRecipientAddress) => {
+                        Reply::error("501 5.1.3 Bad recipient address syntax")
+                    }
+                    Err(e) => Reply::error(&format!("501 5.5.4 Syntax error: {e}")),
                 }
-                Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
-                Err(smtp_proto::Error::ResponseTooLong) => Reply::error("500 5.5.6 Line too long"),
-                Err(smtp_proto::Error::UnknownCommand) => {
-                    Reply::error("500 5.5.2 Command not recognized")
-                }
-                Err(smtp_proto::Error::InvalidSenderAddress) => {
-                    Reply::error("501 5.1.7 Bad sender address syntax")
-                }
-                Err(smtp_proto::Error::InvalidRecipientAddress) => {
-                    Reply::error("501 5.1.3 Bad recipient address syntax")
-                }
-                Err(e) => Reply::error(&format!("501 5.5.4 Syntax error: {e}")),
             };
             if reply.is_error {
                 session.errors += 1;
@@ -456,25 +460,29 @@ impl Session {
         data: Data,
         config: &SmtpConfig,
         sink: &K,
-    ) -> String {
+    ) -> Reply {
         let mail_from = self.mail_from.take().flatten();
         let recipients = std::mem::take(&mut self.recipients);
         if data.oversize {
-            return format!(
-                "552 5.3.4 Message size exceeds the limit of {} bytes\r\n",
+            return Reply::error(&format!(
+                "552 5.3.4 Message size exceeds the limit of {} bytes",
                 config.max_message_bytes
-            );
+            ));
         }
         match sink
             .accept(mail_from.as_ref(), &recipients, data.message)
             .await
         {
-            Ok(taken) => format!("250 2.0.0 {}\r\n", one_line(&taken)),
+            Ok(taken) => Reply::ok(&format!("250 2.0.0 {}", one_line(&taken))),
             Err(SinkError::Rejected(rejection)) => {
                 let (code, status) = rejection.smtp_status();
-                format!("{code} {status} {}\r\n", one_line(&rejection.to_string()))
+                Reply::error(&format!(
+                    "{code} {status} {}",
+                    one_line(&rejection.to_string())
+                ))
             }
-            Err(SinkError::Temporary(why)) => format!("451 4.3.0 {}\r\n", one_line(&why)),
+            // Our storage failing is not the client's error.
+            Err(SinkError::Temporary(why)) => Reply::ok(&format!("451 4.3.0 {}", one_line(&why))),
         }
     }
 }

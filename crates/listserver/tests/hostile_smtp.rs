@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    LIST, OWNER, add_member, create_list, list_server, sealed_post, under_key_id, with_proof_of,
-    without_proof,
+    LIST, OWNER, SmtpSink, add_member, create_list, free_port, list_server, open_store,
+    sealed_post, under_key_id, wait_until, with_proof_of, without_proof,
 };
 use hushlist_core::roster::Role;
 use hushlist_listserver::service::ListServer;
@@ -32,6 +32,17 @@ async fn listen(config: SmtpConfig, max_connections: usize) -> Listening {
     let dir = tempfile::tempdir().unwrap();
     let server = list_server(dir.path()).await;
     let owner = create_list(&server, 1).await;
+    listen_with(dir, server, owner, config, max_connections).await
+}
+
+/// Serves `server` (whose data lives in `dir`) over SMTP on a loopback port.
+async fn listen_with(
+    dir: tempfile::TempDir,
+    server: Arc<ListServer>,
+    owner: hushlist_core::SecretIdentity,
+    config: SmtpConfig,
+    max_connections: usize,
+) -> Listening {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -564,4 +575,116 @@ async fn posts_in_a_members_name_without_their_proof_are_refused_and_nothing_kep
         "no notice went out about a post no member sent"
     );
     honest_post_is_queued(&at).await;
+}
+
+/// Issue 18, hole 6: refused posts must not turn into a flood of notices. Rita, a reader on a
+/// list where members post, sends 20 posts the list refuses: her sessions end after their
+/// third refusal like after a third bad command, and the owner gets one notice at once and
+/// then one digest of the other 19 when the interval has passed, through the real relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_posts_end_the_session_at_its_error_limit_and_reach_owners_as_one_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = Duration::from_secs(5);
+    let server =
+        Arc::new(ListServer::new(open_store(dir.path()).await).with_refusal_digest_every(every));
+    let owner = create_list(&server, 0).await;
+    let rita_address = "rita@example.org";
+    let rita = add_member(&server, &owner, rita_address, Role::Reader).await;
+    let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+    let mut delivery = hushlist_listserver::delivery::DeliveryConfig::new(
+        hushlist_listserver::delivery::RelayConfig {
+            host: "127.0.0.1".into(),
+            port: sink.port,
+            helo_name: "lists.example.org".into(),
+            timeout: Duration::from_secs(10),
+            starttls: None,
+        },
+    );
+    delivery.poll_interval = Duration::from_millis(100);
+    let (_stop_workers, stopped) = tokio::sync::watch::channel(false);
+    hushlist_listserver::delivery::Deliverer::new(&server, delivery).spawn(stopped);
+    let config = SmtpConfig {
+        max_errors: 3,
+        ..SmtpConfig::default()
+    };
+    let at = listen_with(dir, server.clone(), owner, config, 8).await;
+    let posts: Vec<Vec<u8>> = (0..20)
+        .map(|n| {
+            common::sealed_post_with_id(rita_address, &rita, &format!("refused-{n}@example.org"))
+        })
+        .collect();
+
+    let mut sessions = 0;
+    for chunk in posts.chunks(3) {
+        sessions += 1;
+        let (mut c, _) = Conn::open(at.port).await;
+        c.send("EHLO rita.example.org").await;
+        for post in chunk {
+            c.send(&format!("MAIL FROM:<{rita_address}>")).await;
+            c.send(&format!("RCPT TO:<{LIST}>")).await;
+            assert!(c.send("DATA").await.starts_with("354"));
+            c.write(&[&post[..], b".\r\n"].concat()).await;
+            let reply = c.reply().await;
+            assert!(
+                reply.starts_with("550 5.7.1 rita@example.org may not post"),
+                "{reply}"
+            );
+        }
+        if chunk.len() == 3 {
+            let closing = c.replies_until_closed().await;
+            assert_eq!(
+                closing,
+                ["421 4.7.0 Too many errors, closing connection\r\n"],
+                "the third refusal ends the session"
+            );
+        }
+    }
+    assert_eq!(sessions, 7);
+    assert_eq!(stored_posts(&at.server).await, 0);
+
+    let owner_copies = |count: usize| {
+        let sink = &sink;
+        async move {
+            sink.transactions()
+                .iter()
+                .filter(|t| t.rcpt_to.iter().any(|r| r == OWNER))
+                .count()
+                >= count
+        }
+    };
+    wait_until(Duration::from_secs(30), "the owner's first notice", || {
+        owner_copies(1)
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "the owner's digest", || {
+        owner_copies(2)
+    })
+    .await;
+    let notices: Vec<String> = sink
+        .transactions()
+        .into_iter()
+        .filter(|t| t.rcpt_to.iter().any(|r| r == OWNER))
+        .map(|t| t.message)
+        .collect();
+    // smtp-sink's files come in no particular order.
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    let first = notices
+        .iter()
+        .find(|n| n.contains("Subject: [team] a post from rita@example.org was refused"))
+        .unwrap_or_else(|| panic!("a notice of the first refusal: {notices:?}"));
+    assert!(first.contains("rita@example.org: "), "{first}");
+    let digest = notices
+        .iter()
+        .find(|n| n.contains("Subject: [team] 19 posts were refused"))
+        .unwrap_or_else(|| panic!("a digest of the other 19: {notices:?}"));
+    assert!(digest.contains("rita@example.org (19 posts): "), "{digest}");
+    assert!(
+        at.server
+            .store()
+            .lists_due_a_refusal_digest(i64::MAX)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no refusal is left waiting"
+    );
 }

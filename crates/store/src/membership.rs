@@ -17,6 +17,14 @@ pub struct OutboxMessage {
     pub message: Vec<u8>,
 }
 
+/// A post refused because of who sent it, waiting for the owners' next digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPost {
+    pub sender: String,
+    pub reason: String,
+    pub refused_at: i64,
+}
+
 /// A claimed outbox message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
@@ -190,6 +198,94 @@ impl Store {
         queue(&mut tx, notices, since).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records a post refused because of who sent it, for the owners' next digest.
+    pub async fn record_refusal(
+        &self,
+        list: &str,
+        refused: &RefusedPost,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refused_posts (list, sender, reason, refused_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(list)
+        .bind(&refused.sender)
+        .bind(&refused.reason)
+        .bind(refused.refused_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Sends `list`'s owners one digest of every refusal waiting, unless they were sent one
+    /// after `not_since`: takes the refusals and queues what `digest` writes about them in one
+    /// transaction (so instances sending at once send one digest). Returns how many refusals
+    /// it reported.
+    pub async fn send_refusal_digest(
+        &self,
+        list: &str,
+        now: i64,
+        not_since: i64,
+        digest: impl FnOnce(&[RefusedPost]) -> Vec<OutboxMessage>,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let due = sqlx::query(
+            "INSERT INTO refusal_digests (list, last_sent_at) VALUES ($1, $2) \
+             ON CONFLICT (list) DO UPDATE SET last_sent_at = excluded.last_sent_at \
+             WHERE refusal_digests.last_sent_at <= $3",
+        )
+        .bind(list)
+        .bind(now)
+        .bind(not_since)
+        .execute(&mut *tx)
+        .await?;
+        if due.rows_affected() == 0 {
+            return Ok(0);
+        }
+        let rows = sqlx::query(
+            "SELECT id, sender, reason, refused_at FROM refused_posts WHERE list = $1 ORDER BY id",
+        )
+        .bind(list)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.get::<i64, _>("id")) else {
+            // Nothing to report: the digest's time is not used up.
+            return Ok(0);
+        };
+        let refused: Vec<RefusedPost> = rows
+            .iter()
+            .map(|r| RefusedPost {
+                sender: r.get("sender"),
+                reason: r.get("reason"),
+                refused_at: r.get("refused_at"),
+            })
+            .collect();
+        sqlx::query("DELETE FROM refused_posts WHERE list = $1 AND id <= $2")
+            .bind(list)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        queue(&mut tx, &digest(&refused), now).await?;
+        tx.commit().await?;
+        Ok(refused.len())
+    }
+
+    /// Lists with refusals waiting whose owners were last sent a digest at or before
+    /// `not_since`, or never.
+    pub async fn lists_due_a_refusal_digest(
+        &self,
+        not_since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT r.list FROM refused_posts r \
+             LEFT JOIN refusal_digests d ON d.list = r.list \
+             WHERE d.last_sent_at IS NULL OR d.last_sent_at <= $1 ORDER BY r.list",
+        )
+        .bind(not_since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get("list")).collect())
     }
 
     /// Queues mail for the relay.

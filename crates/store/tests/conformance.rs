@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_store::membership::{
-    JoinFiling, JoinLimits, JoinRequestRow, OutboxMessage, SentProbe,
+    JoinFiling, JoinLimits, JoinRequestRow, OutboxMessage, RefusedPost, SentProbe,
 };
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
@@ -64,6 +64,7 @@ conformance!(
     request_counts_are_per_signer_and_window_and_pruned,
     a_cold_roster_cache_replays_the_log_once_for_requests_arriving_together,
     session_keys_are_copied_in_bulk_under_new_key_ids,
+    refusals_reach_owners_in_one_digest_per_interval,
 );
 
 fn key_row(key_id: &str) -> SessionKeyRow {
@@ -563,6 +564,81 @@ async fn bounce_scores_are_compare_and_set_and_probes_are_found_by_token(db: &Sc
         None
     );
     assert_eq!(store.probe("tok1").await.unwrap(), None);
+}
+
+async fn refusals_reach_owners_in_one_digest_per_interval(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let list = "team@lists.example.org";
+    let refused = |at: i64| RefusedPost {
+        sender: "rita@example.org".into(),
+        reason: "a reader".into(),
+        refused_at: at,
+    };
+    let notice = |refused: &[RefusedPost]| {
+        vec![OutboxMessage {
+            mail_from: "team-bounces@lists.example.org".into(),
+            recipient: "olivia@example.org".into(),
+            message: format!("{} refused", refused.len()).into_bytes(),
+        }]
+    };
+    assert_eq!(
+        store
+            .send_refusal_digest(list, 100, 40, notice)
+            .await
+            .unwrap(),
+        0,
+        "nothing to report uses up no interval"
+    );
+    store.record_refusal(list, &refused(100)).await.unwrap();
+    assert_eq!(store.lists_due_a_refusal_digest(40).await.unwrap(), [list]);
+    assert_eq!(
+        store
+            .send_refusal_digest(list, 100, 40, notice)
+            .await
+            .unwrap(),
+        1
+    );
+    for at in 101..104 {
+        store.record_refusal(list, &refused(at)).await.unwrap();
+    }
+    // Within the interval (last sent at 100): they wait.
+    assert!(
+        store
+            .lists_due_a_refusal_digest(99)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .send_refusal_digest(list, 104, 99, notice)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.lists_due_a_refusal_digest(100).await.unwrap(), [list]);
+    assert_eq!(
+        store
+            .send_refusal_digest(list, 160, 100, notice)
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(
+        store
+            .lists_due_a_refusal_digest(i64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let sent: Vec<Vec<u8>> = store
+        .unsent_outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m.message)
+        .collect();
+    assert_eq!(sent, [b"1 refused".to_vec(), b"3 refused".to_vec()]);
 }
 
 async fn outbox_messages_are_claimed_once_per_lease_until_sent_or_failed(db: &ScratchDb) {
