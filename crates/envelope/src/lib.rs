@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::identity::{Cert, Fingerprint, SecretIdentity};
 use hushlist_core::outer::{
-    EXPOSED_HEADERS, EncryptedPost, KEY_ID_HEADER, KEY_SERVER_HEADER, OBSCURED_SUBJECT, OuterError,
-    armor_message,
+    EXPOSED_HEADERS, EncryptedPost, KEY_ID_HEADER, KEY_SERVER_HEADER, MAX_PAYLOAD,
+    OBSCURED_SUBJECT, OuterError, armor_message,
 };
 use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
 use hushlist_core::session::{KeyId, POST_CIPHER, Pkesk, SessionError, SessionKey};
@@ -58,6 +58,10 @@ pub enum OpenError {
     Tampered(String),
     #[error("the decrypted content is not a signed OpenPGP literal message: {0}")]
     Unexpected(String),
+    #[error(
+        "the post's plaintext is larger than {limit} bytes (it was compressed); it is not opened"
+    )]
+    TooLarge { limit: usize },
 }
 
 /// A sealed post: what the sender deposits at the key server and what it mails to the list.
@@ -235,6 +239,7 @@ fn push_crlf(out: &mut Vec<u8>, raw: &[u8]) {
 }
 
 /// What opens a post.
+#[derive(Clone, Copy)]
 pub enum OpenWith<'a> {
     /// The session key, as the key server released it in clear to a trusted client or as
     /// `gpg --show-session-key` printed it.
@@ -296,6 +301,44 @@ fn spliced_session_key(packets: &[u8], identity: &SecretIdentity) -> Result<Sess
     Err(OpenError::NoPkeskForUs(identity.fingerprint().clone()))
 }
 
+/// The largest plaintext `open` reads: as large as the largest payload the outer parser
+/// takes, so only compression could exceed it.
+pub const MAX_PLAINTEXT: usize = MAX_PAYLOAD;
+
+/// Refuses decrypted (and decompressed) content that is not one one-pass signature over one
+/// literal packet, or a bare literal (which opens as unsigned), before a byte of it is read:
+/// the OpenPGP library feeds every literal byte to one hash per one-pass signature, so
+/// thousands of them stall a reader for minutes; and a second layer of compression would
+/// escape the plaintext limit.
+fn check_shape(message: &Message<'_>) -> Result<(), OpenError> {
+    let inside = match message {
+        Message::Literal { .. } => return Ok(()),
+        Message::Signed { reader, .. } => {
+            if reader.num_signatures() != 1 || reader.num_one_pass_signatures() != 1 {
+                return Err(OpenError::Unexpected(format!(
+                    "{} signatures ({} one-pass); a hushlist post has one one-pass signature",
+                    reader.num_signatures(),
+                    reader.num_one_pass_signatures()
+                )));
+            }
+            reader.get_ref()
+        }
+        other => other,
+    };
+    match inside {
+        Message::Literal { .. } => Ok(()),
+        Message::Compressed { .. } => Err(OpenError::Unexpected(
+            "compressed data inside compressed data; it is not opened".into(),
+        )),
+        Message::Signed { .. } => Err(OpenError::Unexpected(
+            "nested signed messages; a hushlist post has one signature".into(),
+        )),
+        Message::Encrypted { .. } => Err(OpenError::Unexpected(
+            "an encrypted message inside the encryption".into(),
+        )),
+    }
+}
+
 /// Decrypts binary OpenPGP packets (PKESKs, then a SEIPD packet) with a session key, reads the
 /// whole plaintext (so the MDC is checked before anything is returned) and checks signatures.
 pub fn decrypt_packets(
@@ -308,15 +351,25 @@ pub fn decrypt_packets(
     let mut message = message
         .decrypt_with_session_key(session_key.to_plain())
         .map_err(|e| OpenError::Undecryptable(e.to_string()))?;
+    // Other OpenPGP programs (gpg among them) compress by default; one layer is undone,
+    // and the plaintext is read only up to the limit, so a few compressed megabytes cannot
+    // become gigabytes in memory.
     if message.is_compressed() {
         message = message
             .decompress()
             .map_err(|e| OpenError::Unexpected(e.to_string()))?;
     }
+    check_shape(&message)?;
     let mut plaintext = Vec::new();
-    message
+    (&mut message)
+        .take(MAX_PLAINTEXT as u64 + 1)
         .read_to_end(&mut plaintext)
         .map_err(|e| OpenError::Tampered(e.to_string()))?;
+    if plaintext.len() > MAX_PLAINTEXT {
+        return Err(OpenError::TooLarge {
+            limit: MAX_PLAINTEXT,
+        });
+    }
     let signature = if !message.is_signed() {
         Signature::Unsigned
     } else {

@@ -4,7 +4,11 @@ use std::sync::OnceLock;
 
 use hushlist_core::outer::{EncryptedPost, OBSCURED_SUBJECT, OuterError, armor_message};
 use hushlist_core::{Pkesk, SecretIdentity, SessionKey};
-use hushlist_envelope::{OpenError, OpenWith, Signature, open, seal};
+use hushlist_envelope::{MAX_PLAINTEXT, OpenError, OpenWith, Sealed, Signature, open, seal};
+use pgp::composed::MessageBuilder;
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::types::CompressionAlgorithm;
 use proptest::prelude::*;
 use rand::rngs::OsRng;
 
@@ -102,6 +106,75 @@ fn a_pkesk_for_another_key_is_refused() {
     let for_sender = Pkesk::seal(OsRng, &sealed.session_key, sender().cert()).unwrap();
     let err = open(&sealed.message, OpenWith::Pkesk(&for_sender, member()), &[]).unwrap_err();
     assert!(err.to_string().contains("not a key of"), "{err}");
+}
+
+/// `sealed` with its OpenPGP data replaced by what another program makes of `inner` under the
+/// same session key: compressed or not, with this many one-pass signatures by the sender.
+fn crafted(sealed: &Sealed, inner: Vec<u8>, compress: bool, signatures: usize) -> Vec<u8> {
+    let packets = sender()
+        .with_signing_key(|key| {
+            let mut builder = MessageBuilder::from_bytes("", inner)
+                .seipd_v1(OsRng, SymmetricKeyAlgorithm::AES256);
+            builder
+                .set_session_key(pgp::composed::RawSessionKey::from(
+                    &sealed.session_key.as_bytes()[..],
+                ))
+                .unwrap();
+            if compress {
+                builder.compression(CompressionAlgorithm::ZLIB);
+            }
+            for _ in 0..signatures {
+                builder.sign(key, sender().password(), HashAlgorithm::Sha256);
+            }
+            builder.to_vec(OsRng).unwrap()
+        })
+        .unwrap();
+    let text = String::from_utf8(sealed.message.clone()).unwrap();
+    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end = text.find("-----END PGP MESSAGE-----\r\n").unwrap() + 27;
+    let armored = String::from_utf8(armor_message(&packets)).unwrap();
+    format!("{}{armored}{}", &text[..start], &text[end..]).into_bytes()
+}
+
+/// Issue 25, holes 2 and 3: a compressed payload that inflates past the plaintext limit (65
+/// MiB of zeros compress to well under 1 MiB; gigabytes would too) is refused once the limit
+/// is reached, not read into memory whole; a payload with many one-pass signatures (each one
+/// a hash of every byte) is refused before anything is hashed. One signature over a
+/// literal, compressed (as gpg sends) or not, opens.
+#[test]
+fn a_decompression_bomb_and_extra_one_pass_signatures_are_refused() {
+    let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
+    let key = OpenWith::SessionKey(&sealed.session_key);
+    let signers = [sender().cert().clone()];
+
+    let bomb = crafted(&sealed, vec![0; MAX_PLAINTEXT + (1 << 20)], true, 1);
+    assert!(
+        bomb.len() < 1 << 20,
+        "the bomb is small: {} bytes",
+        bomb.len()
+    );
+    let err = open(&bomb, key, &signers).unwrap_err();
+    assert!(
+        matches!(err, OpenError::TooLarge { limit } if limit == MAX_PLAINTEXT),
+        "{err}"
+    );
+
+    let many = crafted(&sealed, POST.as_bytes().to_vec(), false, 200);
+    let err = open(&many, key, &signers).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Unexpected(why) if why.contains("200 signatures")),
+        "{err}"
+    );
+
+    for compress in [false, true] {
+        let one_signature = crafted(&sealed, POST.as_bytes().to_vec(), compress, 1);
+        let opened = open(&one_signature, key, &signers).unwrap();
+        assert_eq!(
+            opened.signature,
+            Signature::Valid(sender().fingerprint().clone())
+        );
+        assert_eq!(opened.message, POST.as_bytes());
+    }
 }
 
 #[test]
