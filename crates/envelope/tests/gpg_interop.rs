@@ -133,26 +133,54 @@ fn gpg_reads_the_armor_of_posts_of_every_length_modulo_three() {
     }
 }
 
+/// A spliced post with one bit of its encrypted data flipped: gpg, which knows the sender,
+/// must report the integrity failure (`BADMDC` or `DECRYPTION_FAILED` in its status lines)
+/// and exit non-zero, while the same post untouched decrypts with a good signature (so the
+/// refusal is the flip's doing, not a missing key).
 #[test]
 fn gpg_rejects_a_tampered_spliced_post() {
     let gpg = Gpg::new();
     let uid = gpg.gen_key("member@example.org", "future-default");
     let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
     let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
+    gpg.import(sender.cert().to_armored().as_bytes());
     let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
     let post = EncryptedPost::parse(&sealed.message).unwrap();
-    let mut packets = Pkesk::seal(OsRng, &sealed.session_key, &member)
-        .unwrap()
-        .as_bytes()
-        .to_vec();
-    let mut data = post.packets.clone();
-    let target = data.len() - 30;
-    data[target] ^= 0x80;
-    packets.extend_from_slice(&data);
-    let armored = hushlist_core::outer::armor_message(&packets);
-    let out = gpg.run(&["--decrypt"], &armored);
+    let spliced = |tamper: bool| {
+        let mut packets = Pkesk::seal(OsRng, &sealed.session_key, &member)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        let mut data = post.packets.clone();
+        if tamper {
+            // In the last bytes: the MDC's own hash, after the signature, so the signature
+            // still verifies and only the integrity check can catch the change.
+            let target = data.len() - 5;
+            data[target] ^= 0x80;
+        }
+        packets.extend_from_slice(&data);
+        hushlist_core::outer::armor_message(&packets)
+    };
+    let decrypt = |armored: &[u8]| {
+        let out = gpg.run(&["--status-fd", "2", "--decrypt"], armored);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, status) = decrypt(&spliced(false));
+    assert!(ok, "{status}");
+    assert!(status.contains("[GNUPG:] GOODSIG"), "{status}");
+    assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
+
+    let (ok, status) = decrypt(&spliced(true));
     // gpg may print plaintext before it finds the MDC failure; the exit code is what counts.
-    assert!(!out.status.success(), "gpg accepted a tampered post");
+    assert!(!ok, "gpg accepted a tampered post: {status}");
+    assert!(
+        status.contains("[GNUPG:] BADMDC") || status.contains("[GNUPG:] DECRYPTION_FAILED"),
+        "gpg must name the integrity failure: {status}"
+    );
 }
 
 #[test]
