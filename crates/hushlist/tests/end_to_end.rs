@@ -279,12 +279,7 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
     let shown = ok(olivia.run(&["list", "show", LIST]));
     assert!(shown.contains("posters: Owners"), "{shown}");
     assert!(shown.contains("both servers agree"), "{shown}");
-    let err = String::from_utf8_lossy(
-        &alice
-            .run_with(&["send", "--list", LIST, "--subject", "refused"], b"x")
-            .stderr,
-    )
-    .into_owned();
+    let err = refused(alice.run_with(&["send", "--list", LIST, "--subject", "refused"], b"x"));
     assert!(err.contains("lets only Owners post"), "{err}");
 
     // Bob stops delivery to himself (an ordinary member may not do it for him); the next
@@ -302,6 +297,14 @@ fn a_pull_mode_list_through_postfix_from_create_to_remove() {
     ));
     sink.wait_for_copies(alice.address, 3);
     assert_eq!(sink.copies_for(bob.address).len(), 2);
+    let listing = ok(bob.run(&["archive", LIST]));
+    let newest = listing
+        .lines()
+        .last()
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("an archive listing: {listing}"));
+    let read = ok(bob.run(&["archive", LIST, "--open", newest]));
+    assert!(read.contains("Nothing much."), "Bob still reads it: {read}");
     let said = ok(olivia.run(&["delivery", "resume", LIST, bob.address]));
     assert!(said.ends_with("bob@example.net resumed\n"), "{said}");
 
