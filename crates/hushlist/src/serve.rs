@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hushlist_core::bounce::BouncePolicy;
+use hushlist_http::connections::HttpLimits;
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
 use hushlist_listserver::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig};
-use hushlist_listserver::smtp::SmtpConfig;
+use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, SmtpConfig};
 use serde::Deserialize;
 
 /// Which servers to run.
@@ -259,6 +260,7 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
             sweep_every: Duration::from_secs(raw.keys.sweep_secs.unwrap_or(60)),
             rate_per_sec: ServiceConfig::default().rate_per_sec,
             rate_burst: ServiceConfig::default().rate_burst,
+            http: HttpLimits::default(),
         },
         lists: ListDaemonConfig {
             data_dir: data_dir.join("lists"),
@@ -269,7 +271,8 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
                 hostname: domain,
                 ..SmtpConfig::default()
             },
-            max_connections: 100,
+            smtp_connections: DEFAULT_CONNECTIONS,
+            http: HttpLimits::default(),
             tls: list_tls,
             delivery,
             bounces,

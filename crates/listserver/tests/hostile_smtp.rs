@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{LIST, OWNER, create_list, list_server, sealed_post};
+use hushlist_http::connections::ConnectionCaps;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SmtpConfig, serve};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -35,7 +36,12 @@ async fn listen(config: SmtpConfig, max_connections: usize) -> Listening {
         listener,
         Arc::new(config),
         server.clone(),
-        max_connections,
+        // No cap per address: the flood test fills the global limit from one address
+        // (the per-address cap is tested in connection_limits.rs).
+        ConnectionCaps {
+            total: max_connections,
+            per_client: usize::MAX,
+        },
         None,
         async {
             let _ = stopped.await;
