@@ -1,14 +1,15 @@
 //! Connection floods and slow-loris against the real `hushlist-keyserver` binary over
 //! loopback sockets: one client address cannot take more than its share of connections,
 //! all clients together cannot take more than the server's, and headers trickled in (or
-//! never sent) lose the connection at the header deadline while others are served.
+//! never sent) lose the connection at the header deadline while others are served; over
+//! TLS likewise, with the handshake under the same deadline.
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::spawn_binary;
+use common::{spawn_binary, test_ca_and_leaf};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -67,7 +68,7 @@ async fn health_from(from: Ipv4Addr, server: SocketAddr) -> String {
 }
 
 fn address(base: &str) -> SocketAddr {
-    base.strip_prefix("http://").unwrap().parse().unwrap()
+    base.split_once("://").unwrap().1.parse().unwrap()
 }
 
 /// A refused connection's whole answer: a 503 naming the limit, then the close.
@@ -193,6 +194,82 @@ async fn headers_trickled_in_or_never_sent_lose_the_connection_at_the_deadline()
     let sent = dripping.await.unwrap();
     assert!(sent < request.len(), "the whole request went through");
     assert_eq!(health_from(CLIENT, server).await, "HTTP/1.1 200 OK");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn over_tls_an_unfinished_handshake_is_cut_at_the_deadline_and_an_address_gets_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca_and_leaf(dir.path());
+    let (mut child, base) = spawn_binary(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--http-header-timeout-secs",
+            "2",
+            "--max-http-connections-per-client",
+            "2",
+        ],
+    );
+    let server = address(&base);
+    let client_from = |from: Ipv4Addr| {
+        reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap(),
+            )
+            .local_address(IpAddr::V4(from))
+            .build()
+            .unwrap()
+    };
+
+    // Two connections that never begin a handshake hold this address's share.
+    let started = Instant::now();
+    let mut held = [
+        hold_from(CLIENT, server).await,
+        hold_from(CLIENT, server).await,
+    ];
+    let mut third = connect_from(CLIENT, server).await;
+    assert_eq!(
+        closed_within(&mut third, Duration::from_secs(1)).await,
+        Some(String::new()),
+        "a third TLS connection from one address is closed at once, without a word"
+    );
+    let neighbour = client_from(NEIGHBOUR)
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(neighbour.status().as_u16(), 200);
+
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "a connection that never began a handshake was open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    let client = client_from(CLIENT);
+    let started = Instant::now();
+    loop {
+        match client.get(format!("{base}/healthz")).send().await {
+            Ok(response) => {
+                assert_eq!(response.status().as_u16(), 200);
+                break;
+            }
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the places of the closed connections were not given back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }
