@@ -1,11 +1,14 @@
 //! HTTP pieces both servers share: [`ApiError`] (an HTTP status, a stable code and a message
 //! as a JSON body), request-body and path parsing, and the signed roster endpoints, which
-//! the key server and the list server serve alike so that each verifies every op itself.
+//! the key server and the list server serve alike so that each verifies every op itself;
+//! and how both serve HTTP: connection limits, a header deadline, TLS.
 
+pub mod connections;
 mod error;
 pub mod files;
 pub mod requests;
 pub mod rosters;
+pub mod tls;
 pub mod tokens;
 
 use axum::Router;

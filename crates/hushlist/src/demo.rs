@@ -17,6 +17,7 @@ use hushlist_client::rosters;
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role};
 use hushlist_core::{Address, SecretIdentity};
+use hushlist_http::connections::{ConnectionCaps, HttpLimits};
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
@@ -86,7 +87,10 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         sink_listener,
         Arc::new(SmtpConfig::default()),
         mailboxes.clone(),
-        8,
+        ConnectionCaps {
+            total: 8,
+            per_client: 8,
+        },
         None,
         std::future::pending(),
     ));
@@ -101,6 +105,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         sweep_every: Duration::from_secs(60),
         rate_per_sec: ServiceConfig::default().rate_per_sec,
         rate_burst: ServiceConfig::default().rate_burst,
+        http: HttpLimits::default(),
     })
     .await?;
     let mut delivery = DeliveryConfig::new(RelayConfig {
@@ -120,7 +125,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
             hostname: DOMAIN.into(),
             ..SmtpConfig::default()
         },
-        max_connections: 16,
+        smtp_connections: ConnectionCaps {
+            total: 16,
+            per_client: 16,
+        },
+        http: HttpLimits::default(),
         tls: None,
         delivery,
         bounces: BouncePolicy::default(),

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hushlist_core::bounce::BouncePolicy;
+use hushlist_http::connections::{ConnectionCaps, HttpLimits};
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
 use hushlist_listserver::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig};
-use hushlist_listserver::smtp::SmtpConfig;
+use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, SmtpConfig};
 use serde::Deserialize;
 
 /// Which servers to run.
@@ -73,6 +74,9 @@ struct RawKeys {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     sweep_secs: Option<u64>,
+    http_header_timeout_secs: Option<u64>,
+    max_http_connections: Option<usize>,
+    max_http_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +96,12 @@ struct RawLists {
     roster_check_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    http_header_timeout_secs: Option<u64>,
+    max_http_connections: Option<usize>,
+    max_http_connections_per_client: Option<usize>,
+    /// SMTP sessions at once, in all and from one client address.
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     /// For `serve lists` alone: where the key server is, and its grants token file.
     key_server: Option<String>,
     grants_token_file: Option<PathBuf>,
@@ -210,6 +220,35 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
         Some(score) => bounces.threshold = score,
         None => {}
     }
+    let key_http_limits = http_limits(
+        "keys",
+        raw.keys.http_header_timeout_secs,
+        raw.keys.max_http_connections,
+        raw.keys.max_http_connections_per_client,
+        &mut problems,
+    );
+    let list_http_limits = http_limits(
+        "lists",
+        raw.lists.http_header_timeout_secs,
+        raw.lists.max_http_connections,
+        raw.lists.max_http_connections_per_client,
+        &mut problems,
+    );
+    if raw.lists.max_connections == Some(0) || raw.lists.max_connections_per_client == Some(0) {
+        problems.push(
+            "lists.max_connections and lists.max_connections_per_client must be at least 1".into(),
+        );
+    }
+    let smtp_connections = ConnectionCaps {
+        total: raw
+            .lists
+            .max_connections
+            .unwrap_or(DEFAULT_CONNECTIONS.total),
+        per_client: raw
+            .lists
+            .max_connections_per_client
+            .unwrap_or(DEFAULT_CONNECTIONS.per_client),
+    };
     if raw.lists.max_rcpts == Some(0) || raw.lists.workers == Some(0) {
         problems.push("lists.workers and lists.max_rcpts must be at least 1".into());
     }
@@ -259,6 +298,7 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
             sweep_every: Duration::from_secs(raw.keys.sweep_secs.unwrap_or(60)),
             rate_per_sec: ServiceConfig::default().rate_per_sec,
             rate_burst: ServiceConfig::default().rate_burst,
+            http: key_http_limits,
         },
         lists: ListDaemonConfig {
             data_dir: data_dir.join("lists"),
@@ -269,7 +309,8 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
                 hostname: domain,
                 ..SmtpConfig::default()
             },
-            max_connections: 100,
+            smtp_connections,
+            http: list_http_limits,
             tls: list_tls,
             delivery,
             bounces,
@@ -277,6 +318,31 @@ fn settings(flags: ServeFlags) -> anyhow::Result<Settings> {
         key_server,
         data_dir,
     })
+}
+
+/// A server's HTTP limits from its config section, the defaults for what it leaves out.
+fn http_limits(
+    section: &str,
+    header_timeout_secs: Option<u64>,
+    total: Option<usize>,
+    per_client: Option<usize>,
+    problems: &mut Vec<String>,
+) -> HttpLimits {
+    if header_timeout_secs == Some(0) || total == Some(0) || per_client == Some(0) {
+        problems.push(format!(
+            "{section}.http_header_timeout_secs, {section}.max_http_connections and \
+             {section}.max_http_connections_per_client must be at least 1"
+        ));
+    }
+    let defaults = HttpLimits::default();
+    HttpLimits {
+        header_read_timeout: header_timeout_secs
+            .map_or(defaults.header_read_timeout, Duration::from_secs),
+        connections: ConnectionCaps {
+            total: total.unwrap_or(defaults.connections.total),
+            per_client: per_client.unwrap_or(defaults.connections.per_client),
+        },
+    }
 }
 
 pub async fn run(which: Option<Which>, flags: ServeFlags) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The `hushlist` binary as a user runs it.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn hushlist(home: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hushlist"))
@@ -106,6 +107,85 @@ async fn serve_runs_both_servers_with_one_admin_token() {
     let _ = child.wait();
 }
 
+/// What the server says first to a connection that sends nothing (an SMTP greeting, or
+/// whatever it writes before closing), within 3 s; `None` if it says nothing.
+async fn first_words(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut chunk)).await {
+            Err(_) => return (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into()),
+            Ok(Ok(0) | Err(_)) => return Some(String::from_utf8_lossy(&got).into()),
+            Ok(Ok(read)) => {
+                got.extend_from_slice(&chunk[..read]);
+                if got.ends_with(b"\r\n") && got.starts_with(b"2") {
+                    // An SMTP greeting: the session is open.
+                    return Some(String::from_utf8_lossy(&got).into());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_connection_limits_from_its_config() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hushlist.toml");
+    std::fs::write(
+        &config,
+        "[keys]\nmax_http_connections_per_client = 1\n\
+         [lists]\nmax_http_connections_per_client = 1\nmax_connections_per_client = 1\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(["--key-http", "127.0.0.1:0", "--list-http", "127.0.0.1:0"])
+        .args(["--smtp", "127.0.0.1:0", "--relay", "127.0.0.1:1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let keys = lines.next().unwrap().unwrap();
+    let lists = lines.next().unwrap().unwrap();
+    let word = |line: &str, n: usize| {
+        line.split_whitespace()
+            .nth(n)
+            .unwrap()
+            .trim_end_matches(',')
+            .trim_start_matches("http://")
+            .to_owned()
+    };
+    let connect =
+        |address: String| async move { tokio::net::TcpStream::connect(address).await.unwrap() };
+    for http in [word(&keys, 3), word(&lists, 3)] {
+        let _held = connect(http.clone()).await;
+        let refused = first_words(&mut connect(http.clone()).await)
+            .await
+            .unwrap_or_default();
+        assert!(
+            refused.starts_with("HTTP/1.1 503 ") && refused.contains("too_many_connections"),
+            "{http}: {refused}"
+        );
+    }
+    let smtp = word(&lists, 5);
+    let mut session = connect(smtp.clone()).await;
+    let greeting = first_words(&mut session).await.unwrap_or_default();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let refused = first_words(&mut connect(smtp).await)
+        .await
+        .unwrap_or_default();
+    assert!(
+        refused.starts_with("421 4.7.0 Too many connections from 127.0.0.1"),
+        "{refused}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn a_bad_config_reports_every_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,6 +216,26 @@ fn a_bad_config_reports_every_problem_at_once() {
     assert!(err.contains("lists.relay = \"no-port\""), "{err}");
     assert!(
         err.contains("lists.tls_cert and lists.tls_key go together"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &config,
+        "[keys]\nmax_http_connections_per_client = 0\n[lists]\nmax_connections_per_client = 0\n",
+    )
+    .unwrap();
+    let out = hushlist(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 problems"), "{err}");
+    assert!(
+        err.contains("keys.http_header_timeout_secs, keys.max_http_connections and keys.max_http_connections_per_client must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "lists.max_connections and lists.max_connections_per_client must be at least 1"
+        ),
         "{err}"
     );
 

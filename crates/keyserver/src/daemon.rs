@@ -1,5 +1,6 @@
 //! Running the key server as a service: the data directory (database, master key, tokens),
-//! the expiry sweep and the HTTP(S) listener. Used by the `hushlist-keyserver` binary and by
+//! the expiry sweep and the HTTP(S) listener (within the limits of
+//! `hushlist_http::connections`). Used by the `hushlist-keyserver` binary and by
 //! `hushlist serve`.
 
 use std::net::SocketAddr;
@@ -7,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hushlist_http::connections::{HttpLimits, serve};
 use hushlist_http::rosters::spawn_roster_loading;
+use hushlist_http::tls::{TlsSetupError, tls_acceptor};
 use hushlist_store::Store;
 use rand::rngs::OsRng;
 use tokio::task::JoinHandle;
@@ -31,6 +34,7 @@ pub struct KeyDaemonConfig {
     /// Signed requests allowed per identity: on average per second, and at once.
     pub rate_per_sec: f64,
     pub rate_burst: f64,
+    pub http: HttpLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +58,8 @@ pub enum DaemonError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("loading TLS certificate {cert} and key {key}: {detail}")]
-    Tls {
-        cert: PathBuf,
-        key: PathBuf,
-        detail: String,
-    },
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A started key server.
@@ -141,33 +141,23 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
         }
     });
 
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let bind = |source| DaemonError::Bind {
         address: config.listen,
         source,
     };
-    let listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
-    listener.set_nonblocking(true).map_err(bind)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(bind)?;
     let local = listener.local_addr().map_err(bind)?;
-    let app = router(server);
-    let (url, serving) = match &config.tls {
-        Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| DaemonError::Tls {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    detail: e.to_string(),
-                })?;
-            let server = axum_server::from_tcp_rustls(listener, tls).map_err(bind)?;
-            let serving = tokio::spawn(async move { server.serve(app.into_make_service()).await });
-            (format!("https://{local}"), serving)
-        }
-        None => {
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
-            let serving = tokio::spawn(async move { axum::serve(listener, app).await });
-            (format!("http://{local}"), serving)
-        }
+    let url = match tls {
+        Some(_) => format!("https://{local}"),
+        None => format!("http://{local}"),
     };
+    let serving = tokio::spawn(serve(listener, tls, router(server), config.http));
     tracing::info!(%url, %fingerprint, admin_token_file = %admin_token_file.display(), "key server ready");
     Ok(RunningKeyServer {
         url,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use hushlist_http::connections::{ConnectionCaps, HttpLimits, parse_cap};
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self, KeyDaemonConfig};
 
@@ -47,6 +48,15 @@ struct Args {
     /// Signed requests each identity may make at once.
     #[arg(long, default_value_t = ServiceConfig::default().rate_burst)]
     rate_burst: f64,
+    /// Seconds a client has to send a request's headers (and to finish the TLS handshake).
+    #[arg(long, default_value_t = HttpLimits::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout_secs: u64,
+    /// HTTP connections held at once.
+    #[arg(long, default_value_t = HttpLimits::default().connections.total, value_parser = parse_cap)]
+    max_http_connections: usize,
+    /// HTTP connections held at once from one client address.
+    #[arg(long, default_value_t = HttpLimits::default().connections.per_client, value_parser = parse_cap)]
+    max_http_connections_per_client: usize,
 }
 
 #[tokio::main]
@@ -62,6 +72,13 @@ async fn main() -> anyhow::Result<()> {
         sweep_every: Duration::from_secs(args.sweep_secs),
         rate_per_sec: args.rate_per_sec,
         rate_burst: args.rate_burst,
+        http: HttpLimits {
+            header_read_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            connections: ConnectionCaps {
+                total: args.max_http_connections,
+                per_client: args.max_http_connections_per_client,
+            },
+        },
     })
     .await?;
     hushlist_http::announce(&format!("listening on {}", running.url));

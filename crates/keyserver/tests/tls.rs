@@ -2,82 +2,22 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::spawn_binary;
+use common::{spawn_binary, test_ca_and_leaf};
 
 #[tokio::test]
 async fn serves_https_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    std::fs::write(path("leaf.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    let (ca_key, ca, key, csr, cert) = (
-        path("ca.key"),
-        path("ca.pem"),
-        path("key.pem"),
-        path("leaf.csr"),
-        path("cert.pem"),
-    );
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=hushlist test CA",
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca,
-            ][..],
-            &ec,
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &[
-                "req",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ][..],
-            &ec,
-        ]
-        .concat(),
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "1",
-        "-CAcreateserial",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-out",
-        &cert,
-        "-extfile",
-        &path("leaf.ext"),
-    ]);
-
+    let (ca, cert, key) = test_ca_and_leaf(dir.path());
     let data = dir.path().join("data");
-    let (mut child, base) = spawn_binary(&data, &["--tls-cert", &cert, "--tls-key", &key]);
+    let (mut child, base) = spawn_binary(
+        &data,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
 
     let trusted = reqwest::Client::builder()
@@ -101,17 +41,4 @@ async fn serves_https_with_the_configured_certificate() {
 
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-/// Runs openssl (a test CA and a leaf certificate for 127.0.0.1).
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl must be installed (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

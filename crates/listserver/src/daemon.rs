@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::listmail::UnsubscribeKey;
+use hushlist_http::connections::{ConnectionCaps, HttpLimits};
 use hushlist_http::rosters::spawn_roster_loading;
 use hushlist_store::Store;
 use tokio::sync::watch;
@@ -29,7 +30,9 @@ pub struct ListDaemonConfig {
     pub smtp_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub smtp: SmtpConfig,
-    pub max_connections: usize,
+    /// SMTP sessions held at once, in all and from one client address.
+    pub smtp_connections: ConnectionCaps,
+    pub http: HttpLimits,
     /// PEM certificate chain and key to offer STARTTLS with.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub delivery: DeliveryConfig,
@@ -146,11 +149,11 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
     workers.extend(Deliverer::new(&server, config.delivery).spawn(stopped));
     let app = router(server.clone());
     let smtp = Arc::new(config.smtp);
-    let max_connections = config.max_connections;
+    let smtp_connections = config.smtp_connections;
     let serving = tokio::spawn(async move {
         tokio::select! {
-            served = serve(smtp_listener, smtp, server, max_connections, tls, std::future::pending()) => served,
-            served = axum::serve(http_listener, app) => served,
+            served = serve(smtp_listener, smtp, server, smtp_connections, tls, std::future::pending()) => served,
+            served = hushlist_http::connections::serve(http_listener, None, app, config.http) => served,
         }
     });
     tracing::info!(%smtp_address, %url, admin_token_file = %admin_token_file.display(), "list server ready");

@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use hushlist_core::bounce::BouncePolicy;
+use hushlist_http::connections::{ConnectionCaps, HttpLimits, parse_cap};
 use hushlist_listserver::daemon::{self, ListDaemonConfig};
 use hushlist_listserver::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls};
-use hushlist_listserver::smtp::SmtpConfig;
+use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, SmtpConfig};
 
 #[derive(Parser)]
 #[command(
@@ -76,8 +77,21 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     retry_secs: u64,
     /// Simultaneous SMTP connections accepted.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS.total, value_parser = parse_cap)]
     max_connections: usize,
+    /// Simultaneous SMTP connections accepted from one client address (more are told
+    /// 421 4.7.0).
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS.per_client, value_parser = parse_cap)]
+    max_connections_per_client: usize,
+    /// Seconds a client has to send an HTTP request's headers.
+    #[arg(long, default_value_t = HttpLimits::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout_secs: u64,
+    /// HTTP connections held at once.
+    #[arg(long, default_value_t = HttpLimits::default().connections.total, value_parser = parse_cap)]
+    max_http_connections: usize,
+    /// HTTP connections held at once from one client address.
+    #[arg(long, default_value_t = HttpLimits::default().connections.per_client, value_parser = parse_cap)]
+    max_http_connections_per_client: usize,
     /// Largest post accepted, in bytes.
     #[arg(long, default_value_t = 25 * 1024 * 1024)]
     max_message_bytes: usize,
@@ -167,7 +181,17 @@ async fn main() -> anyhow::Result<()> {
             max_message_bytes: args.max_message_bytes,
             ..SmtpConfig::default()
         },
-        max_connections: args.max_connections,
+        smtp_connections: ConnectionCaps {
+            total: args.max_connections,
+            per_client: args.max_connections_per_client,
+        },
+        http: HttpLimits {
+            header_read_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            connections: ConnectionCaps {
+                total: args.max_http_connections,
+                per_client: args.max_http_connections_per_client,
+            },
+        },
         tls: args.tls_cert.zip(args.tls_key),
         delivery,
         bounces: BouncePolicy {

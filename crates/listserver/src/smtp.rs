@@ -7,12 +7,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use hushlist_core::Address;
+use hushlist_http::connections::{ConnectionCaps, ConnectionSlots, Refusal};
 use smtp_proto::Request;
 use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 use crate::Rejection;
+
+pub use hushlist_http::tls::{TlsSetupError, tls_acceptor};
 
 /// Limits and names of the SMTP service.
 #[derive(Debug, Clone)]
@@ -49,6 +52,13 @@ impl Default for SmtpConfig {
         }
     }
 }
+
+/// SMTP sessions held at once unless configured otherwise: in all, and from one client
+/// address (as Postfix's anvil limits them, against one client taking every slot).
+pub const DEFAULT_CONNECTIONS: ConnectionCaps = ConnectionCaps {
+    total: 100,
+    per_client: 20,
+};
 
 /// Why a finished message was not taken: a permanent rejection or a temporary failure.
 #[derive(Debug, thiserror::Error)]
@@ -492,18 +502,19 @@ fn one_line(text: &str) -> String {
 }
 
 /// Accepts SMTP connections on `listener` until `shutdown` resolves (errors accepting one
-/// connection are logged and the listener goes on), at most
-/// `max_connections` at once; one more is told 421 and closed. With `tls`, STARTTLS is
+/// connection are logged and the listener goes on), at most `connections.total` at once and
+/// `connections.per_client` from one client address; one more is told 421 (`4.3.2`, or
+/// `4.7.0` naming the address, as Postfix's anvil does) and closed. With `tls`, STARTTLS is
 /// offered and the session continues over TLS once the client takes it up.
 pub async fn serve<K: PostSink + 'static>(
     listener: tokio::net::TcpListener,
     config: std::sync::Arc<SmtpConfig>,
     sink: std::sync::Arc<K>,
-    max_connections: usize,
+    connections: ConnectionCaps,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let slots = ConnectionSlots::new(connections);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -522,13 +533,23 @@ pub async fn serve<K: PostSink + 'static>(
         };
         // Replies must not wait for the client's delayed ACK (Nagle).
         let _ = stream.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
-            continue;
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::debug!(%peer, %refusal, "SMTP connection refused");
+                let reply = match refusal {
+                    Refusal::Full { .. } => {
+                        "421 4.3.2 Too many connections, try again later\r\n".to_owned()
+                    }
+                    Refusal::ClientFull { client, .. } => {
+                        format!("421 4.7.0 Too many connections from {client}, try again later\r\n")
+                    }
+                };
+                tokio::spawn(async move {
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+                continue;
+            }
         };
         let (config, sink, tls) = (config.clone(), sink.clone(), tls.clone());
         tokio::spawn(async move {
@@ -583,37 +604,4 @@ async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
             return;
         }
     }
-}
-
-/// A TLS acceptor from a PEM certificate chain and private key.
-pub fn tls_acceptor(
-    cert_pem: &std::path::Path,
-    key_pem: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert_pem)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsSetupError::Certificate(cert_pem.to_owned(), e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_file(key_pem)
-        .map_err(|e| TlsSetupError::Key(key_pem.to_owned(), e.to_string()))?;
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TlsSetupError::Config(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| TlsSetupError::Config(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("cannot read the certificate chain {0}: {1}")]
-    Certificate(std::path::PathBuf, String),
-    #[error("cannot read the private key {0}: {1}")]
-    Key(std::path::PathBuf, String),
-    #[error("the certificate and key do not make a TLS configuration: {0}")]
-    Config(String),
 }

@@ -16,7 +16,7 @@ use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{PostSink as _, SmtpConfig, serve};
+use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, PostSink as _, SmtpConfig, serve};
 use hushlist_peers::Postfix;
 use rand::rngs::OsRng;
 
@@ -55,7 +55,7 @@ async fn listen(server: &Arc<ListServer>) -> u16 {
         listener,
         Arc::new(SmtpConfig::default()),
         server.clone(),
-        8,
+        DEFAULT_CONNECTIONS,
         None,
         std::future::pending::<()>(),
     ));

@@ -13,6 +13,7 @@ use common::{
     sealed_post, under_key_id, wait_until, with_proof_of, without_proof,
 };
 use hushlist_core::roster::Role;
+use hushlist_http::connections::ConnectionCaps;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SmtpConfig, serve};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -50,7 +51,12 @@ async fn listen_with(
         listener,
         Arc::new(config),
         server.clone(),
-        max_connections,
+        // No cap per address: the flood test fills the global limit from one address
+        // (the per-address cap is tested in connection_limits.rs).
+        ConnectionCaps {
+            total: max_connections,
+            per_client: usize::MAX,
+        },
         None,
         async {
             let _ = stopped.await;

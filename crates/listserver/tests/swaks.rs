@@ -7,7 +7,7 @@ use hushlist_core::roster::{Policy, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SmtpConfig, serve, tls_acceptor};
+use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, SmtpConfig, serve, tls_acceptor};
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
@@ -70,7 +70,7 @@ async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
         listener,
         Arc::new(SmtpConfig::default()),
         server.clone(),
-        8,
+        DEFAULT_CONNECTIONS,
         None,
         async {
             let _ = stopped.await;
@@ -173,7 +173,7 @@ async fn swaks_posts_over_starttls_when_a_certificate_is_configured() {
         listener,
         Arc::new(SmtpConfig::default()),
         server.clone(),
-        8,
+        DEFAULT_CONNECTIONS,
         Some(acceptor),
         std::future::pending(),
     ));

@@ -419,3 +419,88 @@ pub fn fetch_request(reader: &SecretIdentity, key_id: &KeyId) -> SignedRequest {
         &serde_json::json!({}),
     )
 }
+
+/// A test CA and a leaf certificate for 127.0.0.1 and localhost, made by openssl in `dir`:
+/// the CA certificate, the leaf's certificate and its key (PEM files).
+pub fn test_ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("leaf.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    let (ca_key, ca, key, csr, cert) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("key.pem"),
+        path("leaf.csr"),
+        path("cert.pem"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=hushlist test CA",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &[
+                "req",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-CAcreateserial",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-out",
+        &cert,
+        "-extfile",
+        &path("leaf.ext"),
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
+
+/// Runs openssl (a test CA and a leaf certificate for 127.0.0.1).
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
