@@ -134,9 +134,9 @@ async fn a_key_row_moved_to_another_list_or_given_a_later_expiry_is_reported_as_
     child.wait().unwrap();
 }
 
-/// A store from before rows were bound holds keys sealed to their key id alone (what
-/// migration 0013 marks as sealing 1). They still open, and the sweep re-seals them bound to
-/// their row.
+/// A store from before rows were bound holds keys sealed to their key id alone, directly
+/// under the master key (what migration 0013 marks as sealing 1, with no wrapping key). They
+/// still open, and the sweep re-seals them bound to their row, under a wrapping key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_sealed_before_rows_were_bound_still_opens_and_the_sweep_binds_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,16 +151,15 @@ async fn a_key_sealed_before_rows_were_bound_still_opens_and_the_sweep_binds_it(
     child.wait().unwrap();
 
     // The row as the key server sealed it before: bound to the key id alone.
-    let old = MasterKey::from_hex(MASTER_HEX).unwrap().seal(
-        OsRng,
-        session_key.as_bytes(),
-        key_id.as_str().as_bytes(),
-    );
+    let master = MasterKey::from_hex(MASTER_HEX).unwrap();
+    let old = master.seal(OsRng, session_key.as_bytes(), key_id.as_str().as_bytes());
     let mut db = database(dir.path()).await;
     sqlx::query(
-        "UPDATE session_keys SET sealing = 1, nonce = $2, sealed_key = $3 WHERE key_id = $1",
+        "UPDATE session_keys SET sealing = 1, master_key_id = $2, nonce = $3, sealed_key = $4, \
+         wrapping_key_id = NULL WHERE key_id = $1",
     )
     .bind(key_id.as_str())
+    .bind(master.id())
     .bind(&old.nonce)
     .bind(&old.ciphertext)
     .execute(&mut db)
@@ -174,16 +173,18 @@ async fn a_key_sealed_before_rows_were_bound_still_opens_and_the_sweep_binds_it(
     // The first sweep runs at start; give it a moment past its one-second tick.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let mut db = database(dir.path()).await;
-    let row = sqlx::query("SELECT sealing, nonce FROM session_keys WHERE key_id = $1")
-        .bind(key_id.as_str())
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let row =
+        sqlx::query("SELECT sealing, nonce, wrapping_key_id FROM session_keys WHERE key_id = $1")
+            .bind(key_id.as_str())
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     assert_eq!(
         row.get::<i64, _>("sealing"),
-        2,
-        "re-sealed bound to its row"
+        3,
+        "re-sealed bound to its row, under a wrapping key"
     );
+    assert!(row.get::<Option<String>, _>("wrapping_key_id").is_some());
     assert_ne!(row.get::<Vec<u8>, _>("nonce"), old.nonce);
     let request = fetch_request(&p.bob, &key_id);
     fetch_expecting(&http, &base, &p.bob, &request, &key_id, &session_key).await;
