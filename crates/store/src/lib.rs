@@ -855,36 +855,44 @@ impl Store {
     /// given); returns how many. Deleting one destroys, in every copy of the session key
     /// table, the rows sealed under it.
     pub async fn delete_unused_wrapping_keys(&self, only: Option<&str>) -> Result<u64, StoreError> {
-        const UNUSED: &str = "SELECT id FROM wrapping_keys w \
-             WHERE ($1 = '' OR w.id = $1) \
-             AND NOT EXISTS (SELECT 1 FROM session_keys s WHERE s.wrapping_key_id = w.id)";
-        let _turn = self.keyring_turn().await;
+        const DELETE_UNUSED: &str = "DELETE FROM wrapping_keys \
+             WHERE ($1 = '' OR id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM session_keys s WHERE s.wrapping_key_id = wrapping_keys.id)";
         let only = only.unwrap_or("");
-        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Sqlite {
+            // One statement, which takes the keyring's write lock up front; the turn keeps
+            // rows from being sealed under a key between its look at session_keys and the
+            // delete.
+            let _turn = self.keyring_turn().await;
+            let done = sqlx::query(DELETE_UNUSED)
+                .bind(only)
+                .execute(&self.pool)
+                .await?;
+            return Ok(done.rows_affected());
+        }
         // On PostgreSQL the candidates are locked first, which waits for statements sealing a
-        // row under one of them (they share-lock it); the delete's own fresh look at
-        // session_keys then sees their rows.
-        let locking = match self.backend {
-            Backend::Sqlite => UNUSED.to_owned(),
-            Backend::Postgres => format!("{UNUSED} FOR UPDATE"),
-        };
-        let candidates: Vec<String> = sqlx::query(&locking)
-            .bind(only)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.get("id"))
-            .collect();
+        // row under one of them (they share-lock it); each delete, a statement of its own,
+        // then looks at session_keys afresh and sees their rows. Only locked candidates are
+        // deleted: a key locked by the delete itself would be rechecked against the old look.
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<String> = sqlx::query(
+            "SELECT id FROM wrapping_keys w WHERE ($1 = '' OR w.id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM session_keys s WHERE s.wrapping_key_id = w.id) \
+             FOR UPDATE",
+        )
+        .bind(only)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.get("id"))
+        .collect();
         let mut deleted = 0;
         for id in candidates {
-            deleted += sqlx::query(
-                "DELETE FROM wrapping_keys WHERE id = $1 \
-                 AND NOT EXISTS (SELECT 1 FROM session_keys WHERE wrapping_key_id = $1)",
-            )
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            deleted += sqlx::query(DELETE_UNUSED)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(deleted)
