@@ -493,12 +493,12 @@ impl KeyServer {
         )
         .await?;
         for _ in 0..SEALING_ATTEMPTS {
-            for row in self
+            let rows = self
                 .store
                 .session_keys_wrapped_by(&retiring.id, i64::MAX)
-                .await?
-            {
-                self.reseal_under_current_wrapping_key(row).await?;
+                .await?;
+            for batch in rows.chunks(RESEAL_BATCH) {
+                self.move_under_current_wrapping_keys(batch).await?;
             }
             if self
                 .store
@@ -605,21 +605,26 @@ impl KeyServer {
         Ok(())
     }
 
-    /// Re-seals a stored key under the current wrapping key of its list and day; true if
-    /// it was. A tampered row stays as it is (re-sealing it would launder the change) and
-    /// keeps being reported.
-    async fn reseal_under_current_wrapping_key(
+    /// Re-seals stored keys under the current wrapping keys of their lists and days, in one
+    /// transaction; returns how many were. A tampered row stays as it is (re-sealing it would
+    /// launder the change) and keeps being reported.
+    async fn move_under_current_wrapping_keys(
         &self,
-        mut row: SessionKeyRow,
-    ) -> Result<bool, ApiError> {
-        let key = match self.open_session_key(&row).await {
-            Ok(key) => key,
-            Err(e) if e.code == KEY_TAMPERED => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let was_nonce = row.nonce.clone();
-        self.seal_under_wrapping_key(&mut row, &key).await?;
-        Ok(self.store.reseal_session_key(&row, &was_nonce).await?)
+        rows: &[SessionKeyRow],
+    ) -> Result<u64, ApiError> {
+        let mut resealed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = match self.open_session_key(row).await {
+                Ok(key) => key,
+                Err(e) if e.code == KEY_TAMPERED => continue,
+                Err(e) => return Err(e),
+            };
+            let mut row = row.clone();
+            let was_nonce = row.nonce.clone();
+            self.seal_under_wrapping_key(&mut row, &key).await?;
+            resealed.push((row, was_nonce));
+        }
+        Ok(self.store.reseal_session_keys(&resealed).await?)
     }
 
     async fn destroy(
@@ -700,14 +705,13 @@ impl KeyServer {
                 resealed += 1;
             }
         }
-        for row in self
+        let rows = self
             .store
             .session_keys_to_reseal(SEALED_UNDER_WRAPPING_KEY, limit)
-            .await?
-        {
-            if self.reseal_under_current_wrapping_key(row).await? {
-                resealed += 1;
-            }
+            .await?;
+        for batch in rows.chunks(RESEAL_BATCH) {
+            resealed += usize::try_from(self.move_under_current_wrapping_keys(batch).await?)
+                .unwrap_or(usize::MAX);
         }
         Ok(resealed)
     }
@@ -877,6 +881,10 @@ const SEALED_UNDER_WRAPPING_KEY: i64 = 3;
 /// in between (by a sweep or a revocation elsewhere), and how many rounds a revocation moves
 /// keys off the wrapping key it destroys before leaving the rest to the sweep.
 const SEALING_ATTEMPTS: usize = 4;
+
+/// Most keys re-sealed in one transaction: one durable commit for many keys, without holding
+/// SQLite's write lock for long.
+const RESEAL_BATCH: usize = 500;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 

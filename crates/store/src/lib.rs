@@ -723,35 +723,41 @@ impl Store {
         Ok(rows.iter().map(session_key_row).collect())
     }
 
-    /// Replaces a session key's sealing (master key id, sealing, nonce, ciphertext and
-    /// wrapping key) with `row`'s, unless another instance re-sealed or destroyed it meanwhile
-    /// (its nonce must still be `was_nonce`) or `row`'s wrapping key was deleted as unused
-    /// meanwhile; true if it was replaced.
-    pub async fn reseal_session_key(
+    /// Replaces session keys' sealings (master key id, sealing, nonce, ciphertext and
+    /// wrapping key) with those of the rows given, in one transaction, each unless another
+    /// instance re-sealed or destroyed it meanwhile (its nonce must still be the one given
+    /// beside it) or its new wrapping key was deleted as unused meanwhile; returns how many
+    /// were replaced.
+    pub async fn reseal_session_keys(
         &self,
-        row: &SessionKeyRow,
-        was_nonce: &[u8],
-    ) -> Result<bool, StoreError> {
+        resealed: &[(SessionKeyRow, Vec<u8>)],
+    ) -> Result<u64, StoreError> {
         let _turn = self.keyring_turn().await;
-        let wrapped = match &row.wrapping_key_id {
-            Some(_) => self.wrapping_key_exists_clause(7),
-            None => "",
-        };
-        let update = format!(
-            "UPDATE session_keys SET master_key_id = $3, sealing = $4, nonce = $5, sealed_key = $6, wrapping_key_id = $7 \
-             WHERE key_id = $1 AND nonce = $2{wrapped}"
-        );
-        let done = sqlx::query(&update)
-            .bind(&row.key_id)
-            .bind(was_nonce)
-            .bind(&row.master_key_id)
-            .bind(row.sealing)
-            .bind(&row.nonce)
-            .bind(&row.sealed_key)
-            .bind(&row.wrapping_key_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        let mut replaced = 0;
+        for (row, was_nonce) in resealed {
+            let wrapped = match &row.wrapping_key_id {
+                Some(_) => self.wrapping_key_exists_clause(7),
+                None => "",
+            };
+            let update = format!(
+                "UPDATE session_keys SET master_key_id = $3, sealing = $4, nonce = $5, sealed_key = $6, wrapping_key_id = $7 \
+                 WHERE key_id = $1 AND nonce = $2{wrapped}"
+            );
+            replaced += sqlx::query(&update)
+                .bind(&row.key_id)
+                .bind(was_nonce)
+                .bind(&row.master_key_id)
+                .bind(row.sealing)
+                .bind(&row.nonce)
+                .bind(&row.sealed_key)
+                .bind(&row.wrapping_key_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(replaced)
     }
 
     /// The newest wrapping key, not retired, of `list`, `day` and `expiring`.

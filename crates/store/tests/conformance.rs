@@ -176,9 +176,22 @@ async fn wrapping_keys_serve_their_list_and_day_and_go_once_unused(db: &ScratchD
     // Re-sealing under a key the keyring no longer holds changes nothing.
     let mut moved = wrapped_row("k1", "missing");
     moved.nonce = vec![9; 12];
-    assert!(!store.reseal_session_key(&moved, &[1; 12]).await.unwrap());
+    assert_eq!(
+        store
+            .reseal_session_keys(&[(moved.clone(), vec![1; 12])])
+            .await
+            .unwrap(),
+        0
+    );
     moved.wrapping_key_id = Some("w2".into());
-    assert!(store.reseal_session_key(&moved, &[1; 12]).await.unwrap());
+    // Nor one whose nonce changed since it was read.
+    assert_eq!(
+        store
+            .reseal_session_keys(&[(moved.clone(), vec![7; 12]), (moved.clone(), vec![1; 12])])
+            .await
+            .unwrap(),
+        1
+    );
     assert!(
         store
             .session_keys_wrapped_by("w1", 10)
