@@ -2,9 +2,10 @@
 //! revocation, expiry and audit, over the store. Every refusal is an [`ApiError`] with the
 //! status and code the HTTP layer sends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
@@ -75,8 +76,16 @@ pub struct KeyServer {
     config: ServiceConfig,
     rosters: RosterCache,
     verifier: RequestVerifier,
+    /// Wrapping keys opened for key fetches lately, by id, so that members fetching the same
+    /// day's keys do not each read the keyring and open it under the master key. Kept for
+    /// [`WRAPPING_KEY_CACHE_TTL`] at most, dropped at once when this instance retires or
+    /// deletes wrapping keys, zeroized when dropped.
+    opened_wrapping_keys: Mutex<OpenedWrappingKeys>,
     pub metrics: Metrics,
 }
+
+/// Opened wrapping keys by id, with when each was opened.
+type OpenedWrappingKeys = HashMap<String, (Instant, Zeroizing<[u8; 32]>)>;
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -127,7 +136,7 @@ impl KeyServer {
             identity,
             verifier: RequestVerifier::new(config.rate_per_sec, config.rate_burst),
             config,
-
+            opened_wrapping_keys: Mutex::default(),
             metrics: Metrics::default(),
         })
     }
@@ -308,7 +317,7 @@ impl KeyServer {
             (SEALED_TO_KEY_ID, None) => self.master.open(&blob, row.key_id.as_bytes()),
             (SEALED_TO_ROW, None) => self.master.open(&blob, &row_context(row)),
             (SEALED_UNDER_WRAPPING_KEY, Some(id)) => {
-                let Some(stored) = self.store.wrapping_key(id).await? else {
+                let Some(wrapping) = self.wrapping_key_by_id(id).await? else {
                     let key_id: KeyId = row
                         .key_id
                         .parse()
@@ -318,8 +327,7 @@ impl KeyServer {
                         "its wrapping key was destroyed: the key was revoked or expired after this copy of the key database was made",
                     ));
                 };
-                self.open_wrapping_key(&stored)?
-                    .open(&blob, &row_context(row))
+                MasterKey::from_bytes(&wrapping).open(&blob, &row_context(row))
             }
             _ => return Err(tampered(row)),
         };
@@ -506,6 +514,8 @@ impl KeyServer {
                 .await?
                 == 1
             {
+                // Opening the keys to move them put it back in the cache.
+                self.opened_wrapping_keys().remove(&retiring.id);
                 return Ok(());
             }
         }
@@ -536,7 +546,10 @@ impl KeyServer {
         expiring: bool,
     ) -> Result<(String, MasterKey), ApiError> {
         match self.store.current_wrapping_key(list, day, expiring).await? {
-            Some(stored) => Ok((stored.id.clone(), self.open_wrapping_key(&stored)?)),
+            Some(stored) => {
+                let bytes = self.open_wrapping_key(&stored)?;
+                Ok((stored.id, MasterKey::from_bytes(&bytes)))
+            }
             None => self.new_wrapping_key(list, day, expiring, None).await,
         }
     }
@@ -573,7 +586,33 @@ impl KeyServer {
         Ok((id, MasterKey::from_bytes(&bytes)))
     }
 
-    fn open_wrapping_key(&self, stored: &WrappingKeyRow) -> Result<MasterKey, ApiError> {
+    /// The wrapping key `id`, opened, from the cache or the keyring; `None` if the keyring
+    /// no longer holds it.
+    async fn wrapping_key_by_id(&self, id: &str) -> Result<Option<Zeroizing<[u8; 32]>>, ApiError> {
+        let now = Instant::now();
+        if let Some((opened_at, bytes)) = self.opened_wrapping_keys().get(id)
+            && now.duration_since(*opened_at) < WRAPPING_KEY_CACHE_TTL
+        {
+            return Ok(Some(bytes.clone()));
+        }
+        let Some(stored) = self.store.wrapping_key(id).await? else {
+            return Ok(None);
+        };
+        let bytes = self.open_wrapping_key(&stored)?;
+        let mut cache = self.opened_wrapping_keys();
+        cache.retain(|_, (opened_at, _)| now.duration_since(*opened_at) < WRAPPING_KEY_CACHE_TTL);
+        cache.insert(id.to_owned(), (now, bytes.clone()));
+        Ok(Some(bytes))
+    }
+
+    fn opened_wrapping_keys(&self) -> std::sync::MutexGuard<'_, OpenedWrappingKeys> {
+        // A panic while holding the lock leaves the map whole: take it anyway.
+        self.opened_wrapping_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open_wrapping_key(&self, stored: &WrappingKeyRow) -> Result<Zeroizing<[u8; 32]>, ApiError> {
         let blob = SealedBlob {
             master_key_id: stored.master_key_id.clone(),
             nonce: stored.nonce.clone(),
@@ -583,10 +622,10 @@ impl KeyServer {
             .master
             .open(&blob, &wrapping_key_context(stored))
             .map_err(|e| ApiError::internal(format!("wrapping key {}: {e}", stored.id)))?;
-        let bytes: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             ApiError::internal(format!("wrapping key {} has the wrong length", stored.id))
         })?;
-        Ok(MasterKey::from_bytes(bytes))
+        Ok(Zeroizing::new(bytes))
     }
 
     /// Seals `session_key` into `row` under the current wrapping key of its list and day.
@@ -728,7 +767,9 @@ impl KeyServer {
                 destroyed += 1;
             }
         }
-        self.store.delete_unused_wrapping_keys(None).await?;
+        if self.store.delete_unused_wrapping_keys(None).await? > 0 {
+            self.opened_wrapping_keys().clear();
+        }
         self.shred().await;
         self.store.prune_nonces(as_db(unix_now())).await?;
         self.store
@@ -887,6 +928,9 @@ const SEALING_ATTEMPTS: usize = 4;
 const RESEAL_BATCH: usize = 500;
 
 const SECONDS_PER_DAY: i64 = 86_400;
+
+/// How long an opened wrapping key is kept in memory for key fetches.
+const WRAPPING_KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// Which wrapping key a row goes under, besides its list: the day it expires, so the key can
 /// be deleted once that day's keys have all expired; or, for a key that never expires, the
