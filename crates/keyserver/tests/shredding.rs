@@ -1,6 +1,7 @@
 //! Crypto-shredding against backups: the real `hushlist-keyserver` process, a copy of its key
 //! database taken before a revocation (or an expiry), put back afterwards beside the current
-//! keyring as an operator restoring last night's backup would. The copy still holds the
+//! keyring as an operator restoring last night's backup would (on SQLite the keyring is a file
+//! of its own; on PostgreSQL the `wrapping_keys` table, left out of the dump). The copy still holds the
 //! destroyed key's row, but its wrapping key is gone from the keyring, so not even the server
 //! holding the master key can open it again.
 
@@ -16,7 +17,9 @@ use hushlist_core::api::purpose;
 use hushlist_core::roster::{Change, Policy};
 use hushlist_keyserver::master::{MasterKeyError, SealedBlob};
 use hushlist_store::Store;
+use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
 use rand::rngs::OsRng;
+use sqlx::Connection as _;
 
 const DATABASE: &str = "keyserver.db";
 const KEYRING: &str = "keyserver.db.keyring";
@@ -192,4 +195,68 @@ async fn a_backup_taken_before_an_expiry_cannot_give_the_expired_key_back() {
         !files_hold(dir.path(), session_key.as_bytes()),
         "the session key is in a file of the data directory in clear"
     );
+}
+
+/// The same on PostgreSQL, where the "backup" is a dump of the database's tables but for
+/// `wrapping_keys` (`pg_dump --exclude-table-data=wrapping_keys`, as the deployment guide
+/// asks), restored over the database after the revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_dump_taken_before_a_revocation_cannot_give_the_revoked_key_back() {
+    let db = ScratchDb::postgres().await.unwrap_or_else(|e| {
+        panic!(
+            "no PostgreSQL at {} ({e}); run .ci/run once, or set HUSHLIST_TEST_POSTGRES",
+            postgres_admin_url()
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = people();
+    let http = reqwest::Client::new();
+    let (child, base) = spawn_binary(dir.path(), &["--database", db.url()]);
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    create_list_at(&http, &base, &base, &admin).await;
+    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    let (revoked, _) = deposit_at(&http, &base, &p.bob, &server_cert).await;
+    let (kept, kept_key) = deposit_at(&http, &base, &p.bob, &server_cert).await;
+    let mut sql = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    for statement in [
+        "CREATE TABLE dumped_session_keys AS SELECT * FROM session_keys",
+        "CREATE TABLE dumped_destroyed_keys AS SELECT * FROM destroyed_keys",
+    ] {
+        sqlx::query(statement).execute(&mut sql).await.unwrap();
+    }
+
+    let revoke = signed(
+        &p.bob,
+        &purpose::revoke(&list(), &revoked),
+        &serde_json::json!({}),
+    );
+    let (status, body) = post_json(
+        &http,
+        format!("{base}/v1/lists/{LIST}/keys/{revoked}/revoke"),
+        &revoke,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let request = fetch_request(&p.rita, &kept);
+    fetch_expecting(&http, &base, &p.rita, &request, &kept, &kept_key).await;
+    stop(child);
+
+    for statement in [
+        "DELETE FROM session_keys",
+        "INSERT INTO session_keys SELECT * FROM dumped_session_keys",
+        "DELETE FROM destroyed_keys",
+        "INSERT INTO destroyed_keys SELECT * FROM dumped_destroyed_keys",
+    ] {
+        sqlx::query(statement).execute(&mut sql).await.unwrap();
+    }
+    drop(sql);
+    let (child, base) = spawn_binary(dir.path(), &["--database", db.url()]);
+    for key_id in [&revoked, &kept] {
+        let (status, body) = fetch_status(&http, &base, key_id).await;
+        assert_eq!(status, 410, "a key came back from the dump: {body}");
+        assert_eq!(code(&body), "key_destroyed", "{body}");
+    }
+    stop(child);
 }
