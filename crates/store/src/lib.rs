@@ -69,7 +69,8 @@ pub struct InsertedPost {
 }
 
 /// A session key row. `sealed_key` is the key encrypted under the wrapping key
-/// `wrapping_key_id` or, when that is `None`, under the master key `master_key_id`.
+/// `wrapping_key_id` or, when that is `None`, directly under a master key; `master_key_id`
+/// identifies the key that encrypted it (the digest id of the wrapping or master key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionKeyRow {
     pub key_id: String,
