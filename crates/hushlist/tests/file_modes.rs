@@ -1,8 +1,9 @@
 //! Issue 18, hole 8: what the servers and the command write is private to the user who runs
 //! them. After a real `hushlist serve` (its data directory made beforehand with mode 0755, as
 //! a careless operator might), a real `hushlist init` and a real `archive --download`: data
-//! directories and homes are 0700; database files (with SQLite's -wal and -shm), the master
-//! key and the tokens 0600; the downloaded directory 0700 and each opened post in it 0600.
+//! directories and homes are 0700; database files (with SQLite's -wal and -shm, and the key
+//! server's keyring beside its database), the master key and the tokens 0600; the downloaded
+//! directory 0700 and each opened post in it 0600.
 
 mod common;
 
@@ -92,7 +93,11 @@ fn data_directories_databases_keys_homes_and_downloads_are_private() {
         data.join("lists/admin.token"),
         data.join("lists/unsubscribe.key"),
     ];
-    for db in ["keys/keyserver.db", "lists/listserver.db"] {
+    for db in [
+        "keys/keyserver.db",
+        "keys/keyserver.db.keyring",
+        "lists/listserver.db",
+    ] {
         for suffix in ["", "-wal", "-shm"] {
             private_files.push(data.join(format!("{db}{suffix}")));
         }

@@ -2,9 +2,10 @@
 //! revocation, expiry and audit, over the store. Every refusal is an [`ApiError`] with the
 //! status and code the HTTP layer sends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{
     AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
@@ -17,8 +18,12 @@ use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
-use hushlist_store::{AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store};
+use hushlist_store::{
+    AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoreError, WrappingKeyRow,
+};
 use rand::rngs::OsRng;
+use rand::{Rng as _, RngCore as _};
+use zeroize::Zeroizing;
 
 use crate::master::{MasterKey, MasterKeyError, SealedBlob};
 use crate::release::{ReleaseError, release};
@@ -71,8 +76,16 @@ pub struct KeyServer {
     config: ServiceConfig,
     rosters: RosterCache,
     verifier: RequestVerifier,
+    /// Wrapping keys opened for key fetches lately, by id, so that members fetching the same
+    /// day's keys do not each read the keyring and open it under the master key. Kept for
+    /// [`WRAPPING_KEY_CACHE_TTL`] at most, dropped at once when this instance retires or
+    /// deletes wrapping keys, zeroized when dropped.
+    opened_wrapping_keys: Mutex<OpenedWrappingKeys>,
     pub metrics: Metrics,
 }
+
+/// Opened wrapping keys by id, with when each was opened.
+type OpenedWrappingKeys = HashMap<String, (Instant, Zeroizing<[u8; 32]>)>;
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -123,7 +136,7 @@ impl KeyServer {
             identity,
             verifier: RequestVerifier::new(config.rate_per_sec, config.rate_burst),
             config,
-
+            opened_wrapping_keys: Mutex::default(),
             metrics: Metrics::default(),
         })
     }
@@ -222,17 +235,24 @@ impl KeyServer {
             roster_seq: as_db(receipt.roster_seq),
             created_at: as_db(now),
             expires_at: expires_at.map(as_db),
-            sealing: SEALED_TO_ROW,
+            sealing: SEALED_UNDER_WRAPPING_KEY,
             master_key_id: String::new(),
             nonce: Vec::new(),
             sealed_key: Vec::new(),
+            wrapping_key_id: None,
         };
-        let blob = self
-            .master
-            .seal(OsRng, session_key.as_bytes(), &row_context(&row));
-        (row.master_key_id, row.nonce, row.sealed_key) =
-            (blob.master_key_id, blob.nonce, blob.ciphertext);
-        match self.store.insert_session_key(&row).await? {
+        let mut attempts = 0;
+        let inserted = loop {
+            self.seal_under_wrapping_key(&mut row, &session_key).await?;
+            match self.store.insert_session_key(&row).await {
+                // The sweep deleted the wrapping key as unused just now: take the current one.
+                Err(StoreError::WrappingKeyGone(_)) if attempts < SEALING_ATTEMPTS => {
+                    attempts += 1;
+                }
+                other => break other?,
+            }
+        };
+        match inserted {
             Inserted::New => {
                 self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
                 self.audit(&deposit.key_id, list, &sender, "deposit", "stored", None)
@@ -243,7 +263,7 @@ impl KeyServer {
                 let existing = self.live_key(list, &deposit.key_id).await?;
                 let same = existing.list == row.list
                     && existing.sender == row.sender
-                    && self.open_session_key(&existing)? == session_key;
+                    && self.open_session_key(&existing).await? == session_key;
                 if !same {
                     return Err(ApiError::conflict(
                         "key_id_taken",
@@ -285,18 +305,33 @@ impl KeyServer {
     /// was changed in the database (moved to another list, its sender, roster seq or expiry
     /// rewritten, or its ciphertext damaged): that is tampering, logged and answered 500
     /// `key_tampered`, and the key is not released.
-    fn open_session_key(&self, row: &SessionKeyRow) -> Result<SessionKey, ApiError> {
+    /// A row sealed under a wrapping key no longer in the keyring (a copy of the database
+    /// older than the key's revocation or expiry) is answered 410: that key is destroyed.
+    async fn open_session_key(&self, row: &SessionKeyRow) -> Result<SessionKey, ApiError> {
         let blob = SealedBlob {
             master_key_id: row.master_key_id.clone(),
             nonce: row.nonce.clone(),
             ciphertext: row.sealed_key.clone(),
         };
-        let context = match row.sealing {
-            SEALED_TO_KEY_ID => row.key_id.as_bytes().to_vec(),
-            SEALED_TO_ROW => row_context(row),
+        let opened = match (row.sealing, &row.wrapping_key_id) {
+            (SEALED_TO_KEY_ID, None) => self.master.open(&blob, row.key_id.as_bytes()),
+            (SEALED_TO_ROW, None) => self.master.open(&blob, &row_context(row)),
+            (SEALED_UNDER_WRAPPING_KEY, Some(id)) => {
+                let Some(wrapping) = self.wrapping_key_by_id(id).await? else {
+                    let key_id: KeyId = row
+                        .key_id
+                        .parse()
+                        .map_err(|_| ApiError::internal("stored key id is malformed"))?;
+                    return Err(ApiError::gone(
+                        &key_id,
+                        "its wrapping key was destroyed: the key was revoked or expired after this copy of the key database was made",
+                    ));
+                };
+                MasterKey::from_bytes(&wrapping).open(&blob, &row_context(row))
+            }
             _ => return Err(tampered(row)),
         };
-        let bytes = match self.master.open(&blob, &context) {
+        let bytes = match opened {
             Ok(bytes) => bytes,
             Err(MasterKeyError::Corrupt) => return Err(tampered(row)),
             Err(e) => return Err(ApiError::internal(format!("key {}: {e}", row.key_id))),
@@ -318,7 +353,7 @@ impl KeyServer {
         let reader = verified.signer;
         let row = self.live_key(list, key_id).await?;
         let posted_at = u64::try_from(row.roster_seq).unwrap_or_default();
-        let session_key = self.open_session_key(&row)?;
+        let session_key = self.open_session_key(&row).await?;
         let pkesk = match release(OsRng, &roster, posted_at, &session_key, &reader) {
             Ok(pkesk) => pkesk,
             Err(ReleaseError::Refused(refusal)) => {
@@ -368,7 +403,7 @@ impl KeyServer {
         let roster = self.roster(list).await?;
         let row = self.live_key(list, key_id).await?;
         let posted_at = u64::try_from(row.roster_seq).unwrap_or_default();
-        let session_key = self.open_session_key(&row)?;
+        let session_key = self.open_session_key(&row).await?;
         let mut granted = Vec::with_capacity(request.recipients.len());
         let mut refused = Vec::new();
         for fingerprint in request.recipients {
@@ -443,20 +478,192 @@ impl KeyServer {
         }
         self.destroy(&row, "revoked", verified.signer.as_str())
             .await?;
+        if let Some(id) = &row.wrapping_key_id
+            && let Some(wrapping) = self.store.wrapping_key(id).await?
+        {
+            self.rekey(&wrapping).await?;
+        }
         self.shred().await;
         Ok(())
     }
 
-    /// Takes what destroyed keys left in the database's write-ahead log out of its files
-    /// (see `Store::truncate_wal`); a failure is logged and the next sweep tries again.
+    /// Destroys a wrapping key that sealed a revoked key, so that no copy of the database
+    /// opens that key again: a new wrapping key takes its list and day, the other keys under
+    /// it are re-sealed under the new one, and the old one is deleted once none is left
+    /// under it. Keys deposited under it meanwhile are moved too; should they keep coming
+    /// for every round, the sweep finishes the move and the deletion.
+    async fn rekey(&self, retiring: &WrappingKeyRow) -> Result<(), ApiError> {
+        self.new_wrapping_key(
+            &retiring.list,
+            retiring.day,
+            retiring.expiring,
+            Some(&retiring.id),
+        )
+        .await?;
+        for _ in 0..SEALING_ATTEMPTS {
+            let rows = self
+                .store
+                .session_keys_wrapped_by(&retiring.id, i64::MAX)
+                .await?;
+            for batch in rows.chunks(RESEAL_BATCH) {
+                self.move_under_current_wrapping_keys(batch).await?;
+            }
+            if self
+                .store
+                .delete_unused_wrapping_keys(Some(&retiring.id))
+                .await?
+                == 1
+            {
+                // Opening the keys to move them put it back in the cache.
+                self.opened_wrapping_keys().remove(&retiring.id);
+                return Ok(());
+            }
+        }
+        tracing::warn!(
+            wrapping_key = %retiring.id,
+            "keys keep arriving under a retired wrapping key; the sweep deletes it"
+        );
+        Ok(())
+    }
+
+    /// Takes what destroyed keys and wrapping keys left behind out of the database's files
+    /// (see `Store::erase_deleted_rows`); a failure is logged and the next sweep tries again.
     async fn shred(&self) {
-        match self.store.truncate_wal().await {
+        match self.store.erase_deleted_rows().await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 "the database's log is still read; it is truncated at the next sweep"
             ),
-            Err(error) => tracing::warn!(%error, "cannot truncate the database's log"),
+            Err(error) => tracing::warn!(%error, "cannot erase deleted rows from the database"),
         }
+    }
+
+    /// The wrapping key that new keys of `list` and `day` go under, made if there is none.
+    async fn current_wrapping_key(
+        &self,
+        list: &str,
+        day: i64,
+        expiring: bool,
+    ) -> Result<(String, MasterKey), ApiError> {
+        match self.store.current_wrapping_key(list, day, expiring).await? {
+            Some(stored) => {
+                let bytes = self.open_wrapping_key(&stored)?;
+                Ok((stored.id, MasterKey::from_bytes(&bytes)))
+            }
+            None => self.new_wrapping_key(list, day, expiring, None).await,
+        }
+    }
+
+    /// Makes a random wrapping key for `list` and `day`, sealed under the master key, and
+    /// stores it (retiring `retiring` in the same transaction).
+    async fn new_wrapping_key(
+        &self,
+        list: &str,
+        day: i64,
+        expiring: bool,
+        retiring: Option<&str>,
+    ) -> Result<(String, MasterKey), ApiError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(bytes.as_mut());
+        let id = hex::encode(OsRng.r#gen::<[u8; 16]>());
+        let mut stored = WrappingKeyRow {
+            id: id.clone(),
+            list: list.to_owned(),
+            day,
+            expiring,
+            retired: false,
+            created_at: as_db(unix_now()),
+            master_key_id: String::new(),
+            nonce: Vec::new(),
+            sealed: Vec::new(),
+        };
+        let blob = self
+            .master
+            .seal(OsRng, bytes.as_ref(), &wrapping_key_context(&stored));
+        (stored.master_key_id, stored.nonce, stored.sealed) =
+            (blob.master_key_id, blob.nonce, blob.ciphertext);
+        self.store.add_wrapping_key(&stored, retiring).await?;
+        Ok((id, MasterKey::from_bytes(&bytes)))
+    }
+
+    /// The wrapping key `id`, opened, from the cache or the keyring; `None` if the keyring
+    /// no longer holds it.
+    async fn wrapping_key_by_id(&self, id: &str) -> Result<Option<Zeroizing<[u8; 32]>>, ApiError> {
+        let now = Instant::now();
+        if let Some((opened_at, bytes)) = self.opened_wrapping_keys().get(id)
+            && now.duration_since(*opened_at) < WRAPPING_KEY_CACHE_TTL
+        {
+            return Ok(Some(bytes.clone()));
+        }
+        let Some(stored) = self.store.wrapping_key(id).await? else {
+            return Ok(None);
+        };
+        let bytes = self.open_wrapping_key(&stored)?;
+        let mut cache = self.opened_wrapping_keys();
+        cache.retain(|_, (opened_at, _)| now.duration_since(*opened_at) < WRAPPING_KEY_CACHE_TTL);
+        cache.insert(id.to_owned(), (now, bytes.clone()));
+        Ok(Some(bytes))
+    }
+
+    fn opened_wrapping_keys(&self) -> std::sync::MutexGuard<'_, OpenedWrappingKeys> {
+        // A panic while holding the lock leaves the map whole: take it anyway.
+        self.opened_wrapping_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open_wrapping_key(&self, stored: &WrappingKeyRow) -> Result<Zeroizing<[u8; 32]>, ApiError> {
+        let blob = SealedBlob {
+            master_key_id: stored.master_key_id.clone(),
+            nonce: stored.nonce.clone(),
+            ciphertext: stored.sealed.clone(),
+        };
+        let bytes = self
+            .master
+            .open(&blob, &wrapping_key_context(stored))
+            .map_err(|e| ApiError::internal(format!("wrapping key {}: {e}", stored.id)))?;
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            ApiError::internal(format!("wrapping key {} has the wrong length", stored.id))
+        })?;
+        Ok(Zeroizing::new(bytes))
+    }
+
+    /// Seals `session_key` into `row` under the current wrapping key of its list and day.
+    async fn seal_under_wrapping_key(
+        &self,
+        row: &mut SessionKeyRow,
+        session_key: &SessionKey,
+    ) -> Result<(), ApiError> {
+        let (day, expiring) = wrapping_day(row);
+        let (id, wrapping) = self.current_wrapping_key(&row.list, day, expiring).await?;
+        row.sealing = SEALED_UNDER_WRAPPING_KEY;
+        row.wrapping_key_id = Some(id);
+        let blob = wrapping.seal(OsRng, session_key.as_bytes(), &row_context(row));
+        (row.master_key_id, row.nonce, row.sealed_key) =
+            (blob.master_key_id, blob.nonce, blob.ciphertext);
+        Ok(())
+    }
+
+    /// Re-seals stored keys under the current wrapping keys of their lists and days, in one
+    /// transaction; returns how many were. A tampered row stays as it is (re-sealing it would
+    /// launder the change) and keeps being reported.
+    async fn move_under_current_wrapping_keys(
+        &self,
+        rows: &[SessionKeyRow],
+    ) -> Result<u64, ApiError> {
+        let mut resealed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = match self.open_session_key(row).await {
+                Ok(key) => key,
+                Err(e) if e.code == KEY_TAMPERED => continue,
+                Err(e) => return Err(e),
+            };
+            let mut row = row.clone();
+            let was_nonce = row.nonce.clone();
+            self.seal_under_wrapping_key(&mut row, &key).await?;
+            resealed.push((row, was_nonce));
+        }
+        Ok(self.store.reseal_session_keys(&resealed).await?)
     }
 
     async fn destroy(
@@ -488,9 +695,11 @@ impl KeyServer {
         Ok(())
     }
 
-    /// Re-seals, under the current master key, up to `limit` session keys (and the server's
-    /// own key) still sealed under a retired one; returns how many. Once it returns 0 the
-    /// retired keys can be dropped from the configuration.
+    /// Re-seals, under the current master key, up to `limit` wrapping keys (and the server's
+    /// own key) still sealed under a retired one, and moves up to `limit` session keys under
+    /// current wrapping keys (rows sealed directly under a master key, and rows under a
+    /// wrapping key retired by a revocation); returns how many. Once it returns 0 the retired
+    /// master keys can be dropped from the configuration.
     pub async fn reseal_under_current_master(&self, limit: i64) -> Result<usize, ApiError> {
         let current = self.master.id().to_owned();
         let mut resealed = 0;
@@ -515,31 +724,40 @@ impl KeyServer {
                 resealed += 1;
             }
         }
-        for mut row in self
-            .store
-            .session_keys_to_reseal(&current, SEALED_TO_ROW, limit)
-            .await?
-        {
-            // A tampered row stays as it is (re-sealing it would launder the change) and
-            // keeps being reported; the others are re-sealed.
-            let key = match self.open_session_key(&row) {
-                Ok(key) => key,
-                Err(e) if e.code == KEY_TAMPERED => continue,
-                Err(e) => return Err(e),
+        for stored in self.store.wrapping_keys_to_reseal(&current, limit).await? {
+            let context = wrapping_key_context(&stored);
+            let blob = SealedBlob {
+                master_key_id: stored.master_key_id.clone(),
+                nonce: stored.nonce,
+                ciphertext: stored.sealed,
             };
-            let was_nonce = std::mem::take(&mut row.nonce);
-            row.sealing = SEALED_TO_ROW;
-            let fresh = self.master.seal(OsRng, key.as_bytes(), &row_context(&row));
-            (row.master_key_id, row.nonce, row.sealed_key) =
-                (fresh.master_key_id, fresh.nonce, fresh.ciphertext);
-            if self.store.reseal_session_key(&row, &was_nonce).await? {
+            let plain = self
+                .master
+                .open(&blob, &context)
+                .map_err(|e| ApiError::internal(format!("wrapping key {}: {e}", stored.id)))?;
+            let fresh = self.master.seal(OsRng, &plain, &context);
+            if self
+                .store
+                .reseal_wrapping_key(&stored.id, &blob.master_key_id, &sealed_secret(fresh))
+                .await?
+            {
                 resealed += 1;
             }
+        }
+        let rows = self
+            .store
+            .session_keys_to_reseal(SEALED_UNDER_WRAPPING_KEY, limit)
+            .await?;
+        for batch in rows.chunks(RESEAL_BATCH) {
+            resealed += usize::try_from(self.move_under_current_wrapping_keys(batch).await?)
+                .unwrap_or(usize::MAX);
         }
         Ok(resealed)
     }
 
-    /// Destroys every key whose lifetime has passed; returns how many.
+    /// Destroys every key whose lifetime has passed, then every wrapping key no key is
+    /// sealed under any more (a day's, once all its keys have expired; a retired one, once
+    /// its keys were moved); returns how many session keys it destroyed.
     pub async fn expire_due(&self) -> Result<usize, ApiError> {
         let due = self.store.expired_keys(as_db(unix_now()), 1000).await?;
         let mut destroyed = 0;
@@ -548,6 +766,9 @@ impl KeyServer {
                 self.destroy(&row, "expired", "server").await?;
                 destroyed += 1;
             }
+        }
+        if self.store.delete_unused_wrapping_keys(None).await? > 0 {
+            self.opened_wrapping_keys().clear();
         }
         self.shred().await;
         self.store.prune_nonces(as_db(unix_now())).await?;
@@ -693,6 +914,50 @@ const SEALED_TO_KEY_ID: i64 = 1;
 /// Bound to the key id, list, depositor's fingerprint, roster seq at deposit and expiry, so a
 /// row moved to another list or given another expiry no longer opens.
 const SEALED_TO_ROW: i64 = 2;
+/// Bound as [`SEALED_TO_ROW`], under the row's wrapping key (itself under the master key)
+/// rather than the master key: deleting the wrapping key destroys the row in every copy.
+const SEALED_UNDER_WRAPPING_KEY: i64 = 3;
+
+/// How many times sealing a key is tried when the wrapping key it took was deleted as unused
+/// in between (by a sweep or a revocation elsewhere), and how many rounds a revocation moves
+/// keys off the wrapping key it destroys before leaving the rest to the sweep.
+const SEALING_ATTEMPTS: usize = 4;
+
+/// Most keys re-sealed in one transaction: one durable commit for many keys, without holding
+/// SQLite's write lock for long.
+const RESEAL_BATCH: usize = 500;
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// How long an opened wrapping key is kept in memory for key fetches.
+const WRAPPING_KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Which wrapping key a row goes under, besides its list: the day it expires, so the key can
+/// be deleted once that day's keys have all expired; or, for a key that never expires, the
+/// day it was deposited, so a revocation re-seals one day's keys of one list.
+fn wrapping_day(row: &SessionKeyRow) -> (i64, bool) {
+    match row.expires_at {
+        Some(at) => (at.div_euclid(SECONDS_PER_DAY), true),
+        None => (row.created_at.div_euclid(SECONDS_PER_DAY), false),
+    }
+}
+
+/// The associated data a wrapping key is sealed under the master key with, so it cannot be
+/// moved to another list or day.
+fn wrapping_key_context(key: &WrappingKeyRow) -> Vec<u8> {
+    let fields: [&[u8]; 4] = [
+        key.id.as_bytes(),
+        key.list.as_bytes(),
+        &key.day.to_be_bytes(),
+        &[u8::from(key.expiring)],
+    ];
+    let mut context = b"hushlist wrapping key v1".to_vec();
+    for field in fields {
+        context.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        context.extend_from_slice(field);
+    }
+    context
+}
 
 /// The error code of a row that fails its integrity check.
 pub const KEY_TAMPERED: &str = "key_tampered";

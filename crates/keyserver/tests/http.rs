@@ -649,8 +649,9 @@ async fn forgeries_naming_a_member_do_not_use_up_their_allowance() {
     assert_eq!((status, code(&body)), (429, "rate_limited"));
 }
 
-/// Whether any of the database's files (`keyserver.db`, `-wal`, `-shm`) holds `needle`, read
-/// while the server runs, as someone copying the data directory would.
+/// Whether any of the database's files (`keyserver.db`, `-wal`, `-shm`, and its keyring
+/// `keyserver.db.keyring` with its own) holds `needle`, read while the server runs, as
+/// someone copying the data directory would.
 fn database_files_hold(dir: &std::path::Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir).unwrap().any(|entry| {
         let path = entry.unwrap().path();
@@ -668,24 +669,30 @@ async fn a_revoked_or_expired_key_leaves_no_bytes_in_the_database_files() {
     let server = TestServer::start(ServiceConfig::default()).await;
     let mut roster = server.create_list(Policy::default()).await;
     let p = people();
+    let store = server.state.store().clone();
+    // A key's sealed bytes, and those of the wrapping key it is sealed under.
     let sealed_bytes = |key_id: KeyId| {
-        let store = server.state.store().clone();
+        let store = store.clone();
         async move {
-            store
-                .session_key(key_id.as_str())
+            let row = store.session_key(key_id.as_str()).await.unwrap().unwrap();
+            let wrapping_key = store
+                .wrapping_key(row.wrapping_key_id.as_deref().unwrap())
                 .await
                 .unwrap()
-                .unwrap()
-                .sealed_key
+                .unwrap();
+            (row.sealed_key, wrapping_key.sealed)
         }
     };
     let (revoked, session_key) = new_key();
     server.deposit(&p.bob, &revoked, &session_key).await;
     let (kept, session_key) = new_key();
     server.deposit(&p.bob, &kept, &session_key).await;
-    let revoked_bytes = sealed_bytes(revoked.clone()).await;
-    let kept_bytes = sealed_bytes(kept.clone()).await;
+    let (revoked_bytes, revoked_wrapping_bytes) = sealed_bytes(revoked.clone()).await;
     assert!(database_files_hold(server.dir.path(), &revoked_bytes));
+    assert!(database_files_hold(
+        server.dir.path(),
+        &revoked_wrapping_bytes
+    ));
 
     let by_sender = signed(
         &p.bob,
@@ -699,9 +706,15 @@ async fn a_revoked_or_expired_key_leaves_no_bytes_in_the_database_files() {
         "the revoked key's sealed bytes are still in a database file"
     );
     assert!(
-        database_files_hold(server.dir.path(), &kept_bytes),
-        "a key still held is found, so the search works"
+        !database_files_hold(server.dir.path(), &revoked_wrapping_bytes),
+        "the revoked key's wrapping key is still in a file of the keyring"
     );
+    // The other key of that list and day, re-sealed under a new wrapping key, is found, so
+    // the search works.
+    let (kept_bytes, kept_wrapping_bytes) = sealed_bytes(kept.clone()).await;
+    assert_ne!(kept_wrapping_bytes, revoked_wrapping_bytes);
+    assert!(database_files_hold(server.dir.path(), &kept_bytes));
+    assert!(database_files_hold(server.dir.path(), &kept_wrapping_bytes));
 
     // The same for a key destroyed by the expiry sweep.
     let policy = Policy {
@@ -713,14 +726,19 @@ async fn a_revoked_or_expired_key_leaves_no_bytes_in_the_database_files() {
         .await;
     let (expiring, session_key) = new_key();
     server.deposit(&p.bob, &expiring, &session_key).await;
-    let expiring_bytes = sealed_bytes(expiring.clone()).await;
+    let (expiring_bytes, expiring_wrapping_bytes) = sealed_bytes(expiring.clone()).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(server.state.expire_due().await.unwrap(), 1);
     assert!(
         !database_files_hold(server.dir.path(), &expiring_bytes),
         "the expired key's sealed bytes are still in a database file"
     );
+    assert!(
+        !database_files_hold(server.dir.path(), &expiring_wrapping_bytes),
+        "the expired key's day's wrapping key is still in a file of the keyring"
+    );
     assert!(database_files_hold(server.dir.path(), &kept_bytes));
+    assert!(database_files_hold(server.dir.path(), &kept_wrapping_bytes));
 }
 
 #[tokio::test]

@@ -134,11 +134,32 @@ async fn a_key_row_moved_to_another_list_or_given_a_later_expiry_is_reported_as_
     child.wait().unwrap();
 }
 
-/// A store from before rows were bound holds keys sealed to their key id alone (what
-/// migration 0013 marks as sealing 1). They still open, and the sweep re-seals them bound to
-/// their row.
+/// The associated data the key server bound rows sealed directly under the master key to
+/// (sealing 2, before wrapping keys), written out here as stores hold it: its key id, list,
+/// depositor, roster seq at deposit and expiry (none here), each length-prefixed.
+fn row_bound_context(key_id: &str, list: &str, sender: &str, roster_seq: i64) -> Vec<u8> {
+    let mut context = b"hushlist session key row v2".to_vec();
+    let seq = roster_seq.to_be_bytes();
+    for field in [
+        key_id.as_bytes(),
+        list.as_bytes(),
+        sender.as_bytes(),
+        &seq,
+        &[0],
+    ] {
+        context.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        context.extend_from_slice(field);
+    }
+    context
+}
+
+/// A store from before wrapping keys holds keys sealed directly under the master key: bound
+/// to their key id alone (what migration 0013 marks as sealing 1), or to their whole row
+/// (sealing 2). They still open, and the sweep re-seals them bound to their row, under a
+/// wrapping key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_sealed_before_rows_were_bound_still_opens_and_the_sweep_binds_it() {
+async fn keys_sealed_directly_under_the_master_key_still_open_and_the_sweep_moves_them_under_wrapping_keys()
+ {
     let dir = tempfile::tempdir().unwrap();
     let p = people();
     let http = reqwest::Client::new();
@@ -146,47 +167,75 @@ async fn a_key_sealed_before_rows_were_bound_still_opens_and_the_sweep_binds_it(
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     create_list_at(&http, &base, &base, &admin).await;
     let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
-    let (key_id, session_key) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
+    let keys = [
+        deposit_at(&http, &base, &p.olivia, &server_cert).await,
+        deposit_at(&http, &base, &p.olivia, &server_cert).await,
+    ];
     child.kill().unwrap();
     child.wait().unwrap();
 
-    // The row as the key server sealed it before: bound to the key id alone.
-    let old = MasterKey::from_hex(MASTER_HEX).unwrap().seal(
-        OsRng,
-        session_key.as_bytes(),
-        key_id.as_str().as_bytes(),
-    );
+    // The rows as the key server sealed them before.
+    let master = MasterKey::from_hex(MASTER_HEX).unwrap();
     let mut db = database(dir.path()).await;
-    sqlx::query(
-        "UPDATE session_keys SET sealing = 1, nonce = $2, sealed_key = $3 WHERE key_id = $1",
-    )
-    .bind(key_id.as_str())
-    .bind(&old.nonce)
-    .bind(&old.ciphertext)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    let mut old_nonces = Vec::new();
+    for (sealing, (key_id, session_key)) in [1i64, 2].into_iter().zip(&keys) {
+        let row = sqlx::query("SELECT sender, roster_seq FROM session_keys WHERE key_id = $1")
+            .bind(key_id.as_str())
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let context = match sealing {
+            1 => key_id.as_str().as_bytes().to_vec(),
+            _ => row_bound_context(
+                key_id.as_str(),
+                LIST,
+                row.get("sender"),
+                row.get("roster_seq"),
+            ),
+        };
+        let old = master.seal(OsRng, session_key.as_bytes(), &context);
+        sqlx::query(
+            "UPDATE session_keys SET sealing = $2, master_key_id = $3, nonce = $4, sealed_key = $5, \
+             wrapping_key_id = NULL WHERE key_id = $1",
+        )
+        .bind(key_id.as_str())
+        .bind(sealing)
+        .bind(master.id())
+        .bind(&old.nonce)
+        .bind(&old.ciphertext)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        old_nonces.push(old.nonce);
+    }
     drop(db);
 
     let (mut child, base) = spawn_binary(dir.path(), &["--sweep-secs", "1"]);
-    let request = fetch_request(&p.bob, &key_id);
-    fetch_expecting(&http, &base, &p.bob, &request, &key_id, &session_key).await;
+    for (key_id, session_key) in &keys {
+        let request = fetch_request(&p.bob, key_id);
+        fetch_expecting(&http, &base, &p.bob, &request, key_id, session_key).await;
+    }
     // The first sweep runs at start; give it a moment past its one-second tick.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let mut db = database(dir.path()).await;
-    let row = sqlx::query("SELECT sealing, nonce FROM session_keys WHERE key_id = $1")
+    for ((key_id, session_key), old_nonce) in keys.iter().zip(&old_nonces) {
+        let row = sqlx::query(
+            "SELECT sealing, nonce, wrapping_key_id FROM session_keys WHERE key_id = $1",
+        )
         .bind(key_id.as_str())
         .fetch_one(&mut db)
         .await
         .unwrap();
-    assert_eq!(
-        row.get::<i64, _>("sealing"),
-        2,
-        "re-sealed bound to its row"
-    );
-    assert_ne!(row.get::<Vec<u8>, _>("nonce"), old.nonce);
-    let request = fetch_request(&p.bob, &key_id);
-    fetch_expecting(&http, &base, &p.bob, &request, &key_id, &session_key).await;
+        assert_eq!(
+            row.get::<i64, _>("sealing"),
+            3,
+            "re-sealed bound to its row, under a wrapping key"
+        );
+        assert!(row.get::<Option<String>, _>("wrapping_key_id").is_some());
+        assert_ne!(&row.get::<Vec<u8>, _>("nonce"), old_nonce);
+        let request = fetch_request(&p.rita, key_id);
+        fetch_expecting(&http, &base, &p.rita, &request, key_id, session_key).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -45,6 +45,11 @@ pub enum StoreError {
     /// A post under a list and key id already stored with other bytes: the stored post stays.
     #[error("{list} already holds a different post under key id {key_id}")]
     KeyIdTaken { list: String, key_id: String },
+    /// A session key was to be sealed under a wrapping key that is no longer in the keyring
+    /// (deleted as unused meanwhile); nothing was written, and sealing it under a current
+    /// wrapping key succeeds.
+    #[error("wrapping key {0} is no longer in the keyring")]
+    WrappingKeyGone(String),
 }
 
 /// A roster op as stored: its position and exact signed bytes.
@@ -63,7 +68,9 @@ pub struct InsertedPost {
     pub duplicate: bool,
 }
 
-/// A session key row. `sealed_key` is the key encrypted under the master key `master_key_id`.
+/// A session key row. `sealed_key` is the key encrypted under the wrapping key
+/// `wrapping_key_id` or, when that is `None`, directly under a master key; `master_key_id`
+/// identifies the key that encrypted it (the digest id of the wrapping or master key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionKeyRow {
     pub key_id: String,
@@ -77,6 +84,25 @@ pub struct SessionKeyRow {
     pub master_key_id: String,
     pub nonce: Vec<u8>,
     pub sealed_key: Vec<u8>,
+    pub wrapping_key_id: Option<String>,
+}
+
+/// A wrapping key as the keyring keeps it: random key bytes sealed under the master key
+/// `master_key_id`. One serves the session keys of one list that expire on `day` (days since
+/// the epoch), or, when `expiring` is false, that were deposited on `day` without an expiry.
+/// A retired one (replaced after a revocation) serves no new key and is deleted once no row
+/// is sealed under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappingKeyRow {
+    pub id: String,
+    pub list: String,
+    pub day: i64,
+    pub expiring: bool,
+    pub retired: bool,
+    pub created_at: i64,
+    pub master_key_id: String,
+    pub nonce: Vec<u8>,
+    pub sealed: Vec<u8>,
 }
 
 /// The trace of a destroyed key.
@@ -211,10 +237,46 @@ pub struct Store {
     /// database locked sleeps in its busy handler, 1 to 100 ms a try, while the lock may
     /// already be free; queued here, the next writer starts the moment the last one ends.
     write_turn: Option<Arc<Mutex<()>>>,
+    /// On SQLite, where the keyring is a file of its own and no transaction spans both
+    /// files, sealing a row under a wrapping key and deleting unused wrapping keys take turns
+    /// here, so no row is ever sealed under a key deleted at the same moment. (PostgreSQL
+    /// locks the wrapping key's row instead.)
+    keyring_turn: Option<Arc<Mutex<()>>>,
     /// Where audit records go to be committed together (see [`Store::append_audit`]).
     audit_writer: mpsc::UnboundedSender<AuditWaiter>,
     backend: Backend,
 }
+
+/// The keyring's file beside the SQLite database `db`: `NAME.keyring` for `NAME`.
+fn keyring_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".keyring");
+    PathBuf::from(name)
+}
+
+/// The statements that attach the keyring file to a SQLite connection and make destruction
+/// in it real: deleted rows overwritten, every commit durable.
+fn attach_keyring(keyring: &str) -> String {
+    format!(
+        "ATTACH DATABASE '{}' AS keyring; PRAGMA keyring.journal_mode=WAL; PRAGMA keyring.synchronous=FULL; PRAGMA keyring.secure_delete=ON;",
+        keyring.replace('\'', "''")
+    )
+}
+
+/// The keyring's one table on SQLite (on PostgreSQL a table of the database, made by
+/// migration 0016).
+const SQLITE_KEYRING_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keyring.wrapping_keys (
+    id            TEXT   PRIMARY KEY,
+    list          TEXT   NOT NULL,
+    day           BIGINT NOT NULL,
+    expiring      BIGINT NOT NULL,
+    retired       BIGINT NOT NULL DEFAULT 0,
+    created_at    BIGINT NOT NULL,
+    master_key_id TEXT   NOT NULL,
+    nonce         BLOB   NOT NULL,
+    sealed        BLOB   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keyring.wrapping_keys_by_bucket ON wrapping_keys (list, day, expiring);";
 
 /// A pool of SQLite connections in WAL mode whose commits wait for the disk as
 /// `synchronous` says (`FULL`: every commit; `NORMAL`: only checkpoints).
@@ -222,15 +284,18 @@ async fn sqlite_pool(
     options: &AnyConnectOptions,
     max_connections: u32,
     synchronous: &'static str,
+    keyring: &str,
 ) -> Result<AnyPool, StoreError> {
+    let attach = Arc::new(attach_keyring(keyring));
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _| {
+            let attach = attach.clone();
             Box::pin(async move {
                 conn.execute(
                     format!(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON; {attach}"
                     )
                     .as_str(),
                 )
@@ -358,22 +423,30 @@ impl Store {
             .foreign_keys(true)
             // A destroyed key's bytes are overwritten, not left in a free page.
             .pragma("secure_delete", "ON");
-        // An in-memory database has no files to keep private.
-        if !(url.contains(":memory:") || url.contains("mode=memory")) {
+        // An in-memory database has no files to keep private (and its keyring is in memory).
+        let keyring = if url.contains(":memory:") || url.contains("mode=memory") {
+            ":memory:".to_owned()
+        } else {
+            let keyring = keyring_path(options.get_filename());
             private_database_files(options.get_filename())?;
-        }
-        // Migrate over a native connection (creates the file and the schema), then serve
+            private_database_files(&keyring)?;
+            keyring.display().to_string()
+        };
+        // Migrate over a native connection (creates the files and the schema), then serve
         // queries through the `Any` pool so PostgreSQL can share them.
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+        conn.execute(attach_keyring(&keyring).as_str()).await?;
+        conn.execute(SQLITE_KEYRING_SCHEMA).await?;
         drop(conn);
         let any_options = AnyConnectOptions::from_str(url)?;
-        let pool = sqlite_pool(&any_options, 8, "FULL").await?;
-        let bookkeeping = sqlite_pool(&any_options, 4, "NORMAL").await?;
+        let pool = sqlite_pool(&any_options, 8, "FULL", &keyring).await?;
+        let bookkeeping = sqlite_pool(&any_options, 4, "NORMAL", &keyring).await?;
         let write_turn = Some(Arc::new(Mutex::new(())));
         Ok(Store {
             audit_writer: spawn_audit_writer(pool.clone(), write_turn.clone()),
             write_turn,
+            keyring_turn: Some(Arc::new(Mutex::new(()))),
             pool,
             bookkeeping,
             backend: Backend::Sqlite,
@@ -407,6 +480,7 @@ impl Store {
         Ok(Store {
             audit_writer: spawn_audit_writer(pool.clone(), None),
             write_turn: None,
+            keyring_turn: None,
             pool,
             bookkeeping,
             backend: Backend::Postgres,
@@ -482,32 +556,72 @@ impl Store {
 
     /// Stores a session key row unless one with the same key id exists (or was destroyed).
     /// One statement, so SQLite takes the write lock up front instead of upgrading a read
-    /// snapshot (which fails under concurrent writers).
+    /// snapshot (which fails under concurrent writers). A row sealed under a wrapping key is
+    /// stored only while that key is in the keyring ([`StoreError::WrappingKeyGone`] if it
+    /// was deleted as unused meanwhile).
     pub async fn insert_session_key(&self, row: &SessionKeyRow) -> Result<Inserted, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key, sealing) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-             WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&row.key_id)
-        .bind(&row.list)
-        .bind(&row.sender)
-        .bind(row.roster_seq)
-        .bind(row.created_at)
-        .bind(row.expires_at)
-        .bind(&row.master_key_id)
-        .bind(&row.nonce)
-        .bind(&row.sealed_key)
-        .bind(row.sealing)
-        .execute(&self.pool)
-        .await?;
+        let _turn = self.keyring_turn().await;
+        let wrapped = match &row.wrapping_key_id {
+            Some(_) => self.wrapping_key_exists_clause(11),
+            None => "",
+        };
+        let insert = format!(
+            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key, sealing, wrapping_key_id) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1){wrapped} \
+             ON CONFLICT DO NOTHING"
+        );
+        let done = sqlx::query(&insert)
+            .bind(&row.key_id)
+            .bind(&row.list)
+            .bind(&row.sender)
+            .bind(row.roster_seq)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .bind(&row.master_key_id)
+            .bind(&row.nonce)
+            .bind(&row.sealed_key)
+            .bind(row.sealing)
+            .bind(&row.wrapping_key_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0
+            && let Some(wrapping_key_id) = &row.wrapping_key_id
+            && self.session_key(&row.key_id).await?.is_none()
+            && self.destroyed_key(&row.key_id).await?.is_none()
+        {
+            return Err(StoreError::WrappingKeyGone(wrapping_key_id.clone()));
+        }
         Ok(inserted(done.rows_affected()))
+    }
+
+    /// ` AND` the wrapping key `$N` is in the keyring; on PostgreSQL its row is share-locked
+    /// until the statement's transaction ends, so it cannot be deleted in between.
+    fn wrapping_key_exists_clause(&self, parameter: usize) -> &'static str {
+        match (self.backend, parameter) {
+            (Backend::Sqlite, 11) => " AND EXISTS (SELECT 1 FROM wrapping_keys WHERE id = $11)",
+            (Backend::Postgres, 11) => {
+                " AND EXISTS (SELECT 1 FROM wrapping_keys WHERE id = $11 FOR SHARE)"
+            }
+            (Backend::Sqlite, _) => " AND EXISTS (SELECT 1 FROM wrapping_keys WHERE id = $7)",
+            (Backend::Postgres, _) => {
+                " AND EXISTS (SELECT 1 FROM wrapping_keys WHERE id = $7 FOR SHARE)"
+            }
+        }
+    }
+
+    /// This process's turn to seal under or delete wrapping keys, on SQLite (see the
+    /// `keyring_turn` field).
+    async fn keyring_turn(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.keyring_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        }
     }
 
     pub async fn session_key(&self, key_id: &str) -> Result<Option<SessionKeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key \
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id \
              FROM session_keys WHERE key_id = $1",
         )
         .bind(key_id)
@@ -548,33 +662,44 @@ impl Store {
         Ok(true)
     }
 
-    /// On SQLite, copies the write-ahead log into the database and truncates it, so that the
-    /// page images of rows deleted since (written to the log before `secure_delete` zeroed
-    /// them) leave the files. Returns false when readers kept it from finishing; the next
-    /// call finishes it. PostgreSQL keeps dead rows until it vacuums: nothing to do here.
-    pub async fn truncate_wal(&self) -> Result<bool, StoreError> {
+    /// Takes what deleted rows left behind out of the files. On SQLite, copies the
+    /// write-ahead logs of the database and of its keyring into them and truncates the logs,
+    /// so that the page images of rows deleted since (written to a log before
+    /// `secure_delete` zeroed them) leave the files; returns false when readers kept it from
+    /// finishing, and the next call finishes it. On PostgreSQL, rewrites the (tiny)
+    /// `wrapping_keys` table so deleted wrapping keys leave its files (the other tables'
+    /// dead rows wait for autovacuum: what they hold is sealed under wrapping keys).
+    pub async fn erase_deleted_rows(&self) -> Result<bool, StoreError> {
         if self.backend != Backend::Sqlite {
+            sqlx::query("VACUUM FULL wrapping_keys")
+                .execute(&self.pool)
+                .await?;
             return Ok(true);
         }
-        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>(0)? == 0)
+        let mut finished = true;
+        for checkpoint in [
+            "PRAGMA main.wal_checkpoint(TRUNCATE)",
+            "PRAGMA keyring.wal_checkpoint(TRUNCATE)",
+        ] {
+            let row = sqlx::query(checkpoint).fetch_one(&self.pool).await?;
+            finished &= row.try_get::<i64, _>(0)? == 0;
+        }
+        Ok(finished)
     }
 
-    /// Session keys sealed under another master key than `current_master`, or in another way
-    /// than `current_sealing`: what a rotation or an upgrade has left to re-seal.
+    /// Session keys sealed in another way than `current_sealing`, or under a wrapping key
+    /// retired since: what an upgrade or a revocation has left to re-seal. (Rows under a
+    /// wrapping key no longer in the keyring cannot be re-sealed and are not listed.)
     pub async fn session_keys_to_reseal(
         &self,
-        current_master: &str,
         current_sealing: i64,
         limit: i64,
     ) -> Result<Vec<SessionKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key \
-             FROM session_keys WHERE master_key_id <> $1 OR sealing <> $2 LIMIT $3",
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id \
+             FROM session_keys WHERE sealing <> $1 \
+             OR wrapping_key_id IN (SELECT id FROM wrapping_keys WHERE retired = 1) LIMIT $2",
         )
-        .bind(current_master)
         .bind(current_sealing)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -582,27 +707,202 @@ impl Store {
         Ok(rows.iter().map(session_key_row).collect())
     }
 
-    /// Replaces a session key's sealing (master key id, sealing, nonce and ciphertext) with
-    /// `row`'s, unless another instance re-sealed or destroyed it meanwhile (its nonce must
-    /// still be `was_nonce`).
-    pub async fn reseal_session_key(
+    /// Session keys sealed under the wrapping key `wrapping_key_id`.
+    pub async fn session_keys_wrapped_by(
         &self,
-        row: &SessionKeyRow,
-        was_nonce: &[u8],
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE session_keys SET master_key_id = $3, sealing = $4, nonce = $5, sealed_key = $6 \
-             WHERE key_id = $1 AND nonce = $2",
+        wrapping_key_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SessionKeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id \
+             FROM session_keys WHERE wrapping_key_id = $1 LIMIT $2",
         )
-        .bind(&row.key_id)
-        .bind(was_nonce)
-        .bind(&row.master_key_id)
-        .bind(row.sealing)
-        .bind(&row.nonce)
-        .bind(&row.sealed_key)
-        .execute(&self.pool)
+        .bind(wrapping_key_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(rows.iter().map(session_key_row).collect())
+    }
+
+    /// Replaces session keys' sealings (master key id, sealing, nonce, ciphertext and
+    /// wrapping key) with those of the rows given, in one transaction, each unless another
+    /// instance re-sealed or destroyed it meanwhile (its nonce must still be the one given
+    /// beside it) or its new wrapping key was deleted as unused meanwhile; returns how many
+    /// were replaced.
+    pub async fn reseal_session_keys(
+        &self,
+        resealed: &[(SessionKeyRow, Vec<u8>)],
+    ) -> Result<u64, StoreError> {
+        let _turn = self.keyring_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let mut replaced = 0;
+        for (row, was_nonce) in resealed {
+            let wrapped = match &row.wrapping_key_id {
+                Some(_) => self.wrapping_key_exists_clause(7),
+                None => "",
+            };
+            let update = format!(
+                "UPDATE session_keys SET master_key_id = $3, sealing = $4, nonce = $5, sealed_key = $6, wrapping_key_id = $7 \
+                 WHERE key_id = $1 AND nonce = $2{wrapped}"
+            );
+            replaced += sqlx::query(&update)
+                .bind(&row.key_id)
+                .bind(was_nonce)
+                .bind(&row.master_key_id)
+                .bind(row.sealing)
+                .bind(&row.nonce)
+                .bind(&row.sealed_key)
+                .bind(&row.wrapping_key_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(replaced)
+    }
+
+    /// The newest wrapping key, not retired, of `list`, `day` and `expiring`.
+    pub async fn current_wrapping_key(
+        &self,
+        list: &str,
+        day: i64,
+        expiring: bool,
+    ) -> Result<Option<WrappingKeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, list, day, expiring, retired, created_at, master_key_id, nonce, sealed FROM wrapping_keys \
+             WHERE list = $1 AND day = $2 AND expiring = $3 AND retired = 0 \
+             ORDER BY created_at DESC, id LIMIT 1",
+        )
+        .bind(list)
+        .bind(day)
+        .bind(i64::from(expiring))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(wrapping_key_row))
+    }
+
+    pub async fn wrapping_key(&self, id: &str) -> Result<Option<WrappingKeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, list, day, expiring, retired, created_at, master_key_id, nonce, sealed FROM wrapping_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(wrapping_key_row))
+    }
+
+    /// Adds a wrapping key to the keyring; if `retiring` names one, marks it retired in the
+    /// same transaction, so new keys of its list and day go under the new one.
+    pub async fn add_wrapping_key(
+        &self,
+        key: &WrappingKeyRow,
+        retiring: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(retiring) = retiring {
+            sqlx::query("UPDATE wrapping_keys SET retired = 1 WHERE id = $1")
+                .bind(retiring)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO wrapping_keys (id, list, day, expiring, retired, created_at, master_key_id, nonce, sealed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&key.id)
+        .bind(&key.list)
+        .bind(key.day)
+        .bind(i64::from(key.expiring))
+        .bind(i64::from(key.retired))
+        .bind(key.created_at)
+        .bind(&key.master_key_id)
+        .bind(&key.nonce)
+        .bind(&key.sealed)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Wrapping keys sealed under another master key than `current_master`.
+    pub async fn wrapping_keys_to_reseal(
+        &self,
+        current_master: &str,
+        limit: i64,
+    ) -> Result<Vec<WrappingKeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, list, day, expiring, retired, created_at, master_key_id, nonce, sealed FROM wrapping_keys \
+             WHERE master_key_id <> $1 LIMIT $2",
+        )
+        .bind(current_master)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(wrapping_key_row).collect())
+    }
+
+    /// Replaces a wrapping key's sealing if it is still under the master key `was`.
+    pub async fn reseal_wrapping_key(
+        &self,
+        id: &str,
+        was: &str,
+        sealed: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        self.reseal(
+            "UPDATE wrapping_keys SET master_key_id = $3, nonce = $4, sealed = $5 \
+             WHERE id = $1 AND master_key_id = $2",
+            id,
+            was,
+            sealed,
+        )
+        .await
+    }
+
+    /// Deletes the wrapping keys no session key row is sealed under (`only` one of them if
+    /// given); returns how many. Deleting one destroys, in every copy of the session key
+    /// table, the rows sealed under it.
+    pub async fn delete_unused_wrapping_keys(&self, only: Option<&str>) -> Result<u64, StoreError> {
+        const DELETE_UNUSED: &str = "DELETE FROM wrapping_keys \
+             WHERE ($1 = '' OR id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM session_keys s WHERE s.wrapping_key_id = wrapping_keys.id)";
+        let only = only.unwrap_or("");
+        if self.backend == Backend::Sqlite {
+            // One statement, which takes the keyring's write lock up front; the turn keeps
+            // rows from being sealed under a key between its look at session_keys and the
+            // delete.
+            let _turn = self.keyring_turn().await;
+            let done = sqlx::query(DELETE_UNUSED)
+                .bind(only)
+                .execute(&self.pool)
+                .await?;
+            return Ok(done.rows_affected());
+        }
+        // On PostgreSQL the candidates are locked first, which waits for statements sealing a
+        // row under one of them (they share-lock it); each delete, a statement of its own,
+        // then looks at session_keys afresh and sees their rows. Only locked candidates are
+        // deleted: a key locked by the delete itself would be rechecked against the old look.
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<String> = sqlx::query(
+            "SELECT id FROM wrapping_keys w WHERE ($1 = '' OR w.id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM session_keys s WHERE s.wrapping_key_id = w.id) \
+             FOR UPDATE",
+        )
+        .bind(only)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.get("id"))
+        .collect();
+        let mut deleted = 0;
+        for id in candidates {
+            deleted += sqlx::query(DELETE_UNUSED)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Replaces a server secret's sealing if it is still under `was`.
@@ -1245,6 +1545,21 @@ fn session_key_row(r: &sqlx::any::AnyRow) -> SessionKeyRow {
         master_key_id: r.get("master_key_id"),
         nonce: r.get("nonce"),
         sealed_key: r.get("sealed_key"),
+        wrapping_key_id: r.get("wrapping_key_id"),
+    }
+}
+
+fn wrapping_key_row(r: &sqlx::any::AnyRow) -> WrappingKeyRow {
+    WrappingKeyRow {
+        id: r.get("id"),
+        list: r.get("list"),
+        day: r.get("day"),
+        expiring: r.get::<i64, _>("expiring") != 0,
+        retired: r.get::<i64, _>("retired") != 0,
+        created_at: r.get("created_at"),
+        master_key_id: r.get("master_key_id"),
+        nonce: r.get("nonce"),
+        sealed: r.get("sealed"),
     }
 }
 

@@ -123,9 +123,9 @@ impl Store {
         let done = sqlx::query(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
              INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, \
-             master_key_id, nonce, sealed_key) \
+             master_key_id, nonce, sealed_key, sealing, wrapping_key_id) \
              SELECT 'bulk-' || n.i, k.list, k.sender, k.roster_seq, k.created_at, k.expires_at, \
-             k.master_key_id, k.nonce, k.sealed_key \
+             k.master_key_id, k.nonce, k.sealed_key, k.sealing, k.wrapping_key_id \
              FROM n, (SELECT * FROM session_keys LIMIT 1) AS k",
         )
         .bind(copies)

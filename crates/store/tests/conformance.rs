@@ -13,7 +13,7 @@ use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
-    StoreError, StoredOp,
+    StoreError, StoredOp, WrappingKeyRow,
 };
 use rand::rngs::OsRng;
 
@@ -65,6 +65,7 @@ conformance!(
     a_cold_roster_cache_replays_the_log_once_for_requests_arriving_together,
     session_keys_are_copied_in_bulk_under_new_key_ids,
     refusals_reach_owners_in_one_digest_per_interval,
+    wrapping_keys_serve_their_list_and_day_and_go_once_unused,
 );
 
 fn key_row(key_id: &str) -> SessionKeyRow {
@@ -79,7 +80,188 @@ fn key_row(key_id: &str) -> SessionKeyRow {
         master_key_id: "mk1".into(),
         nonce: vec![1; 12],
         sealed_key: vec![2; 48],
+        wrapping_key_id: None,
     }
+}
+
+fn wrapping_key(id: &str, day: i64, expiring: bool) -> WrappingKeyRow {
+    WrappingKeyRow {
+        id: id.into(),
+        list: "team@lists.example.org".into(),
+        day,
+        expiring,
+        retired: false,
+        created_at: 100,
+        master_key_id: "mk1".into(),
+        nonce: vec![3; 12],
+        sealed: vec![4; 48],
+    }
+}
+
+/// A row sealed under the wrapping key `wrapping_key_id`.
+fn wrapped_row(key_id: &str, wrapping_key_id: &str) -> SessionKeyRow {
+    SessionKeyRow {
+        sealing: 3,
+        master_key_id: format!("{wrapping_key_id}-id"),
+        wrapping_key_id: Some(wrapping_key_id.into()),
+        ..key_row(key_id)
+    }
+}
+
+async fn wrapping_keys_serve_their_list_and_day_and_go_once_unused(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let w1 = wrapping_key("w1", 5, true);
+    store.add_wrapping_key(&w1, None).await.unwrap();
+    store
+        .add_wrapping_key(&wrapping_key("other-day", 6, true), None)
+        .await
+        .unwrap();
+    let current = |day, expiring| {
+        let store = store.clone();
+        async move {
+            store
+                .current_wrapping_key("team@lists.example.org", day, expiring)
+                .await
+                .unwrap()
+                .map(|key| key.id)
+        }
+    };
+    assert_eq!(current(5, true).await.as_deref(), Some("w1"));
+    assert_eq!(current(5, false).await, None);
+    assert_eq!(store.wrapping_key("w1").await.unwrap(), Some(w1.clone()));
+
+    // A row goes in only under a wrapping key the keyring holds.
+    assert_eq!(
+        store
+            .insert_session_key(&wrapped_row("k1", "w1"))
+            .await
+            .unwrap(),
+        Inserted::New
+    );
+    assert!(matches!(
+        store.insert_session_key(&wrapped_row("k2", "missing")).await,
+        Err(StoreError::WrappingKeyGone(id)) if id == "missing"
+    ));
+    assert_eq!(store.session_key("k2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .insert_session_key(&wrapped_row("k1", "w1"))
+            .await
+            .unwrap(),
+        Inserted::AlreadyPresent
+    );
+    assert_eq!(
+        store.session_key("k1").await.unwrap(),
+        Some(wrapped_row("k1", "w1"))
+    );
+
+    // Only the unused key of another day goes.
+    assert_eq!(store.delete_unused_wrapping_keys(None).await.unwrap(), 1);
+    assert_eq!(store.wrapping_key("other-day").await.unwrap(), None);
+
+    // A revocation's new key retires the old: new rows go under the new one, and the rows
+    // under the old one are listed to re-seal.
+    store
+        .add_wrapping_key(&wrapping_key("w2", 5, true), Some("w1"))
+        .await
+        .unwrap();
+    assert_eq!(current(5, true).await.as_deref(), Some("w2"));
+    assert!(store.wrapping_key("w1").await.unwrap().unwrap().retired);
+    let to_reseal = store.session_keys_to_reseal(3, 10).await.unwrap();
+    assert_eq!(to_reseal, vec![wrapped_row("k1", "w1")]);
+    assert_eq!(
+        store.delete_unused_wrapping_keys(Some("w1")).await.unwrap(),
+        0
+    );
+
+    // Re-sealing under a key the keyring no longer holds changes nothing.
+    let mut moved = wrapped_row("k1", "missing");
+    moved.nonce = vec![9; 12];
+    assert_eq!(
+        store
+            .reseal_session_keys(&[(moved.clone(), vec![1; 12])])
+            .await
+            .unwrap(),
+        0
+    );
+    moved.wrapping_key_id = Some("w2".into());
+    // Nor one whose nonce changed since it was read.
+    assert_eq!(
+        store
+            .reseal_session_keys(&[(moved.clone(), vec![7; 12]), (moved.clone(), vec![1; 12])])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .session_keys_wrapped_by("w1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.session_keys_wrapped_by("w2", 10).await.unwrap(),
+        vec![moved]
+    );
+    assert!(
+        store
+            .session_keys_to_reseal(3, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.delete_unused_wrapping_keys(Some("w2")).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.delete_unused_wrapping_keys(Some("w1")).await.unwrap(),
+        1
+    );
+    assert_eq!(store.wrapping_key("w1").await.unwrap(), None);
+
+    // Rotating the master key re-seals wrapping keys.
+    let w2 = store.wrapping_key("w2").await.unwrap().unwrap();
+    assert_eq!(
+        store.wrapping_keys_to_reseal("mk2", 10).await.unwrap(),
+        vec![w2]
+    );
+    let resealed = SealedSecret {
+        master_key_id: "mk2".into(),
+        nonce: vec![5; 12],
+        sealed: vec![6; 48],
+    };
+    assert!(
+        !store
+            .reseal_wrapping_key("w2", "mk0", &resealed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .reseal_wrapping_key("w2", "mk1", &resealed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .wrapping_keys_to_reseal("mk2", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Once its last row is destroyed, the key goes, and its bytes are erased.
+    assert!(
+        store
+            .destroy_session_key("k1", "revoked", 150)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.delete_unused_wrapping_keys(None).await.unwrap(), 1);
+    assert_eq!(store.wrapping_key("w2").await.unwrap(), None);
+    assert!(store.erase_deleted_rows().await.unwrap());
 }
 
 async fn roster_ops_append_once_per_seq_and_read_back_in_order(db: &ScratchDb) {
