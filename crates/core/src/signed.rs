@@ -16,6 +16,8 @@ use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
 pub enum Domain {
     RosterOp,
     Request,
+    /// The key server's signature over an audit chain's head.
+    AuditHead,
 }
 
 impl Domain {
@@ -23,6 +25,7 @@ impl Domain {
         match self {
             Domain::RosterOp => b"hushlist roster-op v1\n",
             Domain::Request => b"hushlist request v1\n",
+            Domain::AuditHead => b"hushlist audit-head v1\n",
         }
     }
 }
