@@ -4,8 +4,8 @@
 //! holds its key and can re-sign a rewritten chain, so the signature alone does not stop a
 //! rewrite; the remembered head does, for every home that read the log before.
 //!
-//! Seen heads are kept one file per key id under `audit/` in the home (0600), with the
-//! signed head itself, which is the server's own evidence against a later rewrite.
+//! Seen heads are kept one file per list and key id under `audit/LIST/` in the home (0600),
+//! with the signed head itself, which is the server's own evidence against a later rewrite.
 
 use std::fs;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use hushlist_core::api::AuditLog;
 use hushlist_core::audit::{AuditChainError, AuditHash, AuditHead, verify_log};
 use hushlist_core::signed::Signed;
-use hushlist_core::{KeyId, SecretIdentity};
+use hushlist_core::{Address, KeyId, SecretIdentity};
 use serde::{Deserialize, Serialize};
 
 use crate::lists::ListConfig;
@@ -56,13 +56,23 @@ pub enum AuditError {
 }
 
 impl Home {
-    fn seen_audit_path(&self, key_id: &KeyId) -> PathBuf {
-        self.dir().join("audit").join(format!("{key_id}.json"))
+    /// Per list as well as per key id: senders choose key ids, so one list's sender could
+    /// reuse another list's key id.
+    fn seen_audit_dir(&self, list: &Address) -> PathBuf {
+        self.dir().join("audit").join(list.to_string())
     }
 
-    /// The highest head of `key_id`'s audit chain this home has seen, if any.
-    pub fn seen_audit_head(&self, key_id: &KeyId) -> Result<Option<SeenAuditHead>, HomeError> {
-        let path = self.seen_audit_path(key_id);
+    fn seen_audit_path(&self, list: &Address, key_id: &KeyId) -> PathBuf {
+        self.seen_audit_dir(list).join(format!("{key_id}.json"))
+    }
+
+    /// The highest head of `key_id`'s audit chain on `list` this home has seen, if any.
+    pub fn seen_audit_head(
+        &self,
+        list: &Address,
+        key_id: &KeyId,
+    ) -> Result<Option<SeenAuditHead>, HomeError> {
+        let path = self.seen_audit_path(list, key_id);
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -104,8 +114,8 @@ impl Home {
             broken,
         })?;
         let _lock = self.lock_list(&config.list)?;
-        let path = self.seen_audit_path(key_id);
-        let seen = self.seen_audit_head(key_id)?;
+        let path = self.seen_audit_path(&config.list, key_id);
+        let seen = self.seen_audit_head(&config.list, key_id)?;
         if let Some(seen) = &seen {
             let rewritten = |now: String| AuditError::Rewritten {
                 key_id: key_id.clone(),
@@ -136,7 +146,7 @@ impl Home {
                 signed: log.head.clone(),
             };
             let text = serde_json::to_vec_pretty(&seen).expect("a seen head serializes");
-            crate::write_private_file(&self.dir().join("audit"), &path, &text)?;
+            crate::write_private_file(&self.seen_audit_dir(&config.list), &path, &text)?;
         }
         Ok(log)
     }

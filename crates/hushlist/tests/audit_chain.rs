@@ -184,6 +184,7 @@ async fn a_record_changed_or_deleted_in_the_key_servers_database_breaks_the_chai
         .olivia
         .home
         .join("audit")
+        .join(LIST)
         .join(format!("{}.json", audited.key_id));
     let mode = std::fs::metadata(&seen).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the seen head is kept private");
@@ -244,6 +245,7 @@ async fn a_history_rewritten_whole_is_refused_by_a_home_that_saw_an_earlier_head
         .olivia
         .home
         .join("audit")
+        .join(LIST)
         .join(format!("{}.json", audited.key_id));
     let seen = std::fs::read(&seen_path).unwrap();
 

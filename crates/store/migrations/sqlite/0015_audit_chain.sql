@@ -7,3 +7,5 @@ ALTER TABLE audit ADD COLUMN seq BIGINT;
 ALTER TABLE audit ADD COLUMN hash BLOB;
 DROP INDEX audit_by_key;
 CREATE UNIQUE INDEX audit_chain ON audit (key_id, seq);
+-- What the store looks for at every start; empty once the old rows are chained.
+CREATE INDEX audit_unchained ON audit (key_id) WHERE seq IS NULL;
