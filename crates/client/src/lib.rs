@@ -2,6 +2,7 @@
 //! talking to the servers, sending and opening posts. The `hushlist` command is a thin layer
 //! over this crate.
 
+pub mod audits;
 pub mod joins;
 pub mod lists;
 pub mod pins;
@@ -44,6 +45,10 @@ pub enum HomeError {
     UnknownList(Address),
     #[error("{path} is not a valid list file: {detail}")]
     BadListFile { path: PathBuf, detail: String },
+    #[error(
+        "{path} is not a valid record of an audit head this home saw: {detail}; move it aside (it may be evidence) to start again from what the key server shows now"
+    )]
+    BadAuditFile { path: PathBuf, detail: String },
     #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
@@ -164,6 +169,32 @@ impl Home {
             .and_then(|()| file.sync_all())
             .map_err(io(&path))
     }
+}
+
+/// Writes `path` (a file in `dir`) whole: a temporary file (0600, synced) renamed over the old
+/// one, so a crash leaves either version, never half of one.
+pub(crate) fn write_private_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| HomeError::Io { path, source }
+    };
+    private_dir(dir).map_err(io(dir))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let partial = dir.join(format!(".{name}.part"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io(&partial))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(&partial))?;
+    fs::rename(&partial, path).map_err(io(path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 /// Creates `dir` (and any missing parent) with mode 0700, or tightens an existing one that

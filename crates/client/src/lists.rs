@@ -3,7 +3,6 @@
 //! in the home directory, written whole (a temporary file renamed over it), mode 0600.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
@@ -92,29 +91,8 @@ impl Home {
     /// Writes the list's file whole: a temporary file (0600, synced) renamed over the old
     /// one, so a crash leaves either version, never half of one.
     pub fn save_list(&self, config: &ListConfig) -> Result<(), HomeError> {
-        let dir = self.lists_dir();
-        let io = |path: &PathBuf| {
-            let path = path.clone();
-            move |source| HomeError::Io { path, source }
-        };
-        crate::private_dir(&dir).map_err(io(&dir))?;
-        let path = self.list_path(&config.list);
-        let partial = dir.join(format!(".{}.json.part", config.list));
         let text = serde_json::to_vec_pretty(config).expect("a list config serializes");
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(io(&partial))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(io(&partial))?;
-        fs::rename(&partial, &path).map_err(io(&path))?;
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))
+        crate::write_private_file(&self.lists_dir(), &self.list_path(&config.list), &text)
     }
 
     /// Holds an exclusive lock on the list's file until the returned handle drops, so two

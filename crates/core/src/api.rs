@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
+use crate::audit::AuditHash;
 use crate::identity::{Cert, Fingerprint, IdentityError};
 use crate::request::{RequestError, SignedRequest, VerifiedRequest};
 use crate::session::KeyId;
@@ -116,19 +117,29 @@ pub struct Grants {
     pub refused: Vec<GrantRefusal>,
 }
 
+/// One record of a key's audit trail, a link of its hash chain (see [`crate::audit`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Its place in the key id's chain, from 1.
+    pub seq: u64,
+    /// The list the request named.
+    pub list: String,
     pub at: u64,
     pub actor: String,
     pub action: String,
     pub outcome: String,
     pub detail: Option<String>,
+    /// The chain's hash up to and including this record.
+    pub hash: AuditHash,
 }
 
+/// A key's whole audit trail, and the key server's signature over its head (an
+/// [`AuditHead`](crate::audit::AuditHead) body under its own domain).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditLog {
     pub key_id: KeyId,
     pub entries: Vec<AuditRecord>,
+    pub head: Signed,
 }
 
 /// What a member asks the list server's archive for (the body of a signed request): posts

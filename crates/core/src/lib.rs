@@ -5,6 +5,7 @@
 
 pub mod address;
 pub mod api;
+pub mod audit;
 pub mod bounce;
 pub mod identity;
 pub mod listmail;

@@ -16,7 +16,10 @@ use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
 pub enum Domain {
     RosterOp,
     Request,
+    /// A poster's proof of origin on a post.
     PostProof,
+    /// The key server's signature over an audit chain's head.
+    AuditHead,
 }
 
 impl Domain {
@@ -25,6 +28,7 @@ impl Domain {
             Domain::RosterOp => b"hushlist roster-op v1\n",
             Domain::Request => b"hushlist request v1\n",
             Domain::PostProof => b"hushlist post-proof v1\n",
+            Domain::AuditHead => b"hushlist audit-head v1\n",
         }
     }
 }

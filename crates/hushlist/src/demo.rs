@@ -335,20 +335,20 @@ async fn heads(owner: &Person, config: &ListConfig) -> anyhow::Result<(u64, u64)
 }
 
 /// The key server's own record of a post's key (read with the owner's, the first person's,
-/// signed request): who deposited, fetched or was refused it.
+/// signed request, and verified by her client): who deposited, fetched or was refused it.
 async fn print_key_server_view(
     out: &mut impl Write,
     people: &[Person],
     config: &ListConfig,
     key_id: &hushlist_core::KeyId,
 ) -> anyhow::Result<()> {
-    let log = config
-        .key_server()?
-        .audit(&people[0].identity, &config.list, key_id)
+    let log = people[0]
+        .home
+        .audit(&people[0].identity, config, key_id)
         .await?;
     writeln!(
         out,
-        "   The key server holds the key (encrypted at rest) and never the message; its log:"
+        "   The key server holds the key (encrypted at rest) and never the message; its log (a hash chain whose head it signs):"
     )?;
     for entry in log.entries {
         writeln!(

@@ -142,7 +142,9 @@ enum Command {
         #[arg(long)]
         list: Option<String>,
     },
-    /// Show who deposited, fetched, was refused or destroyed a post's key (sender or owner).
+    /// Show who deposited, fetched, was refused or destroyed a post's key (sender or owner),
+    /// verified as a hash chain under the key server's signed head; refused if it rewrites
+    /// history this home saw before.
     Audit {
         key_id: String,
         #[arg(long)]
@@ -542,12 +544,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let me = home.load_identity(&passphrase())?;
             let config = one_list(&home, list.as_deref())?;
             let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let log = config
-                .key_server()?
-                .audit(&me, &config.list, &key_id)
-                .await?;
+            let log = home.audit(&me, &config, &key_id).await?;
             let mut out = std::io::stdout().lock();
-            for entry in log.entries {
+            for entry in &log.entries {
                 writeln!(
                     out,
                     "{} {} {} {}{}",
@@ -555,9 +554,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     entry.actor,
                     entry.action,
                     entry.outcome,
-                    entry.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                    entry
+                        .detail
+                        .as_ref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
                 )?;
             }
+            eprintln!(
+                "audit log verified: {} records chained up to a head signed by the pinned key server, extending any this home saw before",
+                log.entries.len()
+            );
             Ok(())
         }
         Command::Open { splice } => {

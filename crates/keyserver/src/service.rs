@@ -11,6 +11,7 @@ use hushlist_core::api::{
     AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
     KeyRelease, ServerKey, purpose,
 };
+use hushlist_core::audit::{AuditHash, AuditHead, sign_head, verify_links};
 use hushlist_core::request::{SignedRequest, VerifiedRequest};
 use hushlist_core::roster::{Role, Roster};
 use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
@@ -802,22 +803,40 @@ impl KeyServer {
                 "only the post's sender or a list owner may read its audit log",
             ));
         }
-        let entries = self
+        let entries: Vec<AuditRecord> = self
             .store
             .audit_log(key_id.as_str())
             .await?
             .into_iter()
-            .map(|e| AuditRecord {
-                at: u64::try_from(e.at).unwrap_or_default(),
-                actor: e.actor,
-                action: e.action,
-                outcome: e.outcome,
-                detail: e.detail,
+            .map(|chained| AuditRecord {
+                seq: u64::try_from(chained.seq).unwrap_or_default(),
+                list: chained.entry.list,
+                at: u64::try_from(chained.entry.at).unwrap_or_default(),
+                actor: chained.entry.actor,
+                action: chained.entry.action,
+                outcome: chained.entry.outcome,
+                detail: chained.entry.detail,
+                hash: chained.hash,
             })
             .collect();
+        // The head is signed as it stands; a chain broken in the database is still shown (the
+        // reader's client names the break) and logged here for the operator.
+        if let Err(broken) = verify_links(key_id, &entries) {
+            tracing::error!(key_id = %key_id, %broken, "audit chain broken in the database");
+        }
+        let last = entries.last();
+        let head = AuditHead {
+            list: list.clone(),
+            key_id: key_id.clone(),
+            seq: last.map_or(0, |record| record.seq),
+            hash: last.map_or(AuditHash::START, |record| record.hash),
+        };
+        let head = sign_head(OsRng, &self.identity, &head)
+            .map_err(|e| ApiError::internal(format!("signing the audit head: {e}")))?;
         Ok(AuditLog {
             key_id: key_id.clone(),
             entries,
+            head,
         })
     }
 

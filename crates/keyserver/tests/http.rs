@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use hushlist_core::api::{AuditLog, GrantRequest, Grants, KeyRelease, RosterOps, purpose};
+use hushlist_core::audit::verify_log;
 use hushlist_core::roster::{Change, KeyFollows, Policy, Role};
 use hushlist_core::{Address, KeyId, Pkesk, SessionKey};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
@@ -565,6 +566,10 @@ async fn revocation_destroys_the_key_and_the_audit_log_tells_the_story() {
             ("revoked", "destroyed")
         ]
     );
+    // The records form a chain under a head the server signs with its own key.
+    let head = verify_log(&list(), &log, &server.server_cert().await).unwrap();
+    assert_eq!((head.seq, head.hash), (4, log.entries[3].hash));
+    assert!(verify_log(&list(), &log, p.olivia.cert()).is_err());
 }
 
 #[tokio::test]

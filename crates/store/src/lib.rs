@@ -1,7 +1,8 @@
 //! Storage for the hushlist servers. One interface ([`Store`]) over SQLx's `Any` driver, so the
 //! same queries run on SQLite (the embedded default) and PostgreSQL (for several instances of
 //! a server sharing one database). This is the only crate that knows SQL; it stores opaque
-//! bytes and knows nothing of cryptography.
+//! bytes, and its one piece of cryptography is chaining audit records with
+//! `hushlist_core::audit`'s hash as it appends them.
 //!
 //! Every write returns only after the database committed it (SQLite: WAL with
 //! `synchronous=FULL`; PostgreSQL: its default synchronous commit), so a server may
@@ -11,6 +12,7 @@ pub mod membership;
 pub mod rosters;
 pub mod scratch;
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -18,8 +20,9 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions as _, Executor as _, Row as _};
+use hushlist_core::audit::{AuditFields, AuditHash};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Executor as _, Row as _};
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,30 @@ pub struct AuditEntry {
     pub action: String,
     pub outcome: String,
     pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    /// What the record's link in its key id's chain covers.
+    pub fn fields(&self) -> AuditFields<'_> {
+        AuditFields {
+            key_id: &self.key_id,
+            list: &self.list,
+            at: u64::try_from(self.at).unwrap_or_default(),
+            actor: &self.actor,
+            action: &self.action,
+            outcome: &self.outcome,
+            detail: self.detail.as_deref(),
+        }
+    }
+}
+
+/// An audit record as stored: its place in its key id's chain (from 1) and the chain's hash
+/// up to and including it (see `hushlist_core::audit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedAuditEntry {
+    pub seq: i64,
+    pub entry: AuditEntry,
+    pub hash: AuditHash,
 }
 
 /// A server's own secret, encrypted under the master key.
@@ -353,6 +380,7 @@ const MAX_AUDIT_BATCH: usize = 256;
 fn spawn_audit_writer(
     pool: AnyPool,
     write_turn: Option<Arc<Mutex<()>>>,
+    backend: Backend,
 ) -> mpsc::UnboundedSender<AuditWaiter> {
     let (sender, mut waiting) = mpsc::unbounded_channel::<AuditWaiter>();
     tokio::spawn(async move {
@@ -368,7 +396,8 @@ fn spawn_audit_writer(
                 Some(turn) => Some(turn.lock().await),
                 None => None,
             };
-            let result = insert_audit_entries(&pool, batch.iter().map(|(entry, _)| entry))
+            let entries: Vec<&AuditEntry> = batch.iter().map(|(entry, _)| entry).collect();
+            let result = append_chained(&pool, backend, &entries)
                 .await
                 .map_err(|e| e.to_string());
             drop(turn);
@@ -380,14 +409,46 @@ fn spawn_audit_writer(
     sender
 }
 
-async fn insert_audit_entries<'a>(
+/// Most tries of one group commit whose chains other instances keep extending first.
+const AUDIT_CHAIN_TRIES: usize = 20;
+
+/// Appends `entries` to their key ids' chains in one transaction, tried again from the new
+/// heads when another instance sharing the database appended to one of those chains between
+/// this one's read of a head and its insert.
+async fn append_chained(
     pool: &AnyPool,
-    entries: impl Iterator<Item = &'a AuditEntry>,
+    backend: Backend,
+    entries: &[&AuditEntry],
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    for _ in 0..AUDIT_CHAIN_TRIES {
+        if insert_chained(pool, backend, entries).await? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::GroupCommit(format!(
+        "other instances took the next place in an audit chain {AUDIT_CHAIN_TRIES} times running"
+    )))
+}
+
+/// One try of [`append_chained`]: false, with nothing committed, if another instance took a
+/// (key id, seq) this batch meant to use.
+async fn insert_chained(
+    pool: &AnyPool,
+    backend: Backend,
+    entries: &[&AuditEntry],
+) -> Result<bool, StoreError> {
+    let mut tx = begin_writing(pool, backend).await?;
+    // Several records of one key id in a batch chain onto each other.
+    let mut heads: HashMap<&str, (i64, AuditHash)> = HashMap::new();
     for entry in entries {
-        sqlx::query(
-            "INSERT INTO audit (key_id, list, at, actor, action, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let (seq, previous) = match heads.get(entry.key_id.as_str()) {
+            Some(head) => *head,
+            None => chain_head(&mut tx, &entry.key_id).await?,
+        };
+        let seq = seq + 1;
+        let hash = previous.next(as_seq(seq)?, &entry.fields());
+        let inserted = sqlx::query(
+            "INSERT INTO audit (key_id, list, at, actor, action, outcome, detail, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(&entry.key_id)
         .bind(&entry.list)
@@ -396,10 +457,110 @@ async fn insert_audit_entries<'a>(
         .bind(&entry.action)
         .bind(&entry.outcome)
         .bind(&entry.detail)
+        .bind(seq)
+        .bind(hash.as_bytes().to_vec())
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        heads.insert(&entry.key_id, (seq, hash));
     }
     tx.commit().await?;
+    Ok(true)
+}
+
+/// A transaction that will write after reading. On SQLite it takes the write lock at once,
+/// so that no other process's commit can land between its reads and its writes.
+async fn begin_writing(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    })
+}
+
+/// The last seq and hash of `key_id`'s chain (0 and the start for a key id without records).
+async fn chain_head(
+    conn: &mut AnyConnection,
+    key_id: &str,
+) -> Result<(i64, AuditHash), StoreError> {
+    let row = sqlx::query(
+        "SELECT seq, hash FROM audit WHERE key_id = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(key_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        None => Ok((0, AuditHash::START)),
+        Some(row) => Ok((row.get("seq"), stored_hash(&row)?)),
+    }
+}
+
+fn stored_hash(row: &AnyRow) -> Result<AuditHash, StoreError> {
+    let bytes: Option<Vec<u8>> = row.get("hash");
+    bytes
+        .as_deref()
+        .and_then(AuditHash::from_bytes)
+        .ok_or_else(|| StoreError::Corrupt("an audit record's hash is not 32 bytes".into()))
+}
+
+fn as_seq(seq: i64) -> Result<u64, StoreError> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))
+}
+
+fn audit_entry(row: &AnyRow) -> AuditEntry {
+    AuditEntry {
+        key_id: row.get("key_id"),
+        list: row.get("list"),
+        at: row.get("at"),
+        actor: row.get("actor"),
+        action: row.get("action"),
+        outcome: row.get("outcome"),
+        detail: row.get("detail"),
+    }
+}
+
+/// Chains the audit records stored before chains were kept (migration 0015), each key id's in
+/// the order they were written. Instances opening one database at once may race here: the one
+/// that finds a record already chained leaves that key id to the other.
+async fn chain_unchained_audit(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let key_ids: Vec<String> = sqlx::query("SELECT DISTINCT key_id FROM audit WHERE seq IS NULL")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| row.get("key_id"))
+        .collect();
+    'keys: for key_id in key_ids {
+        let mut tx = begin_writing(pool, backend).await?;
+        let (mut seq, mut hash) = chain_head(&mut tx, &key_id).await?;
+        let rows = sqlx::query(
+            "SELECT id, key_id, list, at, actor, action, outcome, detail FROM audit WHERE key_id = $1 AND seq IS NULL ORDER BY id",
+        )
+        .bind(&key_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            seq += 1;
+            hash = hash.next(as_seq(seq)?, &audit_entry(&row).fields());
+            let id: i64 = row.get("id");
+            let chained =
+                sqlx::query("UPDATE audit SET seq = $1, hash = $2 WHERE id = $3 AND seq IS NULL")
+                    .bind(seq)
+                    .bind(hash.as_bytes().to_vec())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            if chained.rows_affected() == 0 {
+                tx.rollback().await?;
+                continue 'keys;
+            }
+        }
+        tx.commit().await?;
+    }
     Ok(())
 }
 
@@ -443,8 +604,9 @@ impl Store {
         let pool = sqlite_pool(&any_options, 8, "FULL", &keyring).await?;
         let bookkeeping = sqlite_pool(&any_options, 4, "NORMAL", &keyring).await?;
         let write_turn = Some(Arc::new(Mutex::new(())));
+        chain_unchained_audit(&pool, Backend::Sqlite).await?;
         Ok(Store {
-            audit_writer: spawn_audit_writer(pool.clone(), write_turn.clone()),
+            audit_writer: spawn_audit_writer(pool.clone(), write_turn.clone(), Backend::Sqlite),
             write_turn,
             keyring_turn: Some(Arc::new(Mutex::new(()))),
             pool,
@@ -477,8 +639,9 @@ impl Store {
             })
             .connect_with(AnyConnectOptions::from_str(url)?)
             .await?;
+        chain_unchained_audit(&pool, Backend::Postgres).await?;
         Ok(Store {
-            audit_writer: spawn_audit_writer(pool.clone(), None),
+            audit_writer: spawn_audit_writer(pool.clone(), None, Backend::Postgres),
             write_turn: None,
             keyring_turn: None,
             pool,
@@ -991,25 +1154,30 @@ impl Store {
             .map_err(StoreError::GroupCommit)
     }
 
-    pub async fn audit_log(&self, key_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+    /// A key id's audit chain, in order. A record without a place in the chain was written by
+    /// an older key server after this one started; it is reported, not shown out of its chain.
+    pub async fn audit_log(&self, key_id: &str) -> Result<Vec<ChainedAuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT key_id, list, at, actor, action, outcome, detail FROM audit WHERE key_id = $1 ORDER BY id",
+            "SELECT id, key_id, list, at, actor, action, outcome, detail, seq, hash FROM audit WHERE key_id = $1 ORDER BY seq, id",
         )
         .bind(key_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                key_id: r.get("key_id"),
-                list: r.get("list"),
-                at: r.get("at"),
-                actor: r.get("actor"),
-                action: r.get("action"),
-                outcome: r.get("outcome"),
-                detail: r.get("detail"),
+        rows.iter()
+            .map(|row| {
+                let Some(seq) = row.get::<Option<i64>, _>("seq") else {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit record {} of key {key_id} has no place in its chain (written by an older key server); restart the key server to chain it",
+                        row.get::<i64, _>("id")
+                    )));
+                };
+                Ok(ChainedAuditEntry {
+                    seq,
+                    entry: audit_entry(row),
+                    hash: stored_hash(row)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Records a request nonce; false if this signer already used it.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use hushlist_core::audit::AuditHash;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_store::membership::{
@@ -12,10 +13,11 @@ use hushlist_store::membership::{
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
-    AuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret, SessionKeyRow, Store,
-    StoreError, StoredOp, WrappingKeyRow,
+    AuditEntry, ChainedAuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret,
+    SessionKeyRow, Store, StoreError, StoredOp, WrappingKeyRow,
 };
 use rand::rngs::OsRng;
+use sqlx::Connection as _;
 
 /// Runs each conformance test once per backend.
 macro_rules! conformance {
@@ -52,6 +54,8 @@ conformance!(
     nonces_are_single_use_until_pruned,
     audit_entries_come_back_in_order_and_secrets_are_first_writer_wins,
     audit_records_appended_at_once_are_each_kept_once,
+    two_instances_appending_to_one_audit_chain_keep_it_whole,
+    audit_records_from_before_chains_are_chained_when_the_store_opens,
     data_survives_reopening,
     a_post_and_its_deliveries_are_stored_together,
     deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed,
@@ -365,7 +369,7 @@ async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins(db: 
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.action)
+        .map(|e| e.entry.action)
         .collect();
     assert_eq!(actions, ["deposit", "release", "refuse"]);
 
@@ -414,7 +418,7 @@ async fn audit_records_appended_at_once_are_each_kept_once(db: &ScratchDb) {
                         .await
                         .unwrap()
                         .iter()
-                        .any(|e| e.actor == entry.actor)
+                        .any(|e| e.entry.actor == entry.actor)
                 );
             })
         })
@@ -426,11 +430,103 @@ async fn audit_records_appended_at_once_are_each_kept_once(db: &ScratchDb) {
     for key in ["k0", "k1", "k2"] {
         let log = store.audit_log(key).await.unwrap();
         assert_eq!(log.len(), 100, "{key}");
-        actors.extend(log.into_iter().map(|e| e.actor));
+        // Records of one key id committed in one group still chain one after another.
+        assert_chained(&log);
+        actors.extend(log.into_iter().map(|e| e.entry.actor));
     }
     actors.sort();
     actors.dedup();
     assert_eq!(actors.len(), 300);
+}
+
+/// A key id's records numbered from 1, each hashing the one before it.
+fn assert_chained(log: &[ChainedAuditEntry]) {
+    let mut previous = AuditHash::START;
+    for (i, record) in log.iter().enumerate() {
+        assert_eq!(record.seq, i as i64 + 1);
+        let expected = previous.next(record.seq as u64, &record.entry.fields());
+        assert_eq!(record.hash, expected, "record {}", record.seq);
+        previous = record.hash;
+    }
+}
+
+fn release_by(key_id: &str, actor: String, at: i64) -> AuditEntry {
+    AuditEntry {
+        key_id: key_id.into(),
+        list: "l".into(),
+        at,
+        actor,
+        action: "release".into(),
+        outcome: "released".into(),
+        detail: Some(format!("at {at}")),
+    }
+}
+
+async fn two_instances_appending_to_one_audit_chain_keep_it_whole(db: &ScratchDb) {
+    // Two key server instances on one database append to the same key's chain at once: each
+    // group commit reads the head and inserts after it, and the one that loses the race for
+    // a seq tries again, so the chain has every record once and no fork.
+    let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let store = instances[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .append_audit(&release_by("k", format!("FPR{i}"), i as i64))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let log = instances[0].audit_log("k").await.unwrap();
+    assert_eq!(log.len(), 200);
+    assert_chained(&log);
+    let mut actors: Vec<_> = log.iter().map(|e| e.entry.actor.clone()).collect();
+    actors.sort();
+    actors.dedup();
+    assert_eq!(actors.len(), 200);
+    assert_eq!(instances[1].audit_log("k").await.unwrap(), log);
+}
+
+async fn audit_records_from_before_chains_are_chained_when_the_store_opens(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    store
+        .append_audit(&release_by("k1", "A".into(), 1))
+        .await
+        .unwrap();
+    drop(store);
+    // Records as a key server before migration 0015 wrote them: no seq, no hash.
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    for (key_id, actor) in [("k1", "B"), ("k2", "C"), ("k1", "D"), ("k2", "E")] {
+        sqlx::query(
+            "INSERT INTO audit (key_id, list, at, actor, action, outcome, detail) VALUES ($1, 'l', 2, $2, 'release', 'released', NULL)",
+        )
+        .bind(key_id)
+        .bind(actor)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = db.open().await.unwrap();
+    for (key_id, actors) in [("k1", ["A", "B", "D"].as_slice()), ("k2", &["C", "E"])] {
+        let log = store.audit_log(key_id).await.unwrap();
+        assert_chained(&log);
+        let got: Vec<_> = log.iter().map(|e| e.entry.actor.as_str()).collect();
+        assert_eq!(got, actors, "{key_id}");
+    }
+    // New records continue the chains.
+    store
+        .append_audit(&release_by("k2", "F".into(), 3))
+        .await
+        .unwrap();
+    let log = store.audit_log("k2").await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_chained(&log);
 }
 
 async fn data_survives_reopening(db: &ScratchDb) {
