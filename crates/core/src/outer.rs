@@ -254,7 +254,17 @@ fn check_packet_sequence(packets: &[u8]) -> Result<(), OuterError> {
     }
 }
 
+/// The one address of the post's one From header: with two From headers, mail readers
+/// disagree on which is the author, and the list server checks the proof against one.
 fn single_from(message: &mail_parser::Message<'_>) -> Result<Address, OuterError> {
+    let from_headers = message
+        .headers()
+        .iter()
+        .filter(|h| h.name == mail_parser::HeaderName::From)
+        .count();
+    if from_headers != 1 {
+        return Err(OuterError::BadFrom);
+    }
     let from = message.from().ok_or(OuterError::BadFrom)?;
     let mut addresses = from.iter();
     match (addresses.next(), addresses.next()) {

@@ -306,6 +306,9 @@ pub struct Roster {
     hashes: Vec<OpHash>,
     seq_of: HashMap<OpHash, u64>,
     members: BTreeMap<Address, Member>,
+    /// Each member's address by its mailbox (lowercased): two members whose addresses differ
+    /// only in case would be one mailbox to every mail server, so the second is refused.
+    mailboxes: HashMap<String, Address>,
     address_of: HashMap<Fingerprint, Address>,
     /// Every certificate ever on the roster, by primary fingerprint (a member's identity),
     /// with the address it was last enrolled under, so ops and requests signed by removed
@@ -352,6 +355,7 @@ impl Roster {
             hashes: Vec::new(),
             seq_of: HashMap::new(),
             members: BTreeMap::new(),
+            mailboxes: HashMap::new(),
             address_of: HashMap::new(),
             known_certs: HashMap::new(),
             key_holders: HashMap::new(),
@@ -454,6 +458,8 @@ impl Roster {
                     return Err(RosterError::LastOwner);
                 }
                 let member = self.members.remove(&address).expect("checked above");
+                self.mailboxes
+                    .remove(&address.as_str().to_ascii_lowercase());
                 let fingerprint = member.cert.fingerprint();
                 self.address_of.remove(fingerprint);
                 self.end_tenure(fingerprint, seq);
@@ -491,10 +497,12 @@ impl Roster {
         role: Role,
         seq: u64,
     ) -> Result<(), RosterError> {
-        if self.members.contains_key(&address) {
+        let mailbox = address.as_str().to_ascii_lowercase();
+        if self.mailboxes.contains_key(&mailbox) {
             return Err(RosterError::AlreadyMember(address));
         }
         self.check_cert_may_join(&cert)?;
+        self.mailboxes.insert(mailbox, address.clone());
         let fingerprint = cert.fingerprint().clone();
         for key in cert.keys() {
             self.key_holders
@@ -753,9 +761,9 @@ impl Roster {
     /// The member whose roster address is `address`'s mailbox (what a post's From names; the
     /// list server then checks the post's proof with that member's certificate).
     pub fn member_by_mailbox(&self, address: &Address) -> Option<&Member> {
-        self.members
-            .values()
-            .find(|m| m.address.same_mailbox(address))
+        self.mailboxes
+            .get(&address.as_str().to_ascii_lowercase())
+            .and_then(|address| self.members.get(address))
     }
 
     /// May the holder of `fingerprint` get the key of a post made when the roster head was

@@ -375,6 +375,38 @@ fn semantic_errors_are_precise() {
     ));
 }
 
+/// Two members whose addresses differ only in case would be one mailbox to every mail server,
+/// and the list server finds a post's author by mailbox: the second is refused, and after a
+/// removal the mailbox is free again.
+#[test]
+fn an_address_differing_only_in_case_is_the_same_member() {
+    let p = people();
+    let mut roster = new_list(Policy::default());
+    add(&mut roster, &p.bob, "bob@example.org", Role::Member);
+    let op = next(
+        &roster,
+        &p.owner,
+        Change::Add {
+            member: entry(&p.carol, "Bob@EXAMPLE.org", Role::Member),
+        },
+    );
+    assert!(matches!(
+        roster.apply(op),
+        Err(RosterError::AlreadyMember(_))
+    ));
+    apply(
+        &mut roster,
+        &p.owner,
+        Change::Remove {
+            address: addr("bob@example.org"),
+        },
+    );
+    assert!(roster.member_by_mailbox(&addr("BOB@example.org")).is_none());
+    add(&mut roster, &p.carol, "Bob@EXAMPLE.org", Role::Member);
+    let found = roster.member_by_mailbox(&addr("bob@example.org")).unwrap();
+    assert_eq!(found.cert.fingerprint(), p.carol.fingerprint());
+}
+
 #[test]
 fn posting_follows_roles_and_policy() {
     let p = people();

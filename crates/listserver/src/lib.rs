@@ -64,8 +64,10 @@ impl Rejection {
 /// Checks a post to `roster`'s list at time `now` (unix seconds): PGP/MIME-encrypted, naming
 /// its key id, with a proof signed for this list, key id and payload by the roster key of
 /// the member its From names, who may post now (or whose post the list's moderation holds
-/// for an owner). A From naming nobody on the roster is refused as a proof that does not
-/// verify is, so the reply tells a stranger nothing about who is a member.
+/// for an owner). What the proof says (list, key id, data, time) is checked before whose
+/// signature it is, and a From naming nobody on the roster is refused as a proof that does
+/// not verify is, so the reply tells nothing about who is a member, even to someone holding
+/// a member's proof from another post.
 pub fn check_post(
     raw: &[u8],
     roster: &Roster,
@@ -79,18 +81,17 @@ pub fn check_post(
         .proof
         .as_ref()
         .map_err(|e| Rejection::Unproven(e.clone()))?;
-    let poster = roster
-        .member_by_mailbox(&post.from)
-        .ok_or(Rejection::Unproven(ProofError::BadSignature))?;
+    let poster = roster.member_by_mailbox(&post.from);
     proof
         .verify(
-            &poster.cert,
+            poster.map(|member| &member.cert),
             roster.list(),
             &post.key_id,
             &post.packets,
             now,
         )
         .map_err(Rejection::Unproven)?;
+    let poster = poster.ok_or(Rejection::Unproven(ProofError::BadSignature))?;
     let admission = roster
         .admit_post(poster.cert.fingerprint())
         .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))?;

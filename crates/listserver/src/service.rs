@@ -480,7 +480,12 @@ impl ListServer {
             refused_at: unix_now(),
         };
         let reported = match self.store.record_refusal(list.as_str(), &refused).await {
-            Ok(()) => self.send_refusal_digest(roster, refused.refused_at).await,
+            Ok(kept) => {
+                if !kept {
+                    tracing::warn!(%list, sender = %refused.sender, "too many refused posts wait for the owners' digest; this one is not listed");
+                }
+                self.send_refusal_digest(roster, refused.refused_at).await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = reported {

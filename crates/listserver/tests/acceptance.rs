@@ -86,6 +86,14 @@ fn only_encrypted_posts_from_allowed_posters_are_accepted() {
     assert_eq!(err.smtp_status(), (550, "5.7.1"));
     assert!(matches!(err, Rejection::NotAllowed(..)), "{err}");
 
+    // A second From outside (mail readers disagree on which is the author): refused as
+    // malformed before any proof is looked at.
+    let mut two_froms = b"From: ceo@example.org\r\n".to_vec();
+    two_froms.extend_from_slice(&post("olivia@example.org", &owner));
+    let err = check_post(&two_froms, &roster, now()).unwrap_err();
+    assert_eq!(err.smtp_status(), (554, "5.6.0"), "{err}");
+    assert!(err.to_string().contains("From header"), "{err}");
+
     let mut truncated = post("olivia@example.org", &owner);
     let cut = truncated.len() - 200;
     truncated.truncate(cut);

@@ -542,7 +542,8 @@ async fn a_different_post_under_a_stored_key_id_is_refused_and_the_first_stays()
 /// with their proof of origin. Eve, on no roster, posts in the owner's name: with a proof
 /// she signed herself, with none, and with the owner's real proof taken from another post.
 /// Each is refused 550 5.7.1 before anything is kept; a From naming nobody on the roster gets
-/// the same reply as one naming a member, so the refusals tell her nothing about the roster.
+/// the same reply as one naming a member, with her own proof or the owner's, so the refusals
+/// tell her nothing about the roster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_in_a_members_name_without_their_proof_are_refused_and_nothing_kept() {
     let at = listen(SmtpConfig::default(), 8).await;
@@ -573,6 +574,11 @@ async fn posts_in_a_members_name_without_their_proof_are_refused_and_nothing_kep
         moved.contains("other OpenPGP data or another key id"),
         "{moved}"
     );
+    // The same stolen proof under a stranger's From: the same words, so a member's proof
+    // taken from one post does not tell who else is on the roster.
+    let moved_as_a_stranger =
+        with_proof_of(&sealed_post("nobody@example.net", &eve), &owners_proof);
+    assert_eq!(post_over_smtp(at.port, &moved_as_a_stranger).await, moved);
 
     assert_eq!(stored_posts(&at.server).await, 0, "nothing was kept");
     assert_eq!(

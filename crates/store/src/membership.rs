@@ -17,6 +17,10 @@ pub struct OutboxMessage {
     pub message: Vec<u8>,
 }
 
+/// Refused posts kept per list for the owners' next digest; more are only logged, so a
+/// sender repeating refused posts cannot grow the table or the digest without end.
+pub const MAX_REFUSALS_WAITING: i64 = 1000;
+
 /// A post refused because of who sent it, waiting for the owners' next digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedPost {
@@ -200,22 +204,26 @@ impl Store {
         Ok(true)
     }
 
-    /// Records a post refused because of who sent it, for the owners' next digest.
+    /// Records a post refused because of who sent it, for the owners' next digest; at most
+    /// [`MAX_REFUSALS_WAITING`] wait per list (returns false for one not kept).
     pub async fn record_refusal(
         &self,
         list: &str,
         refused: &RefusedPost,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO refused_posts (list, sender, reason, refused_at) VALUES ($1, $2, $3, $4)",
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO refused_posts (list, sender, reason, refused_at) \
+             SELECT $1, $2, $3, $4 \
+             WHERE (SELECT COUNT(*) FROM refused_posts WHERE list = $1) < $5",
         )
         .bind(list)
         .bind(&refused.sender)
         .bind(&refused.reason)
         .bind(refused.refused_at)
+        .bind(MAX_REFUSALS_WAITING)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Sends `list`'s owners one digest of every refusal waiting, unless they were sent one
@@ -243,17 +251,19 @@ impl Store {
         if due.rows_affected() == 0 {
             return Ok(0);
         }
+        // Taken by the delete itself: a refusal committed meanwhile by another instance is
+        // either taken here or left for the next digest, never deleted unreported.
         let rows = sqlx::query(
-            "SELECT id, sender, reason, refused_at FROM refused_posts WHERE list = $1 ORDER BY id",
+            "DELETE FROM refused_posts WHERE list = $1 RETURNING sender, reason, refused_at",
         )
         .bind(list)
         .fetch_all(&mut *tx)
         .await?;
-        let Some(last) = rows.last().map(|r| r.get::<i64, _>("id")) else {
+        if rows.is_empty() {
             // Nothing to report: the digest's time is not used up.
             return Ok(0);
-        };
-        let refused: Vec<RefusedPost> = rows
+        }
+        let mut refused: Vec<RefusedPost> = rows
             .iter()
             .map(|r| RefusedPost {
                 sender: r.get("sender"),
@@ -261,11 +271,7 @@ impl Store {
                 refused_at: r.get("refused_at"),
             })
             .collect();
-        sqlx::query("DELETE FROM refused_posts WHERE list = $1 AND id <= $2")
-            .bind(list)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
+        refused.sort_by_key(|r| r.refused_at);
         queue(&mut tx, &digest(&refused), now).await?;
         tx.commit().await?;
         Ok(refused.len())
