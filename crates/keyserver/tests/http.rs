@@ -575,9 +575,12 @@ async fn revocation_destroys_the_key_and_the_audit_log_tells_the_story() {
 #[tokio::test]
 async fn expired_keys_are_destroyed_and_answer_410() {
     let server = TestServer::start(ServiceConfig::default()).await;
+    // Expiry is counted in whole seconds (expired once `expires_at <= now`): with a lifetime
+    // of 2 s, the fetch right after the deposit is in time even when a second ticks over in
+    // between (with 1 s it failed about once in 60 runs), and 3.1 s later it is not.
     server
         .create_list(Policy {
-            key_lifetime_secs: Some(1),
+            key_lifetime_secs: Some(2),
             ..Policy::default()
         })
         .await;
@@ -587,7 +590,7 @@ async fn expired_keys_are_destroyed_and_answer_410() {
     server.deposit(&p.bob, &key_a, &session_key).await;
     server.deposit(&p.bob, &key_b, &session_key).await;
     assert_eq!(server.fetch(&p.rita, &key_a).await.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let (status, body) = server.fetch(&p.rita, &key_a).await;
     assert_eq!((status, code(&body)), (410, "key_destroyed"));
     assert_eq!(
