@@ -276,9 +276,10 @@ async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_the
             .unwrap(),
         None
     );
-    // A probe address nobody was sent is taken and ignored.
+    // A probe address nobody was sent is taken and ignored: the report in it (naming bob)
+    // neither suspends him nor counts as another bounce.
     let unknown_probe = "team-probe+NoSuchToken123@lists.example.org";
-    tokio::task::spawn_blocking(move || {
+    let transcript = tokio::task::spawn_blocking(move || {
         swaks(
             port,
             "<>",
@@ -288,7 +289,18 @@ async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_the
     })
     .await
     .unwrap();
+    assert!(transcript.contains("<-  250 2.0.0 Taken"), "{transcript}");
     assert!(server.store().suspensions(LIST).await.unwrap().is_empty());
+    assert_eq!(
+        server
+            .store()
+            .bounce_record(LIST, GONE)
+            .await
+            .unwrap()
+            .map(|r| r.score),
+        Some(1.0),
+        "a bounce to an unknown probe token is not counted"
+    );
 
     // Mail to -leave from a member suspends them at once and tells the owner and them.
     let member = member_address(0);
