@@ -4,7 +4,9 @@ use std::sync::OnceLock;
 
 use hushlist_core::outer::{EncryptedPost, OBSCURED_SUBJECT, OuterError, armor_message};
 use hushlist_core::{Pkesk, SecretIdentity, SessionKey};
-use hushlist_envelope::{MAX_PLAINTEXT, OpenError, OpenWith, Sealed, Signature, open, seal};
+use hushlist_envelope::{
+    MAX_PLAINTEXT, OpenError, OpenWith, SealError, Sealed, Signature, open, seal,
+};
 use pgp::composed::MessageBuilder;
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
@@ -181,7 +183,8 @@ fn a_decompression_bomb_and_extra_one_pass_signatures_are_refused() {
 fn wrong_session_key_and_tampered_ciphertext_yield_no_plaintext() {
     let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
     let wrong = SessionKey::generate(OsRng);
-    assert!(open(&sealed.message, OpenWith::SessionKey(&wrong), &[]).is_err());
+    let err = open(&sealed.message, OpenWith::SessionKey(&wrong), &[]).unwrap_err();
+    assert!(matches!(err, OpenError::Undecryptable(_)), "{err:?}");
 
     // Flip one bit deep inside the encrypted data and re-armor it.
     let post = EncryptedPost::parse(&sealed.message).unwrap();
@@ -251,28 +254,31 @@ fn signature_by_someone_outside_the_candidates_is_invalid() {
 
 #[test]
 fn refuses_input_that_is_not_a_postable_message() {
-    for (input, why) in [
-        ("no headers at all", "no From"),
+    let cases: [(&str, &str, fn(&SealError) -> bool); 3] = [
+        ("no headers at all", "no From", |e| {
+            matches!(e, SealError::NotAMessage | SealError::BadFrom)
+        }),
         (
             "From: a@example.org, b@example.org\r\nTo: l@lists.example.org\r\n\r\nx",
             "two From",
+            |e| matches!(e, SealError::BadFrom),
         ),
-        ("From: a@example.org\r\n\r\nx", "no To"),
-    ] {
-        assert!(
-            seal(OsRng, input.as_bytes(), sender(), "https://k.example.org").is_err(),
-            "{why}"
-        );
+        ("From: a@example.org\r\n\r\nx", "no To", |e| {
+            matches!(e, SealError::NoRecipient)
+        }),
+    ];
+    for (input, why, expected) in cases {
+        let err = seal(OsRng, input.as_bytes(), sender(), "https://k.example.org").unwrap_err();
+        assert!(expected(&err), "{why}: {err:?}");
     }
-    assert!(
-        seal(
-            OsRng,
-            POST.as_bytes(),
-            sender(),
-            "https://k.example.org\r\nBcc: x"
-        )
-        .is_err()
-    );
+    let err = seal(
+        OsRng,
+        POST.as_bytes(),
+        sender(),
+        "https://k.example.org\r\nBcc: x",
+    )
+    .unwrap_err();
+    assert!(matches!(err, SealError::BadKeyServer(_)), "{err:?}");
 }
 
 #[test]

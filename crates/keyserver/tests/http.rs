@@ -499,8 +499,10 @@ async fn revocation_destroys_the_key_and_the_audit_log_tells_the_story() {
     let p = people();
     let (key_id, session_key) = new_key();
     server.deposit(&p.bob, &key_id, &session_key).await;
-    server.fetch(&p.rita, &key_id).await;
-    server.fetch(&p.eve, &key_id).await;
+    assert_eq!(server.fetch(&p.rita, &key_id).await.0, 200);
+    // A stranger is turned away as a forgery is, before any key is looked at.
+    let (status, body) = server.fetch(&p.eve, &key_id).await;
+    assert_eq!((status, code(&body)), (401, "bad_signature"));
 
     let revoke_path = format!("/v1/lists/{LIST}/keys/{key_id}/revoke");
     let by_reader = signed(
