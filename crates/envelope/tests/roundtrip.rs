@@ -252,9 +252,12 @@ fn signature_by_someone_outside_the_candidates_is_invalid() {
     assert_eq!(opened.signature, Signature::Invalid);
 }
 
+/// Whether a seal error is the one a case expects.
+type ExpectedSealError = fn(&SealError) -> bool;
+
 #[test]
 fn refuses_input_that_is_not_a_postable_message() {
-    let cases: [(&str, &str, fn(&SealError) -> bool); 3] = [
+    let cases: [(&str, &str, ExpectedSealError); 3] = [
         ("no headers at all", "no From", |e| {
             matches!(e, SealError::NotAMessage | SealError::BadFrom)
         }),
