@@ -9,7 +9,8 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{spawn_binary, test_ca_and_leaf};
+use common::spawn_binary;
+use hushlist_peers::test_ca_and_leaf;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 

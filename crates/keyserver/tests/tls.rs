@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{spawn_binary, test_ca_and_leaf};
+use common::spawn_binary;
+use hushlist_peers::test_ca_and_leaf;
 
 #[tokio::test]
 async fn serves_https_with_the_configured_certificate() {

@@ -11,6 +11,7 @@ use hushlist_core::Address;
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig, RelayTls};
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
+use hushlist_peers::test_ca_and_leaf;
 use hushlist_store::DeliveryState;
 use mail_parser::MessageParser;
 use tokio::sync::watch;

@@ -382,3 +382,89 @@ fn check_datagram_queue() {
          run `sysctl -w net.unix.max_dgram_qlen={MIN_DATAGRAM_QUEUE}` (.ci/run and bench/run do)"
     );
 }
+
+/// Runs openssl, panicking with its stderr on failure.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a certificate it signed for localhost and 127.0.0.1, made by openssl in
+/// `dir`: returns (CA certificate, leaf certificate, leaf key) paths.
+pub fn test_ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(
+        path("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca, key, csr, cert) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("leaf.key"),
+        path("leaf.csr"),
+        path("leaf.pem"),
+    );
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=hushlist test CA",
+            ][..],
+            &["-keyout", &ca_key, "-out", &ca],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &[
+                "req",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-CAcreateserial",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-extfile",
+        &path("leaf.ext"),
+        "-out",
+        &cert,
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
