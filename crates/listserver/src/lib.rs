@@ -2,7 +2,7 @@
 //! allowed posters and fans them out; it only ever holds ciphertext, and the code that
 //! decrypts a post (`hushlist-envelope`) is not in its dependency graph.
 //!
-//! The acceptance decision with the SMTP reply each refusal gets (`check_post`), the SMTP
+//! The acceptance decision with the SMTP reply each refusal gets (`parse_post`, `check_post`), the SMTP
 //! receiver (`smtp`), mail to a list's own mailboxes: bounces, probes, leave (`mailboxes`), the durable acceptance path over the store (`service`), the fan-out
 //! workers (`delivery`) and the HTTP interface (`http`).
 
@@ -61,22 +61,21 @@ impl Rejection {
     }
 }
 
-/// Checks a post to `roster`'s list at time `now` (unix seconds): PGP/MIME-encrypted, naming
-/// its key id, with a proof signed for this list, key id and payload by the roster key of
-/// the member its From names, who may post now (or whose post the list's moderation holds
-/// for an owner). What the proof says (list, key id, data, time) is checked before whose
-/// signature it is, and a From naming nobody on the roster is refused as a proof that does
-/// not verify is, so the reply tells nothing about who is a member, even to someone holding
-/// a member's proof from another post.
-pub fn check_post(
-    raw: &[u8],
-    roster: &Roster,
-    now: u64,
-) -> Result<(EncryptedPost, Admission), Rejection> {
-    let post = EncryptedPost::parse(raw).map_err(|e| match e {
+/// Reads a post's outer form: PGP/MIME-encrypted, naming its key id, with one From.
+pub fn parse_post(raw: &[u8]) -> Result<EncryptedPost, Rejection> {
+    EncryptedPost::parse(raw).map_err(|e| match e {
         OuterError::NotEncrypted(_) => Rejection::NotEncrypted(e),
         other => Rejection::Malformed(other),
-    })?;
+    })
+}
+
+/// Checks a parsed post for `roster`'s list at time `now` (unix seconds): a proof signed for
+/// this list, key id and payload by the roster key of the member its From names, who may
+/// post now (or whose post the list's moderation holds for an owner). What the proof says
+/// (list, key id, data, time) is checked before whose signature it is, and a From naming
+/// nobody on the roster is refused as a proof that does not verify is, so the reply tells
+/// nothing about who is a member, even to someone holding a member's proof from another post.
+pub fn check_post(post: &EncryptedPost, roster: &Roster, now: u64) -> Result<Admission, Rejection> {
     let proof = post
         .proof
         .as_ref()
@@ -92,10 +91,9 @@ pub fn check_post(
         )
         .map_err(Rejection::Unproven)?;
     let poster = poster.ok_or(Rejection::Unproven(ProofError::BadSignature))?;
-    let admission = roster
+    roster
         .admit_post(poster.cert.fingerprint())
-        .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))?;
-    Ok((post, admission))
+        .map_err(|refusal| Rejection::NotAllowed(post.from.to_string(), refusal))
 }
 
 /// Checks that the post's key is filed with `expected`, the key server this list server works

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::delivery::DeliveryMetrics;
 use crate::smtp::{PostSink, SinkError};
-use crate::{Rejection, check_key_server, check_post};
+use crate::{Rejection, check_key_server, check_post, parse_post};
 
 pub struct ListServer {
     store: Store,
@@ -351,19 +351,27 @@ impl ListServer {
     ) -> Result<String, SinkError> {
         let received_at = unix_now();
         let digest = Sha256::digest(message).to_vec();
+        let now = u64::try_from(received_at).unwrap_or(0);
+        // The form is the same for every list, so it is read once; the proof and the
+        // poster's role are checked against each list's roster.
+        let parsed = parse_post(message).and_then(|post| match &self.key_server_url {
+            Some(expected) => check_key_server(&post, expected).map(|()| post),
+            None => Ok(post),
+        });
+        let post = match parsed {
+            Ok(post) => post,
+            Err(rejection) => {
+                let (code, status) = rejection.smtp_status();
+                tracing::info!(?lists, code, status, reason = %rejection, "post refused");
+                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(rejection.into());
+            }
+        };
         let mut accepted = Vec::with_capacity(lists.len());
         for list in lists {
             let roster = self.rosters.get(list).await.map_err(temporary)?;
-            let checked = check_post(message, &roster, u64::try_from(received_at).unwrap_or(0))
-                .and_then(|(post, admission)| {
-                    match &self.key_server_url {
-                        Some(expected) => check_key_server(&post, expected),
-                        None => Ok(()),
-                    }
-                    .map(|()| (post, admission))
-                });
-            let (post, admission) = match checked {
-                Ok(checked) => checked,
+            let admission = match check_post(&post, &roster, now) {
+                Ok(admission) => admission,
                 Err(rejection) => {
                     let (code, status) = rejection.smtp_status();
                     tracing::info!(%list, code, status, reason = %rejection, "post refused");
@@ -387,11 +395,11 @@ impl ListServer {
                 .check_post_key(&row)
                 .await
                 .map_err(|e| self.refused_or_temporary(e))?;
-            accepted.push((list, roster, post, admission, row));
+            accepted.push((list, roster, admission, row));
         }
         let mut ids = Vec::with_capacity(accepted.len());
         let mut held = false;
-        for (list, roster, post, admission, row) in accepted {
+        for (list, roster, admission, row) in accepted {
             let inserted = match admission {
                 Admission::Deliver => {
                     let recipients = self.recipients(&roster).await.map_err(temporary)?;

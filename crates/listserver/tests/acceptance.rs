@@ -1,14 +1,27 @@
 //! Each refusal at the end of DATA carries the right SMTP code and enhanced status.
 
+use hushlist_core::outer::EncryptedPost;
 use hushlist_core::post_proof::{MAX_PROOF_AGE_SECS, ProofError};
 use hushlist_core::roster::{Admission, Change, MemberEntry, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
-use hushlist_listserver::{Rejection, check_key_server, check_post};
+use hushlist_listserver::{Rejection, check_key_server, parse_post};
 use rand::rngs::OsRng;
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
+}
+
+/// The list server's decision on `raw` for `roster`'s list at `now`: its form, then the proof
+/// and the poster's role.
+fn check_post(
+    raw: &[u8],
+    roster: &Roster,
+    now: u64,
+) -> Result<(EncryptedPost, Admission), Rejection> {
+    let post = parse_post(raw)?;
+    let admission = hushlist_listserver::check_post(&post, roster, now)?;
+    Ok((post, admission))
 }
 
 fn now() -> u64 {
