@@ -264,4 +264,23 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert!(MasterKey::load_or_create(OsRng, dir.path(), Some("abcd")).is_err());
     }
+
+    /// Invariant 6: the master key and the service's bearer tokens never reach a log
+    /// through `Debug`.
+    #[test]
+    fn secrets_do_not_show_through_debug() {
+        let key = MasterKey::from_bytes(&[0xA5; 32])
+            .with_previous(vec![MasterKey::from_bytes(&[0x5A; 32])]);
+        let shown = format!("{key:?}");
+        assert_eq!(shown, format!("MasterKey {{ id: {:?}, .. }}", key.id()));
+
+        let config = crate::service::ServiceConfig {
+            admin_token: "admin-token-0123456789".into(),
+            grants_token: "grants-token-0123456789".into(),
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("token-0123456789"), "{shown}");
+        assert!(shown.contains("max_grants_per_call: 10000"), "{shown}");
+    }
 }

@@ -3,6 +3,7 @@
 //! status and code the HTTP layer sends.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +34,7 @@ use crate::release::{ReleaseError, release};
 const IDENTITY_SECRET: &str = "openpgp-identity";
 
 /// Settings the service needs at run time.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceConfig {
     /// Bearer token that authorizes list genesis.
     pub admin_token: String,
@@ -44,6 +45,17 @@ pub struct ServiceConfig {
     /// Signed requests allowed per identity per second, and the burst above that.
     pub rate_per_sec: f64,
     pub rate_burst: f64,
+}
+
+impl fmt::Debug for ServiceConfig {
+    /// The two tokens are secrets: never in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("max_grants_per_call", &self.max_grants_per_call)
+            .field("rate_per_sec", &self.rate_per_sec)
+            .field("rate_burst", &self.rate_burst)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServiceConfig {
