@@ -67,10 +67,14 @@ pub struct CheckedJoin {
     pub verified: Result<VerifiedJoin, Forgery>,
 }
 
-/// Verifies a request the list server shows: its certificate signed it for `list`, and it is
-/// for the address and key it is labelled with.
-pub fn verify_pending(list: &Address, pending: &PendingJoin) -> Result<VerifiedJoin, Forgery> {
-    let verified = pending.request.verify(list)?;
+/// Verifies a request the list server shows: its certificate signed it for `list` and can
+/// receive keys `now`, and it is for the address and key it is labelled with.
+pub fn verify_pending(
+    list: &Address,
+    pending: &PendingJoin,
+    now: u64,
+) -> Result<VerifiedJoin, Forgery> {
+    let verified = pending.request.verify(list, now)?;
     if verified.cert.fingerprint() != &pending.fingerprint {
         return Err(Forgery::WrongKey {
             labelled: pending.fingerprint.clone(),
@@ -86,17 +90,18 @@ pub fn verify_pending(list: &Address, pending: &PendingJoin) -> Result<VerifiedJ
     Ok(verified)
 }
 
-/// The join requests waiting for the owners of `list`, each verified here.
+/// The join requests waiting for the owners of `list`, each verified here at `now`.
 pub async fn pending(
     me: &SecretIdentity,
     list: &ListConfig,
+    now: u64,
 ) -> Result<Vec<CheckedJoin>, JoinError> {
     let pending = list.list_server()?.pending_joins(me, &list.list).await?;
     Ok(pending
         .requests
         .into_iter()
         .map(|pending| CheckedJoin {
-            verified: verify_pending(&list.list, &pending),
+            verified: verify_pending(&list.list, &pending, now),
             pending,
         })
         .collect())
@@ -107,8 +112,9 @@ async fn requests_for(
     me: &SecretIdentity,
     list: &ListConfig,
     address: &Address,
+    now: u64,
 ) -> Result<Vec<CheckedJoin>, JoinError> {
-    let found: Vec<CheckedJoin> = pending(me, list)
+    let found: Vec<CheckedJoin> = pending(me, list, now)
         .await?
         .into_iter()
         .filter(|c| c.pending.address.same_mailbox(address))
@@ -134,7 +140,7 @@ pub async fn approve(
     role: Role,
     now: u64,
 ) -> Result<u64, JoinError> {
-    let requests = requests_for(me, list, address).await?;
+    let requests = requests_for(me, list, address, now).await?;
     let mut offered = Vec::new();
     let mut chosen = None;
     for checked in requests {
@@ -195,11 +201,12 @@ pub async fn reject(
     address: &Address,
     fingerprint: Option<&Fingerprint>,
     reason: Option<String>,
+    now: u64,
 ) -> Result<Fingerprint, JoinError> {
     let fingerprint = match fingerprint {
         Some(fingerprint) => fingerprint.clone(),
         None => {
-            let confirmed: Vec<Fingerprint> = requests_for(me, list, address)
+            let confirmed: Vec<Fingerprint> = requests_for(me, list, address, now)
                 .await?
                 .into_iter()
                 .filter(|c| c.pending.confirmed)

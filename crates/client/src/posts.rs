@@ -48,7 +48,7 @@ pub enum PostError {
     #[error("refused: the post is not signed")]
     Unsigned,
     #[error(
-        "refused: the post's signature does not verify against anyone on the list's roster (forged, tampered, or signed by someone not on it)"
+        "refused: the post's signature does not verify against anyone on the list's roster (forged, tampered, signed by someone not on it, or signed with a key that was expired or revoked at the time)"
     )]
     BadSignature,
     #[error("refused: signed by {0}, who is not on the list's roster")]

@@ -190,7 +190,7 @@ impl Server {
         session_key: &SessionKey,
         server_cert: &Cert,
     ) -> Result<DepositReceipt, RemoteError> {
-        let sealed = Pkesk::seal(OsRng, session_key, server_cert)
+        let sealed = Pkesk::seal(OsRng, session_key, server_cert, unix_now())
             .map_err(|e| RemoteError::Signing(e.to_string()))?;
         let body = Deposit {
             key_id: key_id.clone(),
@@ -433,16 +433,19 @@ impl Server {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn signed(
     me: &SecretIdentity,
     purpose: &str,
     body: &impl Serialize,
 ) -> Result<SignedRequest, RemoteError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let body = serde_json::to_vec(body).map_err(|e| RemoteError::Signing(e.to_string()))?;
-    SignedRequest::sign(OsRng, me, purpose, body, now)
+    SignedRequest::sign(OsRng, me, purpose, body, unix_now())
         .map_err(|e| RemoteError::Signing(e.to_string()))
 }
 

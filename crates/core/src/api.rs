@@ -220,12 +220,13 @@ pub struct VerifiedJoin {
 
 impl JoinRequest {
     /// Checks everything a join request claims except its age: the certificate is usable and
-    /// can receive posts, it signed the request for joining `list`, and it names the address
-    /// asked for. The list server checks this when the request arrives, and each owner's
-    /// client again before signing an add, trusting nothing the list server says about it.
-    pub fn verify(&self, list: &Address) -> Result<VerifiedJoin, JoinRequestError> {
+    /// can receive posts at `at` (unix seconds, now), it signed the request for joining
+    /// `list`, and it names the address asked for. The list server checks this when the
+    /// request arrives, and each owner's client again before signing an add, trusting
+    /// nothing the list server says about it.
+    pub fn verify(&self, list: &Address, at: u64) -> Result<VerifiedJoin, JoinRequestError> {
         let cert = Cert::from_bytes(self.cert.as_bytes()).map_err(JoinRequestError::BadCert)?;
-        cert.check_encryption_subkey()
+        cert.check_encryption_subkey_at(at)
             .map_err(JoinRequestError::CannotReceive)?;
         let request = self
             .request

@@ -38,12 +38,47 @@ pub enum IdentityError {
         fingerprint: Fingerprint,
         purpose: &'static str,
     },
+    #[error(transparent)]
+    NotValid(#[from] NotValid),
     #[error("key {fingerprint} is protected by a passphrase that did not unlock it")]
     Locked { fingerprint: Fingerprint },
     #[error("the user id {0:?} is not of the form `Name <address>` or `address`")]
     BadUserId(String),
     #[error("OpenPGP operation failed: {0}")]
     Pgp(String),
+}
+
+/// Why a certificate's key was not valid at a time (unix seconds): what makes a signature by
+/// it worthless and forbids sealing to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotValid {
+    #[error(
+        "a key of certificate {fingerprint} expired at {expired_at} (unix seconds), before {at}; its holder must extend it (gpg --quick-set-expire) and hand the list's owners the new certificate"
+    )]
+    Expired {
+        fingerprint: Fingerprint,
+        at: u64,
+        expired_at: u64,
+    },
+    #[error(
+        "a key of certificate {fingerprint} was created at {created} (unix seconds), after {at}"
+    )]
+    NotYetCreated {
+        fingerprint: Fingerprint,
+        at: u64,
+        created: u64,
+    },
+    #[error("certificate {fingerprint} is revoked")]
+    Revoked { fingerprint: Fingerprint },
+}
+
+/// Why a signature was not accepted as made by a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefusal {
+    #[error("the signature was not made by a signing key of {0}")]
+    NotBy(Fingerprint),
+    #[error("the signature is genuine but its key was not valid: {0}")]
+    KeyNotValid(NotValid),
 }
 
 /// Uppercase hex fingerprint of an OpenPGP primary key: the stable name of a person or server
@@ -135,8 +170,10 @@ struct CertInner {
     binary: Vec<u8>,
     fingerprint: Fingerprint,
     keys: Vec<CertKey>,
-    /// Whether some subkey may receive session keys, found when the certificate was read.
-    encrypts: bool,
+    primary: Lifetime,
+    /// The lifetimes of the subkeys that may receive session keys, found when the
+    /// certificate was read.
+    encryption: Vec<Lifetime>,
     parsed: OnceLock<SignedPublicKey>,
 }
 
@@ -176,15 +213,19 @@ impl Cert {
         let binary = key
             .to_bytes()
             .expect("serializing a parsed certificate into memory cannot fail");
-        let encrypts = key
+        let primary = Lifetime::of_primary(&key);
+        let encryption = key
             .public_subkeys
             .iter()
-            .any(|sk| subkey_usable(&sk.signatures, can_encrypt));
+            .filter(|sk| subkey_usable(&sk.signatures, can_encrypt))
+            .map(|sk| Lifetime::of_subkey(sk, primary))
+            .collect();
         Ok(Cert(Arc::new(CertInner {
             binary,
             fingerprint,
             keys,
-            encrypts,
+            primary,
+            encryption,
             parsed: OnceLock::new(),
         })))
     }
@@ -222,57 +263,140 @@ impl Cert {
             .collect()
     }
 
-    /// Fails as [`Cert::encryption_subkey`] would, without parsing the key.
-    pub fn check_encryption_subkey(&self) -> Result<(), IdentityError> {
-        if self.0.encrypts {
-            Ok(())
-        } else {
-            Err(IdentityError::NoUsableKey {
-                fingerprint: self.0.fingerprint.clone(),
-                purpose: "encryption",
-            })
-        }
+    /// Whether the primary key may be used at `at` (unix seconds): not expired by its newest
+    /// self-signature, not revoked.
+    fn check_valid_at(&self, at: u64) -> Result<(), NotValid> {
+        self.0.primary.check(&self.0.fingerprint, at)
     }
 
-    /// The subkey that should receive session keys: the newest one whose binding signature
-    /// allows encryption and that has not been revoked.
-    pub fn encryption_subkey(&self) -> Result<&SignedPublicSubKey, IdentityError> {
+    /// Fails as [`Cert::encryption_subkey_at`] would, without parsing the key.
+    pub fn check_encryption_subkey_at(&self, at: u64) -> Result<(), IdentityError> {
+        self.check_valid_at(at)?;
+        let newest = self
+            .0
+            .encryption
+            .iter()
+            .max_by_key(|lifetime| lifetime.created)
+            .ok_or_else(|| IdentityError::NoUsableKey {
+                fingerprint: self.0.fingerprint.clone(),
+                purpose: "encryption",
+            })?;
+        if self
+            .0
+            .encryption
+            .iter()
+            .any(|lifetime| lifetime.check(&self.0.fingerprint, at).is_ok())
+        {
+            return Ok(());
+        }
+        Err(newest.check(&self.0.fingerprint, at).err().map_or_else(
+            || IdentityError::NoUsableKey {
+                fingerprint: self.0.fingerprint.clone(),
+                purpose: "encryption",
+            },
+            IdentityError::NotValid,
+        ))
+    }
+
+    /// The subkey that should receive session keys at `at` (unix seconds): the newest one
+    /// whose binding signature allows encryption, that has not been revoked and that is
+    /// valid then (an expired subkey is passed over for an older one still valid).
+    pub fn encryption_subkey_at(&self, at: u64) -> Result<&SignedPublicSubKey, IdentityError> {
+        self.check_valid_at(at)?;
         self.key()
             .public_subkeys
             .iter()
             .filter(|sk| subkey_usable(&sk.signatures, can_encrypt))
+            .filter(|sk| {
+                Lifetime::of_subkey(sk, self.0.primary)
+                    .check(&self.0.fingerprint, at)
+                    .is_ok()
+            })
             .max_by_key(|sk| sk.key.created_at())
-            .ok_or_else(|| IdentityError::NoUsableKey {
-                fingerprint: self.0.fingerprint.clone(),
-                purpose: "encryption",
+            .ok_or_else(|| {
+                self.check_encryption_subkey_at(at)
+                    .err()
+                    .unwrap_or_else(|| IdentityError::NoUsableKey {
+                        fingerprint: self.0.fingerprint.clone(),
+                        purpose: "encryption",
+                    })
             })
     }
 
-    /// Verifies a binary detached signature over `data` made by this certificate's primary key
-    /// or one of its signing subkeys.
-    pub fn verify_detached(&self, signature: &DetachedSignature, data: &[u8]) -> bool {
-        if signature.verify(self.key(), data).is_ok() {
-            return true;
-        }
-        self.key()
-            .public_subkeys
-            .iter()
-            .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
-            .any(|sk| signature.verify(&sk.key, data).is_ok())
+    /// Checks a binary detached signature over `data` made by this certificate's primary key
+    /// or one of its signing subkeys, while that key was valid: at the signature's creation
+    /// time and, if given, at `also_at` (a request's arrival).
+    pub fn verify_detached(
+        &self,
+        signature: &DetachedSignature,
+        data: &[u8],
+        also_at: Option<u64>,
+    ) -> Result<(), SignatureRefusal> {
+        self.check_made_by(
+            |key| {
+                let verified = match key {
+                    SignerKey::Primary(primary) => signature.verify(primary, data),
+                    SignerKey::Subkey(subkey) => signature.verify(subkey, data),
+                };
+                verified.ok().map(|()| &signature.signature)
+            },
+            also_at,
+        )
     }
 
-    /// Every key of the certificate that may have made a signature: the primary key and the
-    /// signing subkeys. Used to check signatures inside messages.
-    pub fn verifying_keys(&self) -> Vec<&dyn pgp::types::VerifyingKey> {
-        let mut keys: Vec<&dyn pgp::types::VerifyingKey> = vec![self.key()];
-        keys.extend(
-            self.key()
-                .public_subkeys
+    /// Checks a signature inside a message: `verify` checks it against one key and returns
+    /// the verified signature packet, whose creation time the key must have been valid at.
+    pub fn verify_message_signature<'s>(
+        &self,
+        verify: impl Fn(&dyn pgp::types::VerifyingKey) -> Option<&'s Signature>,
+    ) -> Result<(), SignatureRefusal> {
+        self.check_made_by(
+            |key| match key {
+                SignerKey::Primary(primary) => verify(primary),
+                SignerKey::Subkey(subkey) => verify(subkey),
+            },
+            None,
+        )
+    }
+
+    /// Tries the primary key and each signing subkey with `verify`; a signature made when
+    /// its key was not valid (per the time the signature states) is refused as such.
+    fn check_made_by<'s>(
+        &self,
+        verify: impl Fn(SignerKey<'_>) -> Option<&'s Signature>,
+        also_at: Option<u64>,
+    ) -> Result<(), SignatureRefusal> {
+        let key = self.key();
+        let candidates = std::iter::once((SignerKey::Primary(key), self.0.primary)).chain(
+            key.public_subkeys
                 .iter()
                 .filter(|sk| subkey_usable(&sk.signatures, |s| s.key_flags().sign()))
-                .map(|sk| &sk.key as &dyn pgp::types::VerifyingKey),
+                .map(|sk| {
+                    (
+                        SignerKey::Subkey(&sk.key),
+                        Lifetime::of_subkey(sk, self.0.primary),
+                    )
+                }),
         );
-        keys
+        let mut refusal = SignatureRefusal::NotBy(self.0.fingerprint.clone());
+        for (candidate, lifetime) in candidates {
+            let Some(signature) = verify(candidate) else {
+                continue;
+            };
+            let Some(created) = signature.created() else {
+                continue;
+            };
+            let valid = lifetime
+                .check_signed_at(&self.0.fingerprint, u64::from(created.as_secs()))
+                .and_then(|()| {
+                    also_at.map_or(Ok(()), |at| lifetime.check(&self.0.fingerprint, at))
+                });
+            match valid {
+                Ok(()) => return Ok(()),
+                Err(not_valid) => refusal = SignatureRefusal::KeyNotValid(not_valid),
+            }
+        }
+        Err(refusal)
     }
 
     /// The primary key and every subkey: to find the certificate a signature's issuer
@@ -281,16 +405,18 @@ impl Cert {
         &self.0.keys
     }
 
-    /// An armored OpenPGP message holding `data` that only this certificate's holder opens
-    /// (SEIPD v1 with AES-256, which every OpenPGP client reads): how the list server writes
-    /// to someone whose mailbox it must not trust yet.
+    /// An armored OpenPGP message holding `data` that only this certificate's holder opens,
+    /// encrypted to its subkey valid at `at` (SEIPD v1 with AES-256, which every OpenPGP
+    /// client reads): how the list server writes to someone whose mailbox it must not trust
+    /// yet.
     pub fn encrypt_to<R: Rng + CryptoRng>(
         &self,
         mut rng: R,
         data: Vec<u8>,
+        at: u64,
     ) -> Result<String, IdentityError> {
         let pgp_err = |e: pgp::errors::Error| IdentityError::Pgp(e.to_string());
-        let subkey = self.encryption_subkey()?;
+        let subkey = self.encryption_subkey_at(at)?;
         let mut builder =
             MessageBuilder::from_bytes("", data).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
         builder.encrypt_to_key(&mut rng, subkey).map_err(pgp_err)?;
@@ -453,6 +579,115 @@ impl SecretIdentity {
             _ => Err(locked()),
         }
     }
+}
+
+/// A key of a certificate that may have made a signature.
+#[derive(Clone, Copy)]
+enum SignerKey<'a> {
+    Primary(&'a SignedPublicKey),
+    Subkey(&'a pgp::packet::PublicSubkey),
+}
+
+/// A key's creation, its expiry (exclusive; `None`: never) and whether it is revoked. A
+/// subkey's lifetime lies within its primary key's.
+#[derive(Debug, Clone, Copy)]
+struct Lifetime {
+    created: u64,
+    expires: Option<u64>,
+    revoked: bool,
+}
+
+impl Lifetime {
+    /// The primary key's lifetime: its expiry is the one its newest self-signature (user id
+    /// certification or direct-key signature) states, counted from the key's creation.
+    fn of_primary(key: &SignedPublicKey) -> Self {
+        let created = u64::from(key.primary_key.created_at().as_secs());
+        let newest_self_signature = key
+            .details
+            .users
+            .iter()
+            .flat_map(|user| user.signatures.iter())
+            .filter(|s| s.is_certification() && s.typ() != Some(SignatureType::CertRevocation))
+            .chain(
+                key.details
+                    .direct_signatures
+                    .iter()
+                    .filter(|s| s.typ() == Some(SignatureType::Key)),
+            )
+            .max_by_key(|s| s.created());
+        Lifetime {
+            created,
+            expires: newest_self_signature.and_then(|s| expiry(created, s)),
+            revoked: !key.details.revocation_signatures.is_empty(),
+        }
+    }
+
+    /// A subkey's lifetime: its newest binding signature's expiry, counted from the subkey's
+    /// creation, cut short by the primary key's.
+    fn of_subkey(subkey: &SignedPublicSubKey, primary: Lifetime) -> Self {
+        let created = u64::from(subkey.key.created_at().as_secs());
+        let own_expiry = subkey
+            .signatures
+            .iter()
+            .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+            .max_by_key(|s| s.created())
+            .and_then(|s| expiry(created, s));
+        let expires = match (own_expiry, primary.expires) {
+            (Some(own), Some(primary)) => Some(own.min(primary)),
+            (own, primary) => own.or(primary),
+        };
+        Lifetime {
+            created: created.max(primary.created),
+            expires,
+            revoked: primary.revoked
+                || subkey
+                    .signatures
+                    .iter()
+                    .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation)),
+        }
+    }
+
+    /// Whether the key may be used at `at`: not revoked, not expired. Its creation is not
+    /// checked here: a time before it, such as a roster op's stated time, is the signer's
+    /// claim, and a key made on a machine whose clock runs ahead is still the key to use.
+    fn check(&self, fingerprint: &Fingerprint, at: u64) -> Result<(), NotValid> {
+        if self.revoked {
+            return Err(NotValid::Revoked {
+                fingerprint: fingerprint.clone(),
+            });
+        }
+        match self.expires {
+            Some(expired_at) if at >= expired_at => Err(NotValid::Expired {
+                fingerprint: fingerprint.clone(),
+                at,
+                expired_at,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a signature stating it was made at `signed_at` is one the key could make: a
+    /// signature made before its key existed is as bogus as one made after it expired.
+    fn check_signed_at(&self, fingerprint: &Fingerprint, signed_at: u64) -> Result<(), NotValid> {
+        if signed_at < self.created {
+            return Err(NotValid::NotYetCreated {
+                fingerprint: fingerprint.clone(),
+                at: signed_at,
+                created: self.created,
+            });
+        }
+        self.check(fingerprint, signed_at)
+    }
+}
+
+/// When a key created at `created` expires by `signature`'s key-expiration subpacket, which
+/// counts seconds from the key's creation (zero or absent: never).
+fn expiry(created: u64, signature: &Signature) -> Option<u64> {
+    signature
+        .key_expiration_time()
+        .map(|lifetime| u64::from(lifetime.as_secs()))
+        .filter(|&secs| secs > 0)
+        .map(|secs| created.saturating_add(secs))
 }
 
 /// Parses the exactly one transferable key of type `K` from armored or binary data.

@@ -366,12 +366,13 @@ impl ListNotice<'_> {
     /// The notice as an RFC 3156 PGP/MIME message that only the holder of `cert` can read.
     /// Inside, the Subject and `reply_to` are protected headers (RFC 9788, with the
     /// `protected-headers="v1"` parameter older clients look for), so an address written in
-    /// `reply_to` is seen only by whoever can decrypt.
+    /// `reply_to` is seen only by whoever can decrypt. Sealed to the subkey valid at `at`.
     pub fn to_encrypted_message<R: Rng + CryptoRng>(
         &self,
         rng: R,
         cert: &Cert,
         reply_to: &str,
+        at: u64,
     ) -> Result<Vec<u8>, IdentityError> {
         let subject = self.subject_line();
         let mut inner = Vec::new();
@@ -389,7 +390,7 @@ impl ListNotice<'_> {
         )
         .write_part(&mut inner)
         .expect("writing to a Vec cannot fail");
-        let armored = cert.encrypt_to(rng, inner)?;
+        let armored = cert.encrypt_to(rng, inner, at)?;
         Ok(self
             .headers()
             .body(MimePart::new(

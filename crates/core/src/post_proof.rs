@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::address::Address;
-use crate::identity::{Cert, IdentityError, SecretIdentity};
+use crate::identity::{Cert, IdentityError, NotValid, SecretIdentity, SignatureRefusal};
 use crate::request::MAX_SKEW_SECS;
 use crate::session::KeyId;
 use crate::signed::{Domain, Signed};
@@ -57,6 +57,11 @@ pub enum ProofError {
         "the post's {POST_PROOF_HEADER} is not signed by the roster key of the member its From names"
     )]
     BadSignature,
+    /// Only the member's own key gets this far, so it tells nobody else anything.
+    #[error(
+        "the post's {POST_PROOF_HEADER} is signed by the member's key, which was not valid when it signed: {0}"
+    )]
+    KeyNotValid(NotValid),
     #[error("the post's proof was made for {named}, not this list")]
     OtherList { named: String },
     #[error("the post's proof was made for other OpenPGP data or another key id")]
@@ -166,9 +171,13 @@ impl PostProof {
         if age_secs > MAX_PROOF_AGE_SECS {
             return Err(ProofError::Stale { age_secs });
         }
-        match poster {
-            Some(cert) if self.signed.verify(Domain::PostProof, cert) => Ok(()),
-            _ => Err(ProofError::BadSignature),
+        let poster = poster.ok_or(ProofError::BadSignature)?;
+        match self.signed.check(Domain::PostProof, poster, None) {
+            Ok(()) => Ok(()),
+            Err(SignatureRefusal::KeyNotValid(not_valid)) => {
+                Err(ProofError::KeyNotValid(not_valid))
+            }
+            Err(SignatureRefusal::NotBy(_)) => Err(ProofError::BadSignature),
         }
     }
 }

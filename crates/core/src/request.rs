@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+use crate::identity::{
+    Cert, Fingerprint, IdentityError, NotValid, SecretIdentity, SignatureRefusal,
+};
 use crate::signed::{Domain, Signed, b64};
 
 /// Largest accepted difference between the signer's clock and the verifier's.
@@ -52,6 +54,8 @@ pub enum RequestError {
     },
     #[error("the signature does not verify with the certificate of {0}")]
     BadSignature(Fingerprint),
+    #[error("the request's signature is genuine but its key was not valid: {0}")]
+    KeyNotValid(NotValid),
     #[error("the request is {skew_secs} s away from the server's clock (limit {MAX_SKEW_SECS} s)")]
     Stale { skew_secs: u64 },
     #[error("the request's nonce was already used (replay)")]
@@ -177,23 +181,42 @@ impl SignedRequest {
         cert: &Cert,
         now: u64,
     ) -> Result<VerifiedRequest, RequestError> {
-        let verified = self.verify_signature(purpose, cert)?;
+        let verified = self.verify_signature_valid_at(purpose, cert, Some(now))?;
         verified.check_clock(now)?;
         Ok(verified)
     }
 
     /// Checks the signature, signer and purpose but not the clock: for a request read again
     /// long after it was made (an owner checking a join request the list server kept).
+    /// The signing key must have been valid when it signed.
     pub fn verify_signature(
         &self,
         purpose: &str,
         cert: &Cert,
     ) -> Result<VerifiedRequest, RequestError> {
+        self.verify_signature_valid_at(purpose, cert, None)
+    }
+
+    /// [`SignedRequest::verify_signature`], the signing key also valid at `also_at` if given:
+    /// a signature's own time is whatever its signer wrote, so a request acted on now needs
+    /// a key valid now.
+    fn verify_signature_valid_at(
+        &self,
+        purpose: &str,
+        cert: &Cert,
+        also_at: Option<u64>,
+    ) -> Result<VerifiedRequest, RequestError> {
         if cert.fingerprint() != &self.signer {
             return Err(RequestError::BadSignature(self.signer.clone()));
         }
-        if !self.signed.verify(Domain::Request, cert) {
-            return Err(RequestError::BadSignature(self.signer.clone()));
+        match self.signed.check(Domain::Request, cert, also_at) {
+            Ok(()) => {}
+            Err(SignatureRefusal::KeyNotValid(not_valid)) => {
+                return Err(RequestError::KeyNotValid(not_valid));
+            }
+            Err(SignatureRefusal::NotBy(_)) => {
+                return Err(RequestError::BadSignature(self.signer.clone()));
+            }
         }
         let covered: Covered = serde_json::from_slice(&self.signed.body)
             .map_err(|e| RequestError::Malformed(e.to_string()))?;

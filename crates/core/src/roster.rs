@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::address::Address;
-use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity, ShortKeyId};
+use crate::identity::{
+    Cert, Fingerprint, IdentityError, NotValid, SecretIdentity, ShortKeyId, SignatureRefusal,
+};
 use crate::signed::{Domain, Signed};
 
 /// What a member may do. Every role may read; owners sign roster changes.
@@ -147,7 +149,8 @@ pub struct OpBody {
     /// Hash of the previous op; `None` only for the genesis op (seq 0).
     pub prev: Option<OpHash>,
     pub signer: Fingerprint,
-    /// Unix seconds when the owner signed the op (informational).
+    /// Unix seconds when the owner signed the op: a certificate the op adds must be able to
+    /// receive keys then (not expired), so replaying the log later still accepts it.
     pub signed_at: u64,
     pub change: Change,
 }
@@ -208,6 +211,8 @@ pub enum RosterError {
     Gap { expected: u64, got: u64 },
     #[error("the signature is not valid for any owner of the list")]
     BadSignature,
+    #[error("the op's signature is genuine but its key was not valid: {0}")]
+    SignerKeyNotValid(NotValid),
     #[error("{signer} signed the op but is a {role}, not an owner")]
     NotOwner { signer: Fingerprint, role: Role },
     #[error("{signer} signed the op but is no longer an owner of the list")]
@@ -252,6 +257,15 @@ pub enum RosterError {
     BadCert(#[from] IdentityError),
     #[error("the op body is not a valid roster op: {0}")]
     Malformed(String),
+}
+
+impl RosterError {
+    fn unsigned(refusal: SignatureRefusal) -> Self {
+        match refusal {
+            SignatureRefusal::KeyNotValid(not_valid) => RosterError::SignerKeyNotValid(not_valid),
+            SignatureRefusal::NotBy(_) => RosterError::BadSignature,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -336,13 +350,12 @@ impl Roster {
             return Err(RosterError::GenesisExpected);
         }
         let cert = Cert::from_bytes(owner.cert.as_bytes())?;
-        cert.encryption_subkey()?;
+        cert.check_encryption_subkey_at(body.signed_at)?;
         if owner.role != Role::Owner {
             return Err(RosterError::LastOwner);
         }
-        if !op.verify(Domain::RosterOp, &cert) {
-            return Err(RosterError::BadSignature);
-        }
+        op.check(Domain::RosterOp, &cert, None)
+            .map_err(RosterError::unsigned)?;
         if body.signer != *cert.fingerprint() {
             return Err(RosterError::SignerMismatch {
                 claimed: body.signer,
@@ -410,7 +423,7 @@ impl Roster {
                 actual: signer,
             });
         }
-        self.change(body.seq, body.change)?;
+        self.change(body.seq, body.signed_at, body.change)?;
         self.append(op);
         Ok(())
     }
@@ -426,7 +439,7 @@ impl Roster {
     fn verified_owner(&self, op: &SignedOp) -> Result<Fingerprint, RosterError> {
         let cert = op
             .find_signer(Domain::RosterOp, |issuer| self.holder_cert(issuer))
-            .ok_or(RosterError::BadSignature)?;
+            .ok_or_else(|| self.why_unsigned(op))?;
         let fingerprint = cert.fingerprint().clone();
         match self.current_role(&fingerprint) {
             Some(Role::Owner) => Ok(fingerprint),
@@ -441,12 +454,27 @@ impl Roster {
         }
     }
 
-    fn change(&mut self, seq: u64, change: Change) -> Result<(), RosterError> {
+    /// Why no certificate on the roster made the op's signature: a genuine signature by a
+    /// key that was not valid when it signed, or none at all.
+    fn why_unsigned(&self, op: &SignedOp) -> RosterError {
+        op.issuer_fingerprints()
+            .iter()
+            .filter_map(|issuer| self.holder_cert(issuer))
+            .find_map(|cert| match op.check(Domain::RosterOp, cert, None) {
+                Err(refusal @ SignatureRefusal::KeyNotValid(_)) => {
+                    Some(RosterError::unsigned(refusal))
+                }
+                _ => None,
+            })
+            .unwrap_or(RosterError::BadSignature)
+    }
+
+    fn change(&mut self, seq: u64, signed_at: u64, change: Change) -> Result<(), RosterError> {
         match change {
             Change::Genesis { .. } => Err(RosterError::SecondGenesis),
             Change::Add { member } => {
                 let cert = Cert::from_bytes(member.cert.as_bytes())?;
-                cert.check_encryption_subkey()?;
+                cert.check_encryption_subkey_at(signed_at)?;
                 self.enrol(member.address, cert, member.role, seq)
             }
             Change::Remove { address } => {

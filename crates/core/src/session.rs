@@ -160,13 +160,14 @@ impl fmt::Display for KeyId {
 pub struct Pkesk(Vec<u8>);
 
 impl Pkesk {
-    /// Encrypts `session_key` to the encryption subkey of `cert`.
+    /// Encrypts `session_key` to the encryption subkey of `cert` valid at `at` (unix seconds).
     pub fn seal<R: Rng + CryptoRng>(
         rng: R,
         session_key: &SessionKey,
         cert: &Cert,
+        at: u64,
     ) -> Result<Self, SessionError> {
-        let subkey = cert.encryption_subkey()?;
+        let subkey = cert.encryption_subkey_at(at)?;
         let packet = PublicKeyEncryptedSessionKey::from_session_key_v3(
             rng,
             &session_key.to_raw(),

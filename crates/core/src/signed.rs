@@ -9,7 +9,7 @@ use pgp::ser::Serialize as _;
 use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
+use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity, SignatureRefusal};
 
 /// What a signature was made for; the prefix is part of the signed data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,10 +61,24 @@ impl Signed {
         DetachedSignature::from_bytes(&self.signature[..]).ok()
     }
 
-    /// Whether `cert` made the signature over this body under `domain`.
+    /// Whether `cert` made the signature over this body under `domain` with a key valid at
+    /// the time the signature states.
     pub fn verify(&self, domain: Domain, cert: &Cert) -> bool {
-        self.detached()
-            .is_some_and(|sig| cert.verify_detached(&sig, &domain_data(domain, &self.body)))
+        self.check(domain, cert, None).is_ok()
+    }
+
+    /// Why `cert` did not make the signature over this body under `domain`, with a key valid
+    /// at the time the signature states and, if given, at `also_at`.
+    pub fn check(
+        &self,
+        domain: Domain,
+        cert: &Cert,
+        also_at: Option<u64>,
+    ) -> Result<(), SignatureRefusal> {
+        let signature = self
+            .detached()
+            .ok_or_else(|| SignatureRefusal::NotBy(cert.fingerprint().clone()))?;
+        cert.verify_detached(&signature, &domain_data(domain, &self.body), also_at)
     }
 
     /// Fingerprints the signature names as its issuer (primary or subkey).

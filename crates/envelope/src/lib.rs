@@ -255,7 +255,8 @@ pub enum OpenWith<'a> {
 pub enum Signature {
     /// Made by the certificate with this fingerprint (one of the candidates given).
     Valid(Fingerprint),
-    /// Signed, but by none of the candidates, or the signature does not verify.
+    /// Signed, but by none of the candidates, or the signature does not verify, or its key was
+    /// not valid at the time the signature states.
     Invalid,
     /// Not signed at all.
     Unsigned,
@@ -376,9 +377,8 @@ pub fn decrypt_packets(
         signers
             .iter()
             .find(|cert| {
-                cert.verifying_keys()
-                    .into_iter()
-                    .any(|key| message.verify(key).is_ok())
+                cert.verify_message_signature(|key| message.verify(key).ok())
+                    .is_ok()
             })
             .map_or(Signature::Invalid, |cert| {
                 Signature::Valid(cert.fingerprint().clone())

@@ -7,6 +7,13 @@ use hushlist_envelope::{OpenWith, Signature, open, seal};
 use hushlist_peers::Gpg;
 use rand::rngs::OsRng;
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// What these tests ask of a GnuPG home beyond running it.
 trait GpgKeys {
     fn gen_key(&self, email: &str, algo: &str) -> String;
@@ -62,7 +69,7 @@ fn gpg_made_keys_load_armored_and_binary() {
         let uid = gpg.gen_key(email, algo);
         for armor in [true, false] {
             let cert = Cert::from_bytes(&gpg.export(&uid, armor)).unwrap();
-            cert.encryption_subkey().unwrap();
+            cert.encryption_subkey_at(now()).unwrap();
             let secret = SecretIdentity::from_bytes(&gpg.export_secret(&uid, armor), "").unwrap();
             assert_eq!(secret.fingerprint(), cert.fingerprint());
             assert!(cert.user_ids().contains(&uid));
@@ -80,7 +87,7 @@ fn gpg_decrypts_and_verifies_a_sealed_post_with_a_spliced_pkesk() {
 
     let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
     let post = EncryptedPost::parse(&sealed.message).unwrap();
-    let pkesk = Pkesk::seal(OsRng, &sealed.session_key, &member).unwrap();
+    let pkesk = Pkesk::seal(OsRng, &sealed.session_key, &member, now()).unwrap();
     let spliced = post.splice(&sealed.message, &[pkesk]);
 
     let out = gpg.run(&["--status-fd", "2", "--decrypt"], &spliced);
@@ -119,7 +126,7 @@ fn gpg_reads_the_armor_of_posts_of_every_length_modulo_three() {
         let post = format!("{POST}{}", "x".repeat(extra));
         let sealed = seal(OsRng, post.as_bytes(), &sender, "https://keys.example.org").unwrap();
         let parsed = EncryptedPost::parse(&sealed.message).unwrap();
-        let pkesk = Pkesk::seal(OsRng, &sealed.session_key, &member).unwrap();
+        let pkesk = Pkesk::seal(OsRng, &sealed.session_key, &member, now()).unwrap();
         let spliced = parsed.splice(&sealed.message, &[pkesk]);
         let text = String::from_utf8(spliced).unwrap();
         let begin = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
@@ -147,7 +154,7 @@ fn gpg_rejects_a_tampered_spliced_post() {
     let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
     let post = EncryptedPost::parse(&sealed.message).unwrap();
     let spliced = |tamper: bool| {
-        let mut packets = Pkesk::seal(OsRng, &sealed.session_key, &member)
+        let mut packets = Pkesk::seal(OsRng, &sealed.session_key, &member, now())
             .unwrap()
             .as_bytes()
             .to_vec();

@@ -14,6 +14,13 @@ use pgp::types::CompressionAlgorithm;
 use proptest::prelude::*;
 use rand::rngs::OsRng;
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn sender() -> &'static SecretIdentity {
     static ID: OnceLock<SecretIdentity> = OnceLock::new();
     ID.get_or_init(|| SecretIdentity::generate(OsRng, "Alice <alice@example.org>").unwrap())
@@ -73,7 +80,7 @@ fn sealed_post_hides_subject_and_body_and_opens_with_the_session_key() {
 #[test]
 fn a_pkesk_for_the_member_opens_the_post_and_splicing_makes_it_self_contained() {
     let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
-    let pkesk = Pkesk::seal(OsRng, &sealed.session_key, member().cert()).unwrap();
+    let pkesk = Pkesk::seal(OsRng, &sealed.session_key, member().cert(), now()).unwrap();
     let via_pkesk = open(
         &sealed.message,
         OpenWith::Pkesk(&pkesk, member()),
@@ -87,7 +94,7 @@ fn a_pkesk_for_the_member_opens_the_post_and_splicing_makes_it_self_contained() 
 
     let post = EncryptedPost::parse(&sealed.message).unwrap();
     let other = SecretIdentity::generate(OsRng, "carol@example.org").unwrap();
-    let other_pkesk = Pkesk::seal(OsRng, &sealed.session_key, other.cert()).unwrap();
+    let other_pkesk = Pkesk::seal(OsRng, &sealed.session_key, other.cert(), now()).unwrap();
     let spliced = post.splice(&sealed.message, &[other_pkesk, pkesk]);
     let via_splice = open(
         &spliced,
@@ -105,7 +112,7 @@ fn a_pkesk_for_the_member_opens_the_post_and_splicing_makes_it_self_contained() 
 #[test]
 fn a_pkesk_for_another_key_is_refused() {
     let sealed = seal(OsRng, POST.as_bytes(), sender(), "https://keys.example.org").unwrap();
-    let for_sender = Pkesk::seal(OsRng, &sealed.session_key, sender().cert()).unwrap();
+    let for_sender = Pkesk::seal(OsRng, &sealed.session_key, sender().cert(), now()).unwrap();
     let err = open(&sealed.message, OpenWith::Pkesk(&for_sender, member()), &[]).unwrap_err();
     assert!(err.to_string().contains("not a key of"), "{err}");
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hushlist_core::api::{ErrorBody, ErrorDetail, JoinRequestError};
+use hushlist_core::identity::{IdentityError, NotValid};
 use hushlist_core::request::RequestError;
 use hushlist_core::roster::RosterError;
 use hushlist_core::{Address, Fingerprint, KeyId};
@@ -167,6 +168,11 @@ impl ApiError {
             WrongPrevious { .. } => "wrong_previous",
             Gap { .. } => "gap",
             BadSignature => "bad_signature",
+            SignerKeyNotValid(not_valid) => match not_valid {
+                NotValid::Expired { .. } => "signer_key_expired",
+                NotValid::NotYetCreated { .. } => "signer_key_not_yet_valid",
+                NotValid::Revoked { .. } => "signer_key_revoked",
+            },
             NotOwner { .. } => "not_owner",
             FormerOwner { .. } => "former_owner",
             SignerMismatch { .. } => "signer_mismatch",
@@ -179,6 +185,11 @@ impl ApiError {
             CertInUse(_) => "cert_in_use",
             KeyInUse { .. } => "key_in_use",
             KeyIdInUse { .. } => "key_id_in_use",
+            BadCert(IdentityError::NotValid(not_valid)) => match not_valid {
+                NotValid::Expired { .. } => "cert_expired",
+                NotValid::NotYetCreated { .. } => "cert_not_yet_valid",
+                NotValid::Revoked { .. } => "cert_revoked",
+            },
             BadCert(_) => "bad_cert",
             Malformed(_) => "malformed",
         };
@@ -190,7 +201,9 @@ impl ApiError {
             BadSignature | SignerMismatch { .. } => {
                 ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
             }
-            NotOwner { .. } | FormerOwner { .. } => ApiError::forbidden(code, message),
+            NotOwner { .. } | FormerOwner { .. } | SignerKeyNotValid(_) => {
+                ApiError::forbidden(code, message)
+            }
             LastOwner
             | AlreadyMember(_)
             | UnknownMember(_)
@@ -210,6 +223,15 @@ impl ApiError {
             RequestError::SignerMismatch { .. } | RequestError::BadSignature(_) => "bad_signature",
             RequestError::Stale { .. } => "stale_request",
             RequestError::Replayed => "replayed",
+            // The signature is genuine: the signer is known, and refused for their key.
+            RequestError::KeyNotValid(not_valid) => {
+                let code = match not_valid {
+                    NotValid::Expired { .. } => "key_expired",
+                    NotValid::NotYetCreated { .. } => "key_not_yet_valid",
+                    NotValid::Revoked { .. } => "key_revoked",
+                };
+                return ApiError::forbidden(code, e.to_string());
+            }
         };
         ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, e.to_string())
     }

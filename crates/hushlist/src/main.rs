@@ -845,7 +845,7 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
         ListAction::Pending { list } => {
             let me = home.load_identity(&passphrase())?;
             let config = home.list(&address(&list)?)?;
-            let pending = joins::pending(&me, &config).await?;
+            let pending = joins::pending(&me, &config, now()).await?;
             if pending.is_empty() {
                 println!("no pending requests to join {}", config.list);
             }
@@ -923,7 +923,7 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             let member = address(&member)?;
             let fingerprint = fingerprint.as_deref().map(fingerprint_arg).transpose()?;
             let rejected =
-                joins::reject(&me, &config, &member, fingerprint.as_ref(), reason).await?;
+                joins::reject(&me, &config, &member, fingerprint.as_ref(), reason, now()).await?;
             println!(
                 "{member}'s request to join {} with key {rejected} declined; they are told by mail",
                 config.list

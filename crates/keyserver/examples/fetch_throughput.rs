@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let server_cert = Cert::from_bytes(server_key.cert.as_bytes())?;
     let key_id = KeyId::generate(OsRng);
-    let sealed = Pkesk::seal(OsRng, &SessionKey::generate(OsRng), &server_cert)?;
+    let sealed = Pkesk::seal(OsRng, &SessionKey::generate(OsRng), &server_cert, now())?;
     let deposit = Deposit {
         key_id: key_id.clone(),
         sealed_key: sealed.as_bytes().to_vec(),

@@ -15,14 +15,15 @@ pub enum ReleaseError {
 }
 
 /// Seals `session_key` for `reader` if the roster lets them read a post made at roster seq
-/// `posted_at`.
+/// `posted_at`, to their encryption subkey valid `now` (unix seconds).
 pub fn release<R: Rng + CryptoRng>(
     rng: R,
     roster: &Roster,
     posted_at: u64,
     session_key: &SessionKey,
     reader: &Fingerprint,
+    now: u64,
 ) -> Result<Pkesk, ReleaseError> {
     let cert = roster.may_read(reader, posted_at)?;
-    Ok(Pkesk::seal(rng, session_key, cert)?)
+    Ok(Pkesk::seal(rng, session_key, cert, now)?)
 }

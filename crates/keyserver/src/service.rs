@@ -13,9 +13,13 @@ use hushlist_core::api::{
     KeyRelease, ServerKey, purpose,
 };
 use hushlist_core::audit::{AuditHash, AuditHead, sign_head, verify_links};
+use hushlist_core::identity::NotValid;
 use hushlist_core::request::{SignedRequest, VerifiedRequest};
 use hushlist_core::roster::{Role, Roster};
-use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_core::session::SessionError;
+use hushlist_core::{
+    Address, Cert, Fingerprint, IdentityError, KeyId, Pkesk, SecretIdentity, SessionKey,
+};
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
@@ -367,7 +371,7 @@ impl KeyServer {
         let row = self.live_key(list, key_id).await?;
         let posted_at = u64::try_from(row.roster_seq).unwrap_or_default();
         let session_key = self.open_session_key(&row).await?;
-        let pkesk = match release(OsRng, &roster, posted_at, &session_key, &reader) {
+        let pkesk = match release(OsRng, &roster, posted_at, &session_key, &reader, unix_now()) {
             Ok(pkesk) => pkesk,
             Err(ReleaseError::Refused(refusal)) => {
                 self.metrics.refusals.fetch_add(1, Ordering::Relaxed);
@@ -383,10 +387,13 @@ impl KeyServer {
                 return Err(ApiError::forbidden("not_allowed", refusal.to_string()));
             }
             Err(ReleaseError::Key(e)) => {
-                return Err(ApiError::unprocessable(
-                    "member_key_unusable",
-                    e.to_string(),
-                ));
+                let code = match &e {
+                    SessionError::Identity(IdentityError::NotValid(NotValid::Expired {
+                        ..
+                    })) => "member_key_expired",
+                    _ => "member_key_unusable",
+                };
+                return Err(ApiError::unprocessable(code, e.to_string()));
             }
         };
         self.metrics.releases.fetch_add(1, Ordering::Relaxed);
@@ -419,8 +426,9 @@ impl KeyServer {
         let session_key = self.open_session_key(&row).await?;
         let mut granted = Vec::with_capacity(request.recipients.len());
         let mut refused = Vec::new();
+        let now = unix_now();
         for fingerprint in request.recipients {
-            match release(OsRng, &roster, posted_at, &session_key, &fingerprint) {
+            match release(OsRng, &roster, posted_at, &session_key, &fingerprint, now) {
                 Ok(pkesk) => granted.push(Grant {
                     fingerprint,
                     pkesk: pkesk.as_bytes().to_vec(),

@@ -42,7 +42,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
             };
             for _ in 0..deposits {
                 let (key_id, session_key) = (KeyId::generate(OsRng), SessionKey::generate(OsRng));
-                let sealed = Pkesk::seal(OsRng, &session_key, &server_cert).unwrap();
+                let sealed = Pkesk::seal(OsRng, &session_key, &server_cert, now()).unwrap();
                 let body = hushlist_core::api::Deposit {
                     key_id: key_id.clone(),
                     sealed_key: sealed.as_bytes().to_vec(),

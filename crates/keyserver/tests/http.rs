@@ -21,7 +21,7 @@ async fn health_metrics_and_server_key_are_served() {
     let (status, body) = server.get("/healthz").await;
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
     let cert = server.server_cert().await;
-    assert!(cert.encryption_subkey().is_ok());
+    assert!(cert.encryption_subkey_at(now()).is_ok());
     let (status, metrics) = server.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains(
@@ -244,7 +244,7 @@ async fn deposits_are_checked_idempotent_and_conflicting_ones_refused() {
     assert_eq!((status, code(&body)), (401, "bad_signature"));
 
     // A key sealed to someone other than the key server is refused with a hint.
-    let misdirected = Pkesk::seal(OsRng, &session_key, p.bob.cert()).unwrap();
+    let misdirected = Pkesk::seal(OsRng, &session_key, p.bob.cert(), now()).unwrap();
     let body = hushlist_core::api::Deposit {
         key_id: KeyId::generate(OsRng),
         sealed_key: misdirected.as_bytes().to_vec(),

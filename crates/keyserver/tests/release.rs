@@ -8,6 +8,13 @@ use hushlist_envelope::{OpenWith, Signature, open, seal};
 use hushlist_keyserver::{ReleaseError, release};
 use rand::rngs::OsRng;
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
 fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
     let owner = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
@@ -49,6 +56,7 @@ fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
         posted_at,
         &sealed.session_key,
         bob.fingerprint(),
+        now(),
     )
     .unwrap();
     let opened = open(
@@ -75,6 +83,7 @@ fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
         posted_at,
         &sealed.session_key,
         bob.fingerprint(),
+        now(),
     )
     .unwrap_err();
     assert!(

@@ -54,8 +54,8 @@ impl ListServer {
     /// requester's certificate, to the address asked for.
     pub async fn join(&self, list: &Address, join: &JoinRequest) -> Result<JoinReceipt, ApiError> {
         let roster = self.rosters().get(list).await?;
-        let verified = join.verify(list)?;
         let now = unix_now();
+        let verified = join.verify(list, u64::try_from(now).unwrap_or(0))?;
         verified
             .request
             .check_clock(u64::try_from(now).unwrap_or(0))
@@ -417,7 +417,7 @@ fn confirmation(
         date: now,
         unique: &format!("join.{}", new_join_token(OsRng)),
     }
-    .to_encrypted_message(OsRng, cert, &reply_to)
+    .to_encrypted_message(OsRng, cert, &reply_to, u64::try_from(now).unwrap_or(0))
     .map_err(|e| ApiError::bad_request("bad_cert", format!("cannot encrypt to the key: {e}")))?;
     Ok(OutboxMessage {
         mail_from: bounce_sender(list),

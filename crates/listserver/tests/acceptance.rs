@@ -159,3 +159,64 @@ fn a_post_proof_holds_for_its_own_list_and_its_age_window() {
     assert_eq!(err.smtp_status(), (550, "5.7.1"));
     assert!(err.to_string().contains("team@lists.example.org"), "{err}");
 }
+
+/// A member added while their key was valid cannot post once it has expired: the proof's
+/// signature is theirs, made by a lapsed key, and the refusal says so.
+#[test]
+fn a_post_proved_by_an_expired_key_is_refused_with_the_reason() {
+    let owner = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
+    // Xena made her key with gpg ten days ago to last two days.
+    let made = now() - 10 * 86_400;
+    let gpg = hushlist_peers::Gpg::new();
+    let uid = "Xena <xena@example.org>";
+    gpg.run_ok(
+        &[
+            "--faked-system-time",
+            &format!("{made}!"),
+            "--quick-gen-key",
+            uid,
+            "future-default",
+            "default",
+            "2d",
+        ],
+        b"",
+    );
+    let xena = SecretIdentity::from_bytes(
+        &gpg.run_ok(&["--armor", "--export-secret-keys", uid], b"")
+            .stdout,
+        "",
+    )
+    .unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &owner,
+        addr("olivia@example.org"),
+        addr("team@lists.example.org"),
+        Policy::default(),
+        made,
+    )
+    .unwrap();
+    let mut roster = Roster::genesis(genesis).unwrap();
+    let add = Change::Add {
+        member: MemberEntry {
+            address: addr("xena@example.org"),
+            cert: xena.cert().to_armored(),
+            role: Role::Member,
+        },
+    };
+    roster
+        .apply(roster.sign_next(OsRng, &owner, made + 86_400, add).unwrap())
+        .unwrap();
+
+    let text = "From: xena@example.org\r\nTo: team@lists.example.org\r\nSubject: s\r\n\r\nbody\r\n";
+    let post = seal(OsRng, text.as_bytes(), &xena, "https://keys.example.org")
+        .unwrap()
+        .message;
+    let err = check_post(&post, &roster, now()).unwrap_err();
+    assert_eq!(err.smtp_status(), (550, "5.7.1"));
+    assert!(
+        matches!(err, Rejection::Unproven(ProofError::KeyNotValid(_))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("expired"), "{err}");
+}

@@ -101,7 +101,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
     let server_cert = hushlist_core::Cert::from_bytes(server_key.cert.as_bytes()).unwrap();
     let deposit = Deposit {
         key_id: sealed.key_id.clone(),
-        sealed_key: Pkesk::seal(OsRng, &sealed.session_key, &server_cert)
+        sealed_key: Pkesk::seal(OsRng, &sealed.session_key, &server_cert, now())
             .unwrap()
             .as_bytes()
             .to_vec(),

@@ -195,7 +195,8 @@ impl TestServer {
         session_key: &hushlist_core::SessionKey,
     ) -> (u16, Value) {
         let sealed =
-            hushlist_core::Pkesk::seal(OsRng, session_key, &self.server_cert().await).unwrap();
+            hushlist_core::Pkesk::seal(OsRng, session_key, &self.server_cert().await, now())
+                .unwrap();
         let body = hushlist_core::api::Deposit {
             key_id: key_id.clone(),
             sealed_key: sealed.as_bytes().to_vec(),
@@ -374,7 +375,7 @@ pub async fn deposit_at(
     );
     let body = hushlist_core::api::Deposit {
         key_id: key_id.clone(),
-        sealed_key: hushlist_core::Pkesk::seal(OsRng, &session_key, server_cert)
+        sealed_key: hushlist_core::Pkesk::seal(OsRng, &session_key, server_cert, now())
             .unwrap()
             .as_bytes()
             .to_vec(),
