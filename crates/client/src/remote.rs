@@ -181,7 +181,8 @@ impl Server {
         })
     }
 
-    /// Deposits a post's session key, sealed to the key server's own certificate.
+    /// Deposits a post's session key, signed for this list and key id and sealed to the key
+    /// server's own certificate.
     pub async fn deposit(
         &self,
         me: &SecretIdentity,
@@ -190,12 +191,16 @@ impl Server {
         session_key: &SessionKey,
         server_cert: &Cert,
     ) -> Result<DepositReceipt, RemoteError> {
-        let sealed = Pkesk::seal(OsRng, session_key, server_cert, unix_now())
-            .map_err(|e| RemoteError::Signing(e.to_string()))?;
-        let body = Deposit {
-            key_id: key_id.clone(),
-            sealed_key: sealed.as_bytes().to_vec(),
-        };
+        let body = Deposit::seal(
+            OsRng,
+            me,
+            server_cert,
+            list,
+            key_id,
+            session_key,
+            unix_now(),
+        )
+        .map_err(|e| RemoteError::Signing(e.to_string()))?;
         let request = signed(me, &purpose::deposit(list), &body)?;
         self.post(&format!("/v1/lists/{list}/keys"), &request, None)
             .await

@@ -1,13 +1,15 @@
 //! The JSON shapes of the servers' HTTP APIs, shared by servers and client, and the purpose
 //! strings signed requests cover (method and path, so a signature fits one endpoint only).
 
+use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
 use crate::audit::AuditHash;
-use crate::identity::{Cert, Fingerprint, IdentityError};
+use crate::deposit::{DepositError, seal_deposit};
+use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity};
 use crate::request::{RequestError, SignedRequest, VerifiedRequest};
-use crate::session::KeyId;
+use crate::session::{KeyId, SessionKey};
 use crate::signed::{Signed, b64};
 
 /// The body of every error response.
@@ -64,13 +66,33 @@ pub struct RosterOps {
     pub ops: Vec<Signed>,
 }
 
-/// A sender's deposit: the post's session key sealed (as a PKESK) to the key server's key.
+/// A sender's deposit: the post's session key in a sealed deposit (see [`crate::deposit`]):
+/// signed by the sender for this list and key id, encrypted to the key server's key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deposit {
     pub key_id: KeyId,
     #[serde(with = "b64")]
     pub sealed_key: Vec<u8>,
+}
+
+impl Deposit {
+    /// `sender`'s deposit of `session_key` under `key_id` at `list`, sealed to the key
+    /// server certificate `server`.
+    pub fn seal<R: Rng + CryptoRng>(
+        rng: R,
+        sender: &SecretIdentity,
+        server: &Cert,
+        list: &Address,
+        key_id: &KeyId,
+        session_key: &SessionKey,
+        at: u64,
+    ) -> Result<Self, DepositError> {
+        Ok(Deposit {
+            key_id: key_id.clone(),
+            sealed_key: seal_deposit(rng, sender, server, list, key_id, session_key, at)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -565,6 +565,11 @@ impl SecretIdentity {
             .filter(|sk| subkey_usable(&sk.signatures, can_encrypt))
     }
 
+    /// The secret key, to open messages encrypted to this identity (sealed deposits).
+    pub(crate) fn secret_key(&self) -> &SignedSecretKey {
+        &self.key
+    }
+
     /// The passphrase in the form the OpenPGP library takes.
     pub fn password(&self) -> Password {
         Password::from(self.passphrase.as_str())

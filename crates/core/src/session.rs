@@ -215,8 +215,8 @@ impl Pkesk {
         Ok(packet)
     }
 
-    /// Opens the session key with one of `identity`'s decryption subkeys. Used by the key
-    /// server on deposits sealed to it and by members on PKESKs sent to them.
+    /// Opens the session key with one of `identity`'s decryption subkeys: a member's PKESK
+    /// sent to them.
     pub fn unseal(&self, identity: &SecretIdentity) -> Result<SessionKey, SessionError> {
         let packet = Self::parse(&self.0)?;
         let values = packet

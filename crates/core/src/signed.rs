@@ -20,6 +20,8 @@ pub enum Domain {
     PostProof,
     /// The key server's signature over an audit chain's head.
     AuditHead,
+    /// A sender's claim inside a sealed deposit: list, key id, sender and session key.
+    Deposit,
 }
 
 impl Domain {
@@ -29,6 +31,7 @@ impl Domain {
             Domain::Request => b"hushlist request v1\n",
             Domain::PostProof => b"hushlist post-proof v1\n",
             Domain::AuditHead => b"hushlist audit-head v1\n",
+            Domain::Deposit => b"hushlist deposit v1\n",
         }
     }
 }

@@ -9,18 +9,23 @@ use rand::rngs::OsRng;
 
 /// Every domain a signature is made under. Adding a domain without adding it here fails to
 /// compile in `every_domain_is_listed`.
-const DOMAINS: [Domain; 4] = [
+const DOMAINS: [Domain; 5] = [
     Domain::RosterOp,
     Domain::Request,
     Domain::PostProof,
     Domain::AuditHead,
+    Domain::Deposit,
 ];
 
 #[test]
 fn every_domain_is_listed() {
     for domain in DOMAINS {
         match domain {
-            Domain::RosterOp | Domain::Request | Domain::PostProof | Domain::AuditHead => {}
+            Domain::RosterOp
+            | Domain::Request
+            | Domain::PostProof
+            | Domain::AuditHead
+            | Domain::Deposit => {}
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hushlist_core::api::{Deposit, ServerKey, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
-use hushlist_core::{Address, Cert, KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_core::{Address, Cert, KeyId, SecretIdentity, SessionKey};
 use hushlist_keyserver::master::MasterKey;
 use hushlist_keyserver::{KeyServer, ServiceConfig, router};
 use hushlist_store::Store;
@@ -97,11 +97,15 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let server_cert = Cert::from_bytes(server_key.cert.as_bytes())?;
     let key_id = KeyId::generate(OsRng);
-    let sealed = Pkesk::seal(OsRng, &SessionKey::generate(OsRng), &server_cert, now())?;
-    let deposit = Deposit {
-        key_id: key_id.clone(),
-        sealed_key: sealed.as_bytes().to_vec(),
-    };
+    let deposit = Deposit::seal(
+        OsRng,
+        &owner,
+        &server_cert,
+        &list,
+        &key_id,
+        &SessionKey::generate(OsRng),
+        now(),
+    )?;
     let request = SignedRequest::sign(
         OsRng,
         &owner,

@@ -8,27 +8,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, Mac as _};
 use hushlist_core::api::{
     AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
     KeyRelease, ServerKey, purpose,
 };
 use hushlist_core::audit::{AuditHash, AuditHead, sign_head, verify_links};
+use hushlist_core::deposit::{DepositError, DepositRequest, open_deposit};
 use hushlist_core::identity::NotValid;
 use hushlist_core::request::{SignedRequest, VerifiedRequest};
 use hushlist_core::roster::{Role, Roster};
 use hushlist_core::session::SessionError;
-use hushlist_core::{
-    Address, Cert, Fingerprint, IdentityError, KeyId, Pkesk, SecretIdentity, SessionKey,
-};
+use hushlist_core::{Address, Cert, Fingerprint, IdentityError, KeyId, SecretIdentity, SessionKey};
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::{
-    AuditEntry, Inserted, SealedSecret, SessionKeyRow, Store, StoreError, WrappingKeyRow,
+    AuditEntry, SealedSecret, SessionKeyInserted, SessionKeyRow, Store, StoreError, WrappingKeyRow,
 };
 use rand::rngs::OsRng;
 use rand::{Rng as _, RngCore as _};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::master::{MasterKey, MasterKeyError, SealedBlob};
@@ -36,6 +37,9 @@ use crate::release::{ReleaseError, release};
 
 /// Name of the server's own OpenPGP secret key in the store.
 const IDENTITY_SECRET: &str = "openpgp-identity";
+
+/// Name of the secret that session keys' digests are keyed with in the store.
+const KEY_DIGEST_SECRET: &str = "session-key-digest";
 
 /// Settings the service needs at run time.
 #[derive(Clone)]
@@ -90,6 +94,9 @@ pub struct KeyServer {
     store: Store,
     master: MasterKey,
     identity: SecretIdentity,
+    /// Keys the digest by which each session key is stored once (HMAC-SHA256); without it
+    /// the database does not show which keys are equal.
+    key_digest_secret: Zeroizing<Vec<u8>>,
     config: ServiceConfig,
     rosters: RosterCache,
     verifier: RequestVerifier,
@@ -115,42 +122,36 @@ fn as_db(n: u64) -> i64 {
 }
 
 impl KeyServer {
-    /// Loads the server's OpenPGP identity from the store, creating it on first start (the
-    /// first of several instances to store it wins; the others load that one).
+    /// Loads the server's OpenPGP identity and its key digest secret from the store, creating
+    /// them on first start (the first of several instances to store one wins; the others
+    /// load that one).
     pub async fn start(
         store: Store,
         master: MasterKey,
         config: ServiceConfig,
         user_id: &str,
     ) -> Result<Self, ApiError> {
-        let identity = match store.server_secret(IDENTITY_SECRET).await? {
-            Some(sealed) => Self::open_identity(&master, &sealed)?,
-            None => {
-                let fresh = SecretIdentity::generate(OsRng, user_id)
-                    .map_err(|e| ApiError::internal(format!("generating the server key: {e}")))?;
-                let blob = master.seal(
-                    OsRng,
-                    fresh.to_armored_secret().as_bytes(),
-                    IDENTITY_SECRET.as_bytes(),
-                );
-                let sealed = SealedSecret {
-                    master_key_id: blob.master_key_id,
-                    nonce: blob.nonce,
-                    sealed: blob.ciphertext,
-                };
-                store.put_server_secret(IDENTITY_SECRET, &sealed).await?;
-                let stored = store
-                    .server_secret(IDENTITY_SECRET)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("server key vanished after storing it"))?;
-                Self::open_identity(&master, &stored)?
-            }
-        };
+        let armored = Self::server_secret_or_create(&store, &master, IDENTITY_SECRET, || {
+            let fresh = SecretIdentity::generate(OsRng, user_id)
+                .map_err(|e| ApiError::internal(format!("generating the server key: {e}")))?;
+            Ok(Zeroizing::new(fresh.to_armored_secret().into_bytes()))
+        })
+        .await?;
+        let identity = SecretIdentity::from_bytes(&armored, "")
+            .map_err(|e| ApiError::internal(format!("loading the server key: {e}")))?;
+        let key_digest_secret =
+            Self::server_secret_or_create(&store, &master, KEY_DIGEST_SECRET, || {
+                let mut fresh = Zeroizing::new(vec![0u8; 32]);
+                OsRng.fill_bytes(fresh.as_mut());
+                Ok(fresh)
+            })
+            .await?;
         Ok(KeyServer {
             rosters: RosterCache::new(store.clone()),
             store,
             master,
             identity,
+            key_digest_secret,
             verifier: RequestVerifier::new(config.rate_per_sec, config.rate_burst),
             config,
             opened_wrapping_keys: Mutex::default(),
@@ -158,20 +159,42 @@ impl KeyServer {
         })
     }
 
-    fn open_identity(
+    /// The server secret `name`, opened under the master key; if the store has none, the one
+    /// `create` makes is stored first (or another instance's, stored meanwhile, is taken).
+    async fn server_secret_or_create(
+        store: &Store,
         master: &MasterKey,
-        sealed: &SealedSecret,
-    ) -> Result<SecretIdentity, ApiError> {
-        let blob = SealedBlob {
-            master_key_id: sealed.master_key_id.clone(),
-            nonce: sealed.nonce.clone(),
-            ciphertext: sealed.sealed.clone(),
+        name: &str,
+        create: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, ApiError>,
+    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let sealed = match store.server_secret(name).await? {
+            Some(sealed) => sealed,
+            None => {
+                let fresh = create()?;
+                let blob = master.seal(OsRng, &fresh, name.as_bytes());
+                store.put_server_secret(name, &sealed_secret(blob)).await?;
+                store.server_secret(name).await?.ok_or_else(|| {
+                    ApiError::internal(format!("{name} vanished after storing it"))
+                })?
+            }
         };
-        let armored = master
-            .open(&blob, IDENTITY_SECRET.as_bytes())
-            .map_err(|e| ApiError::internal(format!("opening the server key: {e}")))?;
-        SecretIdentity::from_bytes(&armored, "")
-            .map_err(|e| ApiError::internal(format!("loading the server key: {e}")))
+        let blob = SealedBlob {
+            master_key_id: sealed.master_key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.sealed,
+        };
+        master
+            .open(&blob, name.as_bytes())
+            .map_err(|e| ApiError::internal(format!("opening the server secret {name}: {e}")))
+    }
+
+    /// The digest a session key is stored once by: HMAC-SHA256 under the key digest secret.
+    fn key_digest(&self, session_key: &SessionKey) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key_digest_secret)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"hushlist session key digest v1\n");
+        mac.update(session_key.as_bytes());
+        mac.finalize().into_bytes().to_vec()
     }
 
     pub fn server_key(&self) -> ServerKey {
@@ -202,14 +225,16 @@ impl KeyServer {
             .await
     }
 
-    /// Stores a sender's deposit once the sender may post; 201 only after the row is durable.
+    /// Stores a sender's deposit once the sender may post, if it was sealed by that sender
+    /// for this list and key id and its session key was never deposited before; 201 only
+    /// after the row is durable.
     pub async fn deposit(
         &self,
         list: &Address,
         request: &SignedRequest,
     ) -> Result<(DepositReceipt, bool), ApiError> {
         let roster = self.roster(list).await?;
-        let (verified, _) = self
+        let (verified, sender_cert) = self
             .verify(&roster, request, &purpose::deposit(list))
             .await?;
         let deposit: Deposit =
@@ -227,14 +252,34 @@ impl KeyServer {
             .await?;
             return Err(ApiError::forbidden("not_allowed", refusal.to_string()));
         }
-        let pkesk = Pkesk::from_bytes(&deposit.sealed_key)
-            .map_err(|e| ApiError::bad_request("sealed_key_invalid", e.to_string()))?;
-        let session_key = pkesk.unseal(&self.identity).map_err(|e| {
-            ApiError::bad_request(
-                "sealed_key_invalid",
-                format!("the sealed key does not open with this key server's key ({e}); fetch /v1/server-key and seal to it"),
-            )
-        })?;
+        let opened = open_deposit(
+            &deposit.sealed_key,
+            &self.identity,
+            DepositRequest {
+                list,
+                key_id: &deposit.key_id,
+                sender: &sender_cert,
+            },
+        );
+        let session_key = match opened {
+            Ok(session_key) => session_key,
+            Err(refused) => {
+                let answer = deposit_refusal(&refused);
+                tracing::info!(key_id = %deposit.key_id, %list, %sender, %refused, "deposit refused");
+                if matches!(refused, DepositError::NotBound(_)) {
+                    self.audit(
+                        &deposit.key_id,
+                        list,
+                        &sender,
+                        "deposit",
+                        "refused",
+                        Some(answer.message.clone()),
+                    )
+                    .await?;
+                }
+                return Err(answer);
+            }
+        };
         let now = unix_now();
         let expires_at = roster
             .policy()
@@ -257,6 +302,7 @@ impl KeyServer {
             nonce: Vec::new(),
             sealed_key: Vec::new(),
             wrapping_key_id: None,
+            key_digest: Some(self.key_digest(&session_key)),
         };
         let mut attempts = 0;
         let inserted = loop {
@@ -270,17 +316,23 @@ impl KeyServer {
             }
         };
         match inserted {
-            Inserted::New => {
+            SessionKeyInserted::New => {
                 self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
                 self.audit(&deposit.key_id, list, &sender, "deposit", "stored", None)
                     .await?;
                 Ok((receipt, true))
             }
-            Inserted::AlreadyPresent => {
+            SessionKeyInserted::KeyDigestTaken => Err(ApiError::conflict(
+                "session_key_reused",
+                "this session key was deposited before (under another key id, list or sender); every post is sealed under a fresh session key, so seal the post again",
+            )),
+            SessionKeyInserted::KeyIdTaken => {
                 let existing = self.live_key(list, &deposit.key_id).await?;
-                let same = existing.list == row.list
-                    && existing.sender == row.sender
-                    && self.open_session_key(&existing).await? == session_key;
+                let same_key = match &existing.key_digest {
+                    Some(digest) => row.key_digest.as_ref() == Some(digest),
+                    None => self.open_session_key(&existing).await? == session_key,
+                };
+                let same = existing.list == row.list && existing.sender == row.sender && same_key;
                 if !same {
                     return Err(ApiError::conflict(
                         "key_id_taken",
@@ -717,16 +769,20 @@ impl KeyServer {
     }
 
     /// Re-seals, under the current master key, up to `limit` wrapping keys (and the server's
-    /// own key) still sealed under a retired one, and moves up to `limit` session keys under
+    /// own secrets) still sealed under a retired one, and moves up to `limit` session keys under
     /// current wrapping keys (rows sealed directly under a master key, and rows under a
     /// wrapping key retired by a revocation); returns how many. Once it returns 0 the retired
     /// master keys can be dropped from the configuration.
     pub async fn reseal_under_current_master(&self, limit: i64) -> Result<usize, ApiError> {
         let current = self.master.id().to_owned();
         let mut resealed = 0;
-        if let Some(secret) = self.store.server_secret(IDENTITY_SECRET).await?
-            && secret.master_key_id != current
-        {
+        for name in [IDENTITY_SECRET, KEY_DIGEST_SECRET] {
+            let Some(secret) = self.store.server_secret(name).await? else {
+                continue;
+            };
+            if secret.master_key_id == current {
+                continue;
+            }
             let blob = SealedBlob {
                 master_key_id: secret.master_key_id.clone(),
                 nonce: secret.nonce,
@@ -734,12 +790,12 @@ impl KeyServer {
             };
             let plain = self
                 .master
-                .open(&blob, IDENTITY_SECRET.as_bytes())
-                .map_err(|e| ApiError::internal(format!("the server key: {e}")))?;
-            let fresh = self.master.seal(OsRng, &plain, IDENTITY_SECRET.as_bytes());
+                .open(&blob, name.as_bytes())
+                .map_err(|e| ApiError::internal(format!("the server secret {name}: {e}")))?;
+            let fresh = self.master.seal(OsRng, &plain, name.as_bytes());
             if self
                 .store
-                .reseal_server_secret(IDENTITY_SECRET, &blob.master_key_id, &sealed_secret(fresh))
+                .reseal_server_secret(name, &blob.master_key_id, &sealed_secret(fresh))
                 .await?
             {
                 resealed += 1;
@@ -1037,6 +1093,40 @@ fn tampered(row: &SessionKeyRow) -> ApiError {
             row.key_id
         ),
     )
+}
+
+/// The answer to a refused sealed deposit, in the key server's own words: what was wrong and
+/// what to do, never the OpenPGP library's or parser's text (which goes to the log).
+fn deposit_refusal(refused: &DepositError) -> ApiError {
+    match refused {
+        DepositError::Outdated => ApiError::bad_request(
+            "deposit_format_outdated",
+            "the session key came as a bare PKESK, which anyone who saw it could deposit again; upgrade the hushlist client, which seals each deposit for its list, key id and sender, and send the post again",
+        ),
+        DepositError::NotBound(bound) => ApiError::forbidden(
+            "deposit_not_bound",
+            format!(
+                "the sealed deposit was not made by this request's signer for this list and key id (its {bound} differs); a deposit is sealed by its sender for one list and key id"
+            ),
+        ),
+        DepositError::TooLarge => ApiError::bad_request(
+            "sealed_key_invalid",
+            format!(
+                "the sealed deposit is larger than {} bytes; seal deposits with the hushlist client",
+                hushlist_core::deposit::MAX_SEALED_DEPOSIT
+            ),
+        ),
+        DepositError::NotForThisServer(_) => ApiError::bad_request(
+            "sealed_key_invalid",
+            "the sealed deposit does not open with this key server's key; fetch /v1/server-key and seal to it",
+        ),
+        DepositError::Malformed(_) | DepositError::Identity(_) | DepositError::Pgp(_) => {
+            ApiError::bad_request(
+                "sealed_key_invalid",
+                "the sealed deposit is not a deposit signed by its sender; seal deposits with the hushlist client",
+            )
+        }
+    }
 }
 
 fn sealed_secret(blob: SealedBlob) -> SealedSecret {

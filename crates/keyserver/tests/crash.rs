@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::api::purpose;
-use hushlist_core::{Cert, KeyId, Pkesk, SessionKey};
+use hushlist_core::{Cert, KeyId, SessionKey};
 use rand::rngs::OsRng;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,12 +41,7 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
             };
             for _ in 0..deposits {
                 let (key_id, session_key) = (KeyId::generate(OsRng), SessionKey::generate(OsRng));
-                let sealed = Pkesk::seal(OsRng, &session_key, &server_cert, now()).unwrap();
-                let body = hushlist_core::api::Deposit {
-                    key_id: key_id.clone(),
-                    sealed_key: sealed.as_bytes().to_vec(),
-                };
-                let request = signed(sender, &purpose::deposit(&list()), &body);
+                let request = deposit_request(sender, &list(), &key_id, &session_key, &server_cert);
                 match post_json(
                     &http,
                     format!("{base}/v1/lists/{LIST}/keys"),

@@ -243,17 +243,51 @@ async fn deposits_are_checked_idempotent_and_conflicting_ones_refused() {
         .await;
     assert_eq!((status, code(&body)), (401, "bad_signature"));
 
-    // A key sealed to someone other than the key server is refused with a hint.
-    let misdirected = Pkesk::seal(OsRng, &session_key, p.bob.cert(), now()).unwrap();
-    let body = hushlist_core::api::Deposit {
-        key_id: KeyId::generate(OsRng),
-        sealed_key: misdirected.as_bytes().to_vec(),
-    };
+    // A deposit sealed to someone other than the key server is refused with a hint.
+    let key_id = KeyId::generate(OsRng);
+    let body = hushlist_core::api::Deposit::seal(
+        OsRng,
+        &p.bob,
+        p.bob.cert(),
+        &list(),
+        &key_id,
+        &SessionKey::generate(OsRng),
+        now(),
+    )
+    .unwrap();
     let request = signed(&p.bob, &purpose::deposit(&list()), &body);
     let (status, body) = server
         .post(&format!("/v1/lists/{LIST}/keys"), &request, None)
         .await;
     assert_eq!((status, code(&body)), (400, "sealed_key_invalid"));
+    assert_eq!(
+        body["error"]["message"],
+        "the sealed deposit does not open with this key server's key; fetch /v1/server-key and seal to it"
+    );
+    // A bare PKESK, as clients sent before deposits were sealed, is refused: upgrade.
+    let bare = Pkesk::seal(
+        OsRng,
+        &SessionKey::generate(OsRng),
+        &server.server_cert().await,
+        now(),
+    )
+    .unwrap();
+    let body = hushlist_core::api::Deposit {
+        key_id: KeyId::generate(OsRng),
+        sealed_key: bare.as_bytes().to_vec(),
+    };
+    let request = signed(&p.bob, &purpose::deposit(&list()), &body);
+    let (status, body) = server
+        .post(&format!("/v1/lists/{LIST}/keys"), &request, None)
+        .await;
+    assert_eq!((status, code(&body)), (400, "deposit_format_outdated"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upgrade the hushlist client"),
+        "{body}"
+    );
 
     let (status, body) = server
         .post(
@@ -587,10 +621,10 @@ async fn expired_keys_are_destroyed_and_answer_410() {
         })
         .await;
     let p = people();
-    let (key_a, session_key) = new_key();
-    let (key_b, _) = new_key();
-    server.deposit(&p.bob, &key_a, &session_key).await;
-    server.deposit(&p.bob, &key_b, &session_key).await;
+    let (key_a, session_key_a) = new_key();
+    let (key_b, session_key_b) = new_key();
+    server.deposit(&p.bob, &key_a, &session_key_a).await;
+    server.deposit(&p.bob, &key_b, &session_key_b).await;
     assert_eq!(server.fetch(&p.rita, &key_a).await.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let (status, body) = server.fetch(&p.rita, &key_a).await;

@@ -13,7 +13,7 @@ use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{
     Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Role, Roster, sign_genesis,
 };
-use hushlist_core::{Address, Pkesk, SecretIdentity};
+use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
 use hushlist_listserver::smtp::PostSink as _;
@@ -99,13 +99,16 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         .await
         .unwrap();
     let server_cert = hushlist_core::Cert::from_bytes(server_key.cert.as_bytes()).unwrap();
-    let deposit = Deposit {
-        key_id: sealed.key_id.clone(),
-        sealed_key: Pkesk::seal(OsRng, &sealed.session_key, &server_cert, now())
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-    };
+    let deposit = Deposit::seal(
+        OsRng,
+        &owner,
+        &server_cert,
+        &list,
+        &sealed.key_id,
+        &sealed.session_key,
+        now(),
+    )
+    .unwrap();
     let request = SignedRequest::sign(
         OsRng,
         &owner,

@@ -88,6 +88,9 @@ pub struct SessionKeyRow {
     pub nonce: Vec<u8>,
     pub sealed_key: Vec<u8>,
     pub wrapping_key_id: Option<String>,
+    /// A keyed digest of the session key, unique among all keys stored or destroyed (`None`
+    /// on rows stored before digests were kept).
+    pub key_digest: Option<Vec<u8>>,
 }
 
 /// A wrapping key as the keyring keeps it: random key bytes sealed under the master key
@@ -238,6 +241,16 @@ pub struct Suspension {
 pub enum Inserted {
     New,
     AlreadyPresent,
+}
+
+/// What [`Store::insert_session_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKeyInserted {
+    New,
+    /// A key is stored (or was destroyed) under this key id; nothing was added.
+    KeyIdTaken,
+    /// Another key id holds (or held) a key with this key digest; nothing was added.
+    KeyDigestTaken,
 }
 
 /// Which database a [`Store`] runs on, for the few statements that differ.
@@ -717,21 +730,24 @@ impl Store {
         Ok(rows.iter().map(|r| r.get("list")).collect())
     }
 
-    /// Stores a session key row unless one with the same key id exists (or was destroyed).
-    /// One statement, so SQLite takes the write lock up front instead of upgrading a read
-    /// snapshot (which fails under concurrent writers). A row sealed under a wrapping key is
-    /// stored only while that key is in the keyring ([`StoreError::WrappingKeyGone`] if it
-    /// was deleted as unused meanwhile).
-    pub async fn insert_session_key(&self, row: &SessionKeyRow) -> Result<Inserted, StoreError> {
+    /// Stores a session key row unless one with the same key id or key digest exists (or was
+    /// destroyed). One statement, so SQLite takes the write lock up front instead of
+    /// upgrading a read snapshot (which fails under concurrent writers). A row sealed under a
+    /// wrapping key is stored only while that key is in the keyring
+    /// ([`StoreError::WrappingKeyGone`] if it was deleted as unused meanwhile).
+    pub async fn insert_session_key(
+        &self,
+        row: &SessionKeyRow,
+    ) -> Result<SessionKeyInserted, StoreError> {
         let _turn = self.keyring_turn().await;
         let wrapped = match &row.wrapping_key_id {
             Some(_) => self.wrapping_key_exists_clause(11),
             None => "",
         };
         let insert = format!(
-            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key, sealing, wrapping_key_id) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-             WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1){wrapped} \
+            "INSERT INTO session_keys (key_id, list, sender, roster_seq, created_at, expires_at, master_key_id, nonce, sealed_key, sealing, wrapping_key_id, key_digest) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+             WHERE NOT EXISTS (SELECT 1 FROM destroyed_keys WHERE key_id = $1 OR key_digest = $12){wrapped} \
              ON CONFLICT DO NOTHING"
         );
         let done = sqlx::query(&insert)
@@ -746,16 +762,40 @@ impl Store {
             .bind(&row.sealed_key)
             .bind(row.sealing)
             .bind(&row.wrapping_key_id)
+            .bind(&row.key_digest)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0
-            && let Some(wrapping_key_id) = &row.wrapping_key_id
-            && self.session_key(&row.key_id).await?.is_none()
-            && self.destroyed_key(&row.key_id).await?.is_none()
-        {
-            return Err(StoreError::WrappingKeyGone(wrapping_key_id.clone()));
+        if done.rows_affected() > 0 {
+            return Ok(SessionKeyInserted::New);
         }
-        Ok(inserted(done.rows_affected()))
+        if self.session_key(&row.key_id).await?.is_some()
+            || self.destroyed_key(&row.key_id).await?.is_some()
+        {
+            return Ok(SessionKeyInserted::KeyIdTaken);
+        }
+        if let Some(digest) = &row.key_digest
+            && self.key_digest_taken(digest).await?
+        {
+            return Ok(SessionKeyInserted::KeyDigestTaken);
+        }
+        match &row.wrapping_key_id {
+            Some(wrapping_key_id) => Err(StoreError::WrappingKeyGone(wrapping_key_id.clone())),
+            // Nothing conflicts now: the conflicting row was destroyed in between, leaving
+            // its tombstone, which the checks above read a moment before it was written.
+            None => Ok(SessionKeyInserted::KeyIdTaken),
+        }
+    }
+
+    /// Whether a stored or destroyed key has the key digest `digest`.
+    async fn key_digest_taken(&self, digest: &[u8]) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM session_keys WHERE key_digest = $1 \
+             UNION ALL SELECT 1 FROM destroyed_keys WHERE key_digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// ` AND` the wrapping key `$N` is in the keyring; on PostgreSQL its row is share-locked
@@ -784,7 +824,7 @@ impl Store {
 
     pub async fn session_key(&self, key_id: &str) -> Result<Option<SessionKeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id \
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id, key_digest \
              FROM session_keys WHERE key_id = $1",
         )
         .bind(key_id)
@@ -803,22 +843,27 @@ impl Store {
     ) -> Result<bool, StoreError> {
         // The transaction starts with a write, so it holds the write lock from the start.
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("DELETE FROM session_keys WHERE key_id = $1 RETURNING list, sender")
-            .bind(key_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "DELETE FROM session_keys WHERE key_id = $1 RETURNING list, sender, key_digest",
+        )
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             return Ok(false);
         };
         let (list, sender): (String, String) = (row.get("list"), row.get("sender"));
+        let key_digest: Option<Vec<u8>> = row.get("key_digest");
+        // The tombstone keeps the key digest, so the key cannot be deposited again.
         sqlx::query(
-            "INSERT INTO destroyed_keys (key_id, list, sender, reason, destroyed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO destroyed_keys (key_id, list, sender, reason, destroyed_at, key_digest) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(key_id)
         .bind(&list)
         .bind(&sender)
         .bind(reason)
         .bind(at)
+        .bind(&key_digest)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -859,7 +904,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SessionKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id \
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id, key_digest \
              FROM session_keys WHERE sealing <> $1 \
              OR wrapping_key_id IN (SELECT id FROM wrapping_keys WHERE retired = 1) LIMIT $2",
         )
@@ -877,7 +922,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SessionKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id \
+            "SELECT key_id, list, sender, roster_seq, created_at, expires_at, sealing, master_key_id, nonce, sealed_key, wrapping_key_id, key_digest \
              FROM session_keys WHERE wrapping_key_id = $1 LIMIT $2",
         )
         .bind(wrapping_key_id)
@@ -1714,6 +1759,7 @@ fn session_key_row(r: &sqlx::any::AnyRow) -> SessionKeyRow {
         nonce: r.get("nonce"),
         sealed_key: r.get("sealed_key"),
         wrapping_key_id: r.get("wrapping_key_id"),
+        key_digest: r.get("key_digest"),
     }
 }
 

@@ -14,7 +14,7 @@ use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
     AuditEntry, ChainedAuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret,
-    SessionKeyRow, Store, StoreError, StoredOp, WrappingKeyRow,
+    SessionKeyInserted, SessionKeyRow, Store, StoreError, StoredOp, WrappingKeyRow,
 };
 use rand::rngs::OsRng;
 use sqlx::Connection as _;
@@ -51,6 +51,7 @@ macro_rules! conformance {
 conformance!(
     roster_ops_append_once_per_seq_and_read_back_in_order,
     session_keys_insert_once_and_destruction_leaves_only_a_tombstone,
+    a_key_digest_is_stored_once_among_live_and_destroyed_keys,
     nonces_are_single_use_until_pruned,
     audit_entries_come_back_in_order_and_secrets_are_first_writer_wins,
     audit_records_appended_at_once_are_each_kept_once,
@@ -85,6 +86,7 @@ fn key_row(key_id: &str) -> SessionKeyRow {
         nonce: vec![1; 12],
         sealed_key: vec![2; 48],
         wrapping_key_id: None,
+        key_digest: Some(format!("digest of {key_id}").into_bytes()),
     }
 }
 
@@ -140,7 +142,7 @@ async fn wrapping_keys_serve_their_list_and_day_and_go_once_unused(db: &ScratchD
             .insert_session_key(&wrapped_row("k1", "w1"))
             .await
             .unwrap(),
-        Inserted::New
+        SessionKeyInserted::New
     );
     assert!(matches!(
         store.insert_session_key(&wrapped_row("k2", "missing")).await,
@@ -152,7 +154,7 @@ async fn wrapping_keys_serve_their_list_and_day_and_go_once_unused(db: &ScratchD
             .insert_session_key(&wrapped_row("k1", "w1"))
             .await
             .unwrap(),
-        Inserted::AlreadyPresent
+        SessionKeyInserted::KeyIdTaken
     );
     assert_eq!(
         store.session_key("k1").await.unwrap(),
@@ -304,11 +306,11 @@ async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone(db: &S
     let store = db.open().await.unwrap();
     assert_eq!(
         store.insert_session_key(&key_row("k1")).await.unwrap(),
-        Inserted::New
+        SessionKeyInserted::New
     );
     assert_eq!(
         store.insert_session_key(&key_row("k1")).await.unwrap(),
-        Inserted::AlreadyPresent
+        SessionKeyInserted::KeyIdTaken
     );
     assert_eq!(store.session_key("k1").await.unwrap(), Some(key_row("k1")));
     assert_eq!(
@@ -336,9 +338,83 @@ async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone(db: &S
     // A destroyed id can never be filled again.
     assert_eq!(
         store.insert_session_key(&key_row("k1")).await.unwrap(),
-        Inserted::AlreadyPresent
+        SessionKeyInserted::KeyIdTaken
     );
     assert_eq!(store.count_session_keys().await.unwrap(), 0);
+}
+
+async fn a_key_digest_is_stored_once_among_live_and_destroyed_keys(db: &ScratchDb) {
+    let store = db.open().await.unwrap();
+    let with_digest = |key_id: &str, digest: Option<&str>| SessionKeyRow {
+        key_digest: digest.map(|d| d.as_bytes().to_vec()),
+        ..key_row(key_id)
+    };
+    assert_eq!(
+        store
+            .insert_session_key(&with_digest("k1", Some("d1")))
+            .await
+            .unwrap(),
+        SessionKeyInserted::New
+    );
+    assert_eq!(
+        store
+            .insert_session_key(&with_digest("k2", Some("d1")))
+            .await
+            .unwrap(),
+        SessionKeyInserted::KeyDigestTaken
+    );
+    assert_eq!(store.session_key("k2").await.unwrap(), None);
+    // Under a wrapping key the keyring holds, the digest is still what conflicts.
+    store
+        .add_wrapping_key(&wrapping_key("w1", 5, true), None)
+        .await
+        .unwrap();
+    let wrapped = SessionKeyRow {
+        key_digest: Some(b"d1".to_vec()),
+        ..wrapped_row("k3", "w1")
+    };
+    assert_eq!(
+        store.insert_session_key(&wrapped).await.unwrap(),
+        SessionKeyInserted::KeyDigestTaken
+    );
+    // Rows from before digests were kept have none, and do not conflict.
+    for key_id in ["old1", "old2"] {
+        assert_eq!(
+            store
+                .insert_session_key(&with_digest(key_id, None))
+                .await
+                .unwrap(),
+            SessionKeyInserted::New
+        );
+    }
+    // A destroyed key's digest stays taken.
+    assert!(
+        store
+            .destroy_session_key("k1", "revoked", 150)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .insert_session_key(&with_digest("k4", Some("d1")))
+            .await
+            .unwrap(),
+        SessionKeyInserted::KeyDigestTaken
+    );
+    assert_eq!(
+        store
+            .insert_session_key(&with_digest("k4", Some("d2")))
+            .await
+            .unwrap(),
+        SessionKeyInserted::New
+    );
+    assert!(
+        store
+            .destroy_session_key("old1", "expired", 160)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.count_session_keys().await.unwrap(), 2);
 }
 
 async fn nonces_are_single_use_until_pruned(db: &ScratchDb) {

@@ -194,14 +194,13 @@ impl TestServer {
         key_id: &KeyId,
         session_key: &hushlist_core::SessionKey,
     ) -> (u16, Value) {
-        let sealed =
-            hushlist_core::Pkesk::seal(OsRng, session_key, &self.server_cert().await, now())
-                .unwrap();
-        let body = hushlist_core::api::Deposit {
-            key_id: key_id.clone(),
-            sealed_key: sealed.as_bytes().to_vec(),
-        };
-        let request = signed(sender, &purpose::deposit(&list()), &body);
+        let request = deposit_request(
+            sender,
+            &list(),
+            key_id,
+            session_key,
+            &self.server_cert().await,
+        );
         self.post(&format!("/v1/lists/{LIST}/keys"), &request, None)
             .await
     }
@@ -230,6 +229,28 @@ pub fn signed(who: &SecretIdentity, purpose: &str, body: &impl serde::Serialize)
         now(),
     )
     .unwrap()
+}
+
+/// `sender`'s signed request depositing `session_key` under `key_id` at `list`, sealed to the
+/// key server certificate `server_cert`.
+pub fn deposit_request(
+    sender: &SecretIdentity,
+    list: &Address,
+    key_id: &KeyId,
+    session_key: &hushlist_core::SessionKey,
+    server_cert: &hushlist_core::Cert,
+) -> SignedRequest {
+    let body = hushlist_core::api::Deposit::seal(
+        OsRng,
+        sender,
+        server_cert,
+        list,
+        key_id,
+        session_key,
+        now(),
+    )
+    .unwrap();
+    signed(sender, &purpose::deposit(list), &body)
 }
 
 pub fn now() -> u64 {
@@ -373,14 +394,7 @@ pub async fn deposit_at(
         KeyId::generate(OsRng),
         hushlist_core::SessionKey::generate(OsRng),
     );
-    let body = hushlist_core::api::Deposit {
-        key_id: key_id.clone(),
-        sealed_key: hushlist_core::Pkesk::seal(OsRng, &session_key, server_cert, now())
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-    };
-    let request = signed(sender, &purpose::deposit(&list()), &body);
+    let request = deposit_request(sender, &list(), &key_id, &session_key, server_cert);
     let (status, body) = post_json(http, format!("{base}/v1/lists/{LIST}/keys"), &request, None)
         .await
         .unwrap();
