@@ -491,7 +491,14 @@ async fn open_post<'a>(
     let signer = match &opened.signature {
         Signature::Valid { signer, context } => match address_of(signer) {
             Some(address) => {
-                check_binding(list, roster, &opened, &released, &address, context)?;
+                check_binding(
+                    list,
+                    roster,
+                    &opened.key_id,
+                    &released,
+                    (signer, &address),
+                    context,
+                )?;
                 if let Some(warning) = held_warning(roster, signer, &released) {
                     warnings.push(warning);
                 }
@@ -511,16 +518,16 @@ async fn open_post<'a>(
 fn check_binding(
     list: &ListConfig,
     roster: &Roster,
-    opened: &Opened,
+    key_id: &KeyId,
     released: &ReleasedKey,
-    signer: &Address,
+    (fingerprint, signer): (&Fingerprint, &Address),
     context: &SignedContext,
 ) -> Result<(), PostError> {
-    if context.key_id != opened.key_id.as_str() {
+    if context.key_id != key_id.as_str() {
         return Err(PostError::SignedForOtherKeyId {
             signer: signer.clone(),
             signed: context.key_id.clone(),
-            outer: opened.key_id.to_string(),
+            outer: key_id.to_string(),
         });
     }
     if !context.lists.iter().any(|l| l.same_mailbox(&list.list)) {
@@ -530,9 +537,6 @@ fn check_binding(
             signed: context.lists.clone(),
         });
     }
-    let Some(fingerprint) = opened.signature.valid_signer() else {
-        return Ok(());
-    };
     if &released.depositor != fingerprint {
         let depositor = roster
             .members()
@@ -544,7 +548,7 @@ fn check_binding(
         return Err(PostError::NotTheDepositor {
             signer: signer.clone(),
             depositor,
-            key_id: opened.key_id.to_string(),
+            key_id: key_id.to_string(),
         });
     }
     match roster.may_post_at(fingerprint, released.roster_seq) {

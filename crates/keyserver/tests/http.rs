@@ -294,6 +294,8 @@ async fn members_fetch_a_pkesk_that_opens_the_post() {
         let (status, body) = server.fetch(member, &sealed.key_id).await;
         assert_eq!(status, 200, "{body}");
         let release: KeyRelease = serde_json::from_value(body).unwrap();
+        // Who deposited the key, so the member's client can hold the signer to it.
+        assert_eq!(&release.depositor, p.bob.fingerprint());
         let pkesk = Pkesk::from_bytes(&release.pkesk).unwrap();
         let opened = open(
             &sealed.message,
