@@ -9,6 +9,7 @@ pub mod pins;
 pub mod posts;
 pub mod remote;
 pub mod rosters;
+mod seen;
 
 use std::fs;
 use std::io::Write as _;

@@ -5,17 +5,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hushlist_core::listmail::{HELD_REPLY, KEY_ID_TAKEN_REPLY};
 use hushlist_core::outer::EncryptedPost;
 
-use hushlist_core::{Address, Fingerprint, SecretIdentity};
-use hushlist_envelope::{OpenWith, Opened, Signature, open, seal};
+use hushlist_core::roster::{Moderation, Refusal, Roster};
+use hushlist_core::{Address, Cert, Fingerprint, KeyId, SecretIdentity};
+use hushlist_envelope::{
+    NotAPostSignature, OpenError, OpenWith, Opened, Signature, SignedContext, open, seal,
+};
 use mail_builder::headers::Header as _;
 use mail_builder::headers::date::Date;
 use mail_parser::{Header, HeaderName, MessageParser};
 use rand::rngs::OsRng;
 
-use crate::Home;
 use crate::lists::ListConfig;
 use crate::pins::{PinError, Rosters};
-use crate::remote::{RemoteError, submit};
+use crate::remote::{ReleasedKey, RemoteError, submit};
+use crate::seen::SeenIds;
+use crate::{Home, HomeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -83,6 +87,57 @@ pub enum PostError {
         key_id: String,
         reply: String,
     },
+    #[error(
+        "refused: the post's signature by {signer} is not a hushlist post signature: {reason}; someone may be passing off a signature made for something else as a post; tell the list's owners"
+    )]
+    NotAPostSignature {
+        signer: String,
+        reason: NotAPostSignature,
+    },
+    #[error(
+        "refused: the post signed by {signer} was signed for key id {signed}, but it comes under key id {outer}: someone re-encrypted a post of theirs under another key; tell the list's owners"
+    )]
+    SignedForOtherKeyId {
+        signer: Address,
+        signed: String,
+        outer: String,
+    },
+    #[error(
+        "refused: the post signed by {signer} was addressed to {}, not for {list}: someone re-posted it to this list; tell the list's owners",
+        listed(&signed.iter().map(ToString::to_string).collect::<Vec<_>>())
+    )]
+    NotSignedForList {
+        signer: Address,
+        list: Address,
+        signed: Vec<Address>,
+    },
+    #[error(
+        "refused: the post is signed by {signer}, but its key {key_id} was deposited by {depositor}: someone re-encrypted a post of {signer}'s as their own; tell the list's owners"
+    )]
+    NotTheDepositor {
+        signer: Address,
+        depositor: String,
+        key_id: String,
+    },
+    #[error(
+        "refused: the post is signed by {signer}, who may not post to this list at roster seq {seq} ({refusal}); it did not come through the list, so it is not shown as a list post"
+    )]
+    MayNotPost {
+        signer: Address,
+        seq: u64,
+        refusal: Refusal,
+    },
+    #[error(
+        "refused: the key server of {list} did not confirm key id {key_id}: {refusal}. {spliced} A list post is shown only when its key server says who deposited its key"
+    )]
+    KeyNotConfirmed {
+        list: Address,
+        key_id: String,
+        refusal: Box<RemoteError>,
+        spliced: String,
+    },
+    #[error(transparent)]
+    Home(#[from] HomeError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(transparent)]
@@ -182,9 +237,12 @@ pub async fn send(
 }
 
 /// The header a shown post starts with. Every header whose name begins `Hushlist-Verified`
-/// is ours to write, so any the sender put inside the message is removed before it is shown.
+/// or `Hushlist-Warning` is ours to write, so any the sender put inside the message is
+/// removed before it is shown.
 pub const VERIFIED_SIGNER_HEADER: &str = "Hushlist-Verified-Signer";
-const OUR_HEADER_PREFIX: &str = "hushlist-verified";
+/// What `open` warns of in a post it shows, one header each, after the signer's.
+pub const WARNING_HEADER: &str = "Hushlist-Warning";
+const OUR_HEADER_PREFIXES: [&str; 2] = ["hushlist-verified", "hushlist-warning"];
 
 /// A post as a member is shown it.
 #[derive(Debug)]
@@ -204,22 +262,67 @@ pub async fn show_post(
     lists: &[ListConfig],
     raw: &[u8],
 ) -> Result<Shown, PostError> {
-    let (opened, signer) = open_post(me, home, lists, raw).await?;
-    shown(opened, signer)
+    let (list, opened, signer, mut warnings) = open_post(me, home, lists, raw).await?;
+    let message_id = MessageParser::new()
+        .parse(&opened.message)
+        .and_then(|m| m.message_id().map(str::to_owned));
+    let seen = match &message_id {
+        Some(message_id) => {
+            let seen = SeenIds::load(home, &list.list)?;
+            if let Some(earlier) = seen.other_key_id(message_id, opened.key_id.as_str()) {
+                warnings.push(format!(
+                    "this post's Message-ID <{message_id}> is that of another post you were shown, under key id {earlier}; a mail reader may take one for the other"
+                ));
+            }
+            Some((seen, message_id))
+        }
+        None => None,
+    };
+    let key_id = opened.key_id.to_string();
+    let shown = shown(opened, signer, &warnings)?;
+    if let Some((seen, message_id)) = seen {
+        seen.record(message_id, &key_id)?;
+    }
+    Ok(shown)
 }
 
 /// The opened message as shown, or why it is not shown: it must be validly signed by a
 /// roster member, and its headers must name that member as the author, since mail readers
 /// show the From (and Sender) and not our header. So exactly one From address and at most
 /// one Sender address, each the signer's; no bare CR or NUL in the headers, which readers
-/// split differently. The header block is rebuilt from the fields mail-parser read (a line
+/// split differently. `warnings` follow our signer header. The header block is rebuilt from the fields mail-parser read (a line
 /// it skipped cannot become a header to another reader), without any `Hushlist-Verified*`
 /// field the sender wrote in whatever case or spacing, after ours.
-fn shown(opened: Opened, signer: Option<Address>) -> Result<Shown, PostError> {
+fn shown(opened: Opened, signer: Option<Address>, warnings: &[String]) -> Result<Shown, PostError> {
     let (fingerprint, signer) = match (opened.signature, signer) {
-        (Signature::Valid(fingerprint), Some(signer)) => (fingerprint, signer),
-        (Signature::Valid(fingerprint), None) => {
+        (
+            Signature::Valid {
+                signer: fingerprint,
+                ..
+            },
+            Some(signer),
+        ) => (fingerprint, signer),
+        (
+            Signature::Valid {
+                signer: fingerprint,
+                ..
+            },
+            None,
+        ) => {
             return Err(PostError::SignerNotOnRoster(fingerprint));
+        }
+        (
+            Signature::NotAPost {
+                signer: fingerprint,
+                reason,
+            },
+            signer,
+        ) => {
+            let signer = signer.map_or_else(
+                || fingerprint.to_string(),
+                |address| format!("{address} ({fingerprint})"),
+            );
+            return Err(PostError::NotAPostSignature { signer, reason });
         }
         (Signature::Invalid, _) => return Err(PostError::BadSignature),
         (Signature::Unsigned, _) => return Err(PostError::Unsigned),
@@ -281,6 +384,10 @@ fn shown(opened: Opened, signer: Option<Address>) -> Result<Shown, PostError> {
         format!("{VERIFIED_SIGNER_HEADER}: {signer} ({fingerprint})").as_bytes(),
     );
     shown.extend_from_slice(eol);
+    for warning in warnings {
+        shown.extend_from_slice(format!("{WARNING_HEADER}: {warning}").as_bytes());
+        shown.extend_from_slice(eol);
+    }
     for header in headers.iter().filter(|h| !is_ours(h.name.as_str())) {
         shown.extend_from_slice(&message[header.offset_field as usize..header.offset_end as usize]);
     }
@@ -321,7 +428,9 @@ fn is_ours(name: &str) -> bool {
         .filter(|c| !c.is_ascii_whitespace())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    name.starts_with(OUR_HEADER_PREFIX)
+    OUR_HEADER_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 fn listed(addresses: &[String]) -> String {
@@ -332,42 +441,182 @@ fn listed(addresses: &[String]) -> String {
     }
 }
 
-/// Opens a delivered post as `me`: with the PKESK spliced into it (push mode) or with one
-/// fetched from the list's key server (pull mode), checking the signature against the
-/// list's roster as pinned in `home`. `lists` are the lists this home knows; the post names
-/// which one. Private: what it returns is unchecked; people are shown posts through
-/// `show_post`.
-async fn open_post(
+/// Opens a delivered post as `me` and checks it against its list: the list's roster as
+/// pinned in `home` gives the candidate signers; the list's key server must release the
+/// post's key (a PKESK spliced into the post is not enough: it says nothing of who deposited
+/// the key), and says who deposited it and when. The signature must bind the post's key id
+/// and this list, its signer must be the depositor and must have been allowed to post then.
+/// `lists` are the lists this home knows; the post names which one. Returns the list, the
+/// opened post, the signer's roster address (if on the roster) and warnings to show. Private:
+/// people are shown posts through `show_post`, which checks the rest.
+async fn open_post<'a>(
     me: &SecretIdentity,
     home: &Home,
-    lists: &[ListConfig],
+    lists: &'a [ListConfig],
     raw: &[u8],
-) -> Result<(Opened, Option<Address>), PostError> {
+) -> Result<(&'a ListConfig, Opened, Option<Address>, Vec<String>), PostError> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
     let rosters = readable_rosters(me, home, list).await?;
     let roster = rosters.newest();
     let signers: Vec<_> = roster.members().map(|m| m.cert.clone()).collect();
-    let opened = match open(raw, OpenWith::Identity(me), &signers) {
-        Ok(opened) => opened,
-        Err(_) => {
-            let pkesk = list
-                .key_server()?
-                .fetch_key(me, &list.list, &post.key_id)
-                .await
-                .map_err(|e| refusal_for(me, list, e))?;
-            open(raw, OpenWith::Pkesk(&pkesk, me), &signers)
-                .map_err(|e| PostError::Open(e.to_string()))?
-        }
-    };
-    let signer = match &opened.signature {
-        Signature::Valid(fingerprint) => roster
+    let address_of = |fingerprint: &Fingerprint| {
+        roster
             .members()
             .find(|m| m.cert.fingerprint() == fingerprint)
-            .map(|m| m.address.clone()),
-        _ => None,
+            .map(|m| m.address.clone())
     };
-    Ok((opened, signer))
+    let released = match list
+        .key_server()?
+        .fetch_key(me, &list.list, &post.key_id)
+        .await
+    {
+        Ok(released) => released,
+        Err(refusal) if refusal.is_not_on_roster() => return Err(refusal_for(me, list, refusal)),
+        Err(refusal) => {
+            return Err(unconfirmed(
+                list,
+                roster,
+                (raw, &post.key_id),
+                me,
+                &signers,
+                &address_of,
+                refusal,
+            ));
+        }
+    };
+    let opened = open(raw, OpenWith::Pkesk(&released.pkesk, me), &signers)
+        .map_err(|e| PostError::Open(e.to_string()))?;
+    let mut warnings = Vec::new();
+    let signer = match &opened.signature {
+        Signature::Valid { signer, context } => match address_of(signer) {
+            Some(address) => {
+                check_binding(
+                    list,
+                    roster,
+                    &opened.key_id,
+                    &released,
+                    (signer, &address),
+                    context,
+                )?;
+                if let Some(warning) = held_warning(roster, signer, &released) {
+                    warnings.push(warning);
+                }
+                Some(address)
+            }
+            None => None,
+        },
+        Signature::NotAPost { signer, .. } => address_of(signer),
+        Signature::Invalid | Signature::Unsigned => None,
+    };
+    Ok((list, opened, signer, warnings))
+}
+
+/// Checks that what the signature binds is this post on this list, deposited by its
+/// signer, who might post at the deposit's roster seq (or, under moderation of
+/// non-posters, was on the roster then: their post was held for an owner).
+fn check_binding(
+    list: &ListConfig,
+    roster: &Roster,
+    key_id: &KeyId,
+    released: &ReleasedKey,
+    (fingerprint, signer): (&Fingerprint, &Address),
+    context: &SignedContext,
+) -> Result<(), PostError> {
+    if context.key_id != key_id.as_str() {
+        return Err(PostError::SignedForOtherKeyId {
+            signer: signer.clone(),
+            signed: context.key_id.clone(),
+            outer: key_id.to_string(),
+        });
+    }
+    if !context.lists.iter().any(|l| l.same_mailbox(&list.list)) {
+        return Err(PostError::NotSignedForList {
+            signer: signer.clone(),
+            list: list.list.clone(),
+            signed: context.lists.clone(),
+        });
+    }
+    if &released.depositor != fingerprint {
+        let depositor = roster
+            .members()
+            .find(|m| m.cert.fingerprint() == &released.depositor)
+            .map_or_else(
+                || released.depositor.to_string(),
+                |m| format!("{} ({})", m.address, released.depositor),
+            );
+        return Err(PostError::NotTheDepositor {
+            signer: signer.clone(),
+            depositor,
+            key_id: key_id.to_string(),
+        });
+    }
+    match roster.may_post_at(fingerprint, released.roster_seq) {
+        Ok(_) => Ok(()),
+        Err(Refusal::MayNotPost { .. })
+            if roster.policy_at(released.roster_seq).moderation == Moderation::NonPosters =>
+        {
+            Ok(())
+        }
+        Err(refusal) => Err(PostError::MayNotPost {
+            signer: signer.clone(),
+            seq: released.roster_seq,
+            refusal,
+        }),
+    }
+}
+
+/// A post by someone who could not post on their own when its key was deposited, on a list
+/// that holds such posts for an owner: shown, saying that only an owner's release lets it
+/// reach the list, which a copy alone cannot prove.
+fn held_warning(roster: &Roster, signer: &Fingerprint, released: &ReleasedKey) -> Option<String> {
+    roster
+        .may_post_at(signer, released.roster_seq)
+        .err()
+        .map(|refusal| {
+            format!(
+                "{refusal} at roster seq {}, so this post reached the list only if an owner released it from moderation; a copy mailed to you directly would look the same",
+                released.roster_seq
+            )
+        })
+}
+
+/// Why a post whose key the key server did not release is not shown: the refusal, and what
+/// a PKESK for me in the post gave (when its signer may not post now, that is the reason;
+/// when there is none, the refusal alone).
+fn unconfirmed(
+    list: &ListConfig,
+    roster: &Roster,
+    (raw, key_id): (&[u8], &KeyId),
+    me: &SecretIdentity,
+    signers: &[Cert],
+    address_of: &impl Fn(&Fingerprint) -> Option<Address>,
+    refusal: RemoteError,
+) -> PostError {
+    let spliced = match open(raw, OpenWith::Identity(me), signers) {
+        Ok(opened) => {
+            if let Signature::Valid { signer, .. } = &opened.signature
+                && let Some(address) = address_of(signer)
+                && let Err(not_allowed) = roster.may_post_at(signer, roster.head_seq())
+            {
+                return PostError::MayNotPost {
+                    signer: address,
+                    seq: roster.head_seq(),
+                    refusal: not_allowed,
+                };
+            }
+            "The post carries a PKESK for your key, which opened it, but that says nothing of who deposited the key.".to_owned()
+        }
+        // No PKESK for me (a pull-mode copy): the refusal is the whole story.
+        Err(OpenError::NoPkeskForUs(_)) => return refusal.into(),
+        Err(e) => format!("Nor did the post's PKESK for your key open it: {e}."),
+    };
+    PostError::KeyNotConfirmed {
+        list: list.list.clone(),
+        key_id: key_id.to_string(),
+        refusal: Box::new(refusal),
+        spliced,
+    }
 }
 
 /// A delivered post with my PKESK spliced in: a standard PGP/MIME message that any OpenPGP
@@ -381,12 +630,12 @@ pub async fn splice_post(
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
     readable_rosters(me, home, list).await?;
-    let pkesk = list
+    let released = list
         .key_server()?
         .fetch_key(me, &list.list, &post.key_id)
         .await
         .map_err(|e| refusal_for(me, list, e))?;
-    Ok(post.splice(raw, &[pkesk]))
+    Ok(post.splice(raw, &[released.pkesk]))
 }
 
 /// The list's roster as `me` may read it (checked against the pins); a refusal because this
@@ -451,20 +700,25 @@ pub fn my_address(me: &SecretIdentity) -> Result<Address, PostError> {
 
 #[cfg(test)]
 mod tests {
-    use hushlist_core::KeyId;
-
     use super::*;
 
     const MALLORY: &str = "mallory@example.net";
 
     /// `message` as opened from a post validly signed by Mallory, a roster member.
     fn show(message: &str) -> Result<Shown, PostError> {
+        let key_id = KeyId::generate(OsRng);
         let opened = Opened {
             message: message.as_bytes().to_vec(),
-            signature: Signature::Valid(Fingerprint::try_from("AB".repeat(20)).unwrap()),
-            key_id: KeyId::generate(OsRng),
+            signature: Signature::Valid {
+                signer: Fingerprint::try_from("AB".repeat(20)).unwrap(),
+                context: SignedContext {
+                    key_id: key_id.to_string(),
+                    lists: Vec::new(),
+                },
+            },
+            key_id,
         };
-        shown(opened, Some(Address::parse(MALLORY).unwrap()))
+        shown(opened, Some(Address::parse(MALLORY).unwrap()), &[])
     }
 
     fn author_count(message: &str) -> Vec<String> {

@@ -12,7 +12,7 @@ use hushlist_core::api::{
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
-use hushlist_core::{Address, Cert, KeyId, Pkesk, SecretIdentity, SessionKey};
+use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
 use rand::rngs::OsRng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,6 +71,16 @@ impl RemoteError {
         matches!(self, RemoteError::Refused { status: 401, code, .. } if code == "bad_signature")
             || matches!(self, RemoteError::Refused { status: 403, code, .. } if code == "not_member")
     }
+}
+
+/// A post's key as the key server released it to me.
+#[derive(Debug, Clone)]
+pub struct ReleasedKey {
+    pub pkesk: Pkesk,
+    /// The primary fingerprint of the member who deposited the key.
+    pub depositor: Fingerprint,
+    /// The roster head when the key was deposited.
+    pub roster_seq: u64,
 }
 
 /// One of the two servers, by its base URL.
@@ -206,13 +216,13 @@ impl Server {
             .await
     }
 
-    /// Asks for a post's key, sealed to my encryption subkey.
+    /// Asks for a post's key, sealed to my encryption subkey, and who deposited it when.
     pub async fn fetch_key(
         &self,
         me: &SecretIdentity,
         list: &Address,
         key_id: &KeyId,
-    ) -> Result<Pkesk, RemoteError> {
+    ) -> Result<ReleasedKey, RemoteError> {
         let request = signed(
             me,
             &purpose::fetch_key(list, key_id),
@@ -221,9 +231,14 @@ impl Server {
         let release: KeyRelease = self
             .post(&format!("/v1/lists/{list}/keys/{key_id}"), &request, None)
             .await?;
-        Pkesk::from_bytes(&release.pkesk).map_err(|e| RemoteError::Unexpected {
+        let pkesk = Pkesk::from_bytes(&release.pkesk).map_err(|e| RemoteError::Unexpected {
             server: self.name,
             detail: format!("the key it released is malformed: {e}"),
+        })?;
+        Ok(ReleasedKey {
+            pkesk,
+            depositor: release.depositor,
+            roster_seq: release.roster_seq,
         })
     }
 

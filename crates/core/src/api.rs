@@ -104,12 +104,18 @@ pub struct DepositReceipt {
     pub expires_at: Option<u64>,
 }
 
-/// A key released to one member: the session key as a PKESK to their encryption subkey.
+/// A key released to one member: the session key as a PKESK to their encryption subkey,
+/// with who deposited it and the roster head then, so the member's client can check that
+/// the post's signer made the deposit and might post at that point of the roster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRelease {
     pub key_id: KeyId,
     #[serde(with = "b64")]
     pub pkesk: Vec<u8>,
+    /// The primary fingerprint of the member who deposited the key.
+    pub depositor: Fingerprint,
+    /// The roster seq of the head when the key was deposited.
+    pub roster_seq: u64,
 }
 
 /// The list server's request for one PKESK per recipient of a push-mode post.

@@ -342,14 +342,16 @@ impl Cert {
             },
             also_at,
         )
+        .map(|_| ())
     }
 
     /// Checks a signature inside a message: `verify` checks it against one key and returns
     /// the verified signature packet, whose creation time the key must have been valid at.
+    /// Returns that packet, for the caller to read what else it states.
     pub fn verify_message_signature<'s>(
         &self,
         verify: impl Fn(&dyn pgp::types::VerifyingKey) -> Option<&'s Signature>,
-    ) -> Result<(), SignatureRefusal> {
+    ) -> Result<&'s Signature, SignatureRefusal> {
         self.check_made_by(
             |key| match key {
                 SignerKey::Primary(primary) => verify(primary),
@@ -365,7 +367,7 @@ impl Cert {
         &self,
         verify: impl Fn(SignerKey<'_>) -> Option<&'s Signature>,
         also_at: Option<u64>,
-    ) -> Result<(), SignatureRefusal> {
+    ) -> Result<&'s Signature, SignatureRefusal> {
         let key = self.key();
         let candidates = std::iter::once((SignerKey::Primary(key), self.0.primary)).chain(
             key.public_subkeys
@@ -392,7 +394,7 @@ impl Cert {
                     also_at.map_or(Ok(()), |at| lifetime.check(&self.0.fingerprint, at))
                 });
             match valid {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(signature),
                 Err(not_valid) => refusal = SignatureRefusal::KeyNotValid(not_valid),
             }
         }

@@ -757,6 +757,31 @@ impl Roster {
         }
     }
 
+    /// Might the holder of `fingerprint` post right after op `seq` (the roster head when a
+    /// post's key was deposited)? The role they held then and the policy in force then
+    /// decide; a reader checks a post by this, since the roster may have changed since.
+    pub fn may_post_at(&self, fingerprint: &Fingerprint, seq: u64) -> Result<Role, Refusal> {
+        if seq > self.head_seq() {
+            return Err(Refusal::FuturePost {
+                posted_at: seq,
+                head: self.head_seq(),
+            });
+        }
+        let role = self
+            .role_at(fingerprint, seq)
+            .ok_or_else(|| Refusal::NotMember(fingerprint.clone()))?;
+        let posters = self.policy_at(seq).posters;
+        match role {
+            Role::Owner => Ok(role),
+            Role::Member if posters == Posters::Members => Ok(role),
+            _ => Err(Refusal::MayNotPost {
+                fingerprint: fingerprint.clone(),
+                role,
+                posters,
+            }),
+        }
+    }
+
     /// May the holder of `fingerprint` deposit a post's key? Whoever may post, and under
     /// [`Moderation::NonPosters`] anyone on the roster, since their post will be held.
     pub fn may_deposit(&self, fingerprint: &Fingerprint) -> Result<&Member, Refusal> {

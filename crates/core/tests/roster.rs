@@ -450,6 +450,60 @@ fn posting_follows_roles_and_policy() {
     assert!(roster.may_post(p.owner.fingerprint()).is_ok());
 }
 
+/// What a reader's client checks a post against: the role its signer held and the policy in
+/// force at the roster seq of the post's deposit, not now.
+#[test]
+fn posting_at_a_past_seq_follows_the_role_and_policy_then() {
+    let p = people();
+    let mut roster = new_list(Policy::default());
+    let before_bob = roster.head_seq();
+    add(&mut roster, &p.bob, "bob@example.org", Role::Member);
+    let members_post = roster.head_seq();
+    apply(
+        &mut roster,
+        &p.owner,
+        Change::SetPolicy {
+            policy: Policy {
+                posters: Posters::Owners,
+                ..Policy::default()
+            },
+        },
+    );
+    let owners_post = roster.head_seq();
+    apply(
+        &mut roster,
+        &p.owner,
+        Change::Remove {
+            address: addr("bob@example.org"),
+        },
+    );
+    assert_eq!(
+        roster.may_post_at(p.bob.fingerprint(), members_post),
+        Ok(Role::Member)
+    );
+    assert!(matches!(
+        roster.may_post_at(p.bob.fingerprint(), owners_post),
+        Err(Refusal::MayNotPost {
+            role: Role::Member,
+            posters: Posters::Owners,
+            ..
+        })
+    ));
+    assert!(matches!(
+        roster.may_post_at(p.bob.fingerprint(), before_bob),
+        Err(Refusal::NotMember(_))
+    ));
+    assert_eq!(
+        roster.may_post_at(p.owner.fingerprint(), owners_post),
+        Ok(Role::Owner)
+    );
+    let beyond = roster.head_seq() + 1;
+    assert!(matches!(
+        roster.may_post_at(p.owner.fingerprint(), beyond),
+        Err(Refusal::FuturePost { posted_at, .. }) if posted_at == beyond
+    ));
+}
+
 #[test]
 fn under_current_roster_policy_removal_revokes_old_posts() {
     let p = people();

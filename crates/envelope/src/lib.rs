@@ -21,9 +21,10 @@ use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
 use hushlist_core::session::{KeyId, POST_CIPHER, Pkesk, SessionError, SessionKey};
 use hushlist_core::{Address, IdentityError};
 use mail_parser::{HeaderName, MessageParser};
-use pgp::composed::{Message, MessageBuilder};
+use pgp::composed::{Message, MessageBuilder, SubpacketConfig};
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::{Packet, PacketParser};
+use pgp::packet::{Notation, Packet, PacketParser, SignatureType, Subpacket, SubpacketData};
+use pgp::types::{KeyVersion, Timestamp};
 use rand::{CryptoRng, Rng};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,50 @@ pub enum OpenError {
         "the post's plaintext is larger than {limit} bytes (it was compressed); it is not opened"
     )]
     TooLarge { limit: usize },
+}
+
+/// The notation (in the hashed area of a post's signature) that marks it as a hushlist post
+/// signature, so no other signature by the same key (a roster op's, a request's, a key's
+/// certification, a document signed elsewhere) passes for one. Its value is
+/// [`POST_MARKER_VALUE`].
+pub const POST_MARKER_NOTATION: &str = "post@hushlist.org";
+pub const POST_MARKER_VALUE: &str = "1";
+/// The notation holding the post's key id: a signed post cannot be re-encrypted under
+/// another key id (and deposited by someone else) without the signature saying so.
+pub const KEY_ID_NOTATION: &str = "key-id@hushlist.org";
+/// One notation per address the post's To and Cc name: the lists the signer posted to.
+pub const LIST_NOTATION: &str = "list@hushlist.org";
+/// How far in the future (by the opener's clock) a post's signature may be dated.
+pub const SIGNATURE_SKEW_SECS: u64 = 10 * 60;
+
+/// What a post's signature binds, read from its signed notations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedContext {
+    /// The key id the signer sealed the post under.
+    pub key_id: String,
+    /// The addresses the signer's message named in To and Cc.
+    pub lists: Vec<Address>,
+}
+
+/// Why a signature that verifies against a candidate's key is not taken as a post signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAPostSignature {
+    #[error("it is a {0:?} signature, not a signature over a binary document")]
+    WrongType(Option<SignatureType>),
+    #[error("it has no creation time")]
+    Undated,
+    #[error(
+        "it is dated {created} (Unix time), more than {SIGNATURE_SKEW_SECS} seconds after now ({now})"
+    )]
+    Future { created: u64, now: u64 },
+    #[error(
+        "it carries no hushlist post marker (the signed notation {POST_MARKER_NOTATION}), so it was made for something else"
+    )]
+    NoMarker,
+    #[error("its signed notation {KEY_ID_NOTATION} is missing or given more than once")]
+    KeyIdNotation,
+    #[error("its signed notation {LIST_NOTATION} holds {0:?}, which is not a mail address")]
+    ListNotation(String),
 }
 
 /// A sealed post: what the sender deposits at the key server and what it mails to the list.
@@ -168,22 +213,29 @@ pub fn seal<R: Rng + CryptoRng>(
     inner.extend_from_slice(if separator.is_empty() { eol } else { separator });
     inner.extend_from_slice(&message[body_start..]);
 
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let packets = sender.with_signing_key(|signing_key| {
+        let subpackets = post_signature_subpackets(signing_key, now, &key_id, &recipients)
+            .map_err(|e| SealError::Pgp(e.to_string()))?;
         let mut builder = MessageBuilder::from_bytes("", inner).seipd_v1(&mut rng, POST_CIPHER);
         builder
             .set_session_key(pgp::composed::RawSessionKey::from(
                 &session_key.as_bytes()[..],
             ))
             .map_err(|e| SealError::Pgp(e.to_string()))?;
-        builder.sign(signing_key, sender.password(), HashAlgorithm::Sha256);
+        builder.sign_with_subpackets(
+            signing_key,
+            sender.password(),
+            HashAlgorithm::Sha256,
+            subpackets,
+        );
         builder
             .to_vec(&mut rng)
             .map_err(|e| SealError::Pgp(e.to_string()))
     })??;
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let proof =
         PostProof::sign(&mut rng, sender, &recipients, &key_id, &packets, now)?.to_header_value();
     let boundary = format!("hushlist-{key_id}");
@@ -222,6 +274,43 @@ pub fn seal<R: Rng + CryptoRng>(
     })
 }
 
+/// The subpackets of a post's signature: rPGP's defaults (issuer fingerprint and creation
+/// time hashed, the issuer key id unhashed for v4 keys) plus the signed notations binding
+/// the post marker, the key id and the lists. None is critical, so gpg still verifies the
+/// signature (it reports notations it does not know, and fails only on critical ones).
+pub fn post_signature_subpackets(
+    signer: &dyn pgp::types::SigningKey,
+    created: u64,
+    key_id: &KeyId,
+    lists: &[Address],
+) -> pgp::errors::Result<SubpacketConfig> {
+    let notation = |name: &'static str, value: String| {
+        Subpacket::regular(SubpacketData::Notation(Notation {
+            readable: true,
+            name: name.into(),
+            value: value.into(),
+        }))
+    };
+    let mut hashed = vec![
+        Subpacket::regular(SubpacketData::IssuerFingerprint(signer.fingerprint()))?,
+        Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+            u32::try_from(created).unwrap_or(u32::MAX),
+        )))?,
+        notation(POST_MARKER_NOTATION, POST_MARKER_VALUE.to_owned())?,
+        notation(KEY_ID_NOTATION, key_id.to_string())?,
+    ];
+    for list in lists {
+        hashed.push(notation(LIST_NOTATION, list.to_string())?);
+    }
+    let mut unhashed = Vec::new();
+    if signer.version() <= KeyVersion::V4 {
+        unhashed.push(Subpacket::regular(SubpacketData::IssuerKeyId(
+            signer.legacy_key_id(),
+        ))?);
+    }
+    Ok(SubpacketConfig::UserDefined { hashed, unhashed })
+}
+
 fn is_exposed(name: &str) -> bool {
     EXPOSED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
@@ -253,13 +342,32 @@ pub enum OpenWith<'a> {
 /// The outcome of checking the signature inside a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {
-    /// Made by the certificate with this fingerprint (one of the candidates given).
-    Valid(Fingerprint),
+    /// A post signature made by the certificate `signer` (one of the candidates given),
+    /// binding `context`.
+    Valid {
+        signer: Fingerprint,
+        context: SignedContext,
+    },
+    /// Made by `signer`'s key, but not as a post signature.
+    NotAPost {
+        signer: Fingerprint,
+        reason: NotAPostSignature,
+    },
     /// Signed, but by none of the candidates, or the signature does not verify, or its key was
     /// not valid at the time the signature states.
     Invalid,
     /// Not signed at all.
     Unsigned,
+}
+
+impl Signature {
+    /// The signer of a valid post signature.
+    pub fn valid_signer(&self) -> Option<&Fingerprint> {
+        match self {
+            Signature::Valid { signer, .. } => Some(signer),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -271,15 +379,30 @@ pub struct Opened {
 }
 
 /// Decrypts an outer post and checks its signature against `signers` (typically the list's
-/// roster). Returns nothing of the plaintext unless the integrity check (MDC) passed.
+/// roster), as of the system clock. Returns nothing of the plaintext unless the integrity
+/// check (MDC) passed.
 pub fn open(outer: &[u8], with: OpenWith<'_>, signers: &[Cert]) -> Result<Opened, OpenError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    open_at(outer, with, signers, now)
+}
+
+/// [`open`] as of `now` (Unix seconds): a signature dated more than
+/// [`SIGNATURE_SKEW_SECS`] after it is not taken.
+pub fn open_at(
+    outer: &[u8],
+    with: OpenWith<'_>,
+    signers: &[Cert],
+    now: u64,
+) -> Result<Opened, OpenError> {
     let post = EncryptedPost::parse(outer)?;
     let session_key = match with {
         OpenWith::SessionKey(key) => key.clone(),
         OpenWith::Pkesk(pkesk, identity) => pkesk.unseal(identity)?,
         OpenWith::Identity(identity) => spliced_session_key(&post.packets, identity)?,
     };
-    let (message, signature) = decrypt_packets(&post.packets, &session_key, signers)?;
+    let (message, signature) = decrypt_packets(&post.packets, &session_key, signers, now)?;
     Ok(Opened {
         message,
         signature,
@@ -341,11 +464,13 @@ fn check_shape(message: &Message<'_>) -> Result<(), OpenError> {
 }
 
 /// Decrypts binary OpenPGP packets (PKESKs, then a SEIPD packet) with a session key, reads the
-/// whole plaintext (so the MDC is checked before anything is returned) and checks signatures.
+/// whole plaintext (so the MDC is checked before anything is returned) and checks the
+/// signature as a post signature as of `now` (Unix seconds).
 pub fn decrypt_packets(
     packets: &[u8],
     session_key: &SessionKey,
     signers: &[Cert],
+    now: u64,
 ) -> Result<(Vec<u8>, Signature), OpenError> {
     let message =
         Message::from_bytes(packets).map_err(|e| OpenError::Undecryptable(e.to_string()))?;
@@ -376,13 +501,62 @@ pub fn decrypt_packets(
     } else {
         signers
             .iter()
-            .find(|cert| {
+            .find_map(|cert| {
                 cert.verify_message_signature(|key| message.verify(key).ok())
-                    .is_ok()
+                    .ok()
+                    .map(|made| {
+                        let signer = cert.fingerprint().clone();
+                        match post_context(made, now) {
+                            Ok(context) => Signature::Valid { signer, context },
+                            Err(reason) => Signature::NotAPost { signer, reason },
+                        }
+                    })
             })
-            .map_or(Signature::Invalid, |cert| {
-                Signature::Valid(cert.fingerprint().clone())
-            })
+            .unwrap_or(Signature::Invalid)
     };
     Ok((plaintext, signature))
+}
+
+/// What a verified signature binds, if it is a post signature: over a binary document, dated
+/// no later than `now` plus the skew, with the post marker and the key id among its hashed
+/// notations.
+fn post_context(
+    signature: &pgp::packet::Signature,
+    now: u64,
+) -> Result<SignedContext, NotAPostSignature> {
+    let typ = signature.typ();
+    if typ != Some(SignatureType::Binary) {
+        return Err(NotAPostSignature::WrongType(typ));
+    }
+    let created = u64::from(
+        signature
+            .created()
+            .ok_or(NotAPostSignature::Undated)?
+            .as_secs(),
+    );
+    if created > now.saturating_add(SIGNATURE_SKEW_SECS) {
+        return Err(NotAPostSignature::Future { created, now });
+    }
+    let notations = signature.notations();
+    let values = |name: &str| -> Vec<String> {
+        notations
+            .iter()
+            .filter(|n| n.name.as_ref() == name.as_bytes())
+            .map(|n| String::from_utf8_lossy(&n.value).into_owned())
+            .collect()
+    };
+    if !values(POST_MARKER_NOTATION)
+        .iter()
+        .any(|v| v == POST_MARKER_VALUE)
+    {
+        return Err(NotAPostSignature::NoMarker);
+    }
+    let Ok([key_id]) = <[String; 1]>::try_from(values(KEY_ID_NOTATION)) else {
+        return Err(NotAPostSignature::KeyIdNotation);
+    };
+    let lists = values(LIST_NOTATION)
+        .into_iter()
+        .map(|list| Address::parse(&list).map_err(|_| NotAPostSignature::ListNotation(list)))
+        .collect::<Result<_, _>>()?;
+    Ok(SignedContext { key_id, lists })
 }

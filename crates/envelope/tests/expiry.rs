@@ -70,7 +70,8 @@ fn a_post_signed_after_the_senders_key_expired_does_not_verify_one_signed_before
     let member =
         SecretIdentity::from_bytes(&export(&gpg, member_uid, "--export-secret-keys"), "").unwrap();
 
-    // Signed (by gpg) a day after the key was made: still verifies.
+    // Signed (by gpg, as a post: with hushlist's notations) a day after the key was made:
+    // still verifies.
     let while_valid = gpg_at(
         &gpg,
         made + 86_400,
@@ -82,6 +83,12 @@ fn a_post_signed_after_the_senders_key_expired_does_not_verify_one_signed_before
             "--encrypt",
             "--recipient",
             member_uid,
+            "--sig-notation",
+            "post@hushlist.org=1",
+            "--sig-notation",
+            "key-id@hushlist.org=0123456789abcdef0123456789abcdef",
+            "--sig-notation",
+            "list@hushlist.org=team@lists.example.org",
         ],
     );
     let opened = open(
@@ -91,8 +98,10 @@ fn a_post_signed_after_the_senders_key_expired_does_not_verify_one_signed_before
     )
     .unwrap();
     assert_eq!(
-        opened.signature,
-        Signature::Valid(sender_cert.fingerprint().clone())
+        opened.signature.valid_signer(),
+        Some(sender_cert.fingerprint()),
+        "{:?}",
+        opened.signature
     );
 
     // Sealed now with the lapsed key (hushlist's seal does not ask gpg): the signature is

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use hushlist_core::{Cert, SecretIdentity, SessionKey};
-use hushlist_envelope::{OpenWith, Signature, open, seal};
+use hushlist_envelope::{NotAPostSignature, OpenWith, Signature, open, seal};
 use rand::rngs::OsRng;
 
 const INPUT: &str = "From: Alice <alice@example.org>\r\n\
@@ -96,9 +96,33 @@ fn a_post_sealed_by_an_earlier_build_still_opens() {
         std::slice::from_ref(&sender),
     )
     .unwrap();
+    assert_eq!(opened.signature.valid_signer(), Some(sender.fingerprint()));
+    check("sealed-post.inner.eml", &opened.message);
+}
+
+/// A post sealed before post signatures carried the post marker (issue 25) still decrypts to
+/// the same message, but its signature is not taken as a post signature: it binds no list or
+/// key id, so anyone who could read it could have re-posted it.
+#[test]
+fn a_post_sealed_before_the_post_marker_decrypts_but_is_not_taken_as_a_post() {
+    let outer = std::fs::read(golden("unmarked-post.eml")).unwrap();
+    let key = SessionKey::from_gpg_string(
+        &std::fs::read_to_string(golden("unmarked-post.session-key")).unwrap(),
+    )
+    .unwrap();
+    let sender = Cert::from_bytes(&std::fs::read(golden("unmarked-sender.asc")).unwrap()).unwrap();
+    let opened = open(
+        &outer,
+        OpenWith::SessionKey(&key),
+        std::slice::from_ref(&sender),
+    )
+    .unwrap();
     assert_eq!(
         opened.signature,
-        Signature::Valid(sender.fingerprint().clone())
+        Signature::NotAPost {
+            signer: sender.fingerprint().clone(),
+            reason: NotAPostSignature::NoMarker
+        }
     );
     check("sealed-post.inner.eml", &opened.message);
 }

@@ -3,7 +3,7 @@
 
 use hushlist_core::outer::{EncryptedPost, KEY_ID_HEADER};
 use hushlist_core::{Cert, Pkesk, SecretIdentity, SessionKey};
-use hushlist_envelope::{OpenWith, Signature, open, seal};
+use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_peers::Gpg;
 use rand::rngs::OsRng;
 
@@ -99,6 +99,10 @@ fn gpg_decrypts_and_verifies_a_sealed_post_with_a_spliced_pkesk() {
         "{status}"
     );
     assert!(status.contains("[GNUPG:] GOODSIG"), "{status}");
+    assert!(
+        status.contains("[GNUPG:] NOTATION_NAME post@hushlist.org"),
+        "gpg reads the post marker (and fails on nothing, as it is not critical): {status}"
+    );
     let ours = open(
         &sealed.message,
         OpenWith::SessionKey(&sealed.session_key),
@@ -200,8 +204,10 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
         "Sender <sender@example.org>",
         "Sender <gpgsender@example.org>",
     );
-    let out = gpg.run_ok(
-        &[
+    // A gpg user's post carries the post marker, key id and list as signed notations.
+    let key_id = "0123456789abcdef0123456789abcdef";
+    let sign_and_encrypt = |notations: &[String]| {
+        let mut args: Vec<&str> = vec![
             "--armor",
             "--cipher-algo",
             "AES256",
@@ -211,9 +217,17 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
             "--encrypt",
             "--recipient",
             &member_uid,
-        ],
-        inner.as_bytes(),
-    );
+        ];
+        for notation in notations {
+            args.extend(["--sig-notation", notation]);
+        }
+        gpg.run_ok(&args, inner.as_bytes())
+    };
+    let out = sign_and_encrypt(&[
+        "post@hushlist.org=1".to_owned(),
+        format!("key-id@hushlist.org={key_id}"),
+        "list@hushlist.org=team@lists.example.org".to_owned(),
+    ]);
     let shown = gpg.run_ok(
         &["--status-fd", "2", "--show-session-key", "--decrypt"],
         &out.stdout,
@@ -226,7 +240,6 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
     let session_key = SessionKey::from_gpg_string(session_text).unwrap();
 
     // Wrap gpg's output as an RFC 3156 message, as Thunderbird or mutt would send it.
-    let key_id = "0123456789abcdef0123456789abcdef";
     let mut outer = format!(
         "From: gpgsender@example.org\r\nTo: team@lists.example.org\r\nSubject: [...]\r\n\
          {KEY_ID_HEADER}: {key_id}\r\nMIME-Version: 1.0\r\n\
@@ -246,8 +259,8 @@ fn we_open_what_gpg_encrypts_and_signs_given_its_session_key() {
     .unwrap();
     assert_eq!(opened.message, inner.as_bytes());
     assert_eq!(
-        opened.signature,
-        Signature::Valid(sender_cert.fingerprint().clone())
+        opened.signature.valid_signer(),
+        Some(sender_cert.fingerprint())
     );
 
     // The same works from the member's gpg-made secret key, through gpg's own PKESK.

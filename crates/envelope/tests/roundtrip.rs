@@ -3,9 +3,10 @@
 use std::sync::OnceLock;
 
 use hushlist_core::outer::{EncryptedPost, OBSCURED_SUBJECT, OuterError, armor_message};
-use hushlist_core::{Pkesk, SecretIdentity, SessionKey};
+use hushlist_core::{Address, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{
-    MAX_PLAINTEXT, OpenError, OpenWith, SealError, Sealed, Signature, open, seal,
+    MAX_PLAINTEXT, OpenError, OpenWith, SealError, Sealed, Signature, open,
+    post_signature_subpackets, seal,
 };
 use pgp::composed::MessageBuilder;
 use pgp::crypto::hash::HashAlgorithm;
@@ -67,8 +68,8 @@ fn sealed_post_hides_subject_and_body_and_opens_with_the_session_key() {
     )
     .unwrap();
     assert_eq!(
-        opened.signature,
-        Signature::Valid(sender().fingerprint().clone())
+        opened.signature.valid_signer(),
+        Some(sender().fingerprint())
     );
     let inner = String::from_utf8(opened.message).unwrap();
     assert!(inner.contains("Subject: The secret plan\r\n"));
@@ -88,8 +89,8 @@ fn a_pkesk_for_the_member_opens_the_post_and_splicing_makes_it_self_contained() 
     )
     .unwrap();
     assert_eq!(
-        via_pkesk.signature,
-        Signature::Valid(sender().fingerprint().clone())
+        via_pkesk.signature.valid_signer(),
+        Some(sender().fingerprint())
     );
 
     let post = EncryptedPost::parse(&sealed.message).unwrap();
@@ -118,7 +119,8 @@ fn a_pkesk_for_another_key_is_refused() {
 }
 
 /// `sealed` with its OpenPGP data replaced by what another program makes of `inner` under the
-/// same session key: compressed or not, with this many one-pass signatures by the sender.
+/// same session key: compressed or not, with this many one-pass post signatures by the
+/// sender.
 fn crafted(sealed: &Sealed, inner: Vec<u8>, compress: bool, signatures: usize) -> Vec<u8> {
     let packets = sender()
         .with_signing_key(|key| {
@@ -133,7 +135,19 @@ fn crafted(sealed: &Sealed, inner: Vec<u8>, compress: bool, signatures: usize) -
                 builder.compression(CompressionAlgorithm::ZLIB);
             }
             for _ in 0..signatures {
-                builder.sign(key, sender().password(), HashAlgorithm::Sha256);
+                let subpackets = post_signature_subpackets(
+                    key,
+                    now(),
+                    &sealed.key_id,
+                    &[Address::parse("team@lists.example.org").unwrap()],
+                )
+                .unwrap();
+                builder.sign_with_subpackets(
+                    key,
+                    sender().password(),
+                    HashAlgorithm::Sha256,
+                    subpackets,
+                );
             }
             builder.to_vec(OsRng).unwrap()
         })
@@ -179,8 +193,8 @@ fn a_decompression_bomb_and_extra_one_pass_signatures_are_refused() {
         let one_signature = crafted(&sealed, POST.as_bytes().to_vec(), compress, 1);
         let opened = open(&one_signature, key, &signers).unwrap();
         assert_eq!(
-            opened.signature,
-            Signature::Valid(sender().fingerprint().clone())
+            opened.signature.valid_signer(),
+            Some(sender().fingerprint())
         );
         assert_eq!(opened.message, POST.as_bytes());
     }
@@ -322,8 +336,8 @@ fn ten_mebibyte_binary_attachment_round_trips() {
     .unwrap();
     assert!(opened.message.ends_with(&message[body_offset(&message)..]));
     assert_eq!(
-        opened.signature,
-        Signature::Valid(sender().fingerprint().clone())
+        opened.signature.valid_signer(),
+        Some(sender().fingerprint())
     );
 }
 
@@ -362,7 +376,7 @@ proptest! {
         let message = multipart_with_attachment(&subject.replace(['\r', '\n'], " "), &text, &attachment);
         let sealed = seal(OsRng, &message, sender(), "https://k.example.org").unwrap();
         let opened = open(&sealed.message, OpenWith::SessionKey(&sealed.session_key), &[sender().cert().clone()]).unwrap();
-        prop_assert_eq!(opened.signature, Signature::Valid(sender().fingerprint().clone()));
+        prop_assert_eq!(opened.signature.valid_signer(), Some(sender().fingerprint()));
         let body = &message[body_offset(&message)..];
         prop_assert!(opened.message.ends_with(body));
         let subject_line = format!("Subject: {}\r\n", subject.replace(['\r', '\n'], " "));

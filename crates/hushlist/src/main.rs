@@ -95,9 +95,11 @@ enum Command {
         subject: Option<String>,
     },
     /// Decrypt a delivered post read from stdin and print it with the verified signer in a
-    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts, and posts whose
-    /// From (or Sender) is not their signer. (So do `archive --open`, `archive --download`
-    /// and `list held --open`.)
+    /// Hushlist-Verified-Signer header; refuses tampered or unsigned posts, posts whose From
+    /// (or Sender) is not their signer, posts their signer did not sign for this list and
+    /// key id or whose key someone else deposited, and posts by someone the list did not
+    /// let post. Asks the list's key server for every post's key, even one with your PKESK
+    /// in it. (So do `archive --open`, `archive --download` and `list held --open`.)
     Open {
         /// Print the post with your PKESK spliced in instead: a standard PGP/MIME message any
         /// OpenPGP client decrypts with your key.

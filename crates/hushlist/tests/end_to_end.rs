@@ -911,6 +911,12 @@ fn a_moderated_list_holds_posts_until_an_owner_releases_or_discards_them() {
         opened.starts_with("Hushlist-Verified-Signer: rita@example.net ("),
         "{opened}"
     );
+    // Rita may not post on her own: what she signed reached the list only by an owner's
+    // release, which a copy cannot show, and `open` says so.
+    assert!(
+        opened.contains("\nHushlist-Warning: ") && opened.contains("only if an owner released it"),
+        "{opened}"
+    );
     assert!(opened.contains("May I say something?"), "{opened}");
     let err = refused(olivia.run(&["list", "release", LIST, &id]));
     assert!(err.contains("is not held"), "{err}");

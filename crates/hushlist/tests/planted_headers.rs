@@ -146,7 +146,7 @@ fn mallory_posts(mallory: &Person, eve: &Person, messages: &[(String, SignedBy)]
 /// The sealed post re-encrypted under the same session key with no signature inside.
 fn without_signature(sealed: &Sealed) -> Vec<u8> {
     let post = EncryptedPost::parse(&sealed.message).unwrap();
-    let (inner, _) = decrypt_packets(&post.packets, &sealed.session_key, &[]).unwrap();
+    let (inner, _) = decrypt_packets(&post.packets, &sealed.session_key, &[], 0).unwrap();
     let mut builder =
         pgp::composed::MessageBuilder::from_bytes("", inner).seipd_v1(OsRng, POST_CIPHER);
     builder

@@ -448,12 +448,16 @@ impl KeyServer {
                 return Err(ApiError::unprocessable(code, e.to_string()));
             }
         };
+        let depositor = Fingerprint::try_from(row.sender.clone())
+            .map_err(|_| ApiError::internal("stored depositor fingerprint is malformed"))?;
         self.metrics.releases.fetch_add(1, Ordering::Relaxed);
         self.audit(key_id, list, &reader, "release", "released", None)
             .await?;
         Ok(KeyRelease {
             key_id: key_id.clone(),
             pkesk: pkesk.as_bytes().to_vec(),
+            depositor,
+            roster_seq: posted_at,
         })
     }
 

@@ -4,7 +4,7 @@ use hushlist_core::roster::{
     Change, KeyFollows, MemberEntry, Policy, Refusal, Role, Roster, sign_genesis,
 };
 use hushlist_core::{Address, SecretIdentity};
-use hushlist_envelope::{OpenWith, Signature, open, seal};
+use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_keyserver::{ReleaseError, release};
 use rand::rngs::OsRng;
 
@@ -65,10 +65,7 @@ fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {
         &[owner.cert().clone()],
     )
     .unwrap();
-    assert_eq!(
-        opened.signature,
-        Signature::Valid(owner.fingerprint().clone())
-    );
+    assert_eq!(opened.signature.valid_signer(), Some(owner.fingerprint()));
     assert!(opened.message.ends_with(b"\r\n\r\nhello\r\n"));
 
     let remove = Change::Remove {
