@@ -5,15 +5,25 @@
 //! its From address. `hushlist open` flags each change it shows the post with, naming the
 //! outer value and what Alice signed (the `HP-Outer` records inside) or the list writes, and
 //! refuses a copy whose Reply-To or From points anywhere but at Alice or the list. The copy
-//! as delivered and the post as archived are shown with no flag.
+//! as delivered and the post as archived are shown with no flag. And a member who replays
+//! Alice's signed post under her own proof gets copies that name her, which `open` refuses.
 
 mod common;
 
-use common::{Person, Served, ok, ok_bytes, refused};
+use std::path::Path;
+
+use common::{Person, Served, ok, ok_bytes, proved_by, refused};
+use hushlist_client::Home;
+use hushlist_client::remote::submit;
+use hushlist_core::outer::{EncryptedPost, KEY_ID_HEADER};
+use hushlist_core::post_proof::POST_PROOF_HEADER;
+use hushlist_core::{Address, KeyId};
 use hushlist_peers::SmtpSink;
+use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
 const ALICE: &str = "alice@example.net";
+const MALLORY: &str = "mallory@example.net";
 const MISMATCH: &str = "Hushlist-Verified-Outer-Mismatch: ";
 
 /// `copy` with its header field `name` (with any folded lines) replaced by `field`, or
@@ -70,18 +80,11 @@ fn flags(shown: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(
-        &dir.path().join("hushlist-data"),
-        sink.port,
-        "lists.example.org",
-    );
-    let olivia = Person::new(dir.path(), "olivia@example.org");
-    let alice = Person::new(dir.path(), ALICE);
-    let bob = Person::new(dir.path(), "bob@example.net");
+/// `hushlist serve` delivering to `sink`, with a list Olivia owns and these members on it,
+/// each using the list from their own home.
+fn a_list(dir: &Path, sink: &SmtpSink, members: &[&'static str]) -> (Served, Vec<Person>) {
+    let served = Served::start(&dir.join("hushlist-data"), sink.port, "lists.example.org");
+    let olivia = Person::new(dir, "olivia@example.org");
     ok(olivia.run(&[
         "list",
         "create",
@@ -95,8 +98,9 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
         "--admin-token",
         &served.admin_token,
     ]));
-    for member in [&alice, &bob] {
-        let cert = dir.path().join(format!("{}.asc", member.address));
+    let members: Vec<Person> = members.iter().map(|a| Person::new(dir, a)).collect();
+    for member in &members {
+        let cert = dir.join(format!("{}.asc", member.address));
         std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
         ok(olivia.run(&[
             "list",
@@ -118,6 +122,17 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
             &served.smtp,
         ]));
     }
+    (served, members)
+}
+
+#[test]
+fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let (_served, members) = a_list(dir.path(), &sink, &[ALICE, "bob@example.net"]);
+    let [alice, bob] = &members[..] else {
+        unreachable!()
+    };
     ok(alice.run_with(
         &["send", "--list", LIST, "--subject", "Bank details"],
         b"Our account stays the same.\n",
@@ -206,4 +221,83 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
         "{shown}"
     );
     assert_eq!(flags(&shown), Vec::<String>::new(), "{shown}");
+}
+
+/// The replay of issue 25: Mallory, a member, takes Alice's post, files its session key (which
+/// she may read) under a key id of her own and posts the same signed ciphertext under her own
+/// proof of origin. The list server takes it (the proof is hers, and holds), and the copies
+/// name her as the list writes them: From "mallory@… via team", Reply-To Mallory. A mail
+/// reader shows a good signature from Alice beside them; `open` refuses the copy, since its
+/// Reply-To is not the signer.
+#[test]
+fn a_members_replay_of_anothers_post_is_refused_by_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let (_served, members) = a_list(dir.path(), &sink, &[ALICE, MALLORY, "bob@example.net"]);
+    let [alice, mallory, bob] = &members[..] else {
+        unreachable!()
+    };
+    ok(alice.run_with(
+        &["send", "--list", LIST, "--subject", "Bank details"],
+        b"Our account stays the same.\n",
+    ));
+    let alices = sink.wait_for_copies(mallory.address, 1).remove(0);
+    let replayed_key_id = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let home = Home::at(&mallory.home);
+        let me = home.load_identity("").unwrap();
+        let list = home.list(&Address::parse(LIST).unwrap()).unwrap();
+        let post = EncryptedPost::parse(&alices).unwrap();
+        let session_key = list
+            .key_server()
+            .unwrap()
+            .fetch_key(&me, &list.list, &post.key_id)
+            .await
+            .unwrap()
+            .unseal(&me)
+            .unwrap();
+        let key_id = KeyId::generate(OsRng);
+        let server_cert = home.server_cert(&list).await.unwrap();
+        list.key_server()
+            .unwrap()
+            .deposit(&me, &list.list, &key_id, &session_key, &server_cert)
+            .await
+            .unwrap();
+        let outer = [
+            ("From", format!("From: {MALLORY}")),
+            (KEY_ID_HEADER, format!("{KEY_ID_HEADER}: {key_id}")),
+            // A placeholder for `proved_by` to replace: the list drops the sender's proof.
+            (POST_PROOF_HEADER, format!("{POST_PROOF_HEADER}: none")),
+        ]
+        .iter()
+        .fold(alices.clone(), |outer, (name, field)| {
+            edited(&outer, name, field)
+        });
+        let outer = proved_by(&outer, &me, LIST);
+        submit(
+            &list.smtp,
+            &Address::parse(MALLORY).unwrap(),
+            &list.list,
+            &outer,
+        )
+        .await
+        .unwrap();
+        key_id.to_string()
+    });
+    let replayed = sink
+        .wait_for_copies(bob.address, 2)
+        .into_iter()
+        .find(|c| String::from_utf8_lossy(c).contains(&replayed_key_id))
+        .expect("the replayed post reached Bob");
+    assert!(
+        header(&replayed, "From").starts_with(&format!("\"{MALLORY} via team\"")),
+        "{}",
+        String::from_utf8_lossy(&replayed)
+    );
+    assert_eq!(header(&replayed, "Reply-To"), format!("<{MALLORY}>"));
+    let err = refused(bob.run_with(&["open"], &replayed));
+    assert!(
+        err.contains(&format!("outer Reply-To names {MALLORY}")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("signed by {ALICE}")), "{err}");
 }
