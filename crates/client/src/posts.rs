@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hushlist_core::listmail::{HELD_REPLY, KEY_ID_TAKEN_REPLY};
+use hushlist_core::listmail::{Author, HELD_REPLY, KEY_ID_TAKEN_REPLY};
 use hushlist_core::outer::EncryptedPost;
 
 use hushlist_core::roster::{Moderation, Refusal, Roster};
@@ -74,6 +74,16 @@ pub enum PostError {
         header: &'static str,
         claimed: String,
         signer: Address,
+    },
+    #[error(
+        "refused: this copy's outer {header} names {claimed}, but the post is signed by {signer} and the list {list} writes only {expected} there; someone changed the copy on its way, and a mail reader shows or replies to that header, so it is not shown; tell the list's owners"
+    )]
+    OuterNotTheSigner {
+        header: &'static str,
+        claimed: String,
+        signer: Address,
+        list: Address,
+        expected: String,
     },
     #[error(
         "refused: the post signed by {signer} has a bare CR or NUL in its message's headers, where mail readers disagree on where a header ends, so it is not shown"
@@ -243,6 +253,22 @@ pub const VERIFIED_SIGNER_HEADER: &str = "Hushlist-Verified-Signer";
 /// What `open` warns of in a post it shows, one header each, after the signer's.
 pub const WARNING_HEADER: &str = "Hushlist-Warning";
 const OUR_HEADER_PREFIXES: [&str; 2] = ["hushlist-verified", "hushlist-warning"];
+/// The header a shown post carries for each way the outer headers of the copy opened differ
+/// from what the signer signed (the `HP-Outer` records inside) or from what the list writes.
+pub const OUTER_MISMATCH_HEADER: &str = "Hushlist-Verified-Outer-Mismatch";
+/// The outer headers compared with the signer's `HP-Outer` records, besides From, whose
+/// record the list rewrites.
+const SIGNED_OUTER_HEADERS: [&str; 7] = [
+    "To",
+    "Cc",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Subject",
+];
+/// The longest outer header value quoted in an [`OUTER_MISMATCH_HEADER`], in characters.
+const MAX_QUOTED: usize = 200;
 
 /// A post as a member is shown it.
 #[derive(Debug)]
@@ -253,7 +279,8 @@ pub struct Shown {
     pub message: Vec<u8>,
 }
 
-/// Opens a delivered post as `me` and checks it as `shown` does: the one way a post is
+/// Opens a delivered post as `me` and checks it as `shown` does, then its outer headers
+/// against what the signer signed and the list writes (`flag_outer`): the one way a post is
 /// opened for a person to read, so `open`, `archive --open`, `archive --download` and
 /// `list held --open` cannot check differently.
 pub async fn show_post(
@@ -262,7 +289,7 @@ pub async fn show_post(
     lists: &[ListConfig],
     raw: &[u8],
 ) -> Result<Shown, PostError> {
-    let (list, opened, signer, mut warnings) = open_post(me, home, lists, raw).await?;
+    let (list, opened, signer, author, mut warnings) = open_post(me, home, lists, raw).await?;
     let message_id = MessageParser::new()
         .parse(&opened.message)
         .and_then(|m| m.message_id().map(str::to_owned));
@@ -279,11 +306,191 @@ pub async fn show_post(
         None => None,
     };
     let key_id = opened.key_id.to_string();
-    let shown = shown(opened, signer, &warnings)?;
+    let mut shown = shown(opened, signer, &warnings)?;
+    // `shown` refuses every post without a signer on the roster, so an author is known here.
+    if let Some(author) = &author {
+        flag_outer(&mut shown, raw, &list.list, author)?;
+    }
     if let Some((seen, message_id)) = seen {
         seen.record(message_id, &key_id)?;
     }
     Ok(shown)
+}
+
+/// Checks the outer headers of `raw`, the copy `shown` was opened from, which nothing signs:
+/// a relay on the way may have changed them, or whoever handed the post to the list server
+/// (an archived or held post is shown as it arrived). A From or Sender naming anyone but the
+/// list or the signer, or a Reply-To naming anyone but the signer, is refused, since a mail
+/// reader shows or answers them. Every other difference from the signer's `HP-Outer` records
+/// (To, Cc, Date, Message-ID, In-Reply-To, References, Subject `[...]`), and a From name
+/// other than the one the list writes, is flagged in an [`OUTER_MISMATCH_HEADER`] after ours.
+fn flag_outer(
+    shown: &mut Shown,
+    raw: &[u8],
+    list: &Address,
+    author: &Author,
+) -> Result<(), PostError> {
+    let signer = &author.address;
+    let inner = MessageParser::new()
+        .parse_headers(&shown.message)
+        .ok_or(PostError::NotAMessage)?;
+    let outer = MessageParser::new()
+        .parse_headers(raw)
+        .ok_or(PostError::NotAMessage)?;
+    let signed = |name: &str| -> Vec<String> {
+        inner
+            .root_part()
+            .headers()
+            .iter()
+            .filter(|h| h.name.as_str().eq_ignore_ascii_case("HP-Outer"))
+            .filter_map(|h| {
+                let record = &shown.message[h.offset_start as usize..h.offset_end as usize];
+                let record = String::from_utf8_lossy(record);
+                let (field, value) = record.split_once(':')?;
+                field
+                    .trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| one_line(value.as_bytes()))
+            })
+            .collect()
+    };
+    let outer_headers = outer.root_part().headers();
+    let named = |name: &'static str| named_in(outer_headers, name);
+    let written = |name: &'static str| -> Vec<String> {
+        named(name)
+            .map(|h| one_line(&raw[h.offset_start as usize..h.offset_end as usize]))
+            .collect()
+    };
+    let refuse = |header: &'static str, claimed: Vec<String>, expected: String| {
+        PostError::OuterNotTheSigner {
+            header,
+            claimed: listed(&claimed),
+            signer: signer.clone(),
+            list: list.clone(),
+            expected,
+        }
+    };
+    let is =
+        |claimed: &str, who: &Address| Address::parse(claimed).is_ok_and(|a| a.same_mailbox(who));
+
+    let mut differences = Vec::new();
+    let froms: Vec<String> = named("From").flat_map(|h| addresses_in(raw, h)).collect();
+    let from_list = match froms.as_slice() {
+        [from] if is(from, list) => {
+            let expected = author.via(list);
+            let name = named("From")
+                .filter_map(|h| h.value.as_address()?.first()?.name().map(str::to_owned))
+                .next()
+                .unwrap_or_default();
+            if name != expected {
+                differences.push(format!(
+                    "From: the outer name is {} but the list names {signer} {}",
+                    quoted(&[name]),
+                    quoted(&[expected])
+                ));
+            }
+            true
+        }
+        [from] if is(from, signer) => {
+            let (written, signed) = (written("From"), signed("From"));
+            if written != signed {
+                differences.push(difference("From", &written, signer, &signed));
+            }
+            false
+        }
+        _ => return Err(refuse("From", froms, format!("{list} or {signer}"))),
+    };
+    let senders: Vec<String> = named("Sender").flat_map(|h| addresses_in(raw, h)).collect();
+    if senders.iter().any(|s| !is(s, list) && !is(s, signer)) {
+        return Err(refuse("Sender", senders, format!("{list} or {signer}")));
+    }
+    let reply_to: Vec<String> = named("Reply-To")
+        .flat_map(|h| addresses_in(raw, h))
+        .collect();
+    if reply_to.iter().any(|r| !is(r, signer)) {
+        return Err(refuse("Reply-To", reply_to, signer.to_string()));
+    }
+    if from_list && reply_to.is_empty() {
+        differences.push(format!(
+            "Reply-To: the outer header is missing, so a reply goes to {list} and not to {signer}"
+        ));
+    }
+    for name in SIGNED_OUTER_HEADERS {
+        let (written, signed) = (written(name), signed(name));
+        if written != signed {
+            differences.push(difference(name, &written, signer, &signed));
+        }
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let eol: &[u8] = if shown.message.windows(2).any(|w| w == b"\r\n") {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let first_line_end = shown
+        .message
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(shown.message.len(), |at| at + 1);
+    let mut flags = Vec::new();
+    for difference in differences {
+        flags.extend_from_slice(format!("{OUTER_MISMATCH_HEADER}: {difference}").as_bytes());
+        flags.extend_from_slice(eol);
+    }
+    shown.message.splice(first_line_end..first_line_end, flags);
+    Ok(())
+}
+
+/// The fields of `headers` called `name`, in any case.
+fn named_in<'a>(
+    headers: &'a [Header<'a>],
+    name: &'static str,
+) -> impl Iterator<Item = &'a Header<'a>> {
+    headers
+        .iter()
+        .filter(move |h| h.name.as_str().eq_ignore_ascii_case(name))
+}
+
+/// One outer header that is not what the signer signed, said as a header value.
+fn difference(name: &str, written: &[String], signer: &Address, signed: &[String]) -> String {
+    let outer = if written.is_empty() {
+        "missing".to_owned()
+    } else {
+        quoted(written)
+    };
+    let signed = if signed.is_empty() {
+        "none".to_owned()
+    } else {
+        quoted(signed)
+    };
+    format!("{name}: the outer header is {outer} but {signer} signed {signed}")
+}
+
+/// Header values quoted for an [`OUTER_MISMATCH_HEADER`], each cut at [`MAX_QUOTED`].
+fn quoted(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| {
+            let cut: String = v.chars().take(MAX_QUOTED).collect();
+            let more = if cut.len() < v.len() { "..." } else { "" };
+            format!("\"{cut}{more}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A header value as one line of text, to compare and to quote in a header of ours: folds
+/// and control characters become spaces, runs of spaces one.
+fn one_line(value: &[u8]) -> String {
+    String::from_utf8_lossy(value)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The opened message as shown, or why it is not shown: it must be validly signed by a
@@ -454,7 +661,16 @@ async fn open_post<'a>(
     home: &Home,
     lists: &'a [ListConfig],
     raw: &[u8],
-) -> Result<(&'a ListConfig, Opened, Option<Address>, Vec<String>), PostError> {
+) -> Result<
+    (
+        &'a ListConfig,
+        Opened,
+        Option<Address>,
+        Option<Author>,
+        Vec<String>,
+    ),
+    PostError,
+> {
     let post = EncryptedPost::parse(raw).map_err(|e| PostError::NotAPost(e.to_string()))?;
     let list = which_list(raw, lists).ok_or(PostError::UnknownList)?;
     let rosters = readable_rosters(me, home, list).await?;
@@ -509,7 +725,14 @@ async fn open_post<'a>(
         Signature::NotAPost { signer, .. } => address_of(signer),
         Signature::Invalid | Signature::Unsigned => None,
     };
-    Ok((list, opened, signer, warnings))
+    let author = match &opened.signature {
+        Signature::Valid { signer, .. } => roster
+            .members()
+            .find(|m| m.cert.fingerprint() == signer)
+            .map(Author::of_member),
+        _ => None,
+    };
+    Ok((list, opened, signer, author, warnings))
 }
 
 /// Checks that what the signature binds is this post on this list, deposited by its

@@ -1,9 +1,10 @@
-//! What a list does to a post's outer headers before delivering it: the From rewritten to
-//! "Name via list" (DMARC-safe; who wrote the post is proven by the signature inside, not by
-//! this header), the author kept in Reply-To, and the list headers of RFC 2369, 2919 and 8058
-//! plus `Precedence: list`. The encrypted body is never touched. Also the VERP envelope
-//! sender that lets a bounce name the member it is about, and the one-click unsubscribe
-//! links (RFC 8058) only the list server that made them can honour.
+//! What a list does to a post's outer headers before delivering it: the list writes them
+//! itself. From "Name via list" (DMARC-safe; who wrote the post is proven by the signature
+//! inside, not by this header) and Reply-To with the author as the roster names them, Subject
+//! `[...]`, only the addressing, threading and MIME headers of the post, and the list headers
+//! of RFC 2369, 2919 and 8058 plus `Precedence: list`. The encrypted body is never touched.
+//! Also the VERP envelope sender that lets a bounce name the member it is about, and the
+//! one-click unsubscribe links (RFC 8058) only the list server that made them can honour.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,24 +24,112 @@ use zeroize::Zeroizing;
 
 use crate::address::Address;
 use crate::identity::{Cert, IdentityError};
-use crate::outer::OuterError;
+use crate::outer::{KEY_ID_HEADER, KEY_SERVER_HEADER, OBSCURED_SUBJECT, OuterError};
+use crate::roster::{Member, Roster};
 
-/// Headers a delivered copy must not carry over from the post: the list writes its own.
-const REPLACED_HEADERS: [&str; 13] = [
-    "From",
-    "Sender",
-    "Return-Path",
-    "Precedence",
-    "List-Id",
-    "List-Post",
-    "List-Archive",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "List-Help",
-    "List-Subscribe",
-    "List-Owner",
-    "Errors-To",
+/// The post's outer headers a delivered copy carries over, byte for byte: the addressing and
+/// threading headers the sender signed (RFC 9788 `HP-Outer` records of the
+/// [`EXPOSED_HEADERS`](crate::outer::EXPOSED_HEADERS) but From), the MIME structure of the
+/// encrypted body, and what a member's client needs to fetch the post's key. Every other header of the post is dropped, since nothing proves who wrote
+/// it: a Subject or Reply-To written outside the encryption, any `X-` header, and the trace
+/// and authentication headers of the post's way to the list (Received, DKIM-Signature,
+/// Authentication-Results, ARC-*), which would show members the poster's network path and
+/// claims about it the list never checked, and which the rewritten From breaks anyway; the
+/// list's own relay adds its own. The proof of origin (`Hushlist-Post-Proof`) was for the list
+/// server and stays with it.
+const PASSED_HEADERS: [&str; 10] = [
+    "To",
+    "Cc",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    KEY_ID_HEADER,
+    KEY_SERVER_HEADER,
 ];
+
+/// Who wrote a post, as the list's roster knows them: the list writes this name and address
+/// into every copy (From "Name via list", Reply-To), never what the post's outer headers say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// The author's address on the roster.
+    pub address: Address,
+    /// The name in the user id of the author's roster certificate, or the address when it
+    /// names none; one line of printable text.
+    pub name: String,
+}
+
+/// The longest author name a copy's From carries, in characters.
+const MAX_AUTHOR_NAME: usize = 64;
+
+impl Author {
+    /// The roster member as the author: the name of the certificate's user id for their
+    /// roster address (`Name <address>`), made one line of printable text.
+    pub fn of_member(member: &Member) -> Self {
+        let name = member
+            .cert
+            .user_ids()
+            .iter()
+            .find_map(|uid| {
+                let (name, rest) = uid.rsplit_once('<')?;
+                let address = Address::parse(rest.trim_end().strip_suffix('>')?).ok()?;
+                address
+                    .same_mailbox(&member.address)
+                    .then(|| one_line(name))
+            })
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| member.address.to_string());
+        Author {
+            address: member.address.clone(),
+            name,
+        }
+    }
+
+    /// The author of `raw`, an accepted post (whose From the list server checked against the
+    /// post's proof of origin), as `roster` knows them; an author no longer on the roster is
+    /// named by their address.
+    pub fn of_post(raw: &[u8], roster: &Roster) -> Result<Self, OuterError> {
+        let from = author(raw).ok_or(OuterError::BadFrom)?;
+        Ok(match roster.member_by_mailbox(&from) {
+            Some(member) => Author::of_member(member),
+            None => Author {
+                name: from.to_string(),
+                address: from,
+            },
+        })
+    }
+
+    /// The display name of a copy's From: `Name via list`.
+    pub fn via(&self, list: &Address) -> String {
+        format!("{} via {}", self.name, list.local_part())
+    }
+}
+
+/// A user id's name as one line of printable text: without the quotes around it, control
+/// characters (a CR or LF would end the header) as spaces, runs of spaces as one, and at
+/// most [`MAX_AUTHOR_NAME`] characters.
+fn one_line(name: &str) -> String {
+    let name = name.trim();
+    let name = name
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(name);
+    let spaced: String = name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    spaced
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_AUTHOR_NAME)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
 
 /// What the list says about itself in every copy.
 #[derive(Debug, Clone)]
@@ -74,50 +163,39 @@ pub struct ListCopy {
 }
 
 impl ListCopy {
-    /// Rewrites the outer headers of `raw` (an accepted post) for `list`.
-    pub fn new(raw: &[u8], list: &ListHeaders) -> Result<Self, OuterError> {
+    /// The copy of `raw` (an accepted post) that `list` delivers: From "Name via list" and
+    /// Reply-To the author as the roster names them, Subject `[...]`, the post's
+    /// [`PASSED_HEADERS`] as they are, then the list's own headers.
+    pub fn new(raw: &[u8], list: &ListHeaders, author: &Author) -> Result<Self, OuterError> {
         let message = MessageParser::new()
             .parse(raw)
             .filter(|m| !m.headers().is_empty())
             .ok_or(OuterError::NotAMessage)?;
         let root = message.root_part();
         let header_end = root.offset_body as usize;
-        let author = message
-            .from()
-            .and_then(|from| from.first())
-            .ok_or(OuterError::BadFrom)?;
-        let author_address = author.address().ok_or(OuterError::BadFrom)?;
-        let author_name = author.name().unwrap_or(author_address);
-        let has_reply_to = root
-            .headers
-            .iter()
-            .any(|h| h.name.as_str().eq_ignore_ascii_case("Reply-To"));
 
         let mut head = Vec::with_capacity(header_end + 512);
         write_header(
             &mut head,
             "From",
+            &HeaderAddress::new_address(Some(author.via(&list.list)), list.list.as_str()),
+        );
+        write_header(
+            &mut head,
+            "Reply-To",
             &HeaderAddress::new_address(
-                Some(format!("{author_name} via {}", list.list.local_part())),
-                list.list.as_str(),
+                (author.name != author.address.as_str()).then_some(author.name.as_str()),
+                author.address.as_str(),
             ),
         );
-        if !has_reply_to {
-            write_header(
-                &mut head,
-                "Reply-To",
-                &HeaderAddress::new_address(author.name(), author_address),
-            );
-        }
+        write_header(&mut head, "Subject", &Text::new(OBSCURED_SUBJECT));
         for header in &root.headers {
             let name = header.name.as_str();
-            if REPLACED_HEADERS
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(name))
-            {
-                continue;
+            if PASSED_HEADERS.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+                head.extend_from_slice(
+                    &raw[header.offset_field as usize..header.offset_end as usize],
+                );
             }
-            head.extend_from_slice(&raw[header.offset_field as usize..header.offset_end as usize]);
         }
         // List-Id has the shape of a name-addr (RFC 2919: `[phrase] "<" list-id ">"`), so
         // the address writer gives the phrase the right quoting and RFC 2047 encoding.

@@ -3,10 +3,14 @@
 
 use std::path::PathBuf;
 
-use hushlist_core::Address;
-use hushlist_core::listmail::{ListCopy, ListHeaders, UnsubscribeKey, bounce_sender, verp_sender};
-use hushlist_core::outer::EncryptedPost;
+use hushlist_core::listmail::{
+    Author, ListCopy, ListHeaders, UnsubscribeKey, bounce_sender, verp_sender,
+};
+use hushlist_core::outer::{EncryptedPost, OuterError};
+use hushlist_core::roster::{Member, Policy, Role, Roster, sign_genesis};
+use hushlist_core::{Address, SecretIdentity};
 use mail_parser::MessageParser;
+use rand::rngs::OsRng;
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,10 +42,18 @@ fn team() -> ListHeaders {
     }
 }
 
+/// The author of the golden post as the roster names them.
+fn alice() -> Author {
+    Author {
+        address: Address::parse("alice@example.org").unwrap(),
+        name: "Alice Liddell".into(),
+    }
+}
+
 #[test]
 fn shared_and_single_copies_match_their_golden_files() {
     let post = std::fs::read(golden("post.eml")).unwrap();
-    let copy = ListCopy::new(&post, &team()).unwrap();
+    let copy = ListCopy::new(&post, &team(), &alice()).unwrap();
     assert_golden("post.shared.eml", &copy.shared(&team()));
     assert_golden(
         "post.one.eml",
@@ -53,7 +65,7 @@ fn shared_and_single_copies_match_their_golden_files() {
 fn the_copy_is_the_same_encrypted_post_from_the_list() {
     let post = std::fs::read(golden("post.eml")).unwrap();
     let original = EncryptedPost::parse(&post).unwrap();
-    let delivered = ListCopy::new(&post, &team())
+    let delivered = ListCopy::new(&post, &team(), &alice())
         .unwrap()
         .for_one(&team(), "https://u.example/x");
 
@@ -64,7 +76,7 @@ fn the_copy_is_the_same_encrypted_post_from_the_list() {
 
     let message = MessageParser::new().parse(&delivered).unwrap();
     let from = message.from().unwrap().first().unwrap();
-    assert_eq!(from.name(), Some("Alice via team"));
+    assert_eq!(from.name(), Some("Alice Liddell via team"));
     let reply_to = message.reply_to().unwrap().first().unwrap();
     assert_eq!(reply_to.address(), Some("alice@example.org"));
     assert_eq!(
@@ -90,25 +102,70 @@ fn the_copy_is_the_same_encrypted_post_from_the_list() {
     assert_eq!(body(&delivered), body(&post));
 }
 
+/// Issue 25, hole 5: nothing outside the encryption proves who wrote a header, so the copy
+/// keeps only the post's addressing, threading and MIME headers and writes the rest itself.
 #[test]
-fn headers_the_sender_set_for_the_list_are_replaced_and_reply_to_is_kept() {
+fn every_header_the_sender_wrote_outside_the_fixed_set_is_replaced_or_dropped() {
     let post = std::fs::read(golden("post.eml")).unwrap();
-    let mut forged =
-        b"List-Id: <evil.example.com>\r\nPrecedence: bulk\r\nReply-To: <replies@example.org>\r\n"
-            .to_vec();
-    forged.extend_from_slice(&post);
-    let delivered = ListCopy::new(&forged, &team()).unwrap().shared(&team());
+    let text = String::from_utf8(post).unwrap();
+    let forged = text
+        .replacen(
+            "From: Alice <alice@example.org>\r\n",
+            "Received: from attacker.example ([192.0.2.66])\r\n\
+             DKIM-Signature: v=1; d=example.org; b=AAAA\r\n\
+             Authentication-Results: lists.example.org; dkim=pass\r\n\
+             ARC-Seal: i=1; cv=none; b=AAAA\r\n\
+             From: \"Alice Example (CFO)\" <alice@example.org>\r\n\
+             Sender: cfo@example.org\r\n\
+             Reply-To: <payments@evil.example>\r\n\
+             X-Priority: 1\r\n\
+             List-Id: <evil.example.com>\r\n\
+             Precedence: bulk\r\n\
+             Hushlist-Post-Proof: v=1; sig=AAAA\r\n",
+            1,
+        )
+        .replacen("Subject: [...]", "Subject: URGENT - new bank details", 1);
+    let delivered = ListCopy::new(forged.as_bytes(), &team(), &alice())
+        .unwrap()
+        .shared(&team());
     let message = MessageParser::new().parse(&delivered).unwrap();
     let text = String::from_utf8_lossy(&delivered);
-    assert!(!text.contains("evil.example.com"));
-    assert!(!text.contains("Precedence: bulk"));
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("Reply-To:")).count(),
-        1
-    );
+    for planted in [
+        "attacker.example",
+        "DKIM-Signature",
+        "Authentication-Results",
+        "ARC-Seal",
+        "Alice Example (CFO)",
+        "cfo@example.org",
+        "payments@evil.example",
+        "X-Priority",
+        "evil.example.com",
+        "Precedence: bulk",
+        "Hushlist-Post-Proof",
+        "URGENT",
+    ] {
+        assert!(!text.contains(planted), "{planted} in {text}");
+    }
+    let count = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+    for header in [
+        "From:",
+        "Reply-To:",
+        "Subject:",
+        "To:",
+        "Cc:",
+        "Date:",
+        "Message-ID:",
+    ] {
+        assert_eq!(count(header), 1, "{header} in {text}");
+    }
+    assert_eq!(message.subject(), Some("[...]"));
     assert_eq!(
         message.reply_to().unwrap().first().unwrap().address(),
-        Some("replies@example.org")
+        Some("alice@example.org")
+    );
+    assert_eq!(
+        message.from().unwrap().first().unwrap().name(),
+        Some("Alice Liddell via team")
     );
     assert!(message.header_raw("List-Unsubscribe-Post").is_none());
     assert!(
@@ -117,12 +174,95 @@ fn headers_the_sender_set_for_the_list_are_replaced_and_reply_to_is_kept() {
             .unwrap()
             .contains("mailto:team-leave@lists.example.org")
     );
+    // The copy is still the same encrypted post, with what a member's client needs.
+    let reparsed = EncryptedPost::parse(&delivered).unwrap();
+    assert_eq!(
+        reparsed.key_server.as_deref(),
+        Some("https://keys.example.org")
+    );
+}
+
+/// The roster member as `user_id`'s certificate names them, at `address`.
+fn member(user_id: &str, address: &str) -> Member {
+    Member {
+        address: Address::parse(address).unwrap(),
+        cert: SecretIdentity::generate(OsRng, user_id)
+            .unwrap()
+            .cert()
+            .clone(),
+        role: Role::Member,
+        since: 1,
+    }
 }
 
 #[test]
-fn a_message_without_from_is_refused() {
+fn the_author_is_named_by_their_roster_certificate_in_one_line() {
+    let named = |user_id: &str| Author::of_member(&member(user_id, "alice@example.org")).name;
+    assert_eq!(named("Alice Liddell <alice@example.org>"), "Alice Liddell");
+    assert_eq!(named("\"Alice L.\" <Alice@Example.org>"), "Alice L.");
+    assert_eq!(named("alice@example.org"), "alice@example.org");
+    // A user id for another address does not name this one.
+    assert_eq!(named("Bob <bob@example.org>"), "alice@example.org");
+    // A line break would end the From header and start another.
+    assert_eq!(
+        named("Alice\r\nBcc: everyone@example.org <alice@example.org>"),
+        "Alice Bcc: everyone@example.org"
+    );
+    assert_eq!(
+        named(&format!("{} <alice@example.org>", "A".repeat(200))).len(),
+        64
+    );
+    // Whatever the name, the copy's From stays one header naming the list.
+    let author = Author::of_member(&member(
+        "Ali\"ce\t<x>, Eve <alice@example.org>",
+        "alice@example.org",
+    ));
+    let post = std::fs::read(golden("post.eml")).unwrap();
+    let delivered = ListCopy::new(&post, &team(), &author)
+        .unwrap()
+        .shared(&team());
+    let message = MessageParser::new().parse(&delivered).unwrap();
+    let from: Vec<_> = message.from().unwrap().iter().collect();
+    assert_eq!(from.len(), 1);
+    assert_eq!(from[0].address(), Some("team@lists.example.org"));
+    assert_eq!(from[0].name(), Some(author.via(&team().list).as_str()));
+}
+
+#[test]
+fn the_author_of_a_post_is_looked_up_on_the_roster() {
+    let owner = SecretIdentity::generate(OsRng, "Alice Liddell <alice@example.org>").unwrap();
+    let genesis = sign_genesis(
+        OsRng,
+        &owner,
+        Address::parse("alice@example.org").unwrap(),
+        team().list,
+        Policy::default(),
+        0,
+    )
+    .unwrap();
+    let roster = Roster::genesis(genesis).unwrap();
+    let post = std::fs::read(golden("post.eml")).unwrap();
+    assert_eq!(Author::of_post(&post, &roster).unwrap(), alice());
+    // Someone not on the roster (any more) is named by their address.
+    let text = String::from_utf8(post).unwrap();
+    let theirs = text.replace("Alice <alice@example.org>", "Carol <carol@example.org>");
+    assert_eq!(
+        Author::of_post(theirs.as_bytes(), &roster).unwrap().name,
+        "carol@example.org"
+    );
     let raw = b"To: team@lists.example.org\r\nSubject: x\r\n\r\nbody\r\n";
-    assert!(ListCopy::new(raw, &team()).is_err());
+    assert_eq!(
+        Author::of_post(raw, &roster).unwrap_err(),
+        OuterError::BadFrom
+    );
+}
+
+#[test]
+fn a_message_without_headers_is_refused() {
+    assert_eq!(
+        ListCopy::new(b"\r\nbody\r\n", &team(), &alice()).unwrap_err(),
+        OuterError::NotAMessage
+    );
 }
 
 #[test]

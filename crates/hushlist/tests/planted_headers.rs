@@ -104,7 +104,8 @@ enum SignedBy {
 }
 
 /// Mallory's own program: seals each message, deposits its key with her key and submits it,
-/// with only her own address in the outer From (the servers see an ordinary post of hers).
+/// with only her own From in the outer headers, as she signs it in (a): the servers see an
+/// ordinary post of hers, and `open` finds no outer header that differs from what she signed.
 /// Returns the posts' key ids.
 fn mallory_posts(mallory: &Person, eve: &Person, messages: &[(String, SignedBy)]) -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -135,7 +136,11 @@ fn mallory_posts(mallory: &Person, eve: &Person, messages: &[(String, SignedBy)]
                 )
                 .await
                 .unwrap();
-            let outer = proved_by(&only_from(&sealed.message, MALLORY), &me, LIST);
+            let outer = proved_by(
+                &only_from(&sealed.message, &format!("Mallory <{MALLORY}>")),
+                &me,
+                LIST,
+            );
             submit(&list.smtp, &from, &list.list, &outer).await.unwrap();
             key_ids.push(sealed.key_id.to_string());
         }
@@ -165,11 +170,11 @@ fn without_signature(sealed: &Sealed) -> Vec<u8> {
     outer
 }
 
-/// The outer message with its (unsigned) From lines replaced by one naming `address`.
-fn only_from(outer: &[u8], address: &str) -> Vec<u8> {
+/// The outer message with its (unsigned) From lines replaced by one naming `from`.
+fn only_from(outer: &[u8], from: &str) -> Vec<u8> {
     let text = String::from_utf8(outer.to_vec()).unwrap();
     let (headers, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut rewritten = format!("From: {address}\r\n");
+    let mut rewritten = format!("From: {from}\r\n");
     for line in headers.split("\r\n") {
         if !line.to_ascii_lowercase().starts_with("from:") {
             rewritten.push_str(line);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::api::{GrantRequest, Grants};
-use hushlist_core::listmail::{ListCopy, ListHeaders, bounce_sender, verp_sender};
+use hushlist_core::listmail::{Author, ListCopy, ListHeaders, bounce_sender, verp_sender};
 use hushlist_core::outer::EncryptedPost;
 use hushlist_core::roster::{DeliveryMode, Roster};
 use hushlist_core::{Address, Fingerprint, Pkesk};
@@ -381,35 +381,10 @@ impl Worker {
         deliveries: &[ClaimedDelivery],
         lease_until: i64,
     ) -> Result<(), StoreError> {
-        let prepared = Address::parse(&post.list)
-            .map_err(|e| e.to_string())
-            .and_then(|list| {
-                let headers = ListHeaders {
-                    archive_url: self
-                        .config
-                        .public_url
-                        .as_ref()
-                        .map(|base| format!("{base}/v1/lists/{list}/archive")),
-                    description: None,
-                    list,
-                };
-                let copy = ListCopy::new(&post.message, &headers).map_err(|e| e.to_string())?;
-                Ok((copy, headers))
-            });
-        let (copy, headers) = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                // Accepted posts were parsed at acceptance; failing here is a bug, not a retry.
-                tracing::error!(post = post.id, error = %e, "post cannot be prepared for delivery");
-                let reason = format!("cannot prepare: {e}");
-                let outcomes = deliveries
-                    .iter()
-                    .map(|d| (d, Outcome::Failed(reason.clone())))
-                    .collect();
-                return self.record(post, outcomes).await;
-            }
+        let list = match Address::parse(&post.list) {
+            Ok(list) => list,
+            Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
         };
-        let list = headers.list.clone();
         let roster = match self.server.rosters().get(&list).await {
             Ok(roster) => roster,
             Err(RosterStoreError::Store(e)) => return Err(e),
@@ -422,6 +397,23 @@ impl Worker {
                 return self.record(post, outcomes).await;
             }
         };
+        let headers = ListHeaders {
+            archive_url: self
+                .config
+                .public_url
+                .as_ref()
+                .map(|base| format!("{base}/v1/lists/{list}/archive")),
+            description: None,
+            list,
+        };
+        // The copy's From name and Reply-To come from the roster, not from the post.
+        let copy = match Author::of_post(&post.message, &roster)
+            .and_then(|author| ListCopy::new(&post.message, &headers, &author))
+        {
+            Ok(copy) => copy,
+            Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
+        };
+        let list = headers.list.clone();
         if roster.policy().delivery == DeliveryMode::Push {
             for members in deliveries.chunks(GRANTS_PER_CALL) {
                 self.deliver_pushed(post, &roster, &copy, &headers, members, lease_until)
@@ -466,6 +458,23 @@ impl Worker {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Fails every delivery of a post that cannot be made into a copy. Accepted posts were
+    /// parsed at acceptance, so this is a bug, not something a retry mends.
+    async fn unpreparable(
+        &self,
+        post: &PostRow,
+        deliveries: &[ClaimedDelivery],
+        error: String,
+    ) -> Result<(), StoreError> {
+        tracing::error!(post = post.id, %error, "post cannot be prepared for delivery");
+        let reason = format!("cannot prepare: {error}");
+        let outcomes = deliveries
+            .iter()
+            .map(|d| (d, Outcome::Failed(reason.clone())))
+            .collect();
+        self.record(post, outcomes).await
     }
 
     /// A copy for one recipient: a VERP envelope sender naming them and, when this list

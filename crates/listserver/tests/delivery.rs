@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::Address;
+use hushlist_core::roster::Role;
+use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig, RelayTls};
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_peers::test_ca_and_leaf;
 use hushlist_store::DeliveryState;
 use mail_parser::MessageParser;
+use rand::rngs::OsRng;
 use tokio::sync::watch;
 
 fn config(port: u16) -> DeliveryConfig {
@@ -85,7 +87,9 @@ async fn each_member_gets_one_copy_with_list_headers_in_shared_transactions() {
         let message = MessageParser::new().parse(t.message.as_bytes()).unwrap();
         let from = message.from().unwrap().first().unwrap();
         assert_eq!(from.address(), Some(LIST));
-        assert_eq!(from.name(), Some("Olivia Owner via team"));
+        // The name is the roster's (the owner's certificate names only the address), not
+        // the "Olivia Owner" of the post's own From.
+        assert_eq!(from.name(), Some("olivia@example.org via team"));
         assert_eq!(
             message.reply_to().unwrap().first().unwrap().address(),
             Some(OWNER)
@@ -150,6 +154,44 @@ async fn with_verp_each_recipient_gets_a_transaction_naming_them() {
             .unwrap();
         let (list, member) = key.verify(token).unwrap();
         assert_eq!((list.as_str(), member.as_str()), (LIST, rcpt.as_str()));
+    }
+}
+
+/// Issue 25, hole 5: a member's post whose outer headers pose as someone else (From name
+/// "Alice Example (CFO)", Subject "URGENT - new bank details", Reply-To and Sender elsewhere,
+/// X-Priority, unchecked trace and DKIM results) reaches nobody with them, in shared and in
+/// one-recipient (VERP) copies: the list writes From, Reply-To and Subject from the roster.
+/// (Push copies: `push.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posters_outer_headers_are_replaced_by_what_the_list_writes() {
+    const MALLORY: &str = "mallory@example.net";
+    for verp in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = list_server(dir.path()).await;
+        let owner = create_list(&server, 2).await;
+        let mallory =
+            SecretIdentity::generate(OsRng, &format!("Mallory Member <{MALLORY}>")).unwrap();
+        add_member_with_key(&server, &owner, MALLORY, &mallory, Role::Member).await;
+        let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
+        let mut config = config(sink.port);
+        config.verp = verp;
+        let _stop = start(&server, config);
+        let post = with_planted_outer_headers(&sealed_post(MALLORY, &mallory), MALLORY);
+        server
+            .accept(
+                Some(&Address::parse(MALLORY).unwrap()),
+                &[Address::parse(LIST).unwrap()],
+                post,
+            )
+            .await
+            .unwrap();
+        wait_for_empty_queue(&server).await;
+
+        let copies = sink.copies_per_recipient();
+        assert_eq!(copies.len(), 4, "{copies:?}");
+        for t in &sink.transactions() {
+            assert_list_wrote_outer_headers(&t.message, "Mallory Member", MALLORY);
+        }
     }
 }
 

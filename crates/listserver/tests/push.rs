@@ -1,7 +1,8 @@
 //! Push mode end to end in one process: a real key server over HTTP grants each member's
 //! PKESK, the list server splices it and delivers to Postfix's smtp-sink, and each member's
 //! copy opens with their own secret key (with gpg too); a member the key server refuses is
-//! recorded as failed, not sent a copy.
+//! recorded as failed, not sent a copy. The post carries outer headers its sender planted
+//! (issue 25, hole 5); no copy does: the list writes its own.
 
 mod common;
 
@@ -145,7 +146,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
             .accept(
                 Some(&Address::parse(OWNER).unwrap()),
                 std::slice::from_ref(&list),
-                sealed.message.clone(),
+                with_planted_outer_headers(&sealed.message, OWNER),
             )
             .await
             .unwrap(),
@@ -192,6 +193,8 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
     for (address, key) in members.iter().take(2) {
         let copy = copy_for(address);
         let text = String::from_utf8_lossy(&copy);
+        // The owner's certificate names no one but the address, so the list names them so.
+        assert_list_wrote_outer_headers(&text, OWNER, OWNER);
         assert!(
             text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
             "{text}"
@@ -206,7 +209,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         let other = &members[if address.starts_with("alice") { 1 } else { 0 }].1;
         assert!(open(&copy, OpenWith::Identity(other), &[]).is_err());
     }
-    copy_for(OWNER);
+    assert_list_wrote_outer_headers(&String::from_utf8_lossy(&copy_for(OWNER)), OWNER, OWNER);
     assert!(
         transactions
             .iter()

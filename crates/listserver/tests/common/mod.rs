@@ -109,6 +109,18 @@ pub async fn add_member(
     role: Role,
 ) -> SecretIdentity {
     let key = SecretIdentity::generate(OsRng, address).unwrap();
+    add_member_with_key(server, owner, address, &key, role).await;
+    key
+}
+
+/// Adds `address` with `key` to the list with `role` (signed by `owner`).
+pub async fn add_member_with_key(
+    server: &ListServer,
+    owner: &SecretIdentity,
+    address: &str,
+    key: &SecretIdentity,
+    role: Role,
+) {
     let list = Address::parse(LIST).unwrap();
     let roster = server.rosters().get(&list).await.unwrap();
     let member = MemberEntry {
@@ -120,7 +132,6 @@ pub async fn add_member(
         .sign_next(OsRng, owner, 1, Change::Add { member })
         .unwrap();
     server.rosters().append(&list, op).await.unwrap();
-    key
 }
 
 /// Where the proof-of-origin header of a sealed post lies (with its folded lines).
@@ -375,4 +386,89 @@ pub async fn send_op(http: &reqwest::Client, url: String, op: &SignedOp) {
         "{}",
         response.text().await.unwrap()
     );
+}
+
+/// The display name a member posing as someone else writes in the outer From of their post.
+pub const POSING_NAME: &str = "Alice Example (CFO)";
+
+/// `post` (sealed by the member at `address`) with the outer headers a poster chooses freely,
+/// since the proof of origin covers only To, Cc and the OpenPGP data: a From display name
+/// posing as someone else, an alarming Subject, a Reply-To elsewhere, an X-Priority, and
+/// trace and authentication headers nobody checked.
+pub fn with_planted_outer_headers(post: &[u8], address: &str) -> Vec<u8> {
+    let text = String::from_utf8(post.to_vec()).unwrap();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut planted = format!(
+        "Received: from attacker.example (attacker.example [192.0.2.66])\r\n\
+         DKIM-Signature: v=1; a=rsa-sha256; d=example.net; s=x; b=AAAA\r\n\
+         Authentication-Results: lists.example.org; dkim=pass header.d=example.net\r\n\
+         From: \"{POSING_NAME}\" <{address}>\r\n\
+         Reply-To: payments@evil.example\r\n\
+         X-Priority: 1\r\n\
+         Sender: cfo@example.org\r\n"
+    );
+    for line in headers.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("from:") {
+            continue;
+        }
+        if lower.starts_with("subject:") {
+            planted.push_str("Subject: URGENT - new bank details\r\n");
+            continue;
+        }
+        planted.push_str(line);
+        planted.push_str("\r\n");
+    }
+    planted.push_str("\r\n");
+    planted.push_str(body);
+    planted.into_bytes()
+}
+
+/// A delivered copy of a post by `author` (roster address) whose roster certificate names
+/// them `name`: the outer headers are the ones the list writes, whatever the post said.
+pub fn assert_list_wrote_outer_headers(copy: &str, name: &str, author: &str) {
+    let message = mail_parser::MessageParser::new()
+        .parse(copy.as_bytes())
+        .unwrap();
+    let froms: Vec<_> = message.from().unwrap().iter().collect();
+    assert_eq!(froms.len(), 1, "{copy}");
+    assert_eq!(froms[0].address(), Some(LIST), "{copy}");
+    assert_eq!(
+        froms[0].name(),
+        Some(format!("{name} via team").as_str()),
+        "{copy}"
+    );
+    let reply_to: Vec<_> = message.reply_to().unwrap().iter().collect();
+    assert_eq!(reply_to.len(), 1, "{copy}");
+    assert_eq!(reply_to[0].address(), Some(author), "{copy}");
+    assert_eq!(message.subject(), Some("[...]"), "{copy}");
+    let count = |name: &str| {
+        message
+            .headers()
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case(name))
+            .count()
+    };
+    for (header, times) in [("From", 1), ("Reply-To", 1), ("Subject", 1), ("To", 1)] {
+        assert_eq!(count(header), times, "{header} in {copy}");
+    }
+    // The relay's own Received line stays; the poster's ("attacker.example") is below.
+    for header in [
+        "X-Priority",
+        "Sender",
+        "DKIM-Signature",
+        "Authentication-Results",
+    ] {
+        assert_eq!(count(header), 0, "{header} in {copy}");
+    }
+    for planted in [
+        POSING_NAME,
+        "URGENT",
+        "payments@evil.example",
+        "cfo@example.org",
+        "attacker.example",
+    ] {
+        assert!(!copy.contains(planted), "{planted} in {copy}");
+    }
+    assert!(EncryptedPost::parse(copy.as_bytes()).is_ok(), "{copy}");
 }
