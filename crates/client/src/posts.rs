@@ -701,9 +701,30 @@ async fn open_post<'a>(
             ));
         }
     };
-    let opened = open(raw, OpenWith::Pkesk(&released.pkesk, me), &signers)
+    let mut opened = open(raw, OpenWith::Pkesk(&released.pkesk, me), &signers)
         .map_err(|e| PostError::Open(e.to_string()))?;
     let mut warnings = Vec::new();
+    // A post whose signature names no post (sealed before hushlist bound signatures to their
+    // list and key id, as archives hold them, or signed by another OpenPGP program) is shown
+    // with a warning if everything else holds: its signer deposited its key and might post
+    // then. So a member's replay of someone else's such post is still refused, and a
+    // signature made for something else passes only as a post its own signer deposited.
+    if let Signature::NotAPost {
+        signer,
+        reason: NotAPostSignature::NoMarker,
+    } = &opened.signature
+    {
+        warnings.push(
+            "this post's signature does not name its list and key id (hushlist before December 2026 and other OpenPGP programs do not write them); it is shown because the key server says its signer deposited its key".to_owned(),
+        );
+        opened.signature = Signature::Valid {
+            signer: signer.clone(),
+            context: SignedContext {
+                key_id: opened.key_id.to_string(),
+                lists: vec![list.list.clone()],
+            },
+        };
+    }
     let signer = match &opened.signature {
         Signature::Valid { signer, context } => match address_of(signer) {
             Some(address) => {

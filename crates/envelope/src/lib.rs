@@ -99,8 +99,10 @@ pub enum NotAPostSignature {
         "it is dated {created} (Unix time), more than {SIGNATURE_SKEW_SECS} seconds after now ({now})"
     )]
     Future { created: u64, now: u64 },
+    /// Also what a post sealed before posts were bound to their context carries, and one
+    /// signed by another OpenPGP program.
     #[error(
-        "it carries no hushlist post marker (the signed notation {POST_MARKER_NOTATION}), so it was made for something else"
+        "it carries no hushlist post marker (the signed notation {POST_MARKER_NOTATION}), so it may have been made for something else"
     )]
     NoMarker,
     #[error("its signed notation {KEY_ID_NOTATION} is missing or given more than once")]

@@ -16,6 +16,10 @@
 //!
 //! A post whose (signed, inner) Message-ID Bob has already been shown under another key id is
 //! shown with a warning naming the first key id; a warning header the sender wrote is not.
+//!
+//! A post whose signature names no post (no post marker: sealed before signatures named their
+//! post, as archives hold them), is shown with a warning when its signer deposited its key,
+//! and refused when someone else did.
 
 mod common;
 
@@ -27,8 +31,11 @@ use hushlist_core::session::POST_CIPHER;
 use hushlist_core::{Address, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{Sealed, seal};
 use hushlist_peers::SmtpSink;
-use pgp::packet::{Packet, PacketParser, PacketTrait as _, SymEncryptedProtectedData};
-use pgp::types::Seipdv1ReadMode;
+use pgp::packet::{
+    LiteralData, OnePassSignature, Packet, PacketParser, PacketTrait as _, SignatureConfig,
+    SignatureType, Subpacket, SubpacketData, SymEncryptedProtectedData,
+};
+use pgp::types::{Seipdv1ReadMode, Timestamp};
 use rand::rngs::OsRng;
 
 const TEAM: &str = "team@lists.example.org";
@@ -143,20 +150,22 @@ fn rewrapped(cover: &Sealed, inner: &[u8], key_id: &str) -> Vec<u8> {
     outer
 }
 
-/// A cover post of Mallory's to `list`: her From, her signature (replaced by what she
+/// A cover post of Mallory's (or whoever `mallory` is) to `list`: her From, her signature (replaced by what she
 /// rewraps), a fresh session key and key id.
 fn cover(mallory: &SecretIdentity, list: &str, key_server: &str) -> Sealed {
+    let from = &mallory.cert().addresses()[0];
     seal(
         OsRng,
-        format!("From: {MALLORY}\r\nTo: {list}\r\nSubject: cover\r\n\r\ncover\r\n").as_bytes(),
+        format!("From: {from}\r\nTo: {list}\r\nSubject: cover\r\n\r\ncover\r\n").as_bytes(),
         mallory,
         key_server,
     )
     .unwrap()
 }
 
-/// Mallory's program: deposits `session_key` under `key_id` at `list`'s key server as
-/// herself and, with `post` true, hands `outer` to the list server with her proof of origin.
+/// Mallory's program (or any member's: `mallory` is who runs it): deposits `session_key`
+/// under `key_id` at `list`'s key server as herself and, with `post` true, hands `outer` to
+/// the list server with her proof of origin.
 fn deposit_and_post(
     mallory: &Person,
     list: &str,
@@ -185,7 +194,7 @@ fn deposit_and_post(
             let proved = proved_by(outer, &me, list);
             submit(
                 &config.smtp,
-                &Address::parse(MALLORY).unwrap(),
+                &Address::parse(mallory.address).unwrap(),
                 &config.list,
                 &proved,
             )
@@ -199,11 +208,7 @@ fn deposit_and_post(
 /// them, past the list server.
 fn mailed_straight_to(outer: &[u8], session_key: &SessionKey, recipient: &Person) -> Vec<u8> {
     let cert = Home::at(&recipient.home).load_cert("").unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let pkesk = Pkesk::seal(OsRng, session_key, &cert, now).unwrap();
+    let pkesk = Pkesk::seal(OsRng, session_key, &cert, now()).unwrap();
     EncryptedPost::parse(outer).unwrap().splice(outer, &[pkesk])
 }
 
@@ -417,4 +422,110 @@ fn a_message_id_seen_under_another_key_id_is_shown_with_a_warning() {
     assert!(warnings[0].contains(message_id), "{shown}");
     assert!(warnings[0].contains(&first), "{shown}");
     assert!(!shown.contains("all checked"), "{shown}");
+}
+
+/// What hushlist sealed inside a post before signatures named their post: a one-pass
+/// signature, `message` as the literal and `signer`'s binary signature over it dated
+/// `created`, with no notations.
+fn unmarked_signed_packets(signer: &SecretIdentity, message: &[u8], created: u64) -> Vec<u8> {
+    signer
+        .with_signing_key(|key| {
+            let mut config =
+                SignatureConfig::from_key(OsRng, &Box::new(key), SignatureType::Binary).unwrap();
+            config.hashed_subpackets = vec![
+                Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint())).unwrap(),
+                Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+                    created as u32,
+                )))
+                .unwrap(),
+            ];
+            config.unhashed_subpackets =
+                vec![Subpacket::regular(SubpacketData::IssuerKeyId(key.legacy_key_id())).unwrap()];
+            let mut hasher = config.hash_alg.new_hasher().unwrap();
+            hasher.update(message);
+            let len = config.hash_signature_data(&mut hasher).unwrap();
+            hasher.update(&config.trailer(len).unwrap());
+            let hash = hasher.finalize();
+            let bytes = key
+                .sign(&signer.password(), config.hash_alg, &hash)
+                .unwrap();
+            let signature =
+                pgp::packet::Signature::from_config(config, [hash[0], hash[1]], bytes).unwrap();
+            let mut packets = Vec::new();
+            OnePassSignature::v3(
+                SignatureType::Binary,
+                signature.hash_alg().unwrap(),
+                key.algorithm(),
+                key.legacy_key_id(),
+            )
+            .to_writer_with_header(&mut packets)
+            .unwrap();
+            LiteralData::from_bytes("", message.to_vec().into())
+                .unwrap()
+                .to_writer_with_header(&mut packets)
+                .unwrap();
+            signature.to_writer_with_header(&mut packets).unwrap();
+            packets
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_depositor() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let olivia = Person::new(dir.path(), OLIVIA);
+    let alice = Person::new(dir.path(), ALICE);
+    let mallory = Person::new(dir.path(), MALLORY);
+    let bob = Person::new(dir.path(), BOB);
+    list_with(
+        &served,
+        TEAM,
+        &olivia,
+        &[(&alice, "member"), (&mallory, "member"), (&bob, "member")],
+    );
+    let (alice_id, mallory_id) = (alice.identity(), mallory.identity());
+    let message = format!(
+        "From: {ALICE}\r\nTo: {TEAM}\r\nSubject: From the old days\r\n\r\nSealed long ago.\r\n"
+    );
+    let old = unmarked_signed_packets(&alice_id, message.as_bytes(), now());
+
+    // Alice's own post as hushlist sealed it then, deposited by her: shown, with a warning.
+    let hers = cover(&alice_id, TEAM, &served.key_url);
+    let hers_key = hers.key_id.to_string();
+    let outer = rewrapped(&hers, &old, &hers_key);
+    deposit_and_post(&alice, TEAM, &hers_key, &hers.session_key, &outer, true);
+    let shown = ok(bob.run_with(&["open"], &copy_on(&sink, BOB, 1, TEAM, &hers_key)));
+    assert!(
+        shown.starts_with(&format!("Hushlist-Verified-Signer: {ALICE} (")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Hushlist-Warning: this post's signature does not name its list"),
+        "{shown}"
+    );
+    assert!(shown.contains("Sealed long ago."), "{shown}");
+
+    // The same old packets of Alice's, deposited and posted by Mallory: refused.
+    let replay = cover(&mallory_id, TEAM, &served.key_url);
+    let replay_key = replay.key_id.to_string();
+    let outer = rewrapped(&replay, &old, &replay_key);
+    deposit_and_post(
+        &mallory,
+        TEAM,
+        &replay_key,
+        &replay.session_key,
+        &outer,
+        true,
+    );
+    let err = refused(bob.run_with(&["open"], &copy_on(&sink, BOB, 2, TEAM, &replay_key)));
+    assert!(err.contains(&format!("deposited by {MALLORY}")), "{err}");
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
