@@ -10,7 +10,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(outer_post roster_op signed_request smtp_session bounce)
+  targets=(outer_post roster_op signed_request smtp_session bounce open_post)
 fi
 failed=()
 for target in "${targets[@]}"; do
