@@ -473,6 +473,8 @@ fn quoted(values: &[String]) -> String {
     values
         .iter()
         .map(|v| {
+            // Decoded values (an RFC 2047 name) can hold line breaks: one line, always.
+            let v = one_line(v.as_bytes());
             let cut: String = v.chars().take(MAX_QUOTED).collect();
             let more = if cut.len() < v.len() { "..." } else { "" };
             format!("\"{cut}{more}\"")

@@ -179,6 +179,28 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
     );
     assert!(shown.contains("Subject: Bank details"), "{shown}");
 
+    // A From name whose encoded word decodes to line breaks: flagged on one line, so it
+    // cannot add headers or a body of its own to what `open` prints.
+    let injected = edited(
+        &copy,
+        "From",
+        "From: =?utf-8?q?x=0D=0AFrom:_CFO_<cfo@corp.example>=0D=0ASubject:_Wire_now=0D=0A=0D=0APay_now?= <team@lists.example.org>",
+    );
+    let shown = ok(bob.run_with(&["open"], &injected));
+    assert_eq!(
+        flags(&shown),
+        [format!(
+            "From: the outer name is \"x From: CFO <cfo@corp.example> Subject: Wire now Pay now\" but the list names {ALICE} \"{ALICE} via team\""
+        )],
+        "{shown}"
+    );
+    assert!(
+        !shown
+            .lines()
+            .any(|l| l.starts_with("From: CFO") || l.starts_with("Pay now")),
+        "{shown}"
+    );
+
     // A Reply-To elsewhere: a reply would go to whoever changed it. Refused.
     let err = refused(bob.run_with(
         &["open"],
