@@ -410,10 +410,25 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("hushlist: {err:#}");
+            eprintln!("hushlist: {}", printable(&format!("{err:#}")));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `text` with every control character but newline and tab written as an escape: refusals
+/// quote what a post or a server said, and a terminal must not take an escape sequence in
+/// them for a command (to erase the refusal, retitle the window or set the clipboard).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -1242,7 +1257,7 @@ async fn download_archive(
         unreadable.len()
     );
     for problem in &unreadable {
-        eprintln!("  {problem}");
+        eprintln!("  {}", printable(problem));
     }
     Ok(())
 }

@@ -220,6 +220,15 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
     assert!(err.contains("outer From names alice@evil.example"), "{err}");
     assert!(err.contains(&format!("signed by {ALICE}")), "{err}");
 
+    // A Sender naming no address, only terminal escapes (cursor up, erase line): the
+    // refusal quotes it with the escapes written out, so a terminal does not run them.
+    let err = refused(bob.run_with(
+        &["open"],
+        &edited(&copy, "Sender", "Sender: =?utf-8?q?=1B[1A=1B[2Kall_good?="),
+    ));
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(err.contains("\\u{1b}[1A\\u{1b}[2Kall good"), "{err:?}");
+
     // The post as the list server keeps it (Alice's own outer headers): nothing to flag.
     let listing = ok(bob.run(&["archive", LIST]));
     let id = listing
