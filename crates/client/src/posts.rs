@@ -270,6 +270,11 @@ const SIGNED_OUTER_HEADERS: [&str; 7] = [
 /// The longest outer header value quoted in an [`OUTER_MISMATCH_HEADER`], in characters.
 const MAX_QUOTED: usize = 200;
 
+/// How far apart (seconds, either way) a signature without the post marker and the deposit
+/// of its key may be for the post to be shown: sealing and depositing happen together, and
+/// the two clocks (the signer's and the key server's) may differ a little.
+pub const UNMARKED_DEPOSIT_WINDOW_SECS: u64 = 3_600;
+
 /// A post as a member is shown it.
 #[derive(Debug)]
 pub struct Shown {
@@ -708,13 +713,15 @@ async fn open_post<'a>(
     let mut warnings = Vec::new();
     // A post whose signature names no post (sealed before hushlist bound signatures to their
     // list and key id, as archives hold them, or signed by another OpenPGP program) is shown
-    // with a warning if everything else holds: its signer deposited its key and might post
-    // then. So a member's replay of someone else's such post is still refused, and a
-    // signature made for something else passes only as a post its own signer deposited.
+    // with a warning if everything else holds: its signer deposited its key, within
+    // UNMARKED_DEPOSIT_WINDOW_SECS of signing, and might post then. Nothing binds such a
+    // signature to this key, so the window is what keeps a member from wrapping an older one
+    // of the signer's in a key the signer deposited for another post.
     if let Signature::NotAPost {
         signer,
-        reason: NotAPostSignature::NoMarker,
+        reason: NotAPostSignature::NoMarker { created },
     } = &opened.signature
+        && created.abs_diff(released.deposited_at) <= UNMARKED_DEPOSIT_WINDOW_SECS
     {
         warnings.push(
             "this post's signature does not name its list and key id (hushlist before December 2026 and other OpenPGP programs do not write them); it is shown because the key server says its signer deposited its key".to_owned(),

@@ -81,6 +81,8 @@ pub struct ReleasedKey {
     pub depositor: Fingerprint,
     /// The roster head when the key was deposited.
     pub roster_seq: u64,
+    /// Unix seconds when the key was deposited, by the key server's clock.
+    pub deposited_at: u64,
 }
 
 /// One of the two servers, by its base URL.
@@ -239,6 +241,7 @@ impl Server {
             pkesk,
             depositor: release.depositor,
             roster_seq: release.roster_seq,
+            deposited_at: release.deposited_at,
         })
     }
 

@@ -116,6 +116,9 @@ pub struct KeyRelease {
     pub depositor: Fingerprint,
     /// The roster seq of the head when the key was deposited.
     pub roster_seq: u64,
+    /// Unix seconds when the key was deposited (0 from a key server that does not say).
+    #[serde(default)]
+    pub deposited_at: u64,
 }
 
 /// The list server's request for one PKESK per recipient of a push-mode post.

@@ -100,11 +100,12 @@ pub enum NotAPostSignature {
     )]
     Future { created: u64, now: u64 },
     /// Also what a post sealed before posts were bound to their context carries, and one
-    /// signed by another OpenPGP program.
+    /// signed by another OpenPGP program; `created` (Unix seconds) is when it says it was
+    /// made.
     #[error(
         "it carries no hushlist post marker (the signed notation {POST_MARKER_NOTATION}), so it may have been made for something else"
     )]
-    NoMarker,
+    NoMarker { created: u64 },
     #[error("its signed notation {KEY_ID_NOTATION} is missing or given more than once")]
     KeyIdNotation,
     #[error("its signed notation {LIST_NOTATION} holds {0:?}, which is not a mail address")]
@@ -551,7 +552,7 @@ fn post_context(
         .iter()
         .any(|v| v == POST_MARKER_VALUE)
     {
-        return Err(NotAPostSignature::NoMarker);
+        return Err(NotAPostSignature::NoMarker { created });
     }
     let Ok([key_id]) = <[String; 1]>::try_from(values(KEY_ID_NOTATION)) else {
         return Err(NotAPostSignature::KeyIdNotation);

@@ -162,12 +162,14 @@ fn alices_roster_op_signature_is_not_her_post() {
     let mut covered = b"hushlist roster-op v1\n".to_vec();
     covered.extend_from_slice(&body);
     let outer = wrapped(&sealed, &covered, signature);
-    assert_eq!(
-        opened_signature(&sealed, &outer),
-        Signature::NotAPost {
-            signer: alice().fingerprint().clone(),
-            reason: NotAPostSignature::NoMarker
-        }
+    let signature = opened_signature(&sealed, &outer);
+    assert!(
+        matches!(
+            &signature,
+            Signature::NotAPost { signer, reason: NotAPostSignature::NoMarker { .. } }
+                if signer == alice().fingerprint()
+        ),
+        "{signature:?}"
     );
 }
 
@@ -235,12 +237,14 @@ fn a_binary_signature_without_the_post_marker_is_not_a_post() {
         false,
     );
     let outer = wrapped(&sealed, POST.as_bytes(), signature);
-    assert_eq!(
-        opened_signature(&sealed, &outer),
-        Signature::NotAPost {
-            signer: alice().fingerprint().clone(),
-            reason: NotAPostSignature::NoMarker
-        }
+    let signature = opened_signature(&sealed, &outer);
+    assert!(
+        matches!(
+            &signature,
+            Signature::NotAPost { signer, reason: NotAPostSignature::NoMarker { .. } }
+                if signer == alice().fingerprint()
+        ),
+        "{signature:?}"
     );
 }
 

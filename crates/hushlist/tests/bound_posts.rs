@@ -18,8 +18,9 @@
 //! shown with a warning naming the first key id; a warning header the sender wrote is not.
 //!
 //! A post whose signature names no post (no post marker: sealed before signatures named their
-//! post, as archives hold them), is shown with a warning when its signer deposited its key,
-//! and refused when someone else did.
+//! post, as archives hold them), is shown with a warning when its signer deposited its key
+//! when signing, and refused when someone else did, or when the signature is older than the
+//! deposit (an older signature wrapped in a key the signer deposited for another post).
 
 mod common;
 
@@ -30,7 +31,7 @@ use hushlist_core::outer::{EncryptedPost, armor_message};
 use hushlist_core::session::POST_CIPHER;
 use hushlist_core::{Address, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{Sealed, seal};
-use hushlist_peers::SmtpSink;
+use hushlist_peers::{Gpg, SmtpSink};
 use pgp::packet::{
     LiteralData, OnePassSignature, Packet, PacketParser, PacketTrait as _, SignatureConfig,
     SignatureType, Subpacket, SubpacketData, SymEncryptedProtectedData,
@@ -476,7 +477,30 @@ fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_de
     let sink = SmtpSink::start(&dir.path().join("mailboxes"));
     let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
     let olivia = Person::new(dir.path(), OLIVIA);
-    let alice = Person::new(dir.path(), ALICE);
+    // Alice's key is a month old (made by gpg then, and imported), so she has older
+    // signatures too.
+    let gpg = Gpg::new();
+    let made = format!("{}!", now() - 30 * 86_400);
+    gpg.run_ok(
+        &[
+            "--faked-system-time",
+            &made,
+            "--quick-gen-key",
+            ALICE,
+            "future-default",
+            "default",
+            "never",
+        ],
+        b"",
+    );
+    let secret = dir.path().join("alice.sec");
+    let exported = gpg.run_ok(&["--armor", "--export-secret-keys", ALICE], b"");
+    std::fs::write(&secret, exported.stdout).unwrap();
+    let alice = Person {
+        address: ALICE,
+        home: dir.path().join(ALICE),
+    };
+    ok(alice.run(&["init", "--import", secret.to_str().unwrap()]));
     let mallory = Person::new(dir.path(), MALLORY);
     let bob = Person::new(dir.path(), BOB);
     list_with(
@@ -521,6 +545,20 @@ fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_de
     );
     let err = refused(bob.run_with(&["open"], &copy_on(&sink, BOB, 2, TEAM, &replay_key)));
     assert!(err.contains(&format!("deposited by {MALLORY}")), "{err}");
+
+    // An unmarked signature Alice made two days earlier, wrapped by Mallory (who may fetch
+    // its key) in the key Alice deposited for her post, and mailed straight to Bob: the key
+    // server says Alice deposited that key, but not when this was signed. Refused.
+    let earlier = format!(
+        "From: {ALICE}\r\nTo: {TEAM}\r\nSubject: New bank details\r\n\r\nPay the new account.\r\n"
+    );
+    let earlier = unmarked_signed_packets(&alice_id, earlier.as_bytes(), now() - 2 * 86_400);
+    let outer = rewrapped(&hers, &earlier, &hers_key);
+    let err = refused(bob.run_with(
+        &["open"],
+        &mailed_straight_to(&outer, &hers.session_key, &bob),
+    ));
+    assert!(err.contains("no hushlist post marker"), "{err}");
 }
 
 fn now() -> u64 {

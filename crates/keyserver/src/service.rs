@@ -458,6 +458,7 @@ impl KeyServer {
             pkesk: pkesk.as_bytes().to_vec(),
             depositor,
             roster_seq: posted_at,
+            deposited_at: u64::try_from(row.created_at).unwrap_or_default(),
         })
     }
 
