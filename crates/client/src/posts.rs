@@ -415,6 +415,24 @@ fn flag_outer(
     if reply_to.iter().any(|r| !is(r, signer)) {
         return Err(refuse("Reply-To", reply_to, signer.to_string()));
     }
+    // Where mail readers send a reply or a follow-up besides Reply-To (mutt's list-reply
+    // reads them): the list writes neither, so only the signer or the list may be named.
+    for header in ["Mail-Reply-To", "Mail-Followup-To"] {
+        let named: Vec<String> = named(header).flat_map(|h| addresses_in(raw, h)).collect();
+        if named.iter().any(|a| !is(a, list) && !is(a, signer)) {
+            return Err(refuse(header, named, format!("{list} or {signer}")));
+        }
+    }
+    // A read receipt tells its address when the post was read; the list never asks for one.
+    for header in ["Disposition-Notification-To", "Return-Receipt-To"] {
+        let asked = written(header);
+        if !asked.is_empty() {
+            differences.push(format!(
+                "{header}: the outer header asks for a read receipt to {}, which neither the list nor {signer} wrote",
+                quoted(&asked)
+            ));
+        }
+    }
     if from_list && reply_to.is_empty() {
         differences.push(format!(
             "Reply-To: the outer header is missing, so a reply goes to {list} and not to {signer}"

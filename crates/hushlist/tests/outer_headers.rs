@@ -212,6 +212,34 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
     );
     assert!(err.contains(&format!("signed by {ALICE}")), "{err}");
 
+    // A Mail-Followup-To or Mail-Reply-To elsewhere: a list reply in mutt would go there.
+    // Refused. A read receipt asked for on the way: flagged.
+    for header in ["Mail-Followup-To", "Mail-Reply-To"] {
+        let err = refused(bob.run_with(
+            &["open"],
+            &edited(&copy, header, &format!("{header}: payments@evil.example")),
+        ));
+        assert!(
+            err.contains(&format!("outer {header} names payments@evil.example")),
+            "{err}"
+        );
+    }
+    let shown = ok(bob.run_with(
+        &["open"],
+        &edited(
+            &copy,
+            "Disposition-Notification-To",
+            "Disposition-Notification-To: tracker@evil.example",
+        ),
+    ));
+    assert_eq!(
+        flags(&shown),
+        [format!(
+            "Disposition-Notification-To: the outer header asks for a read receipt to \"tracker@evil.example\", which neither the list nor {ALICE} wrote"
+        )],
+        "{shown}"
+    );
+
     // A From that is neither the list nor Alice. Refused.
     let err = refused(bob.run_with(
         &["open"],
