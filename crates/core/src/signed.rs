@@ -8,6 +8,7 @@ use pgp::composed::{Deserializable as _, DetachedSignature};
 use pgp::ser::Serialize as _;
 use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::identity::{Cert, Fingerprint, IdentityError, SecretIdentity, SignatureRefusal};
 
@@ -112,9 +113,10 @@ impl Signed {
     }
 }
 
-fn domain_data(domain: Domain, body: &[u8]) -> Vec<u8> {
+/// The signed bytes. Zeroized when dropped: a deposit claim's body holds a session key.
+fn domain_data(domain: Domain, body: &[u8]) -> Zeroizing<Vec<u8>> {
     let prefix = domain.prefix();
-    let mut data = Vec::with_capacity(prefix.len() + body.len());
+    let mut data = Zeroizing::new(Vec::with_capacity(prefix.len() + body.len()));
     data.extend_from_slice(prefix);
     data.extend_from_slice(body);
     data
@@ -129,7 +131,8 @@ pub mod b64 {
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
+        // Zeroized when dropped, as the decoded bytes are by their owner.
+        let text = Zeroizing::new(String::deserialize(d)?);
         STANDARD
             .decode(text.as_bytes())
             .map_err(serde::de::Error::custom)
