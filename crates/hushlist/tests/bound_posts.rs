@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{Person, Served, ok, ok_bytes, proved_by, refused};
+use common::{Person, Served, list_with, ok, ok_bytes, proved_by, refused};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::outer::{EncryptedPost, armor_message};
@@ -45,52 +45,6 @@ const OLIVIA: &str = "olivia@example.org";
 const ALICE: &str = "alice@example.net";
 const MALLORY: &str = "mallory@example.net";
 const BOB: &str = "bob@example.net";
-
-/// `owner` creates `list` on `served`; each of `members` is added with its role and uses it.
-fn list_with(served: &Served, list: &str, owner: &Person, members: &[(&Person, &str)]) {
-    ok(owner.run(&[
-        "list",
-        "create",
-        list,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
-    ]));
-    for (member, role) in members {
-        let cert = member
-            .home
-            .parent()
-            .unwrap()
-            .join(format!("{}.asc", member.address));
-        std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
-        ok(owner.run(&[
-            "list",
-            "add",
-            list,
-            member.address,
-            "--key",
-            cert.to_str().unwrap(),
-            "--role",
-            role,
-        ]));
-        ok(member.run(&[
-            "list",
-            "use",
-            list,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-        ]));
-    }
-}
 
 /// The session key a PKESK among `post`'s packets holds for `me`, and the SEIPD packet.
 fn opened_by(post: &EncryptedPost, me: &SecretIdentity) -> (SessionKey, SymEncryptedProtectedData) {

@@ -13,7 +13,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Person, Served, ok, ok_bytes, refused};
+use common::{Person, Served, list_with, ok, refused};
 use hushlist_peers::SmtpSink;
 
 const LIST: &str = "team@lists.example.org";
@@ -79,43 +79,9 @@ fn flags(shown: &str) -> Vec<String> {
 fn a_list(dir: &Path, sink: &SmtpSink, members: &[&'static str]) -> (Served, Vec<Person>) {
     let served = Served::start(&dir.join("hushlist-data"), sink.port, "lists.example.org");
     let olivia = Person::new(dir, "olivia@example.org");
-    ok(olivia.run(&[
-        "list",
-        "create",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
-    ]));
     let members: Vec<Person> = members.iter().map(|a| Person::new(dir, a)).collect();
-    for member in &members {
-        let cert = dir.join(format!("{}.asc", member.address));
-        std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
-        ok(olivia.run(&[
-            "list",
-            "add",
-            LIST,
-            member.address,
-            "--key",
-            cert.to_str().unwrap(),
-        ]));
-        ok(member.run(&[
-            "list",
-            "use",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-        ]));
-    }
+    let roles: Vec<(&Person, &str)> = members.iter().map(|m| (m, "member")).collect();
+    list_with(&served, LIST, &olivia, &roles);
     (served, members)
 }
 

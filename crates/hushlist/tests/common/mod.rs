@@ -226,3 +226,49 @@ pub fn proved_by(outer: &[u8], who: &hushlist_core::SecretIdentity, list: &str) 
     )
     .into_bytes()
 }
+
+/// `owner` creates `list` on `served`; each of `members` is added with its role and uses it.
+pub fn list_with(served: &Served, list: &str, owner: &Person, members: &[(&Person, &str)]) {
+    ok(owner.run(&[
+        "list",
+        "create",
+        list,
+        "--key-server",
+        &served.key_url,
+        "--list-server",
+        &served.list_url,
+        "--smtp",
+        &served.smtp,
+        "--admin-token",
+        &served.admin_token,
+    ]));
+    for (member, role) in members {
+        let cert = member
+            .home
+            .parent()
+            .unwrap()
+            .join(format!("{}.asc", member.address));
+        std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
+        ok(owner.run(&[
+            "list",
+            "add",
+            list,
+            member.address,
+            "--key",
+            cert.to_str().unwrap(),
+            "--role",
+            role,
+        ]));
+        ok(member.run(&[
+            "list",
+            "use",
+            list,
+            "--key-server",
+            &served.key_url,
+            "--list-server",
+            &served.list_url,
+            "--smtp",
+            &served.smtp,
+        ]));
+    }
+}
