@@ -24,6 +24,17 @@ fn gpg_at(gpg: &Gpg, at: u64, args: &[&str]) {
     gpg.run_ok(&all, b"");
 }
 
+/// A primary key for `uid` that only signs and certifies, made at `at` and never expiring
+/// (encryption subkeys are added by each test); its fingerprint.
+fn signing_key_made_at(gpg: &Gpg, uid: &str, at: u64) -> String {
+    gpg_at(
+        gpg,
+        at,
+        &["--quick-gen-key", uid, "ed25519", "sign,cert", "never"],
+    );
+    primary_fingerprint(gpg, uid)
+}
+
 fn primary_fingerprint(gpg: &Gpg, uid: &str) -> String {
     let out = gpg.run_ok(&["--with-colons", "--list-keys", uid], b"");
     String::from_utf8(out.stdout)
@@ -165,12 +176,7 @@ async fn keys_are_sealed_to_the_valid_encryption_subkey_not_a_newer_expired_one(
     let gpg = Gpg::new();
     let uid = "Mia <mia@example.org>";
     let made = now() - 10 * DAY;
-    gpg_at(
-        &gpg,
-        made,
-        &["--quick-gen-key", uid, "ed25519", "sign,cert", "never"],
-    );
-    let fingerprint = primary_fingerprint(&gpg, uid);
+    let fingerprint = signing_key_made_at(&gpg, uid, made);
     gpg_at(
         &gpg,
         made,
@@ -295,12 +301,7 @@ async fn a_member_whose_encryption_subkeys_all_expired_gets_no_key_and_is_told_w
     let gpg = Gpg::new();
     let uid = "Nell <nell@example.org>";
     let made = now() - 10 * DAY;
-    gpg_at(
-        &gpg,
-        made,
-        &["--quick-gen-key", uid, "ed25519", "sign,cert", "never"],
-    );
-    let fingerprint = primary_fingerprint(&gpg, uid);
+    let fingerprint = signing_key_made_at(&gpg, uid, made);
     gpg_at(
         &gpg,
         made,
