@@ -24,16 +24,6 @@ pub struct ConnectionCaps {
     pub per_client: usize,
 }
 
-/// Reads a cap given as a command-line flag: a whole number, at least 1.
-pub fn parse_cap(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(cap) if cap >= 1 => Ok(cap),
-        _ => Err(format!(
-            "{text:?} is not a whole number of at least 1 (connections held at once)"
-        )),
-    }
-}
-
 /// Why a connection was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

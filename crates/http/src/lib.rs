@@ -1,11 +1,13 @@
 //! HTTP pieces both servers share: [`ApiError`] (an HTTP status, a stable code and a message
 //! as a JSON body), request-body and path parsing, and the signed roster endpoints, which
 //! the key server and the list server serve alike so that each verifies every op itself;
-//! and how both serve HTTP: connection limits, a header deadline, TLS.
+//! and how both serve HTTP: connection limits, a header deadline, TLS; and how both check
+//! their options.
 
 pub mod connections;
 mod error;
 pub mod files;
+pub mod options;
 pub mod requests;
 pub mod rosters;
 pub mod tls;

@@ -155,7 +155,7 @@ enum Command {
     /// Run both servers in one process on the embedded SQLite default (or one of them).
     Serve {
         /// Run only this server.
-        #[arg(value_enum)]
+        #[command(subcommand)]
         which: Option<serve::Which>,
         #[command(flatten)]
         flags: serve::ServeFlags,

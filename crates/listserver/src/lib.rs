@@ -12,6 +12,7 @@ pub mod http;
 pub mod joining;
 pub mod mailboxes;
 pub mod moderation;
+pub mod options;
 pub mod roster_watch;
 pub mod service;
 pub mod smtp;
