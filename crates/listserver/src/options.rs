@@ -12,7 +12,7 @@ use hushlist_http::options::{OptionProblems, Problems};
 use serde::Deserialize;
 
 use crate::daemon::ListDaemonConfig;
-use crate::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig};
+use crate::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls};
 use crate::smtp::{DEFAULT_CONNECTIONS, SmtpConfig};
 
 option_set! {
@@ -39,6 +39,14 @@ option_set! {
         /// Seconds to wait for the relay to connect or answer a command (default 60).
         #[arg(long)]
         pub relay_timeout_secs: Option<u64>,
+        /// Insist on STARTTLS to the relay, checking its certificate against the system's
+        /// CAs (or --relay-ca-file).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        pub relay_starttls: Option<bool>,
+        /// PEM file of the CAs that may vouch for the relay's certificate (implies
+        /// --relay-starttls).
+        #[arg(long)]
+        pub relay_ca_file: Option<PathBuf>,
         /// Public base URL of the HTTP interface, for List-Archive headers and one-click
         /// unsubscribe links.
         #[arg(long)]
@@ -133,7 +141,15 @@ impl ListOptions {
             port,
             helo_name: hostname.to_owned(),
             timeout: Duration::from_secs(self.relay_timeout_secs.unwrap_or(60)),
-            starttls: None,
+            starttls: match (self.relay_ca_file, self.relay_starttls) {
+                (Some(file), _) => RelayTls::from_ca_file(&file)
+                    .map_err(|e| problems.push(&["relay_ca_file"], e))
+                    .ok(),
+                (None, Some(true)) => RelayTls::system_roots()
+                    .map_err(|e| problems.push(&["relay_starttls"], e))
+                    .ok(),
+                (None, _) => None,
+            },
         });
         if self.workers == Some(0) || self.max_rcpts == Some(0) {
             problems.push(&["workers", "max_rcpts"], "must be at least 1");

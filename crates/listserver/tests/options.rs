@@ -33,6 +33,8 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
     let token_file = dir.path().join("grants.token");
     std::fs::write(&token_file, "grants-secret\n").unwrap();
     let token_file = token_file.to_str().unwrap();
+    let (relay_ca, _, _) = hushlist_peers::test_ca_and_leaf(dir.path());
+    let relay_ca = relay_ca.to_str().unwrap();
     #[rustfmt::skip]
     let flags = [
         "--http-listen", "127.0.0.2:9471",
@@ -40,6 +42,8 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         "--database", "postgres://db.internal/lists",
         "--relay", "[::1]:2526",
         "--relay-timeout-secs", "20",
+        "--relay-starttls",
+        "--relay-ca-file", relay_ca,
         "--public-url", "https://lists.example.org",
         "--workers", "7",
         "--max-rcpts", "50",
@@ -66,6 +70,8 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         database = "postgres://db.internal/lists"
         relay = "[::1]:2526"
         relay_timeout_secs = 20
+        relay_starttls = true
+        relay_ca_file = "{relay_ca}"
         public_url = "https://lists.example.org"
         workers = 7
         max_rcpts = 50
@@ -109,6 +115,7 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         assert_eq!(config.delivery.relay.port, 2526);
         assert_eq!(config.delivery.relay.helo_name, "lists.example.org");
         assert!(config.delivery.verp);
+        assert!(config.delivery.relay.starttls.is_some());
         assert_eq!(config.smtp_listen.to_string(), "[::1]:2600");
         assert_eq!(config.smtp.max_message_bytes, 1000);
         assert_eq!(config.bounces.threshold, 2.5);
@@ -204,6 +211,25 @@ fn a_missing_grants_token_file_is_named_with_what_to_do() {
     assert!(
         text.contains("copy the key server's grants.token"),
         "{text}"
+    );
+}
+
+#[test]
+fn an_unreadable_relay_ca_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("relay-ca.pem");
+    let options = from_flags(&["--relay-ca-file", missing.to_str().unwrap()]);
+    let problems = options
+        .check("data".into(), "lists.example.org")
+        .unwrap_err();
+    let line = problems.0[0].named(Some("lists"));
+    assert!(
+        line.starts_with("lists.relay_ca_file cannot read CA certificates from"),
+        "{line}"
+    );
+    assert!(
+        problems.to_string().contains("--relay-ca-file"),
+        "{problems}"
     );
 }
 
