@@ -41,6 +41,13 @@ impl Context {
         Ok(self.home.list(&address(name)?)?)
     }
 
+    /// This home's identity, then (if it loads) the list `name`: what most commands start
+    /// with.
+    pub fn identity_and_list(&self, name: &str) -> anyhow::Result<(SecretIdentity, ListConfig)> {
+        let me = self.identity()?;
+        Ok((me, self.list(name)?))
+    }
+
     /// The list named by `--list`, or else the only list this home knows.
     pub fn one_list(&self, name: Option<&str>) -> anyhow::Result<ListConfig> {
         let named = name.map(address).transpose()?;

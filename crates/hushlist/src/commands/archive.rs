@@ -11,8 +11,7 @@ use crate::printable;
 
 /// `archive LIST`: one line a post (id, time, key id, Message-ID).
 pub async fn list(cx: &Context, list: &str) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let mut pages = ArchivePages::new(&me, &config)?;
     let mut out = std::io::stdout().lock();
     while let Some(page) = pages.next_page().await? {
@@ -32,8 +31,7 @@ pub async fn list(cx: &Context, list: &str) -> anyhow::Result<()> {
 
 /// `archive LIST --open ID`.
 pub async fn open(cx: &Context, list: &str, id: i64) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let post = archive::find_post(&me, &config, id).await?;
     cx.print_opened(&me, std::slice::from_ref(&config), &post.message)
         .await
@@ -42,8 +40,7 @@ pub async fn open(cx: &Context, list: &str, id: i64) -> anyhow::Result<()> {
 /// `archive LIST --download DIR`, with a progress spinner on a terminal; the posts that
 /// could not be opened are named on stderr.
 pub async fn download(cx: &Context, list: &str, dir: &Path) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} posts, {per_sec}  {msg}")
             .expect("a valid progress template"),

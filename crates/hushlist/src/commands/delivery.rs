@@ -11,8 +11,7 @@ pub async fn switch(
     member: Option<&str>,
     suspended: bool,
 ) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let member = member.map(address).transpose()?;
     let status = delivery::switch(&me, &cx.home, &config, member, suspended).await?;
     println!(

@@ -44,8 +44,7 @@ pub async fn join(
 
 /// `list pending`: each request as verified here, with what an owner may do about it.
 pub async fn pending(cx: &Context, list: &str) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let pending = joins::pending(&me, &config, now()).await?;
     if pending.is_empty() {
         println!("no pending requests to join {}", config.list);
@@ -94,8 +93,7 @@ pub async fn approve(
     fingerprint: &str,
     role: Role,
 ) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let member = address(member)?;
     let fingerprint = fingerprint_arg(fingerprint)?;
     let head_seq =
@@ -115,8 +113,7 @@ pub async fn reject(
     fingerprint: Option<&str>,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let member = address(member)?;
     let fingerprint = fingerprint.map(fingerprint_arg).transpose()?;
     let rejected =

@@ -129,8 +129,7 @@ pub async fn add(
 /// `list add --from-file`: every line checked first, then one signed op a member, with a
 /// progress bar on a terminal.
 pub async fn add_from_file(cx: &Context, list: &str, file: &Path) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let members = rosters::read_member_file(file)?;
     let bar = ProgressBar::new(members.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} members, {eta} left  {msg}")
@@ -158,8 +157,7 @@ pub async fn remove(cx: &Context, list: &str, member: &str) -> anyhow::Result<()
 
 /// Signs `change` on the list's roster and sends it to both servers.
 async fn change(cx: &Context, list: &str, change: Change) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let head_seq = rosters::change(&me, &cx.home, &config, change, now()).await?;
     print_head(&config, head_seq);
     Ok(())
@@ -167,8 +165,7 @@ async fn change(cx: &Context, list: &str, change: Change) -> anyhow::Result<()> 
 
 /// `list policy`: the settings given changed, the rest kept.
 pub async fn policy(cx: &Context, list: &str, update: PolicyUpdate) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let head_seq = rosters::set_policy(&me, &cx.home, &config, &update, now()).await?;
     print_head(&config, head_seq);
     Ok(())
@@ -180,8 +177,7 @@ fn print_head(config: &ListConfig, head_seq: u64) {
 
 /// `list show`: members, policy, pins and both servers' heads.
 pub async fn show(cx: &Context, list: &str) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let rosters = cx.home.rosters(&me, &config).await?;
     let newest = rosters.newest();
     let mut out = std::io::stdout().lock();

@@ -7,8 +7,7 @@ use crate::context::Context;
 
 /// `list held`: the held posts, or (`open`) one of them opened.
 pub async fn held(cx: &Context, list: &str, open: Option<i64>) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let held = config.list_server()?.held_posts(&me, &config.list).await?;
     if let Some(id) = open {
         let post = held
@@ -40,8 +39,7 @@ pub async fn settle(
     approved: bool,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let me = cx.identity()?;
-    let config = cx.list(list)?;
+    let (me, config) = cx.identity_and_list(list)?;
     let decision = HeldDecision {
         id,
         approved,
