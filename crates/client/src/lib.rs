@@ -2,7 +2,10 @@
 //! talking to the servers, sending and opening posts. The `hushlist` command is a thin layer
 //! over this crate.
 
+pub mod addressing;
+pub mod archive;
 pub mod audits;
+pub mod delivery;
 pub mod joins;
 pub mod lists;
 pub mod pins;

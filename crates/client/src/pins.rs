@@ -177,6 +177,75 @@ impl Rosters {
             (None, None) => unreachable!("a reading without any log is an error"),
         }
     }
+
+    /// How the two servers' logs differ, if they do: one lacks the list, or is behind the
+    /// other (both logs were checked, so the shorter is a prefix of the longer).
+    pub fn out_of_step(&self) -> Option<OutOfStep> {
+        let list = self.newest().list().clone();
+        match (self.key_server.roster(), self.list_server.roster()) {
+            (Some(keys), Some(lists)) if keys.head_seq() == lists.head_seq() => None,
+            (Some(keys), Some(lists)) => {
+                let key_server = ("key server", keys.head_seq());
+                let list_server = ("list server", lists.head_seq());
+                let ((behind, at), (ahead, head)) = if keys.head_seq() < lists.head_seq() {
+                    (key_server, list_server)
+                } else {
+                    (list_server, key_server)
+                };
+                Some(OutOfStep::Behind {
+                    list,
+                    behind,
+                    at,
+                    ahead,
+                    head,
+                })
+            }
+            (Some(_), None) => Some(OutOfStep::Lacking {
+                list,
+                server: "list server",
+            }),
+            (None, _) => Some(OutOfStep::Lacking {
+                list,
+                server: "key server",
+            }),
+        }
+    }
+}
+
+/// Two servers' logs of a list that differ; its text tells the user what to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutOfStep {
+    /// `behind` holds the log up to seq `at`; `ahead` holds it up to `head`.
+    Behind {
+        list: Address,
+        behind: &'static str,
+        at: u64,
+        ahead: &'static str,
+        head: u64,
+    },
+    /// `server` holds no roster of the list (or could not be asked).
+    Lacking { list: Address, server: &'static str },
+}
+
+impl std::fmt::Display for OutOfStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutOfStep::Behind {
+                list,
+                behind,
+                at,
+                ahead,
+                head,
+            } => write!(
+                f,
+                "the servers DISAGREE: the {behind} is behind at seq {at} (the {ahead} is at {head}, and agrees up to there); run `hushlist list sync {list}`"
+            ),
+            OutOfStep::Lacking { list, server } => write!(
+                f,
+                "the servers DISAGREE: the {server} has no roster of {list}; run `hushlist list sync {list}` if it lacks the list"
+            ),
+        }
+    }
 }
 
 impl Home {

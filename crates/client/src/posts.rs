@@ -15,6 +15,7 @@ use mail_builder::headers::date::Date;
 use mail_parser::{Header, HeaderName, MessageParser};
 use rand::rngs::OsRng;
 
+use crate::addressing::{known, to_and_cc};
 use crate::lists::ListConfig;
 use crate::pins::{PinError, Rosters};
 use crate::remote::{ReleasedKey, RemoteError, submit};
@@ -190,12 +191,7 @@ pub async fn send(
             me: my_address,
         });
     }
-    let addressed = [parsed.to(), parsed.cc()]
-        .into_iter()
-        .flatten()
-        .flat_map(|field| field.iter())
-        .filter_map(|a| a.address().and_then(|a| Address::parse(a).ok()))
-        .any(|a| a.same_mailbox(&list.list));
+    let addressed = to_and_cc(&parsed).any(|a| a.same_mailbox(&list.list));
     if !addressed {
         return Err(PostError::ListNotAddressed(list.list.clone()));
     }
@@ -941,23 +937,42 @@ fn refusal_for(me: &SecretIdentity, list: &ListConfig, refusal: RemoteError) -> 
 /// list this home knows.
 fn which_list<'a>(raw: &[u8], lists: &'a [ListConfig]) -> Option<&'a ListConfig> {
     let message = MessageParser::new().parse(raw)?;
-    let named = |address: &str| {
-        let address = Address::parse(address).ok()?;
-        lists.iter().find(|l| l.list.same_mailbox(&address))
-    };
     if let Some(post) = message.header_raw("List-Post") {
         let inner = post.trim().trim_start_matches('<').trim_end_matches('>');
-        if let Some(found) = inner.strip_prefix("mailto:").and_then(named) {
+        if let Some(found) = inner
+            .strip_prefix("mailto:")
+            .and_then(|a| Address::parse(a).ok())
+            .and_then(|a| known(lists, &a))
+        {
             return Some(found);
         }
     }
+    to_and_cc(&message).find_map(|a| known(lists, &a))
+}
+
+/// A plain-text post from `from` to `list` with `body` (`send --list --subject`), line ends
+/// as SMTP carries them.
+pub fn compose(from: &Address, list: &Address, subject: &str, body: &[u8]) -> Vec<u8> {
+    let mut message = format!(
+        "From: {from}\r\nTo: {list}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    .into_bytes();
+    message.extend_from_slice(&crlf(body));
     message
-        .to()
-        .into_iter()
-        .chain(message.cc())
-        .flat_map(|a| a.iter())
-        .filter_map(|a| a.address())
-        .find_map(named)
+}
+
+/// `input` with line ends as SMTP carries them: every bare LF becomes CRLF.
+pub fn crlf(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 40);
+    let mut previous = 0u8;
+    for &byte in input {
+        if byte == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        previous = byte;
+    }
+    out
 }
 
 /// The mail address in my identity's user id.
@@ -1066,5 +1081,17 @@ mod tests {
             show("From: mallory@example.net\r\nSubject: a\0From: ceo@example.org\r\n\r\nx\r\n"),
             Err(PostError::AmbiguousHeaders { .. })
         ));
+    }
+
+    #[test]
+    fn a_composed_post_has_crlf_line_ends_and_names_its_list() {
+        assert_eq!(crlf(b"a\nb\r\nc\n\n"), b"a\r\nb\r\nc\r\n\r\n");
+        let from = Address::parse("alice@example.org").unwrap();
+        let list = Address::parse("team@example.org").unwrap();
+        let message = compose(&from, &list, "Q3", b"Revenue is up.\n");
+        assert_eq!(
+            String::from_utf8(message).unwrap(),
+            "From: alice@example.org\r\nTo: team@example.org\r\nSubject: Q3\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nRevenue is up.\r\n"
+        );
     }
 }

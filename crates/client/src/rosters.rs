@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp, sign_genesis};
+use hushlist_core::roster::{
+    Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role, Roster,
+    SignedOp, sign_genesis,
+};
 use hushlist_core::{Address, Cert, SecretIdentity};
 use rand::rngs::OsRng;
 
@@ -193,7 +196,65 @@ pub async fn change(
     change: Change,
     now: u64,
 ) -> Result<u64, RosterError> {
-    let mut roster = key_server_head(list, home.rosters(me, list).await?)?;
+    let roster = key_server_head(list, home.rosters(me, list).await?)?;
+    sign_and_send(me, home, list, roster, change, now).await
+}
+
+/// The settings of a list's policy to change; those left `None` stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub delivery: Option<DeliveryMode>,
+    pub posters: Option<Posters>,
+    pub key_follows: Option<KeyFollows>,
+    pub new_members_read_old: Option<bool>,
+    /// Seconds a post's key lives; 0 keeps keys.
+    pub key_lifetime_secs: Option<u64>,
+    pub moderation: Option<Moderation>,
+}
+
+impl PolicyUpdate {
+    /// `policy` with the settings given here changed.
+    pub fn applied_to(&self, policy: &Policy) -> Policy {
+        Policy {
+            delivery: self.delivery.unwrap_or(policy.delivery),
+            posters: self.posters.unwrap_or(policy.posters),
+            key_follows: self.key_follows.unwrap_or(policy.key_follows),
+            new_members_read_old: self
+                .new_members_read_old
+                .unwrap_or(policy.new_members_read_old),
+            key_lifetime_secs: match self.key_lifetime_secs {
+                Some(secs) => (secs > 0).then_some(secs),
+                None => policy.key_lifetime_secs,
+            },
+            moderation: self.moderation.unwrap_or(policy.moderation),
+        }
+    }
+}
+
+/// Changes the list's policy by `update`, merged into the policy of the roster the op is
+/// signed on (the key server's, as [`change`] signs), and sends the op to both servers.
+/// Returns the new head seq.
+pub async fn set_policy(
+    me: &SecretIdentity,
+    home: &Home,
+    list: &ListConfig,
+    update: &PolicyUpdate,
+    now: u64,
+) -> Result<u64, RosterError> {
+    let roster = key_server_head(list, home.rosters(me, list).await?)?;
+    let policy = update.applied_to(roster.policy());
+    sign_and_send(me, home, list, roster, Change::SetPolicy { policy }, now).await
+}
+
+/// Signs `change` as the op after `roster`'s head and sends it to both servers.
+async fn sign_and_send(
+    me: &SecretIdentity,
+    home: &Home,
+    list: &ListConfig,
+    mut roster: Roster,
+    change: Change,
+    now: u64,
+) -> Result<u64, RosterError> {
     let op = roster
         .sign_next(OsRng, me, now, change)
         .map_err(|e| RosterError::Sign(e.to_string()))?;
@@ -372,4 +433,55 @@ async fn create_from(
     let genesis = other.ops().first().ok_or_else(missing)?;
     server.create_list(token, genesis).await?;
     Ok(Roster::genesis(genesis.clone()).expect("the genesis of a verified log verifies"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_update_changes_only_the_settings_it_gives() {
+        let before = Policy {
+            key_lifetime_secs: Some(3_600),
+            ..Policy::default()
+        };
+        assert_eq!(PolicyUpdate::default().applied_to(&before), before);
+        let update = PolicyUpdate {
+            posters: Some(Posters::Owners),
+            moderation: Some(Moderation::All),
+            ..PolicyUpdate::default()
+        };
+        assert_eq!(
+            update.applied_to(&before),
+            Policy {
+                posters: Posters::Owners,
+                moderation: Moderation::All,
+                ..before.clone()
+            }
+        );
+        let every = PolicyUpdate {
+            delivery: Some(DeliveryMode::Push),
+            posters: Some(Posters::Owners),
+            key_follows: Some(KeyFollows::PostingRoster),
+            new_members_read_old: Some(true),
+            key_lifetime_secs: Some(60),
+            moderation: Some(Moderation::NonPosters),
+        };
+        assert_eq!(
+            every.applied_to(&before),
+            Policy {
+                posters: Posters::Owners,
+                key_follows: KeyFollows::PostingRoster,
+                new_members_read_old: true,
+                delivery: DeliveryMode::Push,
+                key_lifetime_secs: Some(60),
+                moderation: Moderation::NonPosters,
+            }
+        );
+        let keep_keys = PolicyUpdate {
+            key_lifetime_secs: Some(0),
+            ..PolicyUpdate::default()
+        };
+        assert_eq!(keep_keys.applied_to(&before).key_lifetime_secs, None);
+    }
 }

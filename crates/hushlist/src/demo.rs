@@ -25,7 +25,7 @@ use hushlist_listserver::delivery::{DeliveryConfig, RelayConfig};
 use hushlist_listserver::smtp::{PostSink, SinkError, SmtpConfig};
 use rand::rngs::OsRng;
 
-use crate::now;
+use crate::context::now;
 
 const LIST: &str = "team@lists.example.org";
 const DOMAIN: &str = "lists.example.org";

@@ -1,28 +1,21 @@
-//! The `hushlist` command. Thin glue over the client library and the core; each subcommand
-//! parses its arguments, calls a library function and prints the result.
+//! The `hushlist` command. Thin glue over the client library and the core: the arguments
+//! are declared here and dispatched to one module per group of subcommands (`commands`),
+//! each of which calls a library function and prints the result.
 
+mod commands;
+mod context;
 mod demo;
 mod serve;
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use hushlist_client::Home;
-use hushlist_client::joins;
-use hushlist_client::lists::ListConfig;
-use hushlist_client::pins::{Rosters, ServerLog};
-use hushlist_client::posts;
-use hushlist_client::rosters;
-use hushlist_core::api::HeldDecision;
-use hushlist_core::roster::{
-    Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, OpHash, Policy, Posters, Role,
-};
-use hushlist_core::{Cert, SecretIdentity};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::rngs::OsRng;
+use hushlist_client::rosters::PolicyUpdate;
+use hushlist_core::roster::{DeliveryMode, KeyFollows, Moderation, OpHash, Posters, Role};
+
+use commands::lists::Place;
+use commands::{archive, delivery, identity, joins, keys, lists, moderation, posts};
+use context::Context;
 
 #[derive(Parser)]
 #[command(
@@ -376,15 +369,24 @@ enum RoleArg {
     Reader,
 }
 
-impl From<RoleArg> for Role {
-    fn from(role: RoleArg) -> Self {
-        match role {
-            RoleArg::Owner => Role::Owner,
-            RoleArg::Member => Role::Member,
-            RoleArg::Reader => Role::Reader,
+/// `From` a clap value enum to the core enum it mirrors, variant for variant.
+macro_rules! mirrors {
+    ($arg:ident => $core:ident { $($variant:ident),+ }) => {
+        impl From<$arg> for $core {
+            fn from(value: $arg) -> Self {
+                match value {
+                    $($arg::$variant => $core::$variant),+
+                }
+            }
         }
-    }
+    };
 }
+
+mirrors!(Mode => DeliveryMode { Pull, Push });
+mirrors!(PostersArg => Posters { Members, Owners });
+mirrors!(ModerationArg => Moderation { None, NonPosters, All });
+mirrors!(KeysFollowArg => KeyFollows { PostingRoster, CurrentRoster });
+mirrors!(RoleArg => Role { Owner, Member, Reader });
 
 #[derive(Subcommand)]
 enum KeyAction {
@@ -432,170 +434,45 @@ fn printable(text: &str) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::List { action } => list_command(&home(cli.home)?, action).await,
+    let command = match cli.command {
+        Command::Serve { which, flags } => return serve::run(which, flags).await,
+        Command::Demo => return demo::run(&mut std::io::stdout().lock()).await,
+        command => command,
+    };
+    let cx = Context::new(cli.home)?;
+    match command {
+        Command::Init {
+            email,
+            name,
+            import,
+            passphrase_env,
+        } => identity::init(
+            &cx,
+            email.as_deref(),
+            name.as_deref(),
+            import.as_deref(),
+            &passphrase_env,
+        ),
+        Command::Key {
+            action: KeyAction::Export { binary },
+        } => identity::export(&cx, binary),
+        Command::Key {
+            action: KeyAction::Fingerprint,
+        } => identity::fingerprint(&cx),
+        Command::List { action } => list_command(&cx, action).await,
         Command::Join {
             list,
             note,
             confirm,
-        } => {
-            let home = home(cli.home)?;
-            let config = home.list(&address(&list)?).with_context(|| {
-                format!("first tell this home where {list} lives: hushlist list use {list} --key-server URL --list-server URL --smtp HOST:PORT")
-            })?;
-            let server = config.list_server()?;
-            if let Some(token) = confirm {
-                let confirmed = server.confirm_join(&config.list, token.trim()).await?;
-                println!(
-                    "confirmed: your request to join {} as {} with key {} waits for the owners until {} (unix time); you will hear by mail",
-                    confirmed.list, confirmed.address, confirmed.fingerprint, confirmed.expires_at
-                );
-                return Ok(());
-            }
-            let me = home.load_identity(&passphrase())?;
-            let mine = my_address(&me)?;
-            let receipt = server.join(&me, &config.list, &mine, note).await?;
-            println!(
-                "asked to join {} as {} with key {}; a confirmation is on its way to {}, encrypted to this key: confirm by {} (unix time) as it says (hushlist join {} --confirm TOKEN), and the owners are told",
-                receipt.list,
-                receipt.address,
-                receipt.fingerprint,
-                receipt.address,
-                receipt.confirm_by,
-                receipt.list
-            );
-            Ok(())
-        }
-        Command::Delivery { action } => {
-            let (list, member, suspended) = match action {
-                DeliveryAction::Suspend { list, address } => (list, address, true),
-                DeliveryAction::Resume { list, address } => (list, address, false),
-            };
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let server = config.list_server()?;
-            let member = match member {
-                Some(text) => address(&text)?,
-                None => home
-                    .rosters(&me, &config)
-                    .await?
-                    .newest()
-                    .member_by_fingerprint(me.fingerprint())
-                    .map(|m| m.address.clone())
-                    .with_context(|| {
-                        format!(
-                            "you are not a member of {}; name the member whose delivery to change",
-                            config.list
-                        )
-                    })?,
-            };
-            let status = server
-                .switch_delivery(&me, &config.list, &member, suspended)
-                .await?;
-            println!(
-                "delivery of {} to {} {}",
-                status.list,
-                status.address,
-                if status.suspended {
-                    "suspended"
-                } else {
-                    "resumed"
-                }
-            );
-            Ok(())
-        }
-        Command::Serve { which, flags } => serve::run(which, flags).await,
+        } => joins::join(&cx, &list, note, confirm.as_deref()).await,
+        Command::Delivery {
+            action: DeliveryAction::Suspend { list, address },
+        } => delivery::switch(&cx, &list, address.as_deref(), true).await,
+        Command::Delivery {
+            action: DeliveryAction::Resume { list, address },
+        } => delivery::switch(&cx, &list, address.as_deref(), false).await,
         Command::Send { list, subject } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let mut input = Vec::new();
-            std::io::stdin().read_to_end(&mut input)?;
-            let (config, message) = match (list, subject) {
-                (Some(list), Some(subject)) => {
-                    let config = home.list(&address(&list)?)?;
-                    let mut message = format!(
-                        "From: {}\r\nTo: {}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-                        my_address(&me)?,
-                        config.list
-                    )
-                    .into_bytes();
-                    message.extend_from_slice(&crlf(&input));
-                    (config, message)
-                }
-                _ => {
-                    let message = crlf(&input);
-                    let config = list_named_in(&home, &message)?;
-                    (config, message)
-                }
-            };
-            let sent = posts::send(&me, &home, &config, &message).await?;
-            eprintln!(
-                "posted to {} (key {} deposited at {}, roster at seq {}){}",
-                config.list,
-                sent.key_id,
-                config.key_server,
-                sent.roster_seq,
-                if sent.held {
-                    "; the list holds it until an owner approves it"
-                } else {
-                    ""
-                }
-            );
-            Ok(())
-        }
-        Command::Revoke { key_id, list } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let config = one_list(&home, list.as_deref())?;
-            let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            config
-                .key_server()?
-                .revoke(&me, &config.list, &key_id)
-                .await?;
-            println!("key {key_id} destroyed: the post can no longer be opened");
-            Ok(())
-        }
-        Command::Audit { key_id, list } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let config = one_list(&home, list.as_deref())?;
-            let key_id = key_id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let log = home.audit(&me, &config, &key_id).await?;
-            let mut out = std::io::stdout().lock();
-            for entry in &log.entries {
-                writeln!(
-                    out,
-                    "{} {} {} {}{}",
-                    entry.at,
-                    entry.actor,
-                    entry.action,
-                    entry.outcome,
-                    entry
-                        .detail
-                        .as_ref()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                )?;
-            }
-            eprintln!(
-                "audit log verified: {} records chained up to a head signed by the pinned key server, extending any this home saw before",
-                log.entries.len()
-            );
-            Ok(())
-        }
-        Command::Open { splice } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let mut input = Vec::new();
-            std::io::stdin().read_to_end(&mut input)?;
-            let lists = home.lists()?;
-            if splice {
-                let spliced = posts::splice_post(&me, &home, &lists, &input).await?;
-                std::io::stdout().lock().write_all(&spliced)?;
-                return Ok(());
-            }
-            print_opened(&me, &home, &lists, &input).await
+            posts::send(&cx, list.as_deref(), subject.as_deref()).await
         }
         Command::Sendmail {
             from_headers,
@@ -603,135 +480,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sender,
             options: _,
             recipients,
-        } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            if let Some(sender) = sender
-                && !address(&sender)?.same_mailbox(&my_address(&me)?)
-            {
-                anyhow::bail!("-f {sender}: you can only send as {}", my_address(&me)?);
-            }
-            let mut input = Vec::new();
-            std::io::stdin().read_to_end(&mut input)?;
-            let message = crlf(&input);
-            let lists = home.lists()?;
-            let config = if from_headers || recipients.is_empty() {
-                list_named_in(&home, &message)?
-            } else {
-                let mut named = Vec::new();
-                for recipient in &recipients {
-                    let recipient = address(recipient)?;
-                    match lists.iter().find(|l| l.list.same_mailbox(&recipient)) {
-                        Some(list) => named.push(list.clone()),
-                        None => anyhow::bail!(
-                            "{recipient} is not a list this home knows; hushlist only posts to lists"
-                        ),
-                    }
-                }
-                match named.len() {
-                    1 => named.remove(0),
-                    _ => anyhow::bail!("name exactly one list as the recipient"),
-                }
-            };
-            posts::send(&me, &home, &config, &message).await?;
-            Ok(())
-        }
+        } => posts::sendmail(&cx, from_headers, sender.as_deref(), &recipients).await,
+        Command::Open { splice } => posts::open(&cx, splice).await,
         Command::Archive {
             list,
             open: _,
             download: Some(dir),
-        } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            download_archive(&me, &home, &config, &dir).await
-        }
+        } => archive::download(&cx, &list, &dir).await,
         Command::Archive {
             list,
-            open,
+            open: Some(id),
             download: None,
-        } => {
-            let home = home(cli.home)?;
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let server = config.list_server()?;
-            let mut after = 0;
-            let mut out = std::io::stdout().lock();
-            loop {
-                let page = server.archive(&me, &config.list, after, 100).await?;
-                for post in &page.posts {
-                    match open {
-                        Some(id) if id == post.id => {
-                            drop(out);
-                            return print_opened(
-                                &me,
-                                &home,
-                                std::slice::from_ref(&config),
-                                &post.message,
-                            )
-                            .await;
-                        }
-                        Some(_) => {}
-                        None => writeln!(
-                            out,
-                            "{} {} {} {}",
-                            post.id,
-                            post.received_at,
-                            post.key_id,
-                            post.message_id.as_deref().unwrap_or("-")
-                        )?,
-                    }
-                }
-                match page.next_after {
-                    Some(next) => after = next,
-                    None => break,
-                }
-            }
-            match open {
-                Some(id) => anyhow::bail!("no post {id} in the archive of {}", config.list),
-                None => Ok(()),
-            }
-        }
-        Command::Demo => demo::run(&mut std::io::stdout().lock()).await,
-        Command::Init {
-            email,
-            name,
-            import,
-            passphrase_env,
-        } => {
-            let home = home(cli.home)?;
-            let identity = match (email, import) {
-                (Some(email), None) => home.init_generate(OsRng, &email, name.as_deref())?,
-                (None, Some(file)) => {
-                    let passphrase = std::env::var(&passphrase_env).unwrap_or_default();
-                    home.init_import(&file, &passphrase)?
-                }
-                _ => unreachable!("clap requires exactly one of --email and --import"),
-            };
-            println!(
-                "identity {} stored in {}",
-                identity.fingerprint(),
-                home.identity_path().display()
-            );
-            Ok(())
-        }
-        Command::Key { action } => {
-            let home = home(cli.home)?;
-            let cert = home.load_cert(&passphrase())?;
-            let mut out = std::io::stdout().lock();
-            match action {
-                KeyAction::Export { binary: true } => out.write_all(&cert.to_binary())?,
-                KeyAction::Export { binary: false } => {
-                    out.write_all(cert.to_armored().as_bytes())?
-                }
-                KeyAction::Fingerprint => writeln!(out, "{}", cert.fingerprint())?,
-            }
-            Ok(())
-        }
+        } => archive::open(&cx, &list, id).await,
+        Command::Archive {
+            list,
+            open: None,
+            download: None,
+        } => archive::list(&cx, &list).await,
+        Command::Revoke { key_id, list } => keys::revoke(&cx, &key_id, list.as_deref()).await,
+        Command::Audit { key_id, list } => keys::audit(&cx, &key_id, list.as_deref()).await,
+        Command::Serve { .. } | Command::Demo => unreachable!("run before the home is found"),
     }
 }
 
-async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
+async fn list_command(cx: &Context, action: ListAction) -> anyhow::Result<()> {
     match action {
         ListAction::Create {
             list,
@@ -742,41 +514,14 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             admin_token,
             insecure_http,
         } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = ListConfig {
-                list: address(&list)?,
+            let place = Place {
+                list,
                 key_server,
                 list_server,
                 smtp,
                 insecure_http,
-                pins: None,
             };
-            let policy = Policy {
-                delivery: match mode {
-                    Mode::Pull => DeliveryMode::Pull,
-                    Mode::Push => DeliveryMode::Push,
-                },
-                ..Policy::default()
-            };
-            rosters::create(
-                &me,
-                my_address(&me)?,
-                home,
-                &config,
-                policy,
-                &admin_token,
-                now(),
-            )
-            .await?;
-            let pins = home
-                .list(&config.list)?
-                .pins
-                .context("the new list is pinned")?;
-            println!(
-                "created {} with you as owner on both servers; its genesis is {} (members give it to `hushlist list use --genesis`)",
-                config.list, pins.genesis
-            );
-            Ok(())
+            lists::create(cx, place, mode.into(), &admin_token).await
         }
         ListAction::Use {
             list,
@@ -786,203 +531,31 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             genesis,
             insecure_http,
         } => {
-            let config = ListConfig {
-                list: address(&list)?,
+            let place = Place {
+                list,
                 key_server,
                 list_server,
                 smtp,
                 insecure_http,
-                pins: None,
             };
-            let given = genesis.is_some();
-            let me = home.load_identity(&passphrase())?;
-            let used = home.use_list(&me, config.clone(), genesis).await?;
-            let pins = &used.pins;
-            println!(
-                "{} will be reached at {}; pinned: genesis {} (first owner {}), key server key {}, seen up to seq {}",
-                config.list,
-                config.list_server,
-                pins.genesis,
-                pins.first_owner,
-                pins.server_key,
-                pins.seen_seq
-            );
-            if !given {
-                println!(
-                    "the genesis was taken on the servers' word; check it against what an owner's `hushlist list show {}` prints",
-                    config.list
-                );
-            }
-            match &used.rosters {
-                Some(rosters) => {
-                    if let Some(lag) = servers_out_of_step(rosters) {
-                        println!("{lag}");
-                    }
-                }
-                None => println!(
-                    "you are not on its roster yet, so only its public genesis was read; ask to join with `hushlist join {}`",
-                    config.list
-                ),
-            }
-            Ok(())
-        }
-        ListAction::Held { list, open } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let held = config.list_server()?.held_posts(&me, &config.list).await?;
-            if let Some(id) = open {
-                let post = held
-                    .posts
-                    .iter()
-                    .find(|p| p.id == id)
-                    .with_context(|| format!("no post {id} is held for {list}"))?;
-                return print_opened(&me, home, std::slice::from_ref(&config), &post.message).await;
-            }
-            if held.posts.is_empty() {
-                println!("no posts held for {}", held.list);
-            }
-            for post in held.posts {
-                println!(
-                    "{} from {} at {} (key {}): {}",
-                    post.id, post.from, post.received_at, post.key_id, post.reason
-                );
-            }
-            Ok(())
-        }
-        ListAction::Release { list, id } => {
-            settle_held(home, &list, id, true, None).await?;
-            println!("post {id} released to {list}");
-            Ok(())
-        }
-        ListAction::Discard { list, id, reason } => {
-            settle_held(home, &list, id, false, reason).await?;
-            println!("post {id} discarded; its sender is told by mail");
-            Ok(())
-        }
-        ListAction::Pending { list } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let pending = joins::pending(&me, &config, now()).await?;
-            if pending.is_empty() {
-                println!("no pending requests to join {}", config.list);
-            }
-            for checked in &pending {
-                let request = &checked.pending;
-                let keys = pending
-                    .iter()
-                    .filter(|c| c.pending.address == request.address)
-                    .count();
-                let state = match (&checked.verified, request.confirmed) {
-                    (Err(forgery), _) => format!(
-                        "DOES NOT VERIFY ({forgery}): do not approve; the list server may be compromised"
-                    ),
-                    (Ok(_), false) => {
-                        "not confirmed from the mailbox: cannot be approved".to_owned()
-                    }
-                    (Ok(_), true) if keys > 1 => format!(
-                        "CONFLICT: {keys} keys asked for this address; approve only the one the person confirms to you"
-                    ),
-                    (Ok(_), true) => "confirmed".to_owned(),
-                };
-                let note = checked
-                    .verified
-                    .as_ref()
-                    .ok()
-                    .and_then(|v| v.ask.note.as_deref())
-                    .map(|n| {
-                        format!(
-                            "; note: {}",
-                            n.chars().filter(|c| !c.is_control()).collect::<String>()
-                        )
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "{} key {} asked at {}, lapses at {}: {state}{note}",
-                    request.address, request.fingerprint, request.requested_at, request.expires_at,
-                );
-            }
-            Ok(())
-        }
-        ListAction::Approve {
-            list,
-            address: member,
-            fingerprint,
-            role,
-        } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let member = address(&member)?;
-            let fingerprint = fingerprint_arg(&fingerprint)?;
-            let head_seq = joins::approve(
-                &me,
-                home,
-                &config,
-                &member,
-                &fingerprint,
-                role.into(),
-                now(),
-            )
-            .await?;
-            println!(
-                "{member} added to {} with key {fingerprint} (seq {head_seq} on both servers) and told by mail",
-                config.list
-            );
-            Ok(())
-        }
-        ListAction::Reject {
-            list,
-            address: member,
-            fingerprint,
-            reason,
-        } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let member = address(&member)?;
-            let fingerprint = fingerprint.as_deref().map(fingerprint_arg).transpose()?;
-            let rejected =
-                joins::reject(&me, &config, &member, fingerprint.as_ref(), reason, now()).await?;
-            println!(
-                "{member}'s request to join {} with key {rejected} declined; they are told by mail",
-                config.list
-            );
-            Ok(())
+            lists::use_list(cx, place, genesis).await
         }
         ListAction::Add {
             list,
-            address: member,
-            key,
-            role,
-            from_file,
-        } => {
-            if let Some(file) = from_file {
-                return add_from_file(home, &list, &file).await;
-            }
-            let (Some(member), Some(key)) = (member, key) else {
-                unreachable!("clap requires ADDRESS and --key without --from-file")
-            };
-            let cert = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
-            let cert = Cert::from_bytes(&cert)
-                .with_context(|| format!("{} is not a usable certificate", key.display()))?;
-            let member = MemberEntry {
-                address: address(&member)?,
-                cert: cert.to_armored(),
-                role: role.into(),
-            };
-            change_roster(home, &list, Change::Add { member }).await
-        }
-        ListAction::Remove {
+            from_file: Some(file),
+            ..
+        } => lists::add_from_file(cx, &list, &file).await,
+        ListAction::Add {
             list,
-            address: member,
-        } => {
-            change_roster(
-                home,
-                &list,
-                Change::Remove {
-                    address: address(&member)?,
-                },
-            )
-            .await
+            address: Some(member),
+            key: Some(key),
+            role,
+            from_file: None,
+        } => lists::add(cx, &list, &member, &key, role.into()).await,
+        ListAction::Add { .. } => {
+            unreachable!("clap requires ADDRESS and --key without --from-file")
         }
+        ListAction::Remove { list, address } => lists::remove(cx, &list, &address).await,
         ListAction::Policy {
             list,
             mode,
@@ -992,352 +565,37 @@ async fn list_command(home: &Home, action: ListAction) -> anyhow::Result<()> {
             key_lifetime_secs,
             moderation,
         } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let mut policy = home.rosters(&me, &config).await?.newest().policy().clone();
-            if let Some(mode) = mode {
-                policy.delivery = match mode {
-                    Mode::Pull => DeliveryMode::Pull,
-                    Mode::Push => DeliveryMode::Push,
-                };
-            }
-            if let Some(posters) = posters {
-                policy.posters = match posters {
-                    PostersArg::Members => Posters::Members,
-                    PostersArg::Owners => Posters::Owners,
-                };
-            }
-            if let Some(follow) = keys_follow {
-                policy.key_follows = match follow {
-                    KeysFollowArg::PostingRoster => KeyFollows::PostingRoster,
-                    KeysFollowArg::CurrentRoster => KeyFollows::CurrentRoster,
-                };
-            }
-            if let Some(read_old) = new_members_read_old {
-                policy.new_members_read_old = read_old;
-            }
-            if let Some(secs) = key_lifetime_secs {
-                policy.key_lifetime_secs = (secs > 0).then_some(secs);
-            }
-            if let Some(moderation) = moderation {
-                policy.moderation = match moderation {
-                    ModerationArg::None => Moderation::None,
-                    ModerationArg::NonPosters => Moderation::NonPosters,
-                    ModerationArg::All => Moderation::All,
-                };
-            }
-            change_roster(home, &list, Change::SetPolicy { policy }).await
-        }
-        ListAction::Show { list } => {
-            let me = home.load_identity(&passphrase())?;
-            let config = home.list(&address(&list)?)?;
-            let rosters = home.rosters(&me, &config).await?;
-            let newest = rosters.newest();
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "list {}", config.list)?;
-            for member in newest.members() {
-                writeln!(
-                    out,
-                    "  {:<8} {} {}",
-                    member.role.to_string(),
-                    member.address,
-                    member.cert.fingerprint()
-                )?;
-            }
-            writeln!(out, "policy {:?}", newest.policy())?;
-            let pins = &rosters.pins;
-            writeln!(
-                out,
-                "genesis {} (first owner {}): give members `hushlist list use {} ... --genesis {}`",
-                pins.genesis, pins.first_owner, config.list, pins.genesis
-            )?;
-            writeln!(out, "key server key {} (pinned)", pins.server_key)?;
-            for (name, log) in [
-                ("key server ", &rosters.key_server),
-                ("list server", &rosters.list_server),
-            ] {
-                match log {
-                    ServerLog::Held(roster) => writeln!(
-                        out,
-                        "{name} head {} {}",
-                        roster.head_seq(),
-                        roster.head_hash()
-                    )?,
-                    ServerLog::Absent(e) => writeln!(out, "{name} no roster: {e}")?,
-                }
-            }
-            match servers_out_of_step(&rosters) {
-                None => writeln!(out, "both servers agree")?,
-                Some(lag) => writeln!(out, "{lag}")?,
-            }
-            Ok(())
-        }
-        ListAction::Sync { list, admin_token } => {
-            let config = home.list(&address(&list)?)?;
-            let synced = rosters::sync(
-                &home.load_identity(&passphrase())?,
-                home,
-                &config,
-                admin_token.as_deref(),
-            )
-            .await?;
-            println!(
-                "{}: sent {} op(s) to the key server and {} to the list server; both at seq {}",
-                config.list, synced.to_key_server, synced.to_list_server, synced.head_seq
-            );
-            Ok(())
-        }
-    }
-}
-
-/// What to tell the user when one server lacks ops the other has (both logs checked: the
-/// shorter is a prefix of the longer), or lacks the list; None when they agree.
-fn servers_out_of_step(rosters: &Rosters) -> Option<String> {
-    let list = rosters.newest().list();
-    match (rosters.key_server.roster(), rosters.list_server.roster()) {
-        (Some(keys), Some(lists)) if keys.head_seq() == lists.head_seq() => None,
-        (Some(keys), Some(lists)) => {
-            let (behind, at, ahead, head) = if keys.head_seq() < lists.head_seq() {
-                (
-                    "key server",
-                    keys.head_seq(),
-                    "list server",
-                    lists.head_seq(),
-                )
-            } else {
-                (
-                    "list server",
-                    lists.head_seq(),
-                    "key server",
-                    keys.head_seq(),
-                )
+            let update = PolicyUpdate {
+                delivery: mode.map(Into::into),
+                posters: posters.map(Into::into),
+                key_follows: keys_follow.map(Into::into),
+                new_members_read_old,
+                key_lifetime_secs,
+                moderation: moderation.map(Into::into),
             };
-            Some(format!(
-                "the servers DISAGREE: the {behind} is behind at seq {at} (the {ahead} is at {head}, and agrees up to there); run `hushlist list sync {list}`"
-            ))
+            lists::policy(cx, &list, update).await
         }
-        (Some(_), None) => Some(format!(
-            "the servers DISAGREE: the list server has no roster of {list}; run `hushlist list sync {list}` if it lacks the list"
-        )),
-        (None, _) => Some(format!(
-            "the servers DISAGREE: the key server has no roster of {list}; run `hushlist list sync {list}` if it lacks the list"
-        )),
-    }
-}
-
-/// Opens a post and prints it with its verified signer, or refuses.
-async fn print_opened(
-    me: &SecretIdentity,
-    home: &Home,
-    lists: &[ListConfig],
-    raw: &[u8],
-) -> anyhow::Result<()> {
-    let shown = posts::show_post(me, home, lists, raw).await?;
-    std::io::stdout().lock().write_all(&shown.message)?;
-    Ok(())
-}
-
-/// Signs `change` against the key server's roster and sends it to both servers.
-async fn settle_held(
-    home: &Home,
-    list: &str,
-    id: i64,
-    approved: bool,
-    reason: Option<String>,
-) -> anyhow::Result<()> {
-    let me = home.load_identity(&passphrase())?;
-    let config = home.list(&address(list)?)?;
-    config
-        .list_server()?
-        .settle_held(
-            &me,
-            &config.list,
-            &HeldDecision {
-                id,
-                approved,
-                reason,
-            },
-        )
-        .await?;
-    Ok(())
-}
-
-async fn change_roster(home: &Home, list: &str, change: Change) -> anyhow::Result<()> {
-    let me = home.load_identity(&passphrase())?;
-    let config = home.list(&address(list)?)?;
-    let head_seq = rosters::change(&me, home, &config, change, now()).await?;
-    println!("{} is at seq {head_seq} on both servers", config.list);
-    Ok(())
-}
-
-/// `list add --from-file`: every line checked first, then one signed op a member, with a
-/// progress bar on a terminal.
-async fn add_from_file(home: &Home, list: &str, file: &Path) -> anyhow::Result<()> {
-    let me = home.load_identity(&passphrase())?;
-    let config = home.list(&address(list)?)?;
-    let members = rosters::read_member_file(file)?;
-    let bar = ProgressBar::new(members.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} members, {eta} left  {msg}")
-            .expect("a valid progress template"),
-    );
-    let added = rosters::add_many(&me, home, &config, members, now(), |member| {
-        bar.set_message(member.to_string());
-        bar.inc(1);
-    })
-    .await;
-    bar.finish_and_clear();
-    let added = added?;
-    println!(
-        "{}: added {}, {} already members; at seq {} on both servers",
-        config.list, added.added, added.present, added.head_seq
-    );
-    Ok(())
-}
-
-/// `archive --download DIR`: every post this member may read, opened, one file each, with a
-/// progress spinner on a terminal. Posts that cannot be opened (key destroyed, not readable
-/// by this member) are counted and named, and the rest still downloaded.
-async fn download_archive(
-    me: &SecretIdentity,
-    home: &Home,
-    config: &ListConfig,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    // Opened posts are plaintext: a new directory and every file in it are the member's alone.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let server = config.list_server()?;
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {pos} posts, {per_sec}  {msg}")
-            .expect("a valid progress template"),
-    );
-    let (mut saved, mut kept) = (0, 0);
-    let mut unreadable = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = server.archive(me, &config.list, after, 100).await?;
-        for post in &page.posts {
-            bar.inc(1);
-            let file = dir.join(format!("{}.eml", post.id));
-            if file.exists() {
-                kept += 1;
-                continue;
-            }
-            bar.set_message(format!("post {}", post.id));
-            match posts::show_post(me, home, std::slice::from_ref(config), &post.message).await {
-                Ok(shown) => {
-                    let partial = dir.join(format!(".{}.eml.part", post.id));
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&partial)
-                        .and_then(|mut out| out.write_all(&shown.message))
-                        .and_then(|()| std::fs::rename(&partial, &file))
-                        .with_context(|| format!("writing {}", file.display()))?;
-                    saved += 1;
-                }
-                Err(e) => unreadable.push(format!("post {}: {e:#}", post.id)),
-            }
+        ListAction::Show { list } => lists::show(cx, &list).await,
+        ListAction::Sync { list, admin_token } => {
+            lists::sync(cx, &list, admin_token.as_deref()).await
         }
-        match page.next_after {
-            Some(next) => after = next,
-            None => break,
+        ListAction::Pending { list } => joins::pending(cx, &list).await,
+        ListAction::Approve {
+            list,
+            address,
+            fingerprint,
+            role,
+        } => joins::approve(cx, &list, &address, &fingerprint, role.into()).await,
+        ListAction::Reject {
+            list,
+            address,
+            fingerprint,
+            reason,
+        } => joins::reject(cx, &list, &address, fingerprint.as_deref(), reason).await,
+        ListAction::Held { list, open } => moderation::held(cx, &list, open).await,
+        ListAction::Release { list, id } => moderation::settle(cx, &list, id, true, None).await,
+        ListAction::Discard { list, id, reason } => {
+            moderation::settle(cx, &list, id, false, reason).await
         }
     }
-    bar.finish_and_clear();
-    println!(
-        "{}: saved {saved} post(s) to {}, {kept} already there, {} unreadable",
-        config.list,
-        dir.display(),
-        unreadable.len()
-    );
-    for problem in &unreadable {
-        eprintln!("  {}", printable(problem));
-    }
-    Ok(())
-}
-
-/// The known list a full message is addressed to (its To or Cc).
-fn list_named_in(home: &Home, message: &[u8]) -> anyhow::Result<ListConfig> {
-    let lists = home.lists()?;
-    let parsed = mail_parser::MessageParser::new()
-        .parse(message)
-        .context("stdin is not a mail message")?;
-    parsed
-        .to()
-        .into_iter()
-        .chain(parsed.cc())
-        .flat_map(|a| a.iter())
-        .filter_map(|a| a.address())
-        .filter_map(|a| hushlist_core::Address::parse(a).ok())
-        .find_map(|a| lists.iter().find(|l| l.list.same_mailbox(&a)).cloned())
-        .context("the message is not addressed to a list this home knows; use `hushlist list use` first, or --list")
-}
-
-/// The list named by `--list`, or the only list this home knows.
-fn one_list(home: &Home, list: Option<&str>) -> anyhow::Result<ListConfig> {
-    if let Some(list) = list {
-        return Ok(home.list(&address(list)?)?);
-    }
-    let mut lists = home.lists()?;
-    match lists.len() {
-        1 => Ok(lists.remove(0)),
-        0 => anyhow::bail!("this home knows no list; add one with `hushlist list use`"),
-        _ => anyhow::bail!("this home knows several lists; say which with --list"),
-    }
-}
-
-/// Line ends as SMTP carries them.
-fn crlf(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 40);
-    let mut previous = 0u8;
-    for &byte in input {
-        if byte == b'\n' && previous != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(byte);
-        previous = byte;
-    }
-    out
-}
-
-fn address(text: &str) -> anyhow::Result<hushlist_core::Address> {
-    hushlist_core::Address::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// A fingerprint as people copy it: 40 or 64 hex digits, spaces (as gpg groups them) ignored.
-fn fingerprint_arg(text: &str) -> anyhow::Result<hushlist_core::Fingerprint> {
-    let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    hushlist_core::Fingerprint::try_from(digits).map_err(|e| {
-        anyhow::anyhow!("{e}; give the key's fingerprint as `hushlist list pending` shows it")
-    })
-}
-
-fn my_address(me: &SecretIdentity) -> anyhow::Result<hushlist_core::Address> {
-    posts::my_address(me).context("your identity names no mail address")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn passphrase() -> String {
-    std::env::var("HUSHLIST_PASSPHRASE").unwrap_or_default()
-}
-
-fn home(explicit: Option<PathBuf>) -> anyhow::Result<Home> {
-    if let Some(dir) = explicit {
-        return Ok(Home::at(dir));
-    }
-    let dirs = directories::ProjectDirs::from("org", "hushlist", "hushlist").context(
-        "no home directory to keep hushlist state in; pass --home DIR or set HUSHLIST_HOME",
-    )?;
-    Ok(Home::at(dirs.config_dir()))
 }
