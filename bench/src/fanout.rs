@@ -148,7 +148,7 @@ fn postfix_run(
 /// Creates the list in a list server store before the server runs.
 async fn prepare_list_server(data: &Path, list: &BenchList) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)?;
-    let store = hushlist_store::Store::open(&format!(
+    let store = hushlist_store::ListStore::open(&format!(
         "sqlite://{}",
         data.join("listserver.db").display()
     ))

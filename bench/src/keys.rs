@@ -13,7 +13,7 @@ use hushlist_core::api::{GrantRequest, Grants, KeyRelease, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::Policy;
 use hushlist_core::{Address, KeyId, Pkesk, SecretIdentity, SessionKey};
-use hushlist_store::Store;
+use hushlist_store::KeyStore;
 use rand::rngs::OsRng;
 
 use crate::procs::{Server, run_command};
@@ -296,7 +296,7 @@ pub async fn run(seconds: u64, fill_seconds: u64, bulk_keys: u64) -> anyhow::Res
     // are fetched afterwards; at a few hundred deposits a second, depositing every key would
     // take most of an hour.
     let database = format!("sqlite://{}", dir.path().join("keyserver.db").display());
-    Store::open(&database)
+    KeyStore::open(&database)
         .await?
         .copy_session_keys(bulk_keys.saturating_sub(held))
         .await?;

@@ -13,7 +13,7 @@ use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_gene
 use hushlist_core::{Address, Cert, KeyId, SecretIdentity, SessionKey};
 use hushlist_keyserver::master::MasterKey;
 use hushlist_keyserver::{KeyServer, ServiceConfig, router};
-use hushlist_store::Store;
+use hushlist_store::KeyStore;
 use rand::rngs::OsRng;
 
 fn now() -> u64 {
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let clients: usize = args.next().map_or(Ok(8), |a| a.parse())?;
 
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&format!(
+    let store = KeyStore::open(&format!(
         "sqlite://{}",
         dir.path().join("bench.db").display()
     ))

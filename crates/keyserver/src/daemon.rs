@@ -11,7 +11,7 @@ use std::time::Duration;
 use hushlist_http::connections::{HttpLimits, serve};
 use hushlist_http::rosters::spawn_roster_loading;
 use hushlist_http::tls::{TlsSetupError, tls_acceptor};
-use hushlist_store::Store;
+use hushlist_store::KeyStore;
 use rand::rngs::OsRng;
 use tokio::task::JoinHandle;
 
@@ -101,7 +101,7 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
             config.data_dir.join("keyserver.db").display()
         )
     });
-    let store = Store::open(&url)
+    let store = KeyStore::open(&url)
         .await
         .map_err(|source| DaemonError::Store { url, source })?;
     let service = ServiceConfig {

@@ -25,7 +25,8 @@ use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::{
-    AuditEntry, SealedSecret, SessionKeyInserted, SessionKeyRow, Store, StoreError, WrappingKeyRow,
+    AuditEntry, KeyStore, SealedSecret, SessionKeyInserted, SessionKeyRow, Store, StoreError,
+    WrappingKeyRow,
 };
 use rand::rngs::OsRng;
 use rand::{Rng as _, RngCore as _};
@@ -91,7 +92,7 @@ pub struct Metrics {
 }
 
 pub struct KeyServer {
-    store: Store,
+    store: KeyStore,
     master: MasterKey,
     identity: SecretIdentity,
     /// Keys the digest by which each session key is stored once (HMAC-SHA256); without it
@@ -126,7 +127,7 @@ impl KeyServer {
     /// them on first start (the first of several instances to store one wins; the others
     /// load that one).
     pub async fn start(
-        store: Store,
+        store: KeyStore,
         master: MasterKey,
         config: ServiceConfig,
         user_id: &str,
@@ -147,7 +148,7 @@ impl KeyServer {
             })
             .await?;
         Ok(KeyServer {
-            rosters: RosterCache::new(store.clone()),
+            rosters: RosterCache::new(Store::clone(&store)),
             store,
             master,
             identity,
@@ -162,7 +163,7 @@ impl KeyServer {
     /// The server secret `name`, opened under the master key; if the store has none, the one
     /// `create` makes is stored first (or another instance's, stored meanwhile, is taken).
     async fn server_secret_or_create(
-        store: &Store,
+        store: &KeyStore,
         master: &MasterKey,
         name: &str,
         create: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, ApiError>,
@@ -204,7 +205,7 @@ impl KeyServer {
         }
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &KeyStore {
         &self.store
     }
 
@@ -605,7 +606,7 @@ impl KeyServer {
     }
 
     /// Takes what destroyed keys and wrapping keys left behind out of the database's files
-    /// (see `Store::erase_deleted_rows`); a failure is logged and the next sweep tries again.
+    /// (see `KeyStore::erase_deleted_rows`); a failure is logged and the next sweep tries again.
     async fn shred(&self) {
         match self.store.erase_deleted_rows().await {
             Ok(true) => {}

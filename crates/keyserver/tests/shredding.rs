@@ -16,7 +16,7 @@ use hushlist_core::Cert;
 use hushlist_core::api::purpose;
 use hushlist_core::roster::{Change, Policy};
 use hushlist_keyserver::master::{MasterKeyError, SealedBlob};
-use hushlist_store::Store;
+use hushlist_store::KeyStore;
 use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
 use rand::rngs::OsRng;
 use sqlx::Connection as _;
@@ -156,7 +156,7 @@ async fn a_backup_taken_before_an_expiry_cannot_give_the_expired_key_back() {
 
     // What the backup holds: the row, sealed under a wrapping key, not the master key.
     let url = |dir: &Path| format!("sqlite://{}", dir.join(DATABASE).display());
-    let old = Store::open(&url(backup.path())).await.unwrap();
+    let old = KeyStore::open(&url(backup.path())).await.unwrap();
     let row = old.session_key(expiring.as_str()).await.unwrap().unwrap();
     let wrapping_key_id = row
         .wrapping_key_id
@@ -177,7 +177,7 @@ async fn a_backup_taken_before_an_expiry_cannot_give_the_expired_key_back() {
     // Restored beside the current keyring, the row's wrapping key is not there, and no file
     // of the data directory holds it any more.
     copy_database(DATABASE, backup.path(), dir.path());
-    let restored = Store::open(&url(dir.path())).await.unwrap();
+    let restored = KeyStore::open(&url(dir.path())).await.unwrap();
     assert!(
         restored
             .session_key(expiring.as_str())

@@ -10,7 +10,7 @@ use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_http::connections::{ConnectionCaps, HttpLimits};
 use hushlist_http::rosters::spawn_roster_loading;
-use hushlist_store::Store;
+use hushlist_store::ListStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -105,7 +105,7 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
             config.data_dir.join("listserver.db").display()
         )
     });
-    let store = Store::open(&url)
+    let store = ListStore::open(&url)
         .await
         .map_err(|source| DaemonError::Store { url, source })?;
     let mut server = ListServer::new(store)

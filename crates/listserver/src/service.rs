@@ -19,7 +19,7 @@ use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
 use hushlist_store::membership::RefusedPost;
 use hushlist_store::rosters::RosterCache;
-use hushlist_store::{PostRow, Store, StoreError};
+use hushlist_store::{ListStore, PostRow, Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 
@@ -28,7 +28,7 @@ use crate::smtp::{PostSink, SinkError};
 use crate::{Rejection, check_key_server, check_post, parse_post};
 
 pub struct ListServer {
-    store: Store,
+    store: ListStore,
     rosters: RosterCache,
     queued: Arc<Notify>,
     admin_token: String,
@@ -60,9 +60,9 @@ pub struct ListMetrics {
 }
 
 impl ListServer {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: ListStore) -> Self {
         ListServer {
-            rosters: RosterCache::new(store.clone()),
+            rosters: RosterCache::new(Store::clone(&store)),
             store,
             queued: Arc::new(Notify::new()),
             admin_token: String::new(),
@@ -275,7 +275,7 @@ impl ListServer {
         self.queued.clone()
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &ListStore {
         &self.store
     }
 

@@ -100,7 +100,7 @@ async fn prepare(dir: &Path, data_dir: &Path, members: usize) -> std::path::Path
 async fn prepare_list(data_dir: &Path, members: usize) -> SecretIdentity {
     std::fs::create_dir_all(data_dir).unwrap();
     let server = ListServer::new(
-        hushlist_store::Store::open(&format!(
+        hushlist_store::ListStore::open(&format!(
             "sqlite://{}",
             data_dir.join("listserver.db").display()
         ))
@@ -380,7 +380,7 @@ async fn a_started_server_loads_each_roster_once_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("lists");
     let post = prepare(dir.path(), &data_dir, 200).await;
-    let store = hushlist_store::Store::open(&format!(
+    let store = hushlist_store::ListStore::open(&format!(
         "sqlite://{}",
         data_dir.join("listserver.db").display()
     ))

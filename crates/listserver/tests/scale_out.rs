@@ -133,7 +133,7 @@ async fn two_instances_share_the_queue_and_survive_losing_one_mid_fan_out() {
             postgres_admin_url()
         )
     });
-    let owner = create_list(&ListServer::new(db.open().await.unwrap()), MEMBERS).await;
+    let owner = create_list(&ListServer::new(db.open_lists().await.unwrap()), MEMBERS).await;
     let dir = tempfile::Builder::new().prefix("scale").tempdir().unwrap();
     eprintln!("DIR {}", dir.path().display());
     let dir = dir.keep();

@@ -31,7 +31,7 @@ fn people() -> &'static People {
 
 async fn list_server() -> (tempfile::TempDir, Arc<ListServer>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = hushlist_store::Store::open(&format!(
+    let store = hushlist_store::ListStore::open(&format!(
         "sqlite://{}",
         dir.path().join("lists.db").display()
     ))

@@ -44,7 +44,7 @@ fn swaks_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = hushlist_store::Store::open(&format!(
+    let store = hushlist_store::ListStore::open(&format!(
         "sqlite://{}",
         dir.path().join("lists.db").display()
     ))
@@ -149,7 +149,7 @@ async fn swaks_posts_over_starttls_when_a_certificate_is_configured() {
         "a key is not a certificate"
     );
 
-    let store = hushlist_store::Store::open(&format!(
+    let store = hushlist_store::ListStore::open(&format!(
         "sqlite://{}",
         dir.path().join("lists.db").display()
     ))

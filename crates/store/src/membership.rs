@@ -6,7 +6,8 @@
 use sqlx::Row as _;
 
 use crate::{
-    Backend, InsertedPost, PostRow, Store, StoreError, insert_deliveries, insert_post_row, post_row,
+    Backend, InsertedPost, ListStore, PostRow, StoreError,
+    lists::{insert_deliveries, insert_post_row, post_row},
 };
 
 /// A message for the outbox.
@@ -57,7 +58,7 @@ pub struct SentProbe {
     pub sent_at: i64,
 }
 
-impl Store {
+impl ListStore {
     pub async fn bounce_record(
         &self,
         list: &str,
@@ -475,7 +476,7 @@ fn join_request_row(r: &sqlx::any::AnyRow) -> JoinRequestRow {
     }
 }
 
-impl Store {
+impl ListStore {
     /// Files a join request and queues `notices` (its confirmation) in one transaction,
     /// unless the same address and key already asked (lapsed requests are dropped first) or
     /// `limits` are reached.
@@ -649,7 +650,7 @@ pub struct HeldPost {
     pub reason: String,
 }
 
-impl Store {
+impl ListStore {
     /// Stores a post without deliveries, held for an owner, and queues `notices` about it,
     /// in one transaction. A post already stored (same list and key id) is returned as a
     /// duplicate and nothing is queued.

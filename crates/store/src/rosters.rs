@@ -291,7 +291,9 @@ mod tests {
     #[tokio::test]
     async fn addresses_that_name_no_list_leave_no_update_lock_behind() {
         let db = ScratchDb::sqlite().unwrap();
-        let cache = Arc::new(RosterCache::new(db.open().await.unwrap()));
+        let cache = Arc::new(RosterCache::new(Store::clone(
+            &db.open_lists().await.unwrap(),
+        )));
         let lookups: Vec<_> = (0..50)
             .map(|i| {
                 let cache = cache.clone();

@@ -6,7 +6,7 @@ use std::str::FromStr as _;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
-use crate::{Store, StoreError};
+use crate::{KeyStore, ListStore, StoreError};
 
 /// Where the test PostgreSQL is: `$HUSHLIST_TEST_POSTGRES`, else the server `.ci/run` sets up
 /// on loopback.
@@ -65,8 +65,14 @@ impl ScratchDb {
         &self.url
     }
 
-    pub async fn open(&self) -> Result<Store, StoreError> {
-        Store::open(&self.url).await
+    /// Opens it as a key server's database.
+    pub async fn open_keys(&self) -> Result<KeyStore, StoreError> {
+        KeyStore::open(&self.url).await
+    }
+
+    /// Opens it as a list server's database.
+    pub async fn open_lists(&self) -> Result<ListStore, StoreError> {
+        ListStore::open(&self.url).await
     }
 }
 
@@ -112,7 +118,7 @@ fn rand_suffix() -> u64 {
     hasher.finish()
 }
 
-impl Store {
+impl KeyStore {
     /// Adds `copies` rows to the session-key table, each a copy of one stored row under the
     /// key id `bulk-N`: a table the size of a large installation's, for measuring a server's
     /// memory and lookups at that size without depositing every key. A copy cannot be opened

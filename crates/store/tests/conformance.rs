@@ -13,8 +13,8 @@ use hushlist_store::membership::{
 use hushlist_store::rosters::RosterCache;
 use hushlist_store::scratch::ScratchDb;
 use hushlist_store::{
-    AuditEntry, ChainedAuditEntry, DeliveryCounts, DeliveryState, Inserted, SealedSecret,
-    SessionKeyInserted, SessionKeyRow, Store, StoreError, StoredOp, WrappingKeyRow,
+    AuditEntry, ChainedAuditEntry, DeliveryCounts, DeliveryState, Inserted, KeyStore, ListStore,
+    SealedSecret, SessionKeyInserted, SessionKeyRow, Store, StoreError, StoredOp, WrappingKeyRow,
 };
 use rand::rngs::OsRng;
 use sqlx::Connection as _;
@@ -71,6 +71,10 @@ conformance!(
     session_keys_are_copied_in_bulk_under_new_key_ids,
     refusals_reach_owners_in_one_digest_per_interval,
     wrapping_keys_serve_their_list_and_day_and_go_once_unused,
+    each_server_refuses_the_other_servers_database,
+    a_database_from_before_the_split_keeps_its_data_and_drops_the_other_servers_tables,
+    a_database_with_both_servers_data_from_before_the_split_is_refused_by_both,
+    a_database_migrated_by_a_newer_build_is_refused,
 );
 
 fn key_row(key_id: &str) -> SessionKeyRow {
@@ -115,7 +119,7 @@ fn wrapped_row(key_id: &str, wrapping_key_id: &str) -> SessionKeyRow {
 }
 
 async fn wrapping_keys_serve_their_list_and_day_and_go_once_unused(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     let w1 = wrapping_key("w1", 5, true);
     store.add_wrapping_key(&w1, None).await.unwrap();
     store
@@ -271,7 +275,7 @@ async fn wrapping_keys_serve_their_list_and_day_and_go_once_unused(db: &ScratchD
 }
 
 async fn roster_ops_append_once_per_seq_and_read_back_in_order(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let op = |seq, b: u8| StoredOp {
         seq,
         body: vec![b],
@@ -303,7 +307,7 @@ async fn roster_ops_append_once_per_seq_and_read_back_in_order(db: &ScratchDb) {
 }
 
 async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     assert_eq!(
         store.insert_session_key(&key_row("k1")).await.unwrap(),
         SessionKeyInserted::New
@@ -344,7 +348,7 @@ async fn session_keys_insert_once_and_destruction_leaves_only_a_tombstone(db: &S
 }
 
 async fn a_key_digest_is_stored_once_among_live_and_destroyed_keys(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     let with_digest = |key_id: &str, digest: Option<&str>| SessionKeyRow {
         key_digest: digest.map(|d| d.as_bytes().to_vec()),
         ..key_row(key_id)
@@ -418,7 +422,7 @@ async fn a_key_digest_is_stored_once_among_live_and_destroyed_keys(db: &ScratchD
 }
 
 async fn nonces_are_single_use_until_pruned(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     assert!(store.remember_nonce("A", "n1", 10).await.unwrap());
     assert!(!store.remember_nonce("A", "n1", 10).await.unwrap());
     assert!(store.remember_nonce("B", "n1", 10).await.unwrap());
@@ -427,7 +431,7 @@ async fn nonces_are_single_use_until_pruned(db: &ScratchDb) {
 }
 
 async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     for (i, action) in ["deposit", "release", "refuse"].iter().enumerate() {
         let entry = AuditEntry {
             key_id: "k".into(),
@@ -472,7 +476,7 @@ async fn audit_entries_come_back_in_order_and_secrets_are_first_writer_wins(db: 
 async fn audit_records_appended_at_once_are_each_kept_once(db: &ScratchDb) {
     // Many requests at once: their records are committed in groups, and each caller is
     // answered only once its record is in.
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     let writers: Vec<_> = (0..300)
         .map(|i| {
             let store = store.clone();
@@ -542,7 +546,7 @@ async fn two_instances_appending_to_one_audit_chain_keep_it_whole(db: &ScratchDb
     // Two key server instances on one database append to the same key's chain at once: each
     // group commit reads the head and inserts after it, and the one that loses the race for
     // a seq tries again, so the chain has every record once and no fork.
-    let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
+    let instances = [db.open_keys().await.unwrap(), db.open_keys().await.unwrap()];
     let writers: Vec<_> = (0..200)
         .map(|i| {
             let store = instances[i % 2].clone();
@@ -568,7 +572,7 @@ async fn two_instances_appending_to_one_audit_chain_keep_it_whole(db: &ScratchDb
 }
 
 async fn audit_records_from_before_chains_are_chained_when_the_store_opens(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     store
         .append_audit(&release_by("k1", "A".into(), 1))
         .await
@@ -588,7 +592,7 @@ async fn audit_records_from_before_chains_are_chained_when_the_store_opens(db: &
     }
     conn.close().await.unwrap();
 
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     for (key_id, actors) in [("k1", ["A", "B", "D"].as_slice()), ("k2", &["C", "E"])] {
         let log = store.audit_log(key_id).await.unwrap();
         assert_chained(&log);
@@ -607,16 +611,19 @@ async fn audit_records_from_before_chains_are_chained_when_the_store_opens(db: &
 
 async fn data_survives_reopening(db: &ScratchDb) {
     {
-        let store = db.open().await.unwrap();
+        let store = db.open_keys().await.unwrap();
         store.insert_session_key(&key_row("k9")).await.unwrap();
     }
-    let store = Store::open(db.url()).await.unwrap();
+    let store = KeyStore::open(db.url()).await.unwrap();
     assert_eq!(store.session_key("k9").await.unwrap(), Some(key_row("k9")));
-    assert!(Store::open("mysql://x").await.is_err());
+    assert!(matches!(
+        KeyStore::open("mysql://x").await,
+        Err(StoreError::UnsupportedUrl(_))
+    ));
 }
 
 async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let post = hushlist_store::PostRow {
         id: 0,
         list: "l".into(),
@@ -705,7 +712,7 @@ async fn a_post_and_its_deliveries_are_stored_together(db: &ScratchDb) {
 }
 
 async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let post = ciphertext_post();
     let recipients: Vec<String> = (0..5).map(|i| format!("m{i}@example.org")).collect();
     let id = store.insert_post(&post, &recipients).await.unwrap().id;
@@ -794,7 +801,7 @@ async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &
 }
 
 async fn suspensions_are_per_list_and_resume_removes_them(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let notice = |text: &str| OutboxMessage {
         mail_from: "l-bounces@example.org".into(),
         recipient: "owner@example.org".into(),
@@ -835,7 +842,7 @@ async fn suspensions_are_per_list_and_resume_removes_them(db: &ScratchDb) {
 }
 
 async fn bounce_scores_are_compare_and_set_and_probes_are_found_by_token(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     assert_eq!(
         store.bounce_record("l", "a@example.org").await.unwrap(),
         None
@@ -921,7 +928,7 @@ async fn bounce_scores_are_compare_and_set_and_probes_are_found_by_token(db: &Sc
 }
 
 async fn refusals_reach_owners_in_one_digest_per_interval(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let list = "team@lists.example.org";
     let refused = |at: i64| RefusedPost {
         sender: "rita@example.org".into(),
@@ -996,7 +1003,7 @@ async fn refusals_reach_owners_in_one_digest_per_interval(db: &ScratchDb) {
 }
 
 async fn outbox_messages_are_claimed_once_per_lease_until_sent_or_failed(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let messages: Vec<OutboxMessage> = (0..3)
         .map(|i| OutboxMessage {
             mail_from: "l-bounces@example.org".into(),
@@ -1043,7 +1050,7 @@ async fn outbox_messages_are_claimed_once_per_lease_until_sent_or_failed(db: &Sc
 async fn join_requests_are_confirmed_kept_per_key_lapse_and_settle_with_their_answer(
     db: &ScratchDb,
 ) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let request = |address: &str, key: &str, at: i64| JoinRequestRow {
         list: "l".into(),
         address: address.into(),
@@ -1202,7 +1209,7 @@ async fn join_requests_are_confirmed_kept_per_key_lapse_and_settle_with_their_an
 }
 
 async fn held_posts_stay_out_of_the_queue_and_archive_until_released_or_discarded(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let post = |key_id: &str| hushlist_store::PostRow {
         key_id: key_id.into(),
         ..ciphertext_post()
@@ -1300,7 +1307,10 @@ async fn held_posts_stay_out_of_the_queue_and_archive_until_released_or_discarde
 }
 
 async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &ScratchDb) {
-    let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
+    let instances = [
+        db.open_lists().await.unwrap(),
+        db.open_lists().await.unwrap(),
+    ];
     let post = ciphertext_post();
     let recipients: Vec<String> = (0..1000).map(|i| format!("m{i}@example.org")).collect();
     instances[0].insert_post(&post, &recipients).await.unwrap();
@@ -1333,7 +1343,10 @@ async fn concurrent_claims_from_two_instances_take_each_delivery_once(db: &Scrat
 }
 
 async fn request_counts_are_per_signer_and_window_and_pruned(db: &ScratchDb) {
-    let instances = [db.open().await.unwrap(), db.open().await.unwrap()];
+    let instances = [
+        db.open_lists().await.unwrap(),
+        db.open_lists().await.unwrap(),
+    ];
     for expected in 1..=4 {
         let store = &instances[expected as usize % 2];
         assert_eq!(store.count_request("A", 100).await.unwrap(), expected);
@@ -1394,16 +1407,16 @@ fn signed_roster(members: usize) -> (Address, SecretIdentity, Vec<SignedOp>) {
 }
 
 async fn a_cold_roster_cache_replays_the_log_once_for_requests_arriving_together(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_lists().await.unwrap();
     let (list, _owner, ops) = signed_roster(20);
-    let writer = RosterCache::new(store.clone());
+    let writer = RosterCache::new(Store::clone(&store));
     writer.create(ops[0].clone()).await.unwrap();
     for op in &ops[1..=19] {
         writer.append(&list, op.clone()).await.unwrap();
     }
 
     // A fresh cache over the same database, as after a restart: 32 requests arrive at once.
-    let cold = Arc::new(RosterCache::new(store.clone()));
+    let cold = Arc::new(RosterCache::new(Store::clone(&store)));
     let requests: Vec<_> = (0..32)
         .map(|_| {
             let (cold, list) = (cold.clone(), list.clone());
@@ -1427,7 +1440,7 @@ async fn a_cold_roster_cache_replays_the_log_once_for_requests_arriving_together
 }
 
 async fn session_keys_are_copied_in_bulk_under_new_key_ids(db: &ScratchDb) {
-    let store = db.open().await.unwrap();
+    let store = db.open_keys().await.unwrap();
     assert_eq!(
         store.copy_session_keys(10).await.unwrap(),
         0,
@@ -1439,4 +1452,175 @@ async fn session_keys_are_copied_in_bulk_under_new_key_ids(db: &ScratchDb) {
     let copy = store.session_key("bulk-1000").await.unwrap().unwrap();
     assert_eq!(copy.sealed_key, key_row("k1").sealed_key);
     assert_eq!(copy.list, key_row("k1").list);
+}
+
+/// The tables of the database at `db`, sorted (PostgreSQL: in the current schema).
+async fn tables(db: &ScratchDb) -> Vec<String> {
+    let sql = if db.url().starts_with("sqlite:") {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    } else {
+        "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name"
+    };
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    let names = sqlx::query(sql)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get::<String, _>(row, "name"))
+        .collect();
+    conn.close().await.unwrap();
+    names
+}
+
+/// `sql` with its `X'00'` byte literals written as `db`'s dialect has them.
+fn with_bytes(db: &ScratchDb, sql: &str) -> String {
+    if db.url().starts_with("sqlite:") {
+        sql.to_owned()
+    } else {
+        sql.replace("X'00'", "'\\x00'::bytea")
+    }
+}
+
+/// Migrates `db` as every database was before each server had tables of its own: the whole
+/// history up to 0018, key server's and list server's tables alike.
+async fn migrate_as_before_the_split(db: &ScratchDb) {
+    sqlx::any::install_default_drivers();
+    let all = if db.url().starts_with("sqlite:") {
+        sqlx::migrate!("./migrations/sqlite")
+    } else {
+        sqlx::migrate!("./migrations/postgres")
+    };
+    let before = sqlx::migrate::Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 18)
+            .cloned()
+            .collect(),
+        ..all
+    };
+    let url = if db.url().starts_with("sqlite:") {
+        format!("{}?mode=rwc", db.url())
+    } else {
+        db.url().to_owned()
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    before.run(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+async fn each_server_refuses_the_other_servers_database(db: &ScratchDb) {
+    let keys = db.open_keys().await.unwrap();
+    drop(keys);
+    let refused = ListStore::open(db.url()).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::OtherServersDatabase { expected: "list server", found } if found == "key server"),
+        "{refused}"
+    );
+    // And the other way round, on a database of its own.
+    let other = if db.url().starts_with("sqlite:") {
+        ScratchDb::sqlite().unwrap()
+    } else {
+        ScratchDb::postgres().await.unwrap()
+    };
+    drop(other.open_lists().await.unwrap());
+    let refused = KeyStore::open(other.url()).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::OtherServersDatabase { expected: "key server", found } if found == "list server"),
+        "{refused}"
+    );
+    // Each opens its own again.
+    drop(db.open_keys().await.unwrap());
+    drop(other.open_lists().await.unwrap());
+}
+
+async fn a_database_from_before_the_split_keeps_its_data_and_drops_the_other_servers_tables(
+    db: &ScratchDb,
+) {
+    migrate_as_before_the_split(db).await;
+    assert!(tables(db).await.contains(&"posts".to_owned()));
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    sqlx::query(&with_bytes(
+        db,
+        "INSERT INTO roster_ops (list, seq, body, signature) VALUES ('l@example.org', 0, X'00', X'00')",
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = db.open_keys().await.unwrap();
+    store.insert_session_key(&key_row("k1")).await.unwrap();
+    assert_eq!(
+        store
+            .roster_ops("l@example.org", -1, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(store);
+    let tables = tables(db).await;
+    for list_table in [
+        "posts",
+        "deliveries",
+        "outbox",
+        "held_posts",
+        "join_requests",
+    ] {
+        assert!(
+            !tables.contains(&list_table.to_owned()),
+            "{list_table} in {tables:?}"
+        );
+    }
+    assert!(tables.contains(&"session_keys".to_owned()), "{tables:?}");
+    let store = db.open_keys().await.unwrap();
+    assert_eq!(store.session_key("k1").await.unwrap(), Some(key_row("k1")));
+}
+
+async fn a_database_with_both_servers_data_from_before_the_split_is_refused_by_both(
+    db: &ScratchDb,
+) {
+    migrate_as_before_the_split(db).await;
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    for insert in [
+        "INSERT INTO server_secrets (name, master_key_id, nonce, sealed) VALUES ('s', 'm', X'00', X'00')",
+        "INSERT INTO outbox (mail_from, recipient, message, created_at, next_attempt_at) VALUES ('f', 'r', X'00', 0, 0)",
+    ] {
+        sqlx::query(&with_bytes(db, insert))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    let before = tables(db).await;
+    for refused in [
+        KeyStore::open(db.url()).await.map(drop),
+        ListStore::open(db.url()).await.map(drop),
+    ] {
+        assert!(
+            matches!(refused, Err(StoreError::OtherServersDatabase { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(tables(db).await, before, "nothing was dropped");
+}
+
+async fn a_database_migrated_by_a_newer_build_is_refused(db: &ScratchDb) {
+    drop(db.open_lists().await.unwrap());
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    sqlx::query(&with_bytes(
+        db,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from the future', TRUE, X'00', 0)",
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let refused = ListStore::open(db.url()).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::NewerDatabase { version: 9999, .. }),
+        "{refused}"
+    );
 }

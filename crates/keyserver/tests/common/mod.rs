@@ -16,7 +16,7 @@ use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, SignedOp,
 use hushlist_core::{Address, KeyId, SecretIdentity};
 use hushlist_keyserver::master::MasterKey;
 use hushlist_keyserver::{KeyServer, ServiceConfig, router};
-use hushlist_store::Store;
+use hushlist_store::KeyStore;
 use rand::rngs::OsRng;
 use serde_json::Value;
 
@@ -67,7 +67,7 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: ServiceConfig) -> Self {
-        let store = Store::open(&format!("sqlite://{}", Self::db_path(&dir).display()))
+        let store = KeyStore::open(&format!("sqlite://{}", Self::db_path(&dir).display()))
             .await
             .unwrap();
         let config = ServiceConfig {

@@ -18,7 +18,7 @@ use hushlist_envelope::seal;
 use hushlist_keyserver::master::MasterKey;
 use hushlist_keyserver::{KeyServer, ServiceConfig};
 use hushlist_listserver::service::ListServer;
-use hushlist_store::Store;
+use hushlist_store::ListStore;
 use rand::rngs::OsRng;
 
 pub const LIST: &str = "team@lists.example.org";
@@ -28,8 +28,8 @@ pub fn member_address(i: usize) -> String {
     format!("member{i:05}@example.net")
 }
 
-pub async fn open_store(dir: &Path) -> Store {
-    Store::open(&format!("sqlite://{}", dir.join("lists.db").display()))
+pub async fn open_store(dir: &Path) -> ListStore {
+    ListStore::open(&format!("sqlite://{}", dir.join("lists.db").display()))
         .await
         .unwrap()
 }
@@ -349,9 +349,10 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 /// A real key server over HTTP on a loopback port, in this process; returns its URL.
 pub async fn start_key_server(dir: &std::path::Path) -> String {
-    let store = hushlist_store::Store::open(&format!("sqlite://{}", dir.join("keys.db").display()))
-        .await
-        .unwrap();
+    let store =
+        hushlist_store::KeyStore::open(&format!("sqlite://{}", dir.join("keys.db").display()))
+            .await
+            .unwrap();
     let config = ServiceConfig {
         admin_token: ADMIN_TOKEN.into(),
         grants_token: GRANTS_TOKEN.into(),
