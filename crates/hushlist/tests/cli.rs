@@ -260,3 +260,59 @@ fn commands_that_need_an_identity_say_how_to_make_one() {
         assert!(err.contains("hushlist init --email"), "{args:?}: {err}");
     }
 }
+
+/// Each server keeps a database of its own: pointed at the key server's database, the list
+/// server refuses to start, saying what is wrong, and the key server still starts on it.
+#[test]
+fn a_server_pointed_at_the_other_servers_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let home = dir.path().join("home");
+    // Starts the key server, reads its first line (it is serving: its database is migrated)
+    // and stops it.
+    let key_server_starts = || {
+        let mut keys = Command::new(env!("CARGO_BIN_EXE_hushlist"))
+            .env("HUSHLIST_HOME", &home)
+            .args(["serve", "--data-dir", data.to_str().unwrap(), "keys"])
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(keys.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        keys.kill().unwrap();
+        keys.wait().unwrap();
+        assert!(ready.contains("key server on"), "{ready:?}");
+    };
+    key_server_starts();
+    let key_db = data.join("keys").join("keyserver.db");
+
+    let lists = hushlist(
+        &home,
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "lists",
+            "--smtp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--database",
+            &format!("sqlite://{}", key_db.display()),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&lists.stderr);
+    assert!(!lists.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("this database is not the list server's (key server)")
+            && stderr.contains("each need a database of their own"),
+        "{stderr}"
+    );
+    key_server_starts();
+}
