@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hushlist_core::api::endpoints::GrantKeys;
+use hushlist_core::api::endpoints::{
+    Endpoint as _, GrantKeys, ReadArchive, Unsubscribe, UnsubscribeToken,
+};
 use hushlist_core::api::{GrantRequest, Grants};
 use hushlist_core::listmail::{Author, ListCopy, ListHeaders, bounce_sender, verp_sender};
 use hushlist_core::outer::EncryptedPost;
@@ -404,7 +406,7 @@ impl Worker {
                 .config
                 .public_url
                 .as_ref()
-                .map(|base| format!("{base}/v1/lists/{list}/archive")),
+                .map(|base| format!("{base}{}", ReadArchive::path(&list))),
             description: None,
             list,
         };
@@ -496,10 +498,11 @@ impl Worker {
             .as_ref()
             .zip(self.server.unsubscribe_key())
             .map(|(base, key)| {
+                let token = UnsubscribeToken(key.token(&headers.list, &member));
                 format!(
-                    "{}/v1/unsubscribe/{}",
+                    "{}{}",
                     base.trim_end_matches('/'),
-                    key.token(&headers.list, &member)
+                    Unsubscribe::path(&token)
                 )
             });
         let message = match link {
