@@ -10,9 +10,10 @@ pub mod joins;
 pub mod lists;
 pub mod pins;
 pub mod posts;
-pub mod remote;
 pub mod rosters;
 mod seen;
+
+pub use hushlist_remote as remote;
 
 use std::fs;
 use std::io::Write as _;

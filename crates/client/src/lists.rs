@@ -55,7 +55,7 @@ pub fn check_url(server: &'static str, url: &str, insecure_http: bool) -> Result
         url: url.to_owned(),
         detail: detail.to_owned(),
     };
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let parsed = hushlist_remote::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     let host = parsed
         .host_str()
         .ok_or_else(|| bad("it names no host"))?

@@ -1,5 +1,8 @@
 //! The JSON shapes of the servers' HTTP APIs, shared by servers and client, and the purpose
-//! strings signed requests cover (method and path, so a signature fits one endpoint only).
+//! strings signed requests cover (method and path, so a signature fits one endpoint only);
+//! [`endpoints`] declares every endpoint.
+
+pub mod endpoints;
 
 use rand::{CryptoRng, Rng};
 use serde::{Deserialize, Serialize};
@@ -384,55 +387,60 @@ pub struct HeldDecision {
     pub reason: Option<String>,
 }
 
-/// Purposes (method and path) that signed requests are bound to.
+/// Purposes (method and path) that signed requests are bound to, from the endpoints'
+/// declarations.
 pub mod purpose {
+    use super::endpoints::{
+        AuditKey, DepositKey, Endpoint, FetchKey, HeldPostList, Join, PendingJoinRequests,
+        ReadArchive, ReadRoster, RevokeKey, SettleHeld, SettleJoin, SwitchDelivery,
+    };
     use super::*;
 
     pub fn read_roster(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/ops/read")
+        ReadRoster::purpose(list)
     }
 
     pub fn archive(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/archive")
+        ReadArchive::purpose(list)
     }
 
     pub fn delivery(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/delivery")
+        SwitchDelivery::purpose(list)
     }
 
     pub fn join(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/join")
+        Join::purpose(list)
     }
 
     pub fn join_requests(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/join-requests")
+        PendingJoinRequests::purpose(list)
     }
 
     pub fn settle_join(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/join-requests/settle")
+        SettleJoin::purpose(list)
     }
 
     pub fn held(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/held")
+        HeldPostList::purpose(list)
     }
 
     pub fn settle_held(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/held/settle")
+        SettleHeld::purpose(list)
     }
 
     pub fn deposit(list: &Address) -> String {
-        format!("POST /v1/lists/{list}/keys")
+        DepositKey::purpose(list)
     }
 
     pub fn fetch_key(list: &Address, key_id: &KeyId) -> String {
-        format!("POST /v1/lists/{list}/keys/{key_id}")
+        FetchKey::purpose(&(list.clone(), key_id.clone()))
     }
 
     pub fn revoke(list: &Address, key_id: &KeyId) -> String {
-        format!("POST /v1/lists/{list}/keys/{key_id}/revoke")
+        RevokeKey::purpose(&(list.clone(), key_id.clone()))
     }
 
     pub fn audit(list: &Address, key_id: &KeyId) -> String {
-        format!("POST /v1/lists/{list}/keys/{key_id}/audit")
+        AuditKey::purpose(&(list.clone(), key_id.clone()))
     }
 }

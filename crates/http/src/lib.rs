@@ -5,6 +5,7 @@
 //! their options.
 
 pub mod connections;
+pub mod endpoints;
 mod error;
 pub mod files;
 pub mod options;
@@ -18,7 +19,6 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use hushlist_core::Address;
 use serde::de::DeserializeOwned;
 use tower_http::timeout::TimeoutLayer;
 
@@ -65,11 +65,6 @@ pub fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<
         _ => ApiError::malformed(rejection.body_text()),
     })?;
     serde_json::from_slice(&bytes).map_err(ApiError::malformed)
-}
-
-/// A list address from a path segment.
-pub fn list(text: &str) -> Result<Address, ApiError> {
-    Address::parse(text).map_err(|e| ApiError::bad_request("bad_list", e.to_string()))
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -8,33 +8,27 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
-use hushlist_core::api::{ListGenesis, RosterHead, RosterOps, RosterRead, purpose};
-use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::{Roster, SignedOp};
+use hushlist_core::api::endpoints::{AppendOp, CreateList, Genesis, ReadOps, ReadRoster, Token};
+use hushlist_core::api::{ListGenesis, RosterHead, RosterOps};
+use hushlist_core::roster::Roster;
 use hushlist_store::Store;
 use hushlist_store::rosters::RosterCache;
-use serde::Deserialize;
 
+use crate::ApiError;
+use crate::endpoints::{Call, EndpointRoutes as _, Params, Signed};
 use crate::requests::RequestVerifier;
-use crate::{ApiError, bearer, json, list};
 
 /// A server that keeps verified rosters.
 pub trait RosterHost: Send + Sync + 'static {
     fn rosters(&self) -> &RosterCache;
     fn store(&self) -> &Store;
     fn verifier(&self) -> &RequestVerifier;
-    /// Whether `presented` is the operator admin token, needed to create a list.
-    fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError>;
-    /// Whether `presented` is a token that may read every roster: the operator's, or a peer
-    /// server's.
-    fn check_roster_reader(&self, presented: Option<&str>) -> Result<(), ApiError>;
+    /// Whether `presented` is a `token` this server takes (for an endpoint that needs it).
+    fn check_token(&self, token: Token, presented: Option<&str>) -> Result<(), ApiError>;
     /// Called after an op was verified and stored (for metrics).
     fn roster_op_accepted(&self);
 }
@@ -64,13 +58,11 @@ pub fn spawn_roster_loading<S: RosterHost>(host: Arc<S>) -> tokio::task::JoinHan
 
 pub fn routes<S: RosterHost>() -> Router<Arc<S>> {
     Router::new()
-        .route("/v1/lists", post(create_list::<S>))
-        .route(
-            "/v1/lists/{list}/ops",
-            post(append_op::<S>).get(get_ops::<S>),
-        )
-        .route("/v1/lists/{list}/ops/read", post(read_ops::<S>))
-        .route("/v1/lists/{list}/genesis", get(get_genesis::<S>))
+        .endpoint::<CreateList, _, _>(create_list::<S>)
+        .endpoint::<AppendOp, _, _>(append_op::<S>)
+        .endpoint::<ReadOps, _, _>(get_ops::<S>)
+        .endpoint::<ReadRoster, _, _>(read_ops)
+        .endpoint::<Genesis, _, _>(get_genesis::<S>)
 }
 
 pub fn head(roster: &Roster) -> RosterHead {
@@ -83,78 +75,48 @@ pub fn head(roster: &Roster) -> RosterHead {
 
 async fn create_list<S: RosterHost>(
     State(state): State<Arc<S>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    call: Call<CreateList>,
 ) -> Result<Response, ApiError> {
-    state.check_admin(bearer(&headers))?;
-    let op: SignedOp = json(body)?;
-    let roster = state.rosters().create(op).await?;
+    let roster = state.rosters().create(call.request).await?;
     state.roster_op_accepted();
     Ok((StatusCode::CREATED, Json(head(&roster))).into_response())
 }
 
 async fn append_op<S: RosterHost>(
     State(state): State<Arc<S>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    call: Call<AppendOp>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let op: SignedOp = json(body)?;
-    let roster = state.rosters().append(&list, op).await?;
+    let roster = state.rosters().append(&call.params, call.request).await?;
     state.roster_op_accepted();
     Ok((StatusCode::CREATED, Json(head(&roster))).into_response())
 }
 
-#[derive(Deserialize)]
-struct Since {
-    since: Option<u64>,
-}
-
 async fn get_ops<S: RosterHost>(
     State(state): State<Arc<S>>,
-    Path(list_text): Path<String>,
-    headers: HeaderMap,
-    query: Result<Query<Since>, QueryRejection>,
+    call: Call<ReadOps>,
 ) -> Result<Response, ApiError> {
-    state.check_roster_reader(bearer(&headers))?;
-    let list = list(&list_text)?;
-    let Query(since) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let roster = state.rosters().get(&list).await?;
-    Ok(Json(ops_between(&roster, since.since, roster.head_seq())).into_response())
+    let roster = state.rosters().get(&call.params).await?;
+    Ok(Json(ops_between(&roster, call.request.since, roster.head_seq())).into_response())
 }
 
-async fn read_ops<S: RosterHost>(
-    State(state): State<Arc<S>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    let roster = state.rosters().get(&list).await?;
-    let (verified, _) = state
-        .verifier()
-        .verify(
-            state.store(),
-            &roster,
-            &request,
-            &purpose::read_roster(&list),
-        )
-        .await?;
+async fn read_ops(request: Signed<ReadRoster>) -> Result<Response, ApiError> {
     // The verifier took the signature, so the signer is or was on the roster (anyone else
     // gets the answer a forgery gets): a current member reads to the head, a former one up to
     // their removal.
-    let upto = roster.readable_by(&verified.signer).ok_or_else(|| {
-        ApiError::internal("a signer the verifier accepted has no tenure on the roster")
-    })?;
-    let read: RosterRead = serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
-    Ok(Json(ops_between(&roster, read.since, upto)).into_response())
+    let upto = request
+        .roster
+        .readable_by(request.signer())
+        .ok_or_else(|| {
+            ApiError::internal("a signer the verifier accepted has no tenure on the roster")
+        })?;
+    let read = request.body()?;
+    Ok(Json(ops_between(&request.roster, read.since, upto)).into_response())
 }
 
 async fn get_genesis<S: RosterHost>(
     State(state): State<Arc<S>>,
-    Path(list_text): Path<String>,
+    Params(list): Params<Genesis>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
     let roster = state.rosters().get(&list).await?;
     Ok(Json(ListGenesis {
         genesis: roster.ops()[0].clone(),

@@ -3,7 +3,10 @@
 //!   message body) is not among their runtime dependencies, direct or transitive;
 //! - the core does no I/O: no async runtime, network, HTTP or database crate beneath it;
 //! - only `hushlist-store` knows SQL, and only the server crates (and `hushlist-http`, the
-//!   HTTP pieces they share) serve HTTP.
+//!   HTTP pieces they share) serve HTTP;
+//! - servers are called through `hushlist-remote` only (the load generator aside), which
+//!   sits below the decrypting crate and the store, so the list server calls the key
+//!   server with the same declared endpoints as the client.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -106,6 +109,33 @@ fn only_the_store_knows_sql_and_only_servers_speak_http() {
         BTreeSet::from(
             ["hushlist-http", "hushlist-keyserver", "hushlist-listserver"].map(str::to_owned)
         )
+    );
+}
+
+#[test]
+fn servers_are_called_through_the_remote_crate_only() {
+    let graph = runtime_graph();
+    let remote = closure(&graph, "hushlist-remote");
+    for above in [
+        "hushlist-envelope",
+        "hushlist-store",
+        "hushlist-http",
+        "axum",
+    ] {
+        assert!(
+            !remote.contains(above),
+            "hushlist-remote must not depend on {above}"
+        );
+    }
+    for caller in ["hushlist-client", "hushlist-listserver"] {
+        assert!(
+            graph[caller].iter().any(|d| d == "hushlist-remote"),
+            "{caller} should call the servers through hushlist-remote"
+        );
+    }
+    assert_eq!(
+        direct_users(&graph, "reqwest"),
+        BTreeSet::from(["hushlist-bench", "hushlist-remote"].map(str::to_owned))
     );
 }
 

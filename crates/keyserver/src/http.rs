@@ -4,18 +4,17 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use hushlist_core::KeyId;
-use hushlist_core::api::GrantRequest;
-use hushlist_core::request::SignedRequest;
+use hushlist_core::api::endpoints::{
+    AuditKey, DepositKey, FetchKey, GetServerKey, GrantKeys, KeyDestroyed, RevokeKey,
+};
+use hushlist_http::endpoints::{Call, EndpointRoutes as _, Signed};
 use hushlist_http::rosters::{self, RosterHost as _};
-use hushlist_http::{ApiError, bearer, json, list, with_common_layers};
+use hushlist_http::{ApiError, with_common_layers};
 
 use crate::service::KeyServer;
 
@@ -24,21 +23,14 @@ pub fn router(state: Arc<KeyServer>) -> Router {
         rosters::routes::<KeyServer>()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
-            .route("/v1/server-key", get(server_key))
-            .route("/v1/lists/{list}/keys", post(deposit))
-            .route("/v1/lists/{list}/keys/{key_id}", post(fetch_key))
-            .route("/v1/lists/{list}/keys/{key_id}/grants", post(grants))
-            .route("/v1/lists/{list}/keys/{key_id}/revoke", post(revoke))
-            .route("/v1/lists/{list}/keys/{key_id}/audit", post(audit)),
+            .endpoint::<GetServerKey, _, _>(server_key)
+            .endpoint::<DepositKey, _, _>(deposit)
+            .endpoint::<FetchKey, _, _>(fetch_key)
+            .endpoint::<GrantKeys, _, _>(grants)
+            .endpoint::<RevokeKey, _, _>(revoke)
+            .endpoint::<AuditKey, _, _>(audit),
     )
     .with_state(state)
-}
-
-fn key_id(text: &str) -> Result<KeyId, ApiError> {
-    text.parse()
-        .map_err(|e: hushlist_core::session::SessionError| {
-            ApiError::bad_request("bad_key_id", e.to_string())
-        })
 }
 
 async fn healthz(State(state): State<Arc<KeyServer>>) -> Response {
@@ -87,12 +79,9 @@ async fn server_key(State(state): State<Arc<KeyServer>>) -> impl IntoResponse {
 
 async fn deposit(
     State(state): State<Arc<KeyServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<DepositKey>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    let (receipt, new) = state.deposit(&list, &request).await?;
+    let (receipt, new) = state.deposit(&request).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -103,43 +92,34 @@ async fn deposit(
 
 async fn fetch_key(
     State(state): State<Arc<KeyServer>>,
-    Path((list_text, key_text)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<FetchKey>,
 ) -> Result<Response, ApiError> {
-    let (list, key_id) = (list(&list_text)?, key_id(&key_text)?);
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.fetch_key(&list, &key_id, &request).await?).into_response())
+    Ok(Json(state.fetch_key(&request).await?).into_response())
 }
 
 async fn grants(
     State(state): State<Arc<KeyServer>>,
-    Path((list_text, key_text)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    call: Call<GrantKeys>,
 ) -> Result<Response, ApiError> {
-    state.check_grants_token(bearer(&headers))?;
-    let (list, key_id) = (list(&list_text)?, key_id(&key_text)?);
-    let request: GrantRequest = json(body)?;
-    Ok(Json(state.grants(&list, &key_id, request).await?).into_response())
+    let (list, key_id) = &call.params;
+    Ok(Json(state.grants(list, key_id, call.request).await?).into_response())
 }
 
 async fn revoke(
     State(state): State<Arc<KeyServer>>,
-    Path((list_text, key_text)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<RevokeKey>,
 ) -> Result<Response, ApiError> {
-    let (list, key_id) = (list(&list_text)?, key_id(&key_text)?);
-    let request: SignedRequest = json(body)?;
-    state.revoke(&list, &key_id, &request).await?;
-    Ok(Json(serde_json::json!({"key_id": key_id, "status": "destroyed"})).into_response())
+    state.revoke(&request).await?;
+    Ok(Json(KeyDestroyed {
+        key_id: request.params.1,
+        status: "destroyed".to_owned(),
+    })
+    .into_response())
 }
 
 async fn audit(
     State(state): State<Arc<KeyServer>>,
-    Path((list_text, key_text)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<AuditKey>,
 ) -> Result<Response, ApiError> {
-    let (list, key_id) = (list(&list_text)?, key_id(&key_text)?);
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.audit_log(&list, &key_id, &request).await?).into_response())
+    Ok(Json(state.audit_log(&request).await?).into_response())
 }

@@ -9,17 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac as _};
+use hushlist_core::api::endpoints::{AuditKey, DepositKey, FetchKey, RevokeKey, Token};
 use hushlist_core::api::{
-    AuditLog, AuditRecord, Deposit, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants,
-    KeyRelease, ServerKey, purpose,
+    AuditLog, AuditRecord, DepositReceipt, Grant, GrantRefusal, GrantRequest, Grants, KeyRelease,
+    ServerKey,
 };
 use hushlist_core::audit::{AuditHash, AuditHead, sign_head, verify_links};
 use hushlist_core::deposit::{DepositError, DepositRequest, open_deposit};
 use hushlist_core::identity::NotValid;
-use hushlist_core::request::{SignedRequest, VerifiedRequest};
 use hushlist_core::roster::{Role, Roster};
 use hushlist_core::session::SessionError;
-use hushlist_core::{Address, Cert, Fingerprint, IdentityError, KeyId, SecretIdentity, SessionKey};
+use hushlist_core::{Address, Fingerprint, IdentityError, KeyId, SecretIdentity, SessionKey};
+use hushlist_http::endpoints::Signed;
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
@@ -214,33 +215,16 @@ impl KeyServer {
         Ok(self.rosters.get(list).await?)
     }
 
-    /// Checks a signed request from someone ever on the list's roster.
-    async fn verify(
-        &self,
-        roster: &Roster,
-        request: &SignedRequest,
-        purpose: &str,
-    ) -> Result<(VerifiedRequest, Cert), ApiError> {
-        self.verifier
-            .verify(&self.store, roster, request, purpose)
-            .await
-    }
-
     /// Stores a sender's deposit once the sender may post, if it was sealed by that sender
     /// for this list and key id and its session key was never deposited before; 201 only
     /// after the row is durable.
     pub async fn deposit(
         &self,
-        list: &Address,
-        request: &SignedRequest,
+        request: &Signed<DepositKey>,
     ) -> Result<(DepositReceipt, bool), ApiError> {
-        let roster = self.roster(list).await?;
-        let (verified, sender_cert) = self
-            .verify(&roster, request, &purpose::deposit(list))
-            .await?;
-        let deposit: Deposit =
-            serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
-        let sender = verified.signer;
+        let (list, roster, sender_cert) = (request.list(), &request.roster, &request.cert);
+        let deposit = request.body()?;
+        let sender = request.signer().clone();
         if let Err(refusal) = roster.may_deposit(&sender) {
             self.audit(
                 &deposit.key_id,
@@ -259,7 +243,7 @@ impl KeyServer {
             DepositRequest {
                 list,
                 key_id: &deposit.key_id,
-                sender: &sender_cert,
+                sender: sender_cert,
             },
         );
         let session_key = match opened {
@@ -410,21 +394,13 @@ impl KeyServer {
     }
 
     /// Releases a post's key to a member as a PKESK, if the roster and policy allow.
-    pub async fn fetch_key(
-        &self,
-        list: &Address,
-        key_id: &KeyId,
-        request: &SignedRequest,
-    ) -> Result<KeyRelease, ApiError> {
-        let roster = self.roster(list).await?;
-        let (verified, _) = self
-            .verify(&roster, request, &purpose::fetch_key(list, key_id))
-            .await?;
-        let reader = verified.signer;
+    pub async fn fetch_key(&self, request: &Signed<FetchKey>) -> Result<KeyRelease, ApiError> {
+        let ((list, key_id), roster) = (&request.params, &request.roster);
+        let reader = request.signer().clone();
         let row = self.live_key(list, key_id).await?;
         let posted_at = u64::try_from(row.roster_seq).unwrap_or_default();
         let session_key = self.open_session_key(&row).await?;
-        let pkesk = match release(OsRng, &roster, posted_at, &session_key, &reader, unix_now()) {
+        let pkesk = match release(OsRng, roster, posted_at, &session_key, &reader, unix_now()) {
             Ok(pkesk) => pkesk,
             Err(ReleaseError::Refused(refusal)) => {
                 self.metrics.refusals.fetch_add(1, Ordering::Relaxed);
@@ -529,22 +505,14 @@ impl KeyServer {
     }
 
     /// Destroys a key at the request of its sender or a current owner.
-    pub async fn revoke(
-        &self,
-        list: &Address,
-        key_id: &KeyId,
-        request: &SignedRequest,
-    ) -> Result<(), ApiError> {
-        let roster = self.roster(list).await?;
-        let (verified, _) = self
-            .verify(&roster, request, &purpose::revoke(list, key_id))
-            .await?;
+    pub async fn revoke(&self, request: &Signed<RevokeKey>) -> Result<(), ApiError> {
+        let ((list, key_id), signer) = (&request.params, request.signer());
         let row = self.live_key(list, key_id).await?;
-        if !sender_or_owner(&roster, &verified.signer, &row.sender) {
+        if !sender_or_owner(&request.roster, signer, &row.sender) {
             self.audit(
                 key_id,
                 list,
-                &verified.signer,
+                signer,
                 "revoke",
                 "refused",
                 Some("not the sender or an owner".into()),
@@ -555,8 +523,7 @@ impl KeyServer {
                 "only the post's sender or a list owner may revoke its key",
             ));
         }
-        self.destroy(&row, "revoked", verified.signer.as_str())
-            .await?;
+        self.destroy(&row, "revoked", signer.as_str()).await?;
         if let Some(id) = &row.wrapping_key_id
             && let Some(wrapping) = self.store.wrapping_key(id).await?
         {
@@ -862,16 +829,8 @@ impl KeyServer {
     }
 
     /// The audit trail of one key, for its sender and the list's owners.
-    pub async fn audit_log(
-        &self,
-        list: &Address,
-        key_id: &KeyId,
-        request: &SignedRequest,
-    ) -> Result<AuditLog, ApiError> {
-        let roster = self.roster(list).await?;
-        let (verified, _) = self
-            .verify(&roster, request, &purpose::audit(list, key_id))
-            .await?;
+    pub async fn audit_log(&self, request: &Signed<AuditKey>) -> Result<AuditLog, ApiError> {
+        let (list, key_id) = &request.params;
         let sender = match self.store.session_key(key_id.as_str()).await? {
             Some(row) if row.list == list.as_str() => row.sender,
             _ => match self.store.destroyed_key(key_id.as_str()).await? {
@@ -879,7 +838,7 @@ impl KeyServer {
                 _ => return Err(ApiError::unknown_key(key_id)),
             },
         };
-        if !sender_or_owner(&roster, &verified.signer, &sender) {
+        if !sender_or_owner(&request.roster, request.signer(), &sender) {
             return Err(ApiError::forbidden(
                 "not_allowed",
                 "only the post's sender or a list owner may read its audit log",
@@ -994,13 +953,16 @@ impl RosterHost for KeyServer {
         &self.verifier
     }
 
-    fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
-        KeyServer::check_admin(self, presented)
-    }
-
-    /// The operator, and the list server (with its grants token) comparing rosters.
-    fn check_roster_reader(&self, presented: Option<&str>) -> Result<(), ApiError> {
-        KeyServer::check_admin(self, presented).or_else(|_| self.check_grants_token(presented))
+    /// Rosters are read by the operator, and by the list server (with its grants token)
+    /// comparing rosters.
+    fn check_token(&self, token: Token, presented: Option<&str>) -> Result<(), ApiError> {
+        match token {
+            Token::Admin => self.check_admin(presented),
+            Token::RosterReader => self
+                .check_admin(presented)
+                .or_else(|_| self.check_grants_token(presented)),
+            Token::ListServer => self.check_grants_token(presented),
+        }
     }
 
     fn roster_op_accepted(&self) {

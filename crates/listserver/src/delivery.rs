@@ -12,11 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hushlist_core::api::endpoints::{
+    Endpoint as _, GrantKeys, ReadArchive, Unsubscribe, UnsubscribeToken,
+};
 use hushlist_core::api::{GrantRequest, Grants};
 use hushlist_core::listmail::{Author, ListCopy, ListHeaders, bounce_sender, verp_sender};
 use hushlist_core::outer::EncryptedPost;
 use hushlist_core::roster::{DeliveryMode, Roster};
-use hushlist_core::{Address, Fingerprint, Pkesk};
+use hushlist_core::{Address, Fingerprint, KeyId, Pkesk};
+use hushlist_remote::{RemoteError, Server};
 use hushlist_store::rosters::RosterStoreError;
 use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
 use mail_send::SmtpClient;
@@ -202,21 +206,21 @@ pub struct Deliverer {
     server: Arc<ListServer>,
     config: Arc<DeliveryConfig>,
     metrics: Arc<DeliveryMetrics>,
-    http: reqwest::Client,
+    key_server: Option<Server>,
 }
 
 impl Deliverer {
     /// Workers for `server`'s queue; they wake when it accepts a post.
     pub fn new(server: &Arc<ListServer>, config: DeliveryConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(config.relay.timeout)
-            .build()
-            .expect("an HTTP client with default TLS settings");
+        let key_server = config
+            .key_server
+            .as_ref()
+            .map(|access| Server::key_server(&access.url).with_timeout(config.relay.timeout));
         Deliverer {
             server: server.clone(),
             metrics: server.metrics.delivery.clone(),
             config: Arc::new(config),
-            http,
+            key_server,
         }
     }
 
@@ -229,7 +233,7 @@ impl Deliverer {
                     server: self.server.clone(),
                     config: self.config.clone(),
                     metrics: self.metrics.clone(),
-                    http: self.http.clone(),
+                    key_server: self.key_server.clone(),
                     relay: None,
                 };
                 let queued = self.server.queued();
@@ -244,7 +248,7 @@ struct Worker {
     server: Arc<ListServer>,
     config: Arc<DeliveryConfig>,
     metrics: Arc<DeliveryMetrics>,
-    http: reqwest::Client,
+    key_server: Option<Server>,
     relay: Option<Relay>,
 }
 
@@ -402,7 +406,7 @@ impl Worker {
                 .config
                 .public_url
                 .as_ref()
-                .map(|base| format!("{base}/v1/lists/{list}/archive")),
+                .map(|base| format!("{base}{}", ReadArchive::path(&list))),
             description: None,
             list,
         };
@@ -494,10 +498,11 @@ impl Worker {
             .as_ref()
             .zip(self.server.unsubscribe_key())
             .map(|(base, key)| {
+                let token = UnsubscribeToken(key.token(&headers.list, &member));
                 format!(
-                    "{}/v1/unsubscribe/{}",
+                    "{}{}",
                     base.trim_end_matches('/'),
-                    key.token(&headers.list, &member)
+                    Unsubscribe::path(&token)
                 )
             });
         let message = match link {
@@ -609,41 +614,30 @@ impl Worker {
         key_id: &str,
         wanted: &[(&ClaimedDelivery, Fingerprint)],
     ) -> Result<Grants, Outcome> {
-        let Some(key_server) = &self.config.key_server else {
+        let (Some(access), Some(key_server)) = (&self.config.key_server, &self.key_server) else {
             tracing::error!(%list, "push-mode list but no key server configured");
             return Err(Outcome::Deferred(
                 "push mode needs the key server's URL and grants token in the list server's configuration".into(),
             ));
         };
+        let key_id: KeyId = key_id
+            .parse()
+            .map_err(|e| Outcome::Deferred(format!("the post's key id is malformed: {e}")))?;
         let request = GrantRequest {
             recipients: wanted.iter().map(|(_, f)| f.clone()).collect(),
         };
-        let url = format!(
-            "{}/v1/lists/{list}/keys/{key_id}/grants",
-            key_server.url.trim_end_matches('/')
-        );
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&key_server.grants_token)
-            .json(&request)
-            .send()
+        key_server
+            .call::<GrantKeys>(
+                &(list.clone(), key_id),
+                &request,
+                Some(&access.grants_token),
+            )
             .await
-            .map_err(|e| Outcome::Deferred(format!("key server unreachable: {e}")))?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.map_err(|e| {
-                Outcome::Deferred(format!("key server sent an unreadable answer: {e}"))
-            });
-        }
-        let body = response.text().await.unwrap_or_default();
-        let reason = format!("key server answered {status}: {}", body.trim());
-        if status == reqwest::StatusCode::GONE {
-            // The key was revoked or expired: no one will be able to read this post.
-            Err(Outcome::Failed(reason))
-        } else {
-            Err(Outcome::Deferred(reason))
-        }
+            .map_err(|e| match e {
+                // The key was revoked or expired: no one will be able to read this post.
+                RemoteError::Refused { status: 410, .. } => Outcome::Failed(e.to_string()),
+                other => Outcome::Deferred(other.to_string()),
+            })
     }
 
     /// Whether a transaction for `batch` can still end within the lease; if not, hands the

@@ -6,16 +6,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use hushlist_core::api::{JoinConfirmation, JoinRequest};
-use hushlist_core::request::SignedRequest;
-use hushlist_http::{ApiError, json, list, rosters, with_common_layers};
+use hushlist_core::api::endpoints::{
+    ConfirmJoin, HeldPostList, Join, PendingJoinRequests, ReadArchive, SettleHeld, SettleJoin,
+    SwitchDelivery, Unsubscribe, UnsubscribeToken,
+};
+use hushlist_http::endpoints::{Call, EndpointRoutes as _, Params, Signed};
+use hushlist_http::{ApiError, rosters, with_common_layers};
 
 use crate::service::ListServer;
 
@@ -24,15 +25,15 @@ pub fn router(state: Arc<ListServer>) -> Router {
         rosters::routes::<ListServer>()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
-            .route("/v1/lists/{list}/archive", post(archive))
-            .route("/v1/lists/{list}/delivery", post(switch_delivery))
-            .route("/v1/lists/{list}/join", post(join))
-            .route("/v1/lists/{list}/join/confirm", post(confirm_join))
-            .route("/v1/lists/{list}/join-requests", post(pending_joins))
-            .route("/v1/lists/{list}/join-requests/settle", post(settle_join))
-            .route("/v1/lists/{list}/held", post(held_posts))
-            .route("/v1/lists/{list}/held/settle", post(settle_held))
-            .route("/v1/unsubscribe/{token}", post(unsubscribe)),
+            .endpoint::<ReadArchive, _, _>(archive)
+            .endpoint::<SwitchDelivery, _, _>(switch_delivery)
+            .endpoint::<Join, _, _>(join)
+            .endpoint::<ConfirmJoin, _, _>(confirm_join)
+            .endpoint::<PendingJoinRequests, _, _>(pending_joins)
+            .endpoint::<SettleJoin, _, _>(settle_join)
+            .endpoint::<HeldPostList, _, _>(held_posts)
+            .endpoint::<SettleHeld, _, _>(settle_held)
+            .endpoint::<Unsubscribe, _, _>(unsubscribe),
     )
     .with_state(state)
 }
@@ -108,93 +109,71 @@ async fn metrics(State(state): State<Arc<ListServer>>) -> Result<Response, ApiEr
 
 async fn archive(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<ReadArchive>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.archive(&list, &request).await?).into_response())
+    Ok(Json(state.archive(&request).await?).into_response())
 }
 
 async fn switch_delivery(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<SwitchDelivery>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.switch_delivery(&list, &request).await?).into_response())
+    Ok(Json(state.switch_delivery(&request).await?).into_response())
 }
 
 async fn join(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    call: Call<Join>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: JoinRequest = json(body)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(state.join(&list, &request).await?),
-    )
-        .into_response())
+    let receipt = state.join(&call.params, &call.request).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 
 async fn confirm_join(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    call: Call<ConfirmJoin>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let confirmation: JoinConfirmation = json(body)?;
-    Ok(Json(state.confirm_join(&list, &confirmation.token).await?).into_response())
+    Ok(Json(
+        state
+            .confirm_join(&call.params, &call.request.token)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn pending_joins(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<PendingJoinRequests>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.pending_joins(&list, &request).await?).into_response())
+    Ok(Json(state.pending_joins(&request).await?).into_response())
 }
 
 async fn settle_join(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<SettleJoin>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.settle_join(&list, &request).await?).into_response())
+    Ok(Json(state.settle_join(&request).await?).into_response())
 }
 
 async fn held_posts(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<HeldPostList>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.held_posts(&list, &request).await?).into_response())
+    Ok(Json(state.held_posts(&request).await?).into_response())
 }
 
 async fn settle_held(
     State(state): State<Arc<ListServer>>,
-    Path(list_text): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Signed<SettleHeld>,
 ) -> Result<Response, ApiError> {
-    let list = list(&list_text)?;
-    let request: SignedRequest = json(body)?;
-    Ok(Json(state.settle_held(&list, &request).await?).into_response())
+    Ok(Json(state.settle_held(&request).await?).into_response())
 }
 
 /// RFC 8058 one-click: the mail client POSTs `List-Unsubscribe=One-Click`; the token in the
 /// path is what counts. GET is not routed, so link scanners cannot unsubscribe anyone.
 async fn unsubscribe(
     State(state): State<Arc<ListServer>>,
-    Path(token): Path<String>,
+    Params(UnsubscribeToken(token)): Params<Unsubscribe>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.unsubscribe(&token).await?).into_response())
 }

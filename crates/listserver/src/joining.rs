@@ -16,16 +16,17 @@ use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use hushlist_core::Address;
+use hushlist_core::api::endpoints::{PendingJoinRequests, SettleJoin};
 use hushlist_core::api::{
-    JoinConfirmed, JoinDecision, JoinReceipt, JoinRequest, PendingJoin, PendingJoins, purpose,
+    JoinConfirmed, JoinDecision, JoinReceipt, JoinRequest, PendingJoin, PendingJoins,
 };
 use hushlist_core::listmail::{
     ListNotice, bounce_sender, join_confirm_address, join_token_hash, new_join_token,
 };
-use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::{Role, Roster};
+use hushlist_core::roster::Roster;
 use hushlist_core::{Cert, Fingerprint};
 use hushlist_http::ApiError;
+use hushlist_http::endpoints::Signed;
 use hushlist_http::requests::use_nonce;
 use hushlist_store::membership::{JoinFiling, JoinLimits, JoinRequestRow, OutboxMessage};
 use rand::rngs::OsRng;
@@ -235,12 +236,9 @@ impl ListServer {
     /// beside it any unconfirmed request for the same address, so that owners see a conflict.
     pub async fn pending_joins(
         &self,
-        list: &Address,
-        request: &SignedRequest,
+        request: &Signed<PendingJoinRequests>,
     ) -> Result<PendingJoins, ApiError> {
-        let roster = self.rosters().get(list).await?;
-        self.verify_owner(&roster, request, &purpose::join_requests(list))
-            .await?;
+        let list = request.list();
         let rows = self
             .store()
             .join_requests(list.as_str(), unix_now())
@@ -273,14 +271,10 @@ impl ListServer {
     /// Settles a confirmed join request (owners only) and tells the requester.
     pub async fn settle_join(
         &self,
-        list: &Address,
-        request: &SignedRequest,
+        request: &Signed<SettleJoin>,
     ) -> Result<JoinDecision, ApiError> {
-        let roster = self.rosters().get(list).await?;
-        let body = self
-            .verify_owner(&roster, request, &purpose::settle_join(list))
-            .await?;
-        let decision: JoinDecision = serde_json::from_slice(&body).map_err(ApiError::malformed)?;
+        let (list, roster) = (request.list(), &request.roster);
+        let decision = request.body()?;
         let address = &decision.address;
         let fingerprint = &decision.fingerprint;
         let now = unix_now();
@@ -340,7 +334,7 @@ impl ListServer {
                 ),
             )
         };
-        let answer = self.notice_to(&roster, address, &subject, &body, now);
+        let answer = self.notice_to(roster, address, &subject, &body, now);
         let settled = self
             .store()
             .settle_join_request(
@@ -357,29 +351,6 @@ impl ListServer {
             self.queued().notify_waiters();
         }
         Ok(decision)
-    }
-
-    /// Checks a signed request from an owner of `roster`; returns its body.
-    pub(crate) async fn verify_owner(
-        &self,
-        roster: &Roster,
-        request: &SignedRequest,
-        purpose: &str,
-    ) -> Result<Vec<u8>, ApiError> {
-        let (verified, _) = self
-            .verifier()
-            .verify(self.store(), roster, request, purpose)
-            .await?;
-        let owner = roster
-            .member_by_fingerprint(&verified.signer)
-            .is_some_and(|m| m.role == Role::Owner);
-        if !owner {
-            return Err(ApiError::forbidden(
-                "not_owner",
-                format!("only an owner of {} may do this", roster.list()),
-            ));
-        }
-        Ok(verified.body)
     }
 }
 

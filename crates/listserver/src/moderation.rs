@@ -6,11 +6,12 @@
 
 use axum::http::StatusCode;
 use hushlist_core::Address;
-use hushlist_core::api::{HeldDecision, HeldPost, HeldPosts, purpose};
+use hushlist_core::api::endpoints::{HeldPostList, SettleHeld};
+use hushlist_core::api::{HeldDecision, HeldPost, HeldPosts};
 use hushlist_core::outer::EncryptedPost;
-use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::Roster;
 use hushlist_http::ApiError;
+use hushlist_http::endpoints::Signed;
 use hushlist_store::membership::OutboxMessage;
 
 use crate::joining::clean_note;
@@ -42,14 +43,8 @@ impl ListServer {
     }
 
     /// The posts of `list` held for an owner (owners only).
-    pub async fn held_posts(
-        &self,
-        list: &Address,
-        request: &SignedRequest,
-    ) -> Result<HeldPosts, ApiError> {
-        let roster = self.rosters().get(list).await?;
-        self.verify_owner(&roster, request, &purpose::held(list))
-            .await?;
+    pub async fn held_posts(&self, request: &Signed<HeldPostList>) -> Result<HeldPosts, ApiError> {
+        let list = request.list();
         let posts = self
             .store()
             .held_posts(list.as_str())
@@ -76,14 +71,10 @@ impl ListServer {
     /// Releases a held post to the list or deletes it (owners only).
     pub async fn settle_held(
         &self,
-        list: &Address,
-        request: &SignedRequest,
+        request: &Signed<SettleHeld>,
     ) -> Result<HeldDecision, ApiError> {
-        let roster = self.rosters().get(list).await?;
-        let body = self
-            .verify_owner(&roster, request, &purpose::settle_held(list))
-            .await?;
-        let decision: HeldDecision = serde_json::from_slice(&body).map_err(ApiError::malformed)?;
+        let (list, roster) = (request.list(), &request.roster);
+        let decision = request.body()?;
         let not_held = || {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -103,7 +94,7 @@ impl ListServer {
             .ok_or_else(not_held)?;
         let now = unix_now();
         let settled = if decision.approved {
-            let recipients = self.recipients(&roster).await?;
+            let recipients = self.recipients(roster).await?;
             self.store()
                 .release_held_post(list.as_str(), decision.id, &recipients, now, &[])
                 .await?
@@ -116,7 +107,7 @@ impl ListServer {
                     .map(|r| format!("\nTheir reason: {}\n", clean_note(r)))
                     .unwrap_or_default();
                 self.notice_to(
-                    &roster,
+                    roster,
                     &sender,
                     "your post was not accepted",
                     &format!(

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hushlist_core::Address;
-use hushlist_core::api::RosterOps;
+use hushlist_core::api::endpoints::{ReadOps, Since};
 use hushlist_core::roster::Roster;
+use hushlist_remote::{RemoteError, Server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -37,24 +38,19 @@ struct Seen {
 
 pub struct RosterWatch {
     server: Arc<ListServer>,
-    key_server: String,
+    key_server: Server,
     /// What the key server knows this list server by, to read its rosters.
     grants_token: String,
     every: Duration,
-    http: reqwest::Client,
 }
 
 impl RosterWatch {
     pub fn new(server: &Arc<ListServer>, key_server: &KeyServerAccess, every: Duration) -> Self {
         RosterWatch {
             server: server.clone(),
-            key_server: key_server.url.trim_end_matches('/').to_owned(),
+            key_server: Server::key_server(&key_server.url),
             grants_token: key_server.grants_token.clone(),
             every,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("an HTTP client with default TLS settings"),
         }
     }
 
@@ -122,25 +118,21 @@ impl RosterWatch {
     }
 
     /// How the key server's roster differs from `ours`, if it does.
-    async fn compare(&self, ours: &Roster) -> Result<Option<Difference>, reqwest::Error> {
-        let list = ours.list();
+    async fn compare(&self, ours: &Roster) -> Result<Option<Difference>, RemoteError> {
         let head = ours.head_seq();
         // Ops after `since`, so that the answer ends with the op at our head (the whole
         // log when our head is the genesis op).
-        let url = match head.checked_sub(1) {
-            Some(since) => format!("{}/v1/lists/{list}/ops?since={since}", self.key_server),
-            None => format!("{}/v1/lists/{list}/ops", self.key_server),
+        let since = Since {
+            since: head.checked_sub(1),
         };
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.grants_token)
-            .send()
-            .await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(Some(Difference::Unknown));
-        }
-        let theirs: RosterOps = response.error_for_status()?.json().await?;
+        let theirs = match self
+            .key_server
+            .call::<ReadOps>(ours.list(), &since, Some(&self.grants_token))
+            .await
+        {
+            Err(RemoteError::Refused { status: 404, .. }) => return Ok(Some(Difference::Unknown)),
+            answer => answer?,
+        };
         if theirs.head_seq != head {
             return Ok(Some(Difference::Seq {
                 ours: head,
@@ -175,7 +167,7 @@ impl RosterWatch {
                  Until they agree, the servers disagree about who may post and read. To push\n\
                  the ops one of them lacks (both logs are verified first):\n\n    \
                  hushlist list sync {list}\n",
-                self.key_server
+                self.key_server.base()
             ),
             now,
         );

@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
-use hushlist_core::api::{
-    ArchivePage, ArchiveQuery, ArchivedPost, DeliveryStatus, DeliverySwitch, purpose,
-};
+use hushlist_core::api::endpoints::{ReadArchive, SwitchDelivery, Token};
+use hushlist_core::api::{ArchivePage, ArchivedPost, DeliveryStatus};
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::listmail::{HELD_REPLY, ListMailbox, UnsubscribeKey};
-use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Admission, Role, Roster};
+use hushlist_http::endpoints::Signed;
 use hushlist_http::requests::RequestVerifier;
 use hushlist_http::rosters::RosterHost;
 use hushlist_http::{ApiError, check_token};
@@ -163,24 +162,9 @@ impl ListServer {
 
     /// A page of the list's archive for a current member: the ciphertext of each post as it
     /// was posted. Keys stay with the key server, which decides what the member may read.
-    pub async fn archive(
-        &self,
-        list: &Address,
-        request: &SignedRequest,
-    ) -> Result<ArchivePage, ApiError> {
-        let roster = self.rosters.get(list).await?;
-        let (verified, _) = self
-            .verifier
-            .verify(&self.store, &roster, request, &purpose::archive(list))
-            .await?;
-        if roster.member_by_fingerprint(&verified.signer).is_none() {
-            return Err(ApiError::forbidden(
-                "not_member",
-                format!("{} is no longer a member of {list}", verified.signer),
-            ));
-        }
-        let query: ArchiveQuery =
-            serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
+    pub async fn archive(&self, request: &Signed<ReadArchive>) -> Result<ArchivePage, ApiError> {
+        let (list, roster) = (request.list(), &request.roster);
+        let query = request.body()?;
         let limit = query.limit.clamp(1, MAX_ARCHIVE_PAGE);
         let rows = self
             .store
@@ -195,7 +179,7 @@ impl ListServer {
         let readable = |post: &PostRow| {
             post.roster_seq
                 .and_then(|seq| u64::try_from(seq).ok())
-                .is_none_or(|seq| roster.may_read(&verified.signer, seq).is_ok())
+                .is_none_or(|seq| roster.may_read(request.signer(), seq).is_ok())
         };
         Ok(ArchivePage {
             list: list.clone(),
@@ -218,17 +202,11 @@ impl ListServer {
     /// future posts are affected, and reading rights never are.
     pub async fn switch_delivery(
         &self,
-        list: &Address,
-        request: &SignedRequest,
+        request: &Signed<SwitchDelivery>,
     ) -> Result<DeliveryStatus, ApiError> {
-        let roster = self.rosters.get(list).await?;
-        let (verified, _) = self
-            .verifier
-            .verify(&self.store, &roster, request, &purpose::delivery(list))
-            .await?;
-        let switch: DeliverySwitch =
-            serde_json::from_slice(&verified.body).map_err(ApiError::malformed)?;
-        let signer = roster.member_by_fingerprint(&verified.signer);
+        let (list, roster) = (request.list(), &request.roster);
+        let switch = request.body()?;
+        let signer = roster.member_by_fingerprint(request.signer());
         let allowed = signer.is_some_and(|m| m.role == Role::Owner || m.address == switch.address);
         if !allowed {
             return Err(ApiError::forbidden(
@@ -247,7 +225,7 @@ impl ListServer {
             ));
         }
         if switch.suspended {
-            let reason = format!("suspended by {}", verified.signer);
+            let reason = format!("suspended by {}", request.signer());
             self.store
                 .suspend(
                     list.as_str(),
@@ -281,10 +259,6 @@ impl ListServer {
 
     pub fn rosters(&self) -> &RosterCache {
         &self.rosters
-    }
-
-    pub(crate) fn verifier(&self) -> &RequestVerifier {
-        &self.verifier
     }
 }
 
@@ -598,12 +572,17 @@ impl RosterHost for ListServer {
         &self.verifier
     }
 
-    fn check_admin(&self, presented: Option<&str>) -> Result<(), ApiError> {
-        check_token(&self.admin_token, presented, "the operator admin token")
-    }
-
-    fn check_roster_reader(&self, presented: Option<&str>) -> Result<(), ApiError> {
-        RosterHost::check_admin(self, presented)
+    /// Only the operator reads every roster here; the list server's token is the key
+    /// server's business.
+    fn check_token(&self, token: Token, presented: Option<&str>) -> Result<(), ApiError> {
+        match token {
+            Token::Admin | Token::RosterReader => {
+                check_token(&self.admin_token, presented, "the operator admin token")
+            }
+            Token::ListServer => Err(ApiError::unauthorized(
+                "the list server takes no list server token",
+            )),
+        }
     }
 
     fn roster_op_accepted(&self) {

@@ -1,21 +1,29 @@
-//! Talking to the servers: the roster endpoints both servers share, the key server's deposit
-//! and key requests, and SMTP submission to the list server. Every failure says which server
-//! and what to do.
+//! Talking to the servers: a call of any endpoint declared in
+//! [`hushlist_core::api::endpoints`] ([`Server::call`], [`Server::signed`]), the calls the
+//! client makes by name, and SMTP submission to the list server. Every failure says which
+//! server and what to do. This crate does not decrypt posts, so the list server uses it to
+//! call the key server too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hushlist_core::api::endpoints::{
+    AppendOp, AuditKey, ConfirmJoin, CreateList, DepositKey, Empty, Endpoint, FetchKey, Genesis,
+    GetServerKey, HeldPostList, Join, Method, PendingJoinRequests, ReadArchive, ReadRoster,
+    RevokeKey, SettleHeld, SettleJoin, SignedEndpoint, SwitchDelivery,
+};
 use hushlist_core::api::{
     ArchivePage, ArchiveQuery, AuditLog, DeliveryStatus, DeliverySwitch, Deposit, DepositReceipt,
     HeldDecision, HeldPosts, JoinAsk, JoinConfirmation, JoinConfirmed, JoinDecision, JoinReceipt,
-    JoinRequest, KeyRelease, ListGenesis, PendingJoins, RosterHead, RosterOps, RosterRead,
-    ServerKey, purpose,
+    JoinRequest, PendingJoins, RosterHead, RosterRead,
 };
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Roster, SignedOp};
 use hushlist_core::{Address, Cert, Fingerprint, KeyId, Pkesk, SecretIdentity, SessionKey};
 use rand::rngs::OsRng;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+
+/// URLs as the calls take them, for checking a server's URL before using it.
+pub use reqwest::Url;
 
 /// How long any one request to a server may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,10 +114,15 @@ impl Server {
         Server {
             name,
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(TIMEOUT)
-                .build()
-                .expect("an HTTP client with default settings"),
+            http: client(TIMEOUT),
+        }
+    }
+
+    /// The same server, with requests that may take up to `timeout`.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Server {
+            http: client(timeout),
+            ..self
         }
     }
 
@@ -122,13 +135,53 @@ impl Server {
         &self.base
     }
 
+    /// Calls endpoint `E`, which takes no signature, with `token` as a bearer token if given.
+    pub async fn call<E: Endpoint>(
+        &self,
+        params: &E::Params,
+        request: &E::Request,
+        token: Option<&str>,
+    ) -> Result<E::Response, RemoteError> {
+        self.send::<E>(params, request, token).await
+    }
+
+    /// Signs `body` as `me` for endpoint `E` at `params` and calls it.
+    pub async fn signed<E: SignedEndpoint>(
+        &self,
+        me: &SecretIdentity,
+        params: &E::Params,
+        body: &E::Request,
+    ) -> Result<E::Response, RemoteError> {
+        let request = sign(me, &E::purpose(params), body)?;
+        self.send::<E>(params, &request, None).await
+    }
+
+    async fn send<E: Endpoint>(
+        &self,
+        params: &E::Params,
+        body: &impl Serialize,
+        token: Option<&str>,
+    ) -> Result<E::Response, RemoteError> {
+        let url = format!("{}{}", self.base, E::path(params));
+        let mut request = match E::METHOD {
+            Method::Get => self.http.get(&url).query(body),
+            Method::Post => self.http.post(&url).json(body),
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await;
+        self.answer(url, response).await
+    }
+
     /// Creates a list from its genesis op (the operator's admin token).
     pub async fn create_list(
         &self,
         admin_token: &str,
         genesis: &SignedOp,
     ) -> Result<RosterHead, RemoteError> {
-        self.post("/v1/lists", genesis, Some(admin_token)).await
+        self.call::<CreateList>(&(), genesis, Some(admin_token))
+            .await
     }
 
     pub async fn append_op(
@@ -136,19 +189,14 @@ impl Server {
         list: &Address,
         op: &SignedOp,
     ) -> Result<RosterHead, RemoteError> {
-        self.post(&format!("/v1/lists/{list}/ops"), op, None).await
+        self.call::<AppendOp>(list, op, None).await
     }
 
     /// The list's roster, verified op by op from its genesis, but not yet checked against
-    /// what this home pinned: the client reads rosters through [`crate::pins`] only.
-    pub(crate) async fn roster(
-        &self,
-        me: &SecretIdentity,
-        list: &Address,
-    ) -> Result<Roster, RemoteError> {
-        let request = signed(me, &purpose::read_roster(list), &RosterRead { since: None })?;
-        let ops: RosterOps = self
-            .post(&format!("/v1/lists/{list}/ops/read"), &request, None)
+    /// what the caller pinned: the client reads rosters through its pins only.
+    pub async fn roster(&self, me: &SecretIdentity, list: &Address) -> Result<Roster, RemoteError> {
+        let ops = self
+            .signed::<ReadRoster>(me, list, &RosterRead { since: None })
             .await?;
         let bad = |detail: String| RemoteError::BadRoster {
             server: self.name,
@@ -167,9 +215,9 @@ impl Server {
     }
 
     /// A list's genesis op, which anyone may read, verified against the owner certificate it
-    /// carries: a roster holding only the first owner.
-    pub(crate) async fn genesis(&self, list: &Address) -> Result<Roster, RemoteError> {
-        let answer: ListGenesis = self.get(&format!("/v1/lists/{list}/genesis")).await?;
+    /// carries: a roster holding only the first owner (not yet checked against any pin).
+    pub async fn genesis(&self, list: &Address) -> Result<Roster, RemoteError> {
+        let answer = self.call::<Genesis>(list, &Empty {}, None).await?;
         let roster = Roster::genesis(answer.genesis).map_err(|e| RemoteError::BadRoster {
             server: self.name,
             detail: e.to_string(),
@@ -184,9 +232,9 @@ impl Server {
     }
 
     /// The certificate deposits are sealed to, as this server says; the client takes it
-    /// through [`Home::server_cert`](crate::Home::server_cert), which checks the pin.
+    /// through `Home::server_cert`, which checks the pin.
     pub async fn server_cert(&self) -> Result<Cert, RemoteError> {
-        let key: ServerKey = self.get("/v1/server-key").await?;
+        let key = self.call::<GetServerKey>(&(), &Empty {}, None).await?;
         Cert::from_bytes(key.cert.as_bytes()).map_err(|e| RemoteError::Unexpected {
             server: self.name,
             detail: format!("its certificate does not parse: {e}"),
@@ -213,9 +261,7 @@ impl Server {
             unix_now(),
         )
         .map_err(|e| RemoteError::Signing(e.to_string()))?;
-        let request = signed(me, &purpose::deposit(list), &body)?;
-        self.post(&format!("/v1/lists/{list}/keys"), &request, None)
-            .await
+        self.signed::<DepositKey>(me, list, &body).await
     }
 
     /// Asks for a post's key, sealed to my encryption subkey, and who deposited it when.
@@ -225,13 +271,8 @@ impl Server {
         list: &Address,
         key_id: &KeyId,
     ) -> Result<ReleasedKey, RemoteError> {
-        let request = signed(
-            me,
-            &purpose::fetch_key(list, key_id),
-            &serde_json::json!({}),
-        )?;
-        let release: KeyRelease = self
-            .post(&format!("/v1/lists/{list}/keys/{key_id}"), &request, None)
+        let release = self
+            .signed::<FetchKey>(me, &(list.clone(), key_id.clone()), &Empty {})
             .await?;
         let pkesk = Pkesk::from_bytes(&release.pkesk).map_err(|e| RemoteError::Unexpected {
             server: self.name,
@@ -253,8 +294,7 @@ impl Server {
         after: i64,
         limit: u32,
     ) -> Result<ArchivePage, RemoteError> {
-        let request = signed(me, &purpose::archive(list), &ArchiveQuery { after, limit })?;
-        self.post(&format!("/v1/lists/{list}/archive"), &request, None)
+        self.signed::<ReadArchive>(me, list, &ArchiveQuery { after, limit })
             .await
     }
 
@@ -271,9 +311,7 @@ impl Server {
             address: address.clone(),
             suspended,
         };
-        let request = signed(me, &purpose::delivery(list), &switch)?;
-        self.post(&format!("/v1/lists/{list}/delivery"), &request, None)
-            .await
+        self.signed::<SwitchDelivery>(me, list, &switch).await
     }
 
     /// Asks the list server to pass a request to join `list` as `address` to its owners,
@@ -291,10 +329,9 @@ impl Server {
         };
         let body = JoinRequest {
             cert: me.cert().to_armored(),
-            request: signed(me, &purpose::join(list), &ask)?,
+            request: sign(me, &Join::purpose(list), &ask)?,
         };
-        self.post(&format!("/v1/lists/{list}/join"), &body, None)
-            .await
+        self.call::<Join>(list, &body, None).await
     }
 
     /// Confirms a request to join `list` with the token from the confirmation mailed to the
@@ -307,8 +344,7 @@ impl Server {
         let body = JoinConfirmation {
             token: token.to_owned(),
         };
-        self.post(&format!("/v1/lists/{list}/join/confirm"), &body, None)
-            .await
+        self.call::<ConfirmJoin>(list, &body, None).await
     }
 
     /// The join requests waiting for `list`'s owners (owners only).
@@ -317,8 +353,7 @@ impl Server {
         me: &SecretIdentity,
         list: &Address,
     ) -> Result<PendingJoins, RemoteError> {
-        let request = signed(me, &purpose::join_requests(list), &serde_json::json!({}))?;
-        self.post(&format!("/v1/lists/{list}/join-requests"), &request, None)
+        self.signed::<PendingJoinRequests>(me, list, &Empty {})
             .await
     }
 
@@ -329,13 +364,7 @@ impl Server {
         list: &Address,
         decision: &JoinDecision,
     ) -> Result<JoinDecision, RemoteError> {
-        let request = signed(me, &purpose::settle_join(list), decision)?;
-        self.post(
-            &format!("/v1/lists/{list}/join-requests/settle"),
-            &request,
-            None,
-        )
-        .await
+        self.signed::<SettleJoin>(me, list, decision).await
     }
 
     /// The posts of `list` held for an owner's approval (owners only).
@@ -344,9 +373,7 @@ impl Server {
         me: &SecretIdentity,
         list: &Address,
     ) -> Result<HeldPosts, RemoteError> {
-        let request = signed(me, &purpose::held(list), &serde_json::json!({}))?;
-        self.post(&format!("/v1/lists/{list}/held"), &request, None)
-            .await
+        self.signed::<HeldPostList>(me, list, &Empty {}).await
     }
 
     /// Releases a held post to the list or turns it away (owners only).
@@ -356,9 +383,7 @@ impl Server {
         list: &Address,
         decision: &HeldDecision,
     ) -> Result<HeldDecision, RemoteError> {
-        let request = signed(me, &purpose::settle_held(list), decision)?;
-        self.post(&format!("/v1/lists/{list}/held/settle"), &request, None)
-            .await
+        self.signed::<SettleHeld>(me, list, decision).await
     }
 
     /// Destroys a post's key (its sender or an owner): nobody can open the post afterwards.
@@ -368,13 +393,7 @@ impl Server {
         list: &Address,
         key_id: &KeyId,
     ) -> Result<(), RemoteError> {
-        let request = signed(me, &purpose::revoke(list, key_id), &serde_json::json!({}))?;
-        let _: serde_json::Value = self
-            .post(
-                &format!("/v1/lists/{list}/keys/{key_id}/revoke"),
-                &request,
-                None,
-            )
+        self.signed::<RevokeKey>(me, &(list.clone(), key_id.clone()), &Empty {})
             .await?;
         Ok(())
     }
@@ -386,37 +405,11 @@ impl Server {
         list: &Address,
         key_id: &KeyId,
     ) -> Result<AuditLog, RemoteError> {
-        let request = signed(me, &purpose::audit(list, key_id), &serde_json::json!({}))?;
-        self.post(
-            &format!("/v1/lists/{list}/keys/{key_id}/audit"),
-            &request,
-            None,
-        )
-        .await
+        self.signed::<AuditKey>(me, &(list.clone(), key_id.clone()), &Empty {})
+            .await
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
-        let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await;
-        self.answer(url, response).await
-    }
-
-    async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-        token: Option<&str>,
-    ) -> Result<T, RemoteError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.post(&url).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await;
-        self.answer(url, response).await
-    }
-
-    async fn answer<T: DeserializeOwned>(
+    async fn answer<T: serde::de::DeserializeOwned>(
         &self,
         url: String,
         response: reqwest::Result<reqwest::Response>,
@@ -462,7 +455,14 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn signed(
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client with default settings")
+}
+
+fn sign(
     me: &SecretIdentity,
     purpose: &str,
     body: &impl Serialize,
