@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod http;
 pub mod joining;
 pub mod mailboxes;
+pub mod metrics;
 pub mod moderation;
 pub mod roster_watch;
 pub mod service;

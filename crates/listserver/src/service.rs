@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
@@ -23,7 +23,7 @@ use hushlist_store::{PostRow, Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 
-use crate::delivery::DeliveryMetrics;
+use crate::metrics::ListMetrics;
 use crate::smtp::{PostSink, SinkError};
 use crate::{Rejection, check_key_server, check_post, parse_post};
 
@@ -49,15 +49,6 @@ const DIGEST_LINES: usize = 50;
 
 /// Most posts one archive request returns.
 pub const MAX_ARCHIVE_PAGE: u32 = 100;
-
-/// Counters for /metrics.
-#[derive(Debug, Default)]
-pub struct ListMetrics {
-    pub posts_accepted: AtomicU64,
-    pub posts_refused: AtomicU64,
-    pub roster_ops: AtomicU64,
-    pub delivery: Arc<DeliveryMetrics>,
-}
 
 impl ListServer {
     pub fn new(store: Store) -> Self {
