@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
@@ -354,7 +353,7 @@ impl ListServer {
             Err(rejection) => {
                 let (code, status) = rejection.smtp_status();
                 tracing::info!(?lists, code, status, reason = %rejection, "post refused");
-                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.posts_refused.inc();
                 return Err(rejection.into());
             }
         };
@@ -366,7 +365,7 @@ impl ListServer {
                 Err(rejection) => {
                     let (code, status) = rejection.smtp_status();
                     tracing::info!(%list, code, status, reason = %rejection, "post refused");
-                    self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.posts_refused.inc();
                     self.report_refusal(&roster, &rejection).await;
                     return Err(rejection.into());
                 }
@@ -421,9 +420,7 @@ impl ListServer {
             }
             ids.push(inserted.id.to_string());
         }
-        self.metrics
-            .posts_accepted
-            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        self.metrics.posts_accepted.inc_by(ids.len() as u64);
         self.queued.notify_waiters();
         let ids = ids.join(",");
         Ok(if held {
@@ -438,7 +435,7 @@ impl ListServer {
     fn refused_or_temporary(&self, error: StoreError) -> SinkError {
         match error {
             StoreError::KeyIdTaken { list, key_id } => {
-                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.posts_refused.inc();
                 tracing::warn!(%list, %key_id, "refused a different post under a stored key id");
                 Rejection::KeyIdTaken { list, key_id }.into()
             }
@@ -598,7 +595,7 @@ impl RosterHost for ListServer {
     }
 
     fn roster_op_accepted(&self) {
-        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
+        self.metrics.roster_ops.inc();
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
@@ -138,9 +137,7 @@ impl Worker {
         for (post_id, deliveries) in by_post {
             let Some(post) = self.server.store().post(post_id).await? else {
                 for d in &deliveries {
-                    self.server
-                        .store()
-                        .fail_delivery(post_id, &d.recipient, "the post is no longer stored")
+                    self.fail(post_id, &d.recipient, "the post is no longer stored")
                         .await?;
                 }
                 continue;
@@ -194,7 +191,7 @@ impl Worker {
         if self.relay.is_none() {
             match Relay::connect(&self.config.relay).await {
                 Ok(relay) => {
-                    self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.connections.inc();
                     self.relay = Some(relay);
                 }
                 Err(e) => {
@@ -211,7 +208,7 @@ impl Worker {
             }
         }
         let relay = self.relay.as_mut().expect("connected above");
-        self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
+        self.metrics.transactions.inc();
         match relay.send(sender, recipients, message).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -240,24 +237,20 @@ impl Worker {
                 Outcome::Delivered => delivered.push(delivery.recipient.clone()),
                 Outcome::Failed(reply) => {
                     failed += 1;
-                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed.inc();
                     tracing::info!(post = post.id, recipient = %delivery.recipient, reply = %reply, "delivery failed");
-                    store
-                        .fail_delivery(post.id, &delivery.recipient, &reply)
-                        .await?;
+                    self.fail(post.id, &delivery.recipient, &reply).await?;
                 }
                 Outcome::Deferred(reason) => {
                     deferred += 1;
-                    self.metrics.deferred.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.deferred.inc();
                     if now - post.received_at >= secs(self.config.give_up_after) {
                         let reason = format!(
                             "gave up after {} attempts; last: {reason}",
                             delivery.attempts + 1
                         );
-                        self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                        store
-                            .fail_delivery(post.id, &delivery.recipient, &reason)
-                            .await?;
+                        self.metrics.failed.inc();
+                        self.fail(post.id, &delivery.recipient, &reason).await?;
                     } else {
                         let next = now + self.backoff(delivery.attempts);
                         store
@@ -275,10 +268,23 @@ impl Worker {
             deferred,
             "relay outcomes"
         );
-        self.metrics
-            .delivered
-            .fetch_add(delivered.len() as u64, Ordering::Relaxed);
-        store.mark_delivered(post.id, &delivered).await
+        self.metrics.delivered.inc_by(delivered.len() as u64);
+        let marked = store.mark_delivered(post.id, &delivered).await?;
+        self.metrics.queue.delivered(marked);
+        Ok(())
+    }
+
+    /// Records that a delivery will not be tried again.
+    async fn fail(&self, post_id: i64, recipient: &str, reason: &str) -> Result<(), StoreError> {
+        if self
+            .server
+            .store()
+            .fail_delivery(post_id, recipient, reason)
+            .await?
+        {
+            self.metrics.queue.failed();
+        }
+        Ok(())
     }
 
     /// Seconds to wait after `attempts` earlier failures: doubling from `retry_first`.
