@@ -2,7 +2,6 @@
 //! every failure to a typed JSON error.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -16,6 +15,7 @@ use hushlist_http::endpoints::{Call, EndpointRoutes as _, Signed};
 use hushlist_http::rosters::{self, RosterHost as _};
 use hushlist_http::{ApiError, with_common_layers};
 
+use crate::metrics::OPENMETRICS_TEXT;
 use crate::service::KeyServer;
 
 pub fn router(state: Arc<KeyServer>) -> Router {
@@ -40,37 +40,9 @@ async fn healthz(State(state): State<Arc<KeyServer>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<KeyServer>>) -> Result<Response, ApiError> {
-    let stored = state.store().count_session_keys().await?;
-    let m = &state.metrics;
-    let counters = [
-        ("deposits", "Session keys deposited", &m.deposits),
-        ("releases", "Keys released to members (pull)", &m.releases),
-        ("grants", "PKESKs granted for push delivery", &m.grants),
-        ("refusals", "Key requests and grants refused", &m.refusals),
-        (
-            "revocations",
-            "Keys destroyed by revocation",
-            &m.revocations,
-        ),
-        ("expirations", "Keys destroyed at expiry", &m.expirations),
-        ("roster_ops", "Roster ops accepted", &m.roster_ops),
-    ];
-    let mut text = String::new();
-    for (name, help, value) in counters {
-        text.push_str(&format!(
-            "# HELP hushlist_keyserver_{name}_total {help}.\n# TYPE hushlist_keyserver_{name}_total counter\nhushlist_keyserver_{name}_total {}\n",
-            value.load(Ordering::Relaxed)
-        ));
-    }
-    text.push_str(&format!(
-        "# HELP hushlist_keyserver_roster_ops_verified_total Roster ops read from the store and verified (each list's whole log once after a start, then new ops).\n# TYPE hushlist_keyserver_roster_ops_verified_total counter\nhushlist_keyserver_roster_ops_verified_total {}\n",
-        state.rosters().ops_verified()
-    ));
-    text.push_str(&format!(
-        "# HELP hushlist_keyserver_keys_stored Session keys currently held.\n# TYPE hushlist_keyserver_keys_stored gauge\nhushlist_keyserver_keys_stored {stored}\n"
-    ));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+async fn metrics(State(state): State<Arc<KeyServer>>) -> Response {
+    let text = state.metrics.encode(state.rosters().ops_verified());
+    ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response()
 }
 
 async fn server_key(State(state): State<Arc<KeyServer>>) -> impl IntoResponse {

@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod http;
 pub mod master;
+pub mod metrics;
 pub mod options;
 pub mod release;
 pub mod service;

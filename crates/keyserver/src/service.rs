@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +34,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::master::{MasterKey, MasterKeyError, SealedBlob};
+use crate::metrics::Metrics;
 use crate::release::{ReleaseError, release};
 
 /// Name of the server's own OpenPGP secret key in the store.
@@ -78,18 +78,6 @@ impl Default for ServiceConfig {
             rate_burst: 200.0,
         }
     }
-}
-
-/// Counters exported at `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub deposits: AtomicU64,
-    pub releases: AtomicU64,
-    pub refusals: AtomicU64,
-    pub grants: AtomicU64,
-    pub revocations: AtomicU64,
-    pub expirations: AtomicU64,
-    pub roster_ops: AtomicU64,
 }
 
 pub struct KeyServer {
@@ -148,6 +136,8 @@ impl KeyServer {
                 Ok(fresh)
             })
             .await?;
+        let metrics = Metrics::default();
+        metrics.keys_stored.set(store.count_session_keys().await?);
         Ok(KeyServer {
             rosters: RosterCache::new(Store::clone(&store)),
             store,
@@ -157,7 +147,7 @@ impl KeyServer {
             verifier: RequestVerifier::new(config.rate_per_sec, config.rate_burst),
             config,
             opened_wrapping_keys: Mutex::default(),
-            metrics: Metrics::default(),
+            metrics,
         })
     }
 
@@ -302,7 +292,8 @@ impl KeyServer {
         };
         match inserted {
             SessionKeyInserted::New => {
-                self.metrics.deposits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.deposits.inc();
+                self.metrics.keys_stored.inc();
                 self.audit(&deposit.key_id, list, &sender, "deposit", "stored", None)
                     .await?;
                 Ok((receipt, true))
@@ -403,7 +394,7 @@ impl KeyServer {
         let pkesk = match release(OsRng, roster, posted_at, &session_key, &reader, unix_now()) {
             Ok(pkesk) => pkesk,
             Err(ReleaseError::Refused(refusal)) => {
-                self.metrics.refusals.fetch_add(1, Ordering::Relaxed);
+                self.metrics.refusals.inc();
                 self.audit(
                     key_id,
                     list,
@@ -427,7 +418,7 @@ impl KeyServer {
         };
         let depositor = Fingerprint::try_from(row.sender.clone())
             .map_err(|_| ApiError::internal("stored depositor fingerprint is malformed"))?;
-        self.metrics.releases.fetch_add(1, Ordering::Relaxed);
+        self.metrics.releases.inc();
         self.audit(key_id, list, &reader, "release", "released", None)
             .await?;
         Ok(KeyRelease {
@@ -473,12 +464,8 @@ impl KeyServer {
                 }),
             }
         }
-        self.metrics
-            .grants
-            .fetch_add(granted.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .refusals
-            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        self.metrics.grants.inc_by(granted.len() as u64);
+        self.metrics.refusals.inc_by(refused.len() as u64);
         let detail = format!(
             "{} granted, {} refused{}",
             granted.len(),
@@ -728,7 +715,8 @@ impl KeyServer {
             } else {
                 &self.metrics.revocations
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
+            self.metrics.keys_stored.dec();
             let key_id: KeyId = row
                 .key_id
                 .parse()
@@ -966,7 +954,7 @@ impl RosterHost for KeyServer {
     }
 
     fn roster_op_accepted(&self) {
-        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
+        self.metrics.roster_ops.inc();
     }
 }
 

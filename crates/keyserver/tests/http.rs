@@ -24,10 +24,12 @@ async fn health_metrics_and_server_key_are_served() {
     assert!(cert.encryption_subkey_at(now()).is_ok());
     let (status, metrics) = server.get("/metrics").await;
     assert_eq!(status, 200);
+    // OpenMetrics text: the HELP and TYPE lines name the family, the sample adds `_total`.
     assert!(metrics.contains(
-        "# TYPE hushlist_keyserver_deposits_total counter\nhushlist_keyserver_deposits_total 0\n"
+        "# TYPE hushlist_keyserver_deposits counter\nhushlist_keyserver_deposits_total 0\n"
     ));
     assert!(metrics.contains("hushlist_keyserver_keys_stored 0\n"));
+    assert!(metrics.ends_with("# EOF\n"));
     let (status, body) = server.get("/nope").await;
     assert_eq!(status, 404);
     assert!(body.contains("no_such_endpoint"));
@@ -896,4 +898,64 @@ async fn broken_http_requests_get_a_status_and_a_json_error() {
     assert_eq!(response.status().as_u16(), 405);
     let body: serde_json::Value = response.json().await.expect("a JSON error body");
     assert_eq!(code(&body), "method_not_allowed");
+}
+
+/// The value of the sample `name` (with its labels, if any) in a `/metrics` scrape.
+async fn scraped(server: &TestServer, name: &str) -> i64 {
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn the_keys_stored_gauge_follows_deposits_and_destructions_and_survives_a_restart() {
+    const STORED: &str = "hushlist_keyserver_keys_stored";
+    let server = TestServer::start(ServiceConfig::default()).await;
+    server.create_list(Policy::default()).await;
+    let p = people();
+    assert_eq!(scraped(&server, STORED).await, 0);
+    let keys: Vec<(KeyId, SessionKey)> = (0..3).map(|_| new_key()).collect();
+    for (key_id, session_key) in &keys {
+        assert_eq!(server.deposit(&p.bob, key_id, session_key).await.0, 201);
+    }
+    // The same deposit again is answered but stores nothing.
+    assert_eq!(server.deposit(&p.bob, &keys[0].0, &keys[0].1).await.0, 200);
+    assert_eq!(scraped(&server, STORED).await, 3);
+    assert_eq!(
+        scraped(&server, "hushlist_keyserver_deposits_total").await,
+        3
+    );
+
+    let revoke = |key_id: &KeyId| {
+        let path = format!("/v1/lists/{LIST}/keys/{key_id}/revoke");
+        let request = signed(
+            &p.bob,
+            &purpose::revoke(&list(), key_id),
+            &serde_json::json!({}),
+        );
+        (path, request)
+    };
+    let (path, request) = revoke(&keys[1].0);
+    assert_eq!(server.post(&path, &request, None).await.0, 200);
+    // Revoking it again destroys nothing more.
+    let (path, request) = revoke(&keys[1].0);
+    server.post(&path, &request, None).await;
+    assert_eq!(scraped(&server, STORED).await, 2);
+    assert_eq!(
+        scraped(&server, "hushlist_keyserver_revocations_total").await,
+        1
+    );
+
+    // A new process counts what the store holds once, as it starts.
+    let server = TestServer::start_in(server.stop(), ServiceConfig::default()).await;
+    assert_eq!(scraped(&server, STORED).await, 2);
+    assert_eq!(
+        scraped(&server, "hushlist_keyserver_deposits_total").await,
+        0
+    );
+    let (key_id, session_key) = new_key();
+    assert_eq!(server.deposit(&p.bob, &key_id, &session_key).await.0, 201);
+    assert_eq!(scraped(&server, STORED).await, 3);
 }

@@ -107,7 +107,10 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
     });
     let store = ListStore::open(&url)
         .await
-        .map_err(|source| DaemonError::Store { url, source })?;
+        .map_err(|source| DaemonError::Store {
+            url: url.clone(),
+            source,
+        })?;
     let mut server = ListServer::new(store)
         .with_admin_token(admin_token)
         .with_unsubscribe_key(UnsubscribeKey::new(unsubscribe_secret.as_bytes()))
@@ -116,6 +119,11 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
         server = server.with_key_server(key_server.url.clone());
     }
     let server = Arc::new(server);
+    server
+        .metrics
+        .count_queue(server.store())
+        .await
+        .map_err(|source| DaemonError::Store { url, source })?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,

@@ -2,9 +2,7 @@
 //! server), the members' archive, delivery switches, one-click unsubscribe, join requests
 //! and their confirmation, held posts, `/healthz` and `/metrics`.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -18,6 +16,7 @@ use hushlist_core::api::endpoints::{
 use hushlist_http::endpoints::{Call, EndpointRoutes as _, Params, Signed};
 use hushlist_http::{ApiError, rosters, with_common_layers};
 
+use crate::metrics::OPENMETRICS_TEXT;
 use crate::service::ListServer;
 
 pub fn router(state: Arc<ListServer>) -> Router {
@@ -46,65 +45,11 @@ async fn healthz(State(state): State<Arc<ListServer>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<ListServer>>) -> Result<Response, ApiError> {
-    let queue = state.store().delivery_counts().await?;
-    let m = &state.metrics;
-    let d = &m.delivery;
-    let counters = [
-        (
-            "posts_accepted",
-            "Posts accepted over SMTP",
-            &m.posts_accepted,
-        ),
-        (
-            "posts_refused",
-            "Posts refused at end of DATA",
-            &m.posts_refused,
-        ),
-        ("roster_ops", "Roster ops accepted", &m.roster_ops),
-        ("delivered", "Copies the relay took", &d.delivered),
-        (
-            "deferred",
-            "Delivery attempts deferred (4xx or relay unreachable)",
-            &d.deferred,
-        ),
-        (
-            "failed",
-            "Deliveries failed for good (5xx or given up)",
-            &d.failed,
-        ),
-        (
-            "relay_transactions",
-            "SMTP transactions with the relay",
-            &d.transactions,
-        ),
-        (
-            "relay_connections",
-            "Connections opened to the relay",
-            &d.connections,
-        ),
-    ];
-    let mut text = String::new();
-    for (name, help, value) in counters {
-        let _ = write!(
-            text,
-            "# HELP hushlist_listserver_{name}_total {help}.\n# TYPE hushlist_listserver_{name}_total counter\nhushlist_listserver_{name}_total {}\n",
-            value.load(Ordering::Relaxed)
-        );
-    }
-    let _ = write!(
-        text,
-        "# HELP hushlist_listserver_roster_ops_verified_total Roster ops read from the store and verified (each list's whole log once after a start, then new ops).\n# TYPE hushlist_listserver_roster_ops_verified_total counter\nhushlist_listserver_roster_ops_verified_total {}\n",
-        state.rosters().ops_verified()
-    );
-    let _ = write!(
-        text,
-        "# HELP hushlist_listserver_queue Deliveries by state.\n# TYPE hushlist_listserver_queue gauge\n\
-         hushlist_listserver_queue{{state=\"pending\"}} {}\n\
-         hushlist_listserver_queue{{state=\"delivered\"}} {}\n\
-         hushlist_listserver_queue{{state=\"failed\"}} {}\n",
-        queue.pending, queue.delivered, queue.failed
-    );
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let text = state
+        .metrics
+        .encode(state.store(), state.rosters().ops_verified())
+        .await?;
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response())
 }
 
 async fn archive(

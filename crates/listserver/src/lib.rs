@@ -4,13 +4,14 @@
 //!
 //! The acceptance decision with the SMTP reply each refusal gets (`parse_post`, `check_post`), the SMTP
 //! receiver (`smtp`), mail to a list's own mailboxes: bounces, probes, leave (`mailboxes`), the durable acceptance path over the store (`service`), the fan-out
-//! workers (`delivery`) and the HTTP interface (`http`).
+//! workers (`delivery`), the counters behind `/metrics` (`metrics`) and the HTTP interface (`http`).
 
 pub mod daemon;
 pub mod delivery;
 pub mod http;
 pub mod joining;
 pub mod mailboxes;
+pub mod metrics;
 pub mod moderation;
 pub mod options;
 pub mod roster_watch;

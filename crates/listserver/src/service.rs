@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hushlist_core::Address;
@@ -22,7 +21,7 @@ use hushlist_store::{ListStore, PostRow, Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 
-use crate::delivery::DeliveryMetrics;
+use crate::metrics::ListMetrics;
 use crate::smtp::{PostSink, SinkError};
 use crate::{Rejection, check_key_server, check_post, parse_post};
 
@@ -48,15 +47,6 @@ const DIGEST_LINES: usize = 50;
 
 /// Most posts one archive request returns.
 pub const MAX_ARCHIVE_PAGE: u32 = 100;
-
-/// Counters for /metrics.
-#[derive(Debug, Default)]
-pub struct ListMetrics {
-    pub posts_accepted: AtomicU64,
-    pub posts_refused: AtomicU64,
-    pub roster_ops: AtomicU64,
-    pub delivery: Arc<DeliveryMetrics>,
-}
 
 impl ListServer {
     pub fn new(store: ListStore) -> Self {
@@ -337,7 +327,7 @@ impl ListServer {
             Err(rejection) => {
                 let (code, status) = rejection.smtp_status();
                 tracing::info!(?lists, code, status, reason = %rejection, "post refused");
-                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.posts_refused.inc();
                 return Err(rejection.into());
             }
         };
@@ -349,7 +339,7 @@ impl ListServer {
                 Err(rejection) => {
                     let (code, status) = rejection.smtp_status();
                     tracing::info!(%list, code, status, reason = %rejection, "post refused");
-                    self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.posts_refused.inc();
                     self.report_refusal(&roster, &rejection).await;
                     return Err(rejection.into());
                 }
@@ -404,9 +394,7 @@ impl ListServer {
             }
             ids.push(inserted.id.to_string());
         }
-        self.metrics
-            .posts_accepted
-            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        self.metrics.posts_accepted.inc_by(ids.len() as u64);
         self.queued.notify_waiters();
         let ids = ids.join(",");
         Ok(if held {
@@ -421,7 +409,7 @@ impl ListServer {
     fn refused_or_temporary(&self, error: StoreError) -> SinkError {
         match error {
             StoreError::KeyIdTaken { list, key_id } => {
-                self.metrics.posts_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.posts_refused.inc();
                 tracing::warn!(%list, %key_id, "refused a different post under a stored key id");
                 Rejection::KeyIdTaken { list, key_id }.into()
             }
@@ -586,7 +574,7 @@ impl RosterHost for ListServer {
     }
 
     fn roster_op_accepted(&self) {
-        self.metrics.roster_ops.fetch_add(1, Ordering::Relaxed);
+        self.metrics.roster_ops.inc();
     }
 }
 

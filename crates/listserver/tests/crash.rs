@@ -76,14 +76,19 @@ fn start_list_server_with(data_dir: &Path, relay_port: u16, max_rcpts: usize) ->
     }
 }
 
-async fn metric(http: &str, name: &str) -> Option<i64> {
-    let text = reqwest::get(format!("{http}/metrics"))
+async fn scrape(http: &str) -> Option<String> {
+    reqwest::get(format!("{http}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    text.lines()
+        .ok()
+}
+
+async fn metric(http: &str, name: &str) -> Option<i64> {
+    scrape(http)
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
@@ -400,4 +405,127 @@ async fn a_started_server_loads_each_roster_once_before_any_request() {
     // A post then finds the roster loaded: nothing is replayed again.
     swaks_post(server.smtp_port, &post);
     assert_eq!(metric(&server.http, VERIFIED).await, Some(stored_ops));
+}
+
+/// Whether `s` is a metric or label name as Prometheus reads one.
+fn is_metric_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks that `text` reads as OpenMetrics text: `# HELP` and `# TYPE` lines, samples
+/// `name{label="value",...} number` of a family typed above them, and `# EOF` last.
+fn assert_exposition_parses(text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "{text}");
+    let mut families: Vec<&str> = Vec::new();
+    for line in &lines[..lines.len() - 1] {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            let (kind, name, rest) = (words.next(), words.next(), words.next());
+            assert!(name.is_some_and(is_metric_name), "{line}");
+            match kind {
+                Some("HELP") => {}
+                Some("TYPE") => {
+                    assert!(matches!(rest, Some("counter" | "gauge")), "{line}");
+                    families.extend(name);
+                }
+                _ => panic!("not a HELP or TYPE line: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample and its value");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for label in labels.split(',') {
+                    let (key, value) = label.split_once('=').expect("label=\"value\"");
+                    assert!(is_metric_name(key), "{line}");
+                    assert!(
+                        value.len() >= 2 && value.starts_with('"') && value.ends_with('"'),
+                        "{line}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(
+            families
+                .iter()
+                .any(|f| name == *f || name.strip_suffix("_total") == Some(f)),
+            "{line}: no TYPE line for it above"
+        );
+    }
+}
+
+/// Posts `post` and waits until the sample `name` reaches `value`.
+async fn post_until(server: &Running, post: &Path, name: &str, value: i64) {
+    swaks_post(server.smtp_port, post);
+    wait_until(Duration::from_secs(60), name, || async {
+        metric(&server.http, name).await == Some(value)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_gauge_counts_each_outcome_once_and_is_counted_again_at_a_restart() {
+    const RECIPIENTS: i64 = 4;
+    let delivered = "hushlist_listserver_queue{state=\"delivered\"}";
+    let failed = "hushlist_listserver_queue{state=\"failed\"}";
+    let pending = "hushlist_listserver_queue{state=\"pending\"}";
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("lists");
+    let owner = prepare_list(&data_dir, RECIPIENTS as usize - 1).await;
+    let posts: Vec<_> = ["first", "second"]
+        .into_iter()
+        .map(|name| {
+            let path = dir.path().join(format!("{name}.eml"));
+            let id = format!("{name}@example.org");
+            std::fs::write(&path, sealed_post_with_id(OWNER, &owner, &id)).unwrap();
+            path
+        })
+        .collect();
+
+    let taking = SmtpSink::start(free_port(), &dir.path().join("taking"), &[]);
+    let server = start_list_server(&data_dir, taking.port);
+    assert_exposition_parses(&scrape(&server.http).await.unwrap());
+    for state in [pending, delivered, failed] {
+        assert_eq!(metric(&server.http, state).await, Some(0), "{state}");
+    }
+    post_until(&server, &posts[0], delivered, RECIPIENTS).await;
+    assert_eq!(metric(&server.http, pending).await, Some(0));
+    assert_eq!(metric(&server.http, failed).await, Some(0));
+    assert_eq!(
+        metric(&server.http, "hushlist_listserver_delivered_total").await,
+        Some(RECIPIENTS)
+    );
+    drop(server);
+
+    // A new process counts what the store holds once, as it starts; then its own outcomes.
+    let refusing = SmtpSink::start(
+        free_port(),
+        &dir.path().join("refusing"),
+        &["-f", "RCPT", "-B", "550 5.1.1 Recipient address rejected"],
+    );
+    let server = start_list_server(&data_dir, refusing.port);
+    assert_eq!(metric(&server.http, delivered).await, Some(RECIPIENTS));
+    assert_eq!(
+        metric(&server.http, "hushlist_listserver_delivered_total").await,
+        Some(0)
+    );
+    post_until(&server, &posts[1], failed, RECIPIENTS).await;
+    assert_eq!(metric(&server.http, delivered).await, Some(RECIPIENTS));
+    assert_eq!(metric(&server.http, pending).await, Some(0));
+    assert_eq!(
+        metric(&server.http, "hushlist_listserver_failed_total").await,
+        Some(RECIPIENTS)
+    );
+
+    // The key server's exposition comes from the same library and reads the same way.
+    let keys = start_key_server(dir.path()).await;
+    assert_exposition_parses(&scrape(&keys).await.unwrap());
 }

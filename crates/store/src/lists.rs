@@ -137,12 +137,13 @@ impl ListStore {
         Ok(claimed)
     }
 
-    /// Records that the relay took the post for these recipients.
+    /// Records that the relay took the post for these recipients; returns how many were
+    /// still pending (and so are now delivered).
     pub async fn mark_delivered(
         &self,
         post_id: i64,
         recipients: &[String],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         self.update_pending(
             "state = 'delivered', attempts = attempts + 1, last_error = NULL",
             None,
@@ -160,18 +161,19 @@ impl ListStore {
         due_at: i64,
     ) -> Result<(), StoreError> {
         self.update_pending("next_attempt_at = $2", Some(due_at), post_id, recipients)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Applies `set` to the pending deliveries of `post_id` to `recipients`; `$2` in `set`
-    /// is `value`.
+    /// is `value`. Returns how many deliveries were pending.
     async fn update_pending(
         &self,
         set: &str,
         value: Option<i64>,
         post_id: i64,
         recipients: &[String],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
         // Recipients per UPDATE: well under SQLite's limit of bound parameters.
         const BATCH: usize = 400;
@@ -182,6 +184,7 @@ impl ListStore {
             Backend::Sqlite => "+state = 'pending'",
             Backend::Postgres => "state = 'pending'",
         };
+        let mut updated = 0;
         for chunk in recipients.chunks(BATCH) {
             let placeholders: Vec<String> = (0..chunk.len())
                 .map(|i| format!("${}", i + first))
@@ -198,9 +201,9 @@ impl ListStore {
             for recipient in chunk {
                 query = query.bind(recipient);
             }
-            query.execute(&self.bookkeeping).await?;
+            updated += query.execute(&self.bookkeeping).await?.rows_affected();
         }
-        Ok(())
+        Ok(updated)
     }
 
     /// Records a failed attempt: the delivery is retried at `next_attempt_at`.
@@ -225,15 +228,16 @@ impl ListStore {
         Ok(())
     }
 
-    /// Records that the delivery will not be tried again, and why.
+    /// Records that the delivery will not be tried again, and why; returns whether it was
+    /// pending (and so is now failed).
     pub async fn fail_delivery(
         &self,
         post_id: i64,
         recipient: &str,
         error: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = $3 \
              WHERE post_id = $1 AND recipient = $2 AND state = 'pending'",
         )
@@ -242,7 +246,7 @@ impl ListStore {
         .bind(error)
         .execute(&self.bookkeeping)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn delivery(
@@ -267,6 +271,15 @@ impl ListStore {
             })
         })
         .transpose()
+    }
+
+    /// How many deliveries wait to be made: a range of the claim-order index, so it costs the
+    /// backlog rather than every delivery ever made.
+    pub async fn count_pending_deliveries(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get("n"))
     }
 
     /// How many deliveries are in each state, over all posts.

@@ -746,18 +746,24 @@ async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &
             .is_empty()
     );
 
-    store
-        .mark_delivered(id, &["m0@example.org".into(), "m1@example.org".into()])
-        .await
-        .unwrap();
+    // Each says how many rows it moved, which is what the list server's queue gauge adds.
+    assert_eq!(
+        store
+            .mark_delivered(id, &["m0@example.org".into(), "m1@example.org".into()])
+            .await
+            .unwrap(),
+        2
+    );
     store
         .defer_delivery(id, "m2@example.org", 300, "451 4.3.0 try later")
         .await
         .unwrap();
-    store
-        .fail_delivery(id, "m3@example.org", "550 5.1.1 no such user")
-        .await
-        .unwrap();
+    assert!(
+        store
+            .fail_delivery(id, "m3@example.org", "550 5.1.1 no such user")
+            .await
+            .unwrap()
+    );
 
     // A lease that ran out (the worker died) makes the rest due again.
     let expired = store.claim_deliveries(200, 400, 10).await.unwrap();
@@ -782,14 +788,24 @@ async fn deliveries_are_claimed_once_per_lease_and_end_delivered_or_failed(db: &
         .defer_delivery(id, "m0@example.org", 999, "late")
         .await
         .unwrap();
-    store
-        .fail_delivery(id, "m0@example.org", "late")
-        .await
-        .unwrap();
+    assert!(
+        !store
+            .fail_delivery(id, "m0@example.org", "late")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .mark_delivered(id, &["m0@example.org".into(), "m3@example.org".into()])
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(
         store.delivery(id, "m0@example.org").await.unwrap().unwrap(),
         m0
     );
+    assert_eq!(store.count_pending_deliveries().await.unwrap(), 2);
     assert_eq!(
         store.delivery_counts().await.unwrap(),
         DeliveryCounts {
