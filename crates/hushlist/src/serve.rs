@@ -114,11 +114,17 @@ fn settings(
     let keys = keys
         .map(|flags| flags.over(file.keys).check(data_dir.join("keys"), &domain))
         .and_then(|checked| section("keys", checked, &mut problems));
+    let both = keys.is_some() && lists.is_some();
     let lists = lists
         .map(|flags| {
-            flags
-                .over(file.lists)
-                .check(data_dir.join("lists"), &domain)
+            let mut options = flags.over(file.lists);
+            if both {
+                // The key server running beside it is the one the list server asks, with the
+                // grants token it writes at its first start (maybe not yet there).
+                options.key_server = None;
+                options.grants_token_file = None;
+            }
+            options.check(data_dir.join("lists"), &domain)
         })
         .and_then(|checked| section("lists", checked, &mut problems));
     if !problems.is_empty() {

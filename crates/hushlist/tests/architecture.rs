@@ -4,6 +4,8 @@
 //! - the core does no I/O: no async runtime, network, HTTP or database crate beneath it;
 //! - only `hushlist-store` knows SQL, and only the server crates (and `hushlist-http`, the
 //!   HTTP pieces they share) serve HTTP;
+//! - the `hushlist` command is glue: no direct dependency on what the libraries wrap
+//!   (OpenPGP, SQL, HTTP, SMTP submission);
 //! - servers are called through `hushlist-remote` only (the load generator aside), which
 //!   sits below the decrypting crate and the store, so the list server calls the key
 //!   server with the same declared endpoints as the client.
@@ -137,6 +139,28 @@ fn servers_are_called_through_the_remote_crate_only() {
         direct_users(&graph, "reqwest"),
         BTreeSet::from(["hushlist-bench", "hushlist-remote"].map(str::to_owned))
     );
+}
+
+/// The `hushlist` command is glue: it reaches posts, keys and servers only through the client
+/// library (and starts the servers through their own crates), never by itself.
+#[test]
+fn the_command_uses_the_libraries_not_what_they_wrap() {
+    let graph = runtime_graph();
+    for wrapped in [
+        "hushlist-envelope",
+        "hushlist-store",
+        "hushlist-remote",
+        "pgp",
+        "sqlx",
+        "reqwest",
+        "axum",
+        "mail-send",
+    ] {
+        assert!(
+            !graph["hushlist"].iter().any(|d| d == wrapped),
+            "the hushlist command depends on {wrapped} directly; go through hushlist-client or a server crate"
+        );
+    }
 }
 
 #[test]

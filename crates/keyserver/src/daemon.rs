@@ -103,7 +103,10 @@ pub async fn start(config: KeyDaemonConfig) -> Result<RunningKeyServer, DaemonEr
     });
     let store = KeyStore::open(&url)
         .await
-        .map_err(|source| DaemonError::Store { url, source })?;
+        .map_err(|source| DaemonError::Store {
+            url: hushlist_store::without_password(&url),
+            source,
+        })?;
     let service = ServiceConfig {
         admin_token,
         grants_token,

@@ -813,6 +813,11 @@ impl KeyServer {
         self.store
             .prune_request_counts(self.verifier.prunable_before(unix_now()))
             .await?;
+        // Counted again once a sweep, not per scrape: instances sharing a database each see
+        // what the others stored or destroyed, and the gauge cannot drift between them.
+        self.metrics
+            .keys_stored
+            .set(self.store.count_session_keys().await?);
         Ok(destroyed)
     }
 

@@ -862,6 +862,18 @@ async fn broken_http_requests_get_a_status_and_a_json_error() {
         assert_eq!((status, code(&body)), (400, "malformed"), "{body}");
     }
 
+    // A path that does not decode: the declared endpoint's extractor answers in JSON too.
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/lists/%FF%FE/keys/{key_id}")))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!((status, code(&body)), (400, "bad_path"), "{body}");
+
     // A well-formed request for a key nobody deposited, and for a list nobody made.
     let unknown = KeyId::generate(OsRng);
     let (status, body) = server.fetch(&p.rita, &unknown).await;

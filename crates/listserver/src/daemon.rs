@@ -108,7 +108,7 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
     let store = ListStore::open(&url)
         .await
         .map_err(|source| DaemonError::Store {
-            url: url.clone(),
+            url: hushlist_store::without_password(&url),
             source,
         })?;
     let mut server = ListServer::new(store)
@@ -123,7 +123,10 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
         .metrics
         .count_queue(server.store())
         .await
-        .map_err(|source| DaemonError::Store { url, source })?;
+        .map_err(|source| DaemonError::Store {
+            url: hushlist_store::without_password(&url),
+            source,
+        })?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,

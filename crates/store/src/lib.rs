@@ -306,6 +306,21 @@ pub struct Store {
     backend: Backend,
 }
 
+/// `url` with any password in it replaced by `***`, for messages and logs.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Which server a database belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -358,9 +373,6 @@ impl Role {
     }
 }
 
-/// The newest migration this build knows, of either server.
-const NEWEST_MIGRATION: i64 = 20;
-
 /// The embedded migration history cut down to `role`'s part. Missing versions are ignored, since
 /// a database made before the servers' tables were kept apart has all of them applied.
 /// (SQLx's `Migrator` fields are public for its macro; Cargo.lock pins the version.)
@@ -377,51 +389,92 @@ fn migrator(all: Migrator, role: Role) -> Migrator {
     }
 }
 
+/// The newest migration this build knows, of either server.
+fn newest_version(all: &Migrator) -> i64 {
+    all.iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether `table` exists in the database's own schema (PostgreSQL: the current schema, not
+/// whatever the search path would find).
+async fn table_exists(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &str,
+) -> Result<bool, StoreError> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(table.to_owned())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.get::<i64, _>("n") > 0)
+}
+
+/// Whether `table` exists in the database's own schema and holds a row.
+async fn table_used(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &str,
+) -> Result<bool, StoreError> {
+    if !table_exists(conn, backend, table).await? {
+        return Ok(false);
+    }
+    let qualified = match backend {
+        Backend::Sqlite => table.to_owned(),
+        Backend::Postgres => format!("{}.{table}", current_schema(conn).await?),
+    };
+    Ok(
+        sqlx::query(&format!("SELECT 1 AS one FROM {qualified} LIMIT 1"))
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// PostgreSQL's current schema, quoted as an identifier.
+async fn current_schema(conn: &mut AnyConnection) -> Result<String, StoreError> {
+    let row = sqlx::query("SELECT quote_ident(current_schema()) AS s")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.get("s"))
+}
+
 /// Refuses a database that is not `role`'s to open: one marked as the other server's, one
-/// holding rows in the other server's tables, or one migrated by a newer build.
+/// holding rows in the other server's tables (or, for the key server, a roster without the
+/// secret every key server stores at its first start: a list server's), or one migrated by a
+/// build newer than this one, whose newest migration is `newest`.
 async fn check_role(
     conn: &mut AnyConnection,
     role: Role,
     backend: Backend,
+    newest: i64,
 ) -> Result<(), StoreError> {
-    let exists = |table: &str| {
-        let sql = match backend {
-            Backend::Sqlite => {
-                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
-            }
-            Backend::Postgres => {
-                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
-            }
-        };
-        sqlx::query(sql).bind(table.to_owned())
-    };
     let wrong = |found: String| StoreError::OtherServersDatabase {
         expected: role.name(),
         found,
     };
-    if exists("_sqlx_migrations")
-        .fetch_one(&mut *conn)
-        .await?
-        .get::<i64, _>("n")
-        > 0
-    {
-        let newest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+    if table_exists(conn, backend, "_sqlx_migrations").await? {
+        let applied: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
             .fetch_one(&mut *conn)
             .await?
             .get("v");
-        if let Some(newest) = newest.filter(|v| *v > NEWEST_MIGRATION) {
+        if let Some(applied) = applied.filter(|v| *v > newest) {
             return Err(StoreError::NewerDatabase {
-                version: newest,
-                known: NEWEST_MIGRATION,
+                version: applied,
+                known: newest,
             });
         }
     }
-    if exists("server_role")
-        .fetch_one(&mut *conn)
-        .await?
-        .get::<i64, _>("n")
-        > 0
-    {
+    if table_exists(conn, backend, "server_role").await? {
         let found: String = sqlx::query("SELECT role FROM server_role")
             .fetch_one(&mut *conn)
             .await?
@@ -433,20 +486,18 @@ async fn check_role(
         };
     }
     for table in role.foreign_tables() {
-        if exists(table)
-            .fetch_one(&mut *conn)
-            .await?
-            .get::<i64, _>("n")
-            == 0
-        {
-            continue;
-        }
-        let used = sqlx::query(&format!("SELECT 1 AS one FROM {table} LIMIT 1"))
-            .fetch_optional(&mut *conn)
-            .await?;
-        if used.is_some() {
+        if table_used(conn, backend, table).await? {
             return Err(wrong(format!("{table} holds rows")));
         }
+    }
+    if role == Role::KeyServer
+        && table_exists(conn, backend, "server_secrets").await?
+        && !table_used(conn, backend, "server_secrets").await?
+        && table_used(conn, backend, "roster_ops").await?
+    {
+        return Err(wrong(
+            "rosters but no key server secret: a list server's".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -497,10 +548,16 @@ impl Store {
         // queries through the `Any` pool so PostgreSQL can share them.
         let mut conn = options.connect().await?;
         let any_options = AnyConnectOptions::from_str(url)?;
-        check_role(&mut any_options.connect().await?, role, Backend::Sqlite).await?;
-        migrator(sqlx::migrate!("./migrations/sqlite"), role)
-            .run(&mut conn)
-            .await?;
+        let all = sqlx::migrate!("./migrations/sqlite");
+        let newest = newest_version(&all);
+        check_role(
+            &mut any_options.connect().await?,
+            role,
+            Backend::Sqlite,
+            newest,
+        )
+        .await?;
+        migrator(all, role).run(&mut conn).await?;
         if let Some(keyring) = &keyring {
             conn.execute(attach_keyring(keyring).as_str()).await?;
             conn.execute(SQLITE_KEYRING_SCHEMA).await?;
@@ -523,15 +580,16 @@ impl Store {
         let mut conn = sqlx::postgres::PgConnectOptions::from_str(url)?
             .connect()
             .await?;
+        let all = sqlx::migrate!("./migrations/postgres");
+        let newest = newest_version(&all);
         check_role(
             &mut AnyConnectOptions::from_str(url)?.connect().await?,
             role,
             Backend::Postgres,
+            newest,
         )
         .await?;
-        migrator(sqlx::migrate!("./migrations/postgres"), role)
-            .run(&mut conn)
-            .await?;
+        migrator(all, role).run(&mut conn).await?;
         drop(conn);
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -752,5 +810,49 @@ fn inserted(rows_affected: u64) -> Inserted {
         Inserted::New
     } else {
         Inserted::AlreadyPresent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migration added to the history but to neither server's part would never run; the
+    /// two backends' histories must have the same versions.
+    #[test]
+    fn passwords_are_left_out_of_database_urls() {
+        assert_eq!(
+            without_password("postgres://hushlist:s3cr@t@db.internal:5432/keys?sslmode=disable"),
+            "postgres://hushlist:***@db.internal:5432/keys?sslmode=disable"
+        );
+        assert_eq!(
+            without_password("postgres://hushlist@db/keys"),
+            "postgres://hushlist@db/keys"
+        );
+        assert_eq!(
+            without_password("sqlite:///var/lib/hushlist/keys/keyserver.db"),
+            "sqlite:///var/lib/hushlist/keys/keyserver.db"
+        );
+    }
+
+    #[test]
+    fn every_migration_belongs_to_a_server_on_both_backends() {
+        let versions = |all: Migrator| all.iter().map(|m| m.version).collect::<Vec<_>>();
+        let sqlite = versions(sqlx::migrate!("./migrations/sqlite"));
+        let postgres = versions(sqlx::migrate!("./migrations/postgres"));
+        assert_eq!(sqlite, postgres);
+        for version in &sqlite {
+            assert!(
+                [Role::KeyServer, Role::ListServer]
+                    .iter()
+                    .any(|role| role.migrations().contains(version)),
+                "migration {version} belongs to neither server"
+            );
+        }
+        for role in [Role::KeyServer, Role::ListServer] {
+            for version in role.migrations() {
+                assert!(sqlite.contains(version), "{role:?} lists missing {version}");
+            }
+        }
     }
 }

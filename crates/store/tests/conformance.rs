@@ -75,6 +75,8 @@ conformance!(
     a_database_from_before_the_split_keeps_its_data_and_drops_the_other_servers_tables,
     a_database_with_both_servers_data_from_before_the_split_is_refused_by_both,
     a_database_migrated_by_a_newer_build_is_refused,
+    a_list_servers_database_from_before_the_split_with_rosters_but_no_posts_is_refused_by_the_key_server,
+    on_postgresql_a_key_server_in_its_own_schema_leaves_the_list_servers_tables_in_another_alone,
 );
 
 fn key_row(key_id: &str) -> SessionKeyRow {
@@ -1556,14 +1558,17 @@ async fn a_database_from_before_the_split_keeps_its_data_and_drops_the_other_ser
 ) {
     migrate_as_before_the_split(db).await;
     assert!(tables(db).await.contains(&"posts".to_owned()));
+    // A key server's: a roster, and the secret every key server stores at its first start.
     let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
-    sqlx::query(&with_bytes(
-        db,
+    for insert in [
         "INSERT INTO roster_ops (list, seq, body, signature) VALUES ('l@example.org', 0, X'00', X'00')",
-    ))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+        "INSERT INTO server_secrets (name, master_key_id, nonce, sealed) VALUES ('s', 'm', X'00', X'00')",
+    ] {
+        sqlx::query(&with_bytes(db, insert))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
     conn.close().await.unwrap();
 
     let store = db.open_keys().await.unwrap();
@@ -1639,4 +1644,68 @@ async fn a_database_migrated_by_a_newer_build_is_refused(db: &ScratchDb) {
         matches!(refused, StoreError::NewerDatabase { version: 9999, .. }),
         "{refused}"
     );
+}
+
+async fn a_list_servers_database_from_before_the_split_with_rosters_but_no_posts_is_refused_by_the_key_server(
+    db: &ScratchDb,
+) {
+    migrate_as_before_the_split(db).await;
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    sqlx::query(&with_bytes(
+        db,
+        "INSERT INTO roster_ops (list, seq, body, signature) VALUES ('l@example.org', 0, X'00', X'00')",
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let before = tables(db).await;
+    let refused = KeyStore::open(db.url()).await.map(drop);
+    assert!(
+        matches!(&refused, Err(StoreError::OtherServersDatabase { expected: "key server", found }) if found.contains("list server")),
+        "{refused:?}"
+    );
+    assert_eq!(tables(db).await, before, "nothing was dropped");
+    let store = db.open_lists().await.unwrap();
+    assert_eq!(
+        store
+            .roster_ops("l@example.org", -1, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// One PostgreSQL database, the list server in `public` and a key server added later in a
+/// schema of its own, whose search path reaches `public` too: the key server's migrations
+/// must not drop the list server's tables they find there.
+async fn on_postgresql_a_key_server_in_its_own_schema_leaves_the_list_servers_tables_in_another_alone(
+    db: &ScratchDb,
+) {
+    if db.url().starts_with("sqlite:") {
+        return;
+    }
+    let lists = db.open_lists().await.unwrap();
+    lists
+        .insert_post(&ciphertext_post(), &["m@example.org".to_owned()])
+        .await
+        .unwrap();
+    drop(lists);
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+    sqlx::query("CREATE SCHEMA keyschema")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let in_keyschema = format!(
+        "{}{separator}options=-c%20search_path%3Dkeyschema%2Cpublic",
+        db.url()
+    );
+    let keys = KeyStore::open(&in_keyschema).await.unwrap();
+    keys.insert_session_key(&key_row("k1")).await.unwrap();
+    drop(keys);
+    let lists = db.open_lists().await.unwrap();
+    assert_eq!(lists.posts("l", 0, 10).await.unwrap().len(), 1);
 }

@@ -1,14 +1,17 @@
--- A key server's database from now on: marked as such (a list server refuses to open it), and
--- without the list server's tables, which every database got until this migration and a key
--- server never used (the store checked they are empty before this runs).
+-- A key server's database from now on: marked as such (the list server refuses to open it), and
+-- without the list server's tables, which every database got until this migration and a key server
+-- never used (the store checked they are empty before this runs). Only tables of this
+-- database's own schema are dropped: an unqualified name would follow the search path into
+-- another schema, which may hold the other server's live tables.
 CREATE TABLE server_role (role TEXT NOT NULL);
 INSERT INTO server_role (role) VALUES ('key server');
-DROP TABLE IF EXISTS refusal_digests;
-DROP TABLE IF EXISTS refused_posts;
-DROP TABLE IF EXISTS held_posts;
-DROP TABLE IF EXISTS join_requests;
-DROP TABLE IF EXISTS outbox;
-DROP TABLE IF EXISTS bounce_scores;
-DROP TABLE IF EXISTS suspensions;
-DROP TABLE IF EXISTS deliveries;
-DROP TABLE IF EXISTS posts;
+DO $$
+DECLARE
+    name TEXT;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['refusal_digests', 'refused_posts', 'held_posts', 'join_requests', 'outbox', 'bounce_scores', 'suspensions', 'deliveries', 'posts'] LOOP
+        IF to_regclass(format('%I.%I', current_schema(), name)) IS NOT NULL THEN
+            EXECUTE format('DROP TABLE %I.%I', current_schema(), name);
+        END IF;
+    END LOOP;
+END $$;
