@@ -3,7 +3,8 @@
 //!   message body) is not among their runtime dependencies, direct or transitive;
 //! - the core does no I/O: no async runtime, network, HTTP or database crate beneath it;
 //! - only `hushlist-store` knows SQL, and only the server crates (and `hushlist-http`, the
-//!   HTTP pieces they share) serve HTTP.
+//!   HTTP pieces they share) serve HTTP;
+//! - the test helpers (`hushlist-testkit`) are only ever a dev-dependency: no program ships them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -129,5 +130,23 @@ fn the_core_pulls_in_no_io_crates() {
     assert!(
         found.is_empty(),
         "the core depends on I/O crates: {found:?}"
+    );
+}
+
+#[test]
+fn the_testkit_is_no_runtime_dependency_of_any_crate() {
+    let graph = runtime_graph();
+    assert!(
+        graph.contains_key("hushlist-testkit"),
+        "hushlist-testkit is not in the workspace"
+    );
+    let users: BTreeSet<_> = graph
+        .iter()
+        .filter(|(_, deps)| deps.iter().any(|d| d == "hushlist-testkit"))
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(
+        users.is_empty(),
+        "only [dev-dependencies] may name hushlist-testkit: {users:?}"
     );
 }
