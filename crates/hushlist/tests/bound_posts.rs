@@ -32,6 +32,8 @@ use hushlist_core::session::POST_CIPHER;
 use hushlist_core::{Address, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{Sealed, seal};
 use hushlist_peers::{Gpg, SmtpSink};
+use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::now;
 use pgp::packet::{
     LiteralData, OnePassSignature, Packet, PacketParser, PacketTrait as _, SignatureConfig,
     SignatureType, Subpacket, SubpacketData, SymEncryptedProtectedData,
@@ -434,11 +436,10 @@ fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_de
     // Alice's key is a month old (made by gpg then, and imported), so she has older
     // signatures too.
     let gpg = Gpg::new();
-    let made = format!("{}!", now() - 30 * 86_400);
-    gpg.run_ok(
+    gpg_at(
+        &gpg,
+        now() - 30 * 86_400,
         &[
-            "--faked-system-time",
-            &made,
             "--quick-gen-key",
             ALICE,
             "future-default",
@@ -513,11 +514,4 @@ fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_de
         &mailed_straight_to(&outer, &hers.session_key, &bob),
     ));
     assert!(err.contains("no hushlist post marker"), "{err}");
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

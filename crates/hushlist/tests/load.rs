@@ -18,6 +18,7 @@ use hushlist_client::rosters;
 use hushlist_core::roster::{MemberEntry, Policy, Role};
 use hushlist_core::{Address, KeyId, SecretIdentity};
 use hushlist_peers::SmtpSink;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
@@ -27,13 +28,6 @@ const REQUESTERS: usize = 8;
 /// per-identity rate limit (50 a second) however fast the requesters go.
 const READERS_PER_REQUESTER: usize = 12;
 const RUN_FOR: Duration = Duration::from_secs(5);
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn identity(address: &str) -> SecretIdentity {
     SecretIdentity::generate(OsRng, address).unwrap()

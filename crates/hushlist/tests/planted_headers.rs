@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Person, Served, hushlist, ok, ok_bytes, proved_by, refused};
+use common::{Person, Served, hushlist, list_with, ok, proved_by, refused};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::Address;
@@ -240,42 +240,12 @@ fn a_member_cannot_plant_a_verified_header_or_write_as_someone_else() {
     let alice = Person::new(dir.path(), ALICE);
     let bob = Person::new(dir.path(), "bob@example.net");
     let eve = Person::new(dir.path(), "eve@example.com");
-    ok(olivia.run(&[
-        "list",
-        "create",
+    list_with(
+        &served,
         LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
-    ]));
-    for member in [&mallory, &alice, &bob] {
-        let cert = dir.path().join(format!("{}.asc", member.address));
-        std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
-        ok(olivia.run(&[
-            "list",
-            "add",
-            LIST,
-            member.address,
-            "--key",
-            cert.to_str().unwrap(),
-        ]));
-        ok(member.run(&[
-            "list",
-            "use",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-        ]));
-    }
+        &olivia,
+        &[(&mallory, "member"), (&alice, "member"), (&bob, "member")],
+    );
 
     let key_ids = mallory_posts(
         &mallory,
