@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{Person, Served, list_with, ok, ok_bytes, proved_by, refused};
+use common::{Person, Served, list_with, ok, ok_bytes, proved_by, refused, served_to_mailboxes};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::outer::{EncryptedPost, armor_message};
@@ -300,8 +300,7 @@ fn a_members_replay_of_another_members_signed_post_is_refused() {
 #[test]
 fn a_readers_post_to_an_owners_only_list_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (_sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), OLIVIA);
     let rita = Person::new(dir.path(), "rita@example.net");
     let bob = Person::new(dir.path(), BOB);
@@ -332,8 +331,7 @@ fn a_readers_post_to_an_owners_only_list_is_refused() {
 #[test]
 fn a_message_id_seen_under_another_key_id_is_shown_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), OLIVIA);
     let alice = Person::new(dir.path(), ALICE);
     let mallory = Person::new(dir.path(), MALLORY);
@@ -430,8 +428,7 @@ fn unmarked_signed_packets(signer: &SecretIdentity, message: &[u8], created: u64
 #[test]
 fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_depositor() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), OLIVIA);
     // Alice's key is a month old (made by gpg then, and imported), so she has older
     // signatures too.

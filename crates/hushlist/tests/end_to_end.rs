@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Served, hushlist, ok, ok_bytes, refused};
+use common::{Served, hushlist, ok, ok_bytes, refused, served_to_mailboxes};
 use hushlist_client::remote::submit;
 use hushlist_core::Address;
 use hushlist_peers::{Gpg, Postfix, SmtpSink, free_port};
@@ -917,12 +917,7 @@ fn a_moderated_list_holds_posts_until_an_owner_releases_or_discards_them() {
 #[test]
 fn owners_add_members_in_bulk_and_sync_servers_that_fell_out_of_step() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(
-        &dir.path().join("hushlist-data"),
-        sink.port,
-        "lists.example.org",
-    );
+    let (_sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), "olivia@example.org");
     ok(olivia.run(&["init", "--email", olivia.address]));
     create_list(&olivia, &served, "pull");

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{Person, Served, create_list, ok, ok_bytes, refused};
+use common::{Person, Served, create_list, ok, ok_bytes, refused, served_to_mailboxes};
 use hushlist_core::Address;
 use hushlist_core::api::RosterOps;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
@@ -219,8 +219,7 @@ fn get(runtime: &tokio::runtime::Runtime, url: &str, token: &str) -> Bytes {
 fn a_rolled_back_roster_is_refused() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (mail, served) = served_to_mailboxes(dir.path());
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let alice = Person::named(dir.path(), "alice", "alice@example.net");
     let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
@@ -264,8 +263,7 @@ fn a_rolled_back_roster_is_refused() {
 fn a_list_server_serving_another_list_is_named() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (mail, served) = served_to_mailboxes(dir.path());
     let other = Served::start(&dir.path().join("other"), mail.port, DOMAIN);
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
@@ -317,8 +315,7 @@ fn a_list_server_serving_another_list_is_named() {
 fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (mail, served) = served_to_mailboxes(dir.path());
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let alice = Person::named(dir.path(), "alice", "alice@example.net");
     let bob = Person::named(dir.path(), "bob", "bob@example.net");
@@ -407,8 +404,7 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
 #[test]
 fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin() {
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (_mail, served) = served_to_mailboxes(dir.path());
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let created = create_list(&served, LIST, &olivia, &[]);
     let genesis = created

@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{Person, Served, add_member, create_list, hushlist, ok, refused, use_list};
-use hushlist_peers::SmtpSink;
+use common::{
+    Person, add_member, create_list, hushlist, ok, refused, served_to_mailboxes, use_list,
+};
 
 const LIST: &str = "team@lists.example.org";
 
@@ -34,8 +35,7 @@ fn the_help_says_which_posts_a_policy_change_applies_to() {
 #[test]
 fn switching_to_current_roster_revokes_only_the_posts_made_after_the_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), "olivia@example.org");
     let bob = Person::new(dir.path(), "bob@example.org");
     create_list(&served, LIST, &olivia, &[]);

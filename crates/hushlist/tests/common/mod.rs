@@ -205,6 +205,14 @@ impl Drop for Served {
     }
 }
 
+/// Mailboxes (Postfix's smtp-sink, under `dir`) and `hushlist serve` for lists.example.org
+/// (its data in `dir`) relaying to them.
+pub fn served_to_mailboxes(dir: &Path) -> (hushlist_peers::SmtpSink, Served) {
+    let mailboxes = hushlist_peers::SmtpSink::start(&dir.join("mailboxes"));
+    let served = Served::start(&dir.join("data"), mailboxes.port, "lists.example.org");
+    (mailboxes, served)
+}
+
 /// `outer` with its proof of origin replaced by one `who` signs now for `list`, over the
 /// key id and OpenPGP data `outer` carries: what a member's own posting program sends.
 pub fn proved_by(outer: &[u8], who: &hushlist_core::SecretIdentity, list: &str) -> Vec<u8> {
