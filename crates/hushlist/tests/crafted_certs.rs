@@ -17,6 +17,7 @@ use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
 use hushlist_core::{Address, Cert, SecretIdentity};
 use hushlist_peers::{Gpg, SmtpSink};
+use hushlist_testkit::http::post_json;
 use hushlist_testkit::now;
 use rand::rngs::OsRng;
 use serde_json::Value;
@@ -57,14 +58,9 @@ async fn post_add(served: &Served, base: &str, owner: &SecretIdentity, cert: &st
     let op = roster
         .sign_next(OsRng, owner, 0, Change::Add { member })
         .unwrap();
-    let response = http
-        .post(format!("{base}/v1/lists/{LIST}/ops"))
-        .json(&op)
-        .send()
+    post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+        .unwrap()
 }
 
 /// `hushlist serve` relaying to `relay_port`, and a list in `mode` that Olivia owns and Bob

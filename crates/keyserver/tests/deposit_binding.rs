@@ -14,6 +14,7 @@ use common::*;
 use hushlist_core::api::{Deposit, purpose};
 use hushlist_core::roster::{Change, MemberEntry, Role};
 use hushlist_core::{Address, Cert, KeyId, SecretIdentity, SessionKey};
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 use serde_json::Value;
 

@@ -12,6 +12,7 @@ use hushlist_core::roster::{Change, MemberEntry, Role, Roster, RosterError, Sign
 use hushlist_core::{Address, Cert, KeyId, Pkesk, SecretIdentity, SessionKey};
 use hushlist_peers::Gpg;
 use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 use serde_json::Value;
 

@@ -9,6 +9,7 @@ use hushlist_core::roster::{Change, KeyFollows, Policy, Role};
 use hushlist_core::{Address, KeyId, Pkesk, SessionKey};
 use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_keyserver::ServiceConfig;
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 
 fn new_key() -> (KeyId, SessionKey) {

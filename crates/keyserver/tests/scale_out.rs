@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use hushlist_core::Cert;
 use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
+use hushlist_testkit::http::error_code as code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_serve_each_others_keys_and_share_nonces() {

@@ -15,6 +15,7 @@ use common::*;
 use hushlist_keyserver::master::{MasterKeyError, SealedBlob};
 use hushlist_store::Store;
 use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
+use hushlist_testkit::http::error_code as code;
 use sqlx::Connection as _;
 
 const DATABASE: &str = "keyserver.db";

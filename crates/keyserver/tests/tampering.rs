@@ -13,6 +13,7 @@ use common::*;
 use hushlist_core::api::purpose;
 use hushlist_core::{Address, KeyId};
 use hushlist_keyserver::master::MasterKey;
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 use sqlx::{Connection as _, Row as _};
 

@@ -19,6 +19,7 @@ use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_peers::Gpg;
 use hushlist_testkit::gpg::confirmation_token;
+use hushlist_testkit::http::{error_code as code, post_json};
 use hushlist_testkit::now;
 use rand::rngs::OsRng;
 use serde_json::Value;
@@ -43,13 +44,7 @@ fn archive_request(who: &SecretIdentity, after: i64, limit: u32) -> SignedReques
 }
 
 async fn post(http: &reqwest::Client, url: String, body: &impl serde::Serialize) -> (u16, Value) {
-    let response = http.post(url).json(body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
+    post_json(http, url, body, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_store::DeliveryState;
+use hushlist_testkit::http::post_json;
 use hushlist_testkit::now;
 use rand::rngs::OsRng;
 use tokio::sync::watch;
@@ -105,13 +106,9 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         now(),
     )
     .unwrap();
-    let response = http
-        .post(format!("{key_server}/v1/lists/{LIST}/keys"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    let url = format!("{key_server}/v1/lists/{LIST}/keys");
+    let (status, body) = post_json(&http, url, &request, None).await.unwrap();
+    assert_eq!(status, 201, "{body}");
 
     // Carol is removed on the key server only (the list server has not heard yet): the key
     // server must refuse her key, and the list server must not send her a copy.

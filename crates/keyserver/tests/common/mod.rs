@@ -259,13 +259,8 @@ pub fn deposit_request(
     signed(sender, &purpose::deposit(list), &body)
 }
 
+pub use hushlist_testkit::http::post_json;
 pub use hushlist_testkit::now;
-
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an error body: {body}"))
-}
 
 pub const MASTER_HEX: &str = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a";
 
@@ -306,22 +301,6 @@ pub fn spawn_binary_with(
         .recv_timeout(Duration::from_secs(60))
         .expect("the key server printed its address");
     (child, base)
-}
-
-/// POSTs JSON, returning the status and the JSON body (null if there is none).
-pub async fn post_json(
-    http: &reqwest::Client,
-    url: String,
-    body: &impl serde::Serialize,
-    token: Option<&str>,
-) -> Result<(u16, Value), reqwest::Error> {
-    let mut request = http.post(url).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
 
 /// A running key server process's identity.
