@@ -6,6 +6,8 @@ use hushlist_core::outer::KEY_ID_HEADER;
 use hushlist_core::{Cert, SecretIdentity};
 use hushlist_envelope::{OpenWith, Signature, open, seal};
 use hushlist_peers::Gpg;
+use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 
 const POST: &str = "From: Sender <sender@example.org>\r\n\
@@ -16,23 +18,8 @@ Content-Type: text/plain; charset=utf-8\r\n\
 \r\n\
 Signed while the key was valid, or not.\r\n";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn export(gpg: &Gpg, uid: &str, what: &str) -> Vec<u8> {
     gpg.run_ok(&["--armor", what, uid], b"").stdout
-}
-
-/// Runs gpg as if its clock said `at` (unix seconds).
-fn gpg_at(gpg: &Gpg, at: u64, args: &[&str]) -> Vec<u8> {
-    let clock = format!("{at}!");
-    let mut all = vec!["--faked-system-time", clock.as_str()];
-    all.extend_from_slice(args);
-    gpg.run_ok(&all, POST.as_bytes()).stdout
 }
 
 /// Wraps gpg's armored output as the PGP/MIME post a mail client would send.
@@ -62,6 +49,7 @@ fn a_post_signed_after_the_senders_key_expired_does_not_verify_one_signed_before
             &gpg,
             made,
             &["--quick-gen-key", uid, "future-default", "default", expiry],
+            b"",
         );
     }
     let sender_cert = Cert::from_bytes(&export(&gpg, sender_uid, "--export")).unwrap();
@@ -90,6 +78,7 @@ fn a_post_signed_after_the_senders_key_expired_does_not_verify_one_signed_before
             "--sig-notation",
             "list@hushlist.org=team@lists.example.org",
         ],
+        POST.as_bytes(),
     );
     let opened = open(
         &as_post(&while_valid),

@@ -5,14 +5,8 @@ use hushlist_core::outer::{EncryptedPost, KEY_ID_HEADER};
 use hushlist_core::{Cert, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_peers::Gpg;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// What these tests ask of a GnuPG home beyond running it.
 trait GpgKeys {
@@ -77,13 +71,20 @@ fn gpg_made_keys_load_armored_and_binary() {
     }
 }
 
-#[test]
-fn gpg_decrypts_and_verifies_a_sealed_post_with_a_spliced_pkesk() {
+/// A member whose key gpg made (in the returned home) and a sender whose certificate that
+/// gpg home knows; the member's certificate and the sender.
+fn member_in_gpg_and_sender() -> (Gpg, Cert, SecretIdentity) {
     let gpg = Gpg::new();
     let uid = gpg.gen_key("member@example.org", "future-default");
     let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
     let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
     gpg.import(sender.cert().to_armored().as_bytes());
+    (gpg, member, sender)
+}
+
+#[test]
+fn gpg_decrypts_and_verifies_a_sealed_post_with_a_spliced_pkesk() {
+    let (gpg, member, sender) = member_in_gpg_and_sender();
 
     let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
     let post = EncryptedPost::parse(&sealed.message).unwrap();
@@ -121,11 +122,7 @@ fn gpg_reads_the_armor_of_posts_of_every_length_modulo_three() {
     // Base64 of a length divisible by three has no padding; without the armor checksum line
     // GnuPG 2.2 then reads the END line as data. Three consecutive body lengths cover every
     // remainder of the packet length.
-    let gpg = Gpg::new();
-    let uid = gpg.gen_key("member@example.org", "future-default");
-    let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
-    let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
-    gpg.import(sender.cert().to_armored().as_bytes());
+    let (gpg, member, sender) = member_in_gpg_and_sender();
     for extra in 0..3 {
         let post = format!("{POST}{}", "x".repeat(extra));
         let sealed = seal(OsRng, post.as_bytes(), &sender, "https://keys.example.org").unwrap();
@@ -150,11 +147,7 @@ fn gpg_reads_the_armor_of_posts_of_every_length_modulo_three() {
 /// refusal is the flip's doing, not a missing key).
 #[test]
 fn gpg_rejects_a_tampered_spliced_post() {
-    let gpg = Gpg::new();
-    let uid = gpg.gen_key("member@example.org", "future-default");
-    let member = Cert::from_bytes(&gpg.export(&uid, true)).unwrap();
-    let sender = SecretIdentity::generate(OsRng, "Sender <sender@example.org>").unwrap();
-    gpg.import(sender.cert().to_armored().as_bytes());
+    let (gpg, member, sender) = member_in_gpg_and_sender();
     let sealed = seal(OsRng, POST.as_bytes(), &sender, "https://keys.example.org").unwrap();
     let post = EncryptedPost::parse(&sealed.message).unwrap();
     let spliced = |tamper: bool| {

@@ -6,7 +6,6 @@
 //! or one without the post marker.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hushlist_core::outer::armor_message;
 use hushlist_core::session::POST_CIPHER;
@@ -15,6 +14,7 @@ use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{
     NotAPostSignature, OpenWith, SIGNATURE_SKEW_SECS, Sealed, Signature, SignedContext, open, seal,
 };
+use hushlist_testkit::now;
 use pgp::composed::{Deserializable as _, DetachedSignature};
 use pgp::packet::{
     LiteralData, Notation, OnePassSignature, PacketTrait as _, SignatureConfig, SignatureType,
@@ -34,13 +34,6 @@ Signed by hand.\r\n";
 fn alice() -> &'static SecretIdentity {
     static ID: OnceLock<SecretIdentity> = OnceLock::new();
     ID.get_or_init(|| SecretIdentity::generate(OsRng, "Alice <alice@example.org>").unwrap())
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// `sealed`'s outer form around a one-pass signature, `literal` and `signature` (Alice's), all

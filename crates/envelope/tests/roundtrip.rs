@@ -8,19 +8,13 @@ use hushlist_envelope::{
     MAX_PLAINTEXT, OpenError, OpenWith, SealError, Sealed, Signature, open,
     post_signature_subpackets, seal,
 };
+use hushlist_testkit::now;
 use pgp::composed::MessageBuilder;
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::types::CompressionAlgorithm;
 use proptest::prelude::*;
 use rand::rngs::OsRng;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn sender() -> &'static SecretIdentity {
     static ID: OnceLock<SecretIdentity> = OnceLock::new();

@@ -9,6 +9,7 @@
 //! - servers are called through `hushlist-remote` only (the load generator aside), which
 //!   sits below the decrypting crate and the store, so the list server calls the key
 //!   server with the same declared endpoints as the client.
+//! - the test helpers (`hushlist-testkit`) are only ever a dev-dependency: no program ships them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -183,5 +184,23 @@ fn the_core_pulls_in_no_io_crates() {
     assert!(
         found.is_empty(),
         "the core depends on I/O crates: {found:?}"
+    );
+}
+
+#[test]
+fn the_testkit_is_no_runtime_dependency_of_any_crate() {
+    let graph = runtime_graph();
+    assert!(
+        graph.contains_key("hushlist-testkit"),
+        "hushlist-testkit is not in the workspace"
+    );
+    let users: BTreeSet<_> = graph
+        .iter()
+        .filter(|(_, deps)| deps.iter().any(|d| d == "hushlist-testkit"))
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(
+        users.is_empty(),
+        "only [dev-dependencies] may name hushlist-testkit: {users:?}"
     );
 }

@@ -12,7 +12,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use common::{Person, Served, ok, ok_bytes, refused};
+use common::{Person, Served, list_with, ok, refused};
 use hushlist_core::audit::{AuditFields, AuditHash};
 use hushlist_peers::SmtpSink;
 use sqlx::{Connection as _, Row as _};
@@ -43,40 +43,7 @@ impl Audited {
         let served = Served::start(&dir.path().join("served"), mail.port, DOMAIN);
         let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
         let bob = Person::named(dir.path(), "bob", "bob@example.org");
-        ok(olivia.run(&[
-            "list",
-            "create",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-            "--admin-token",
-            &served.admin_token,
-        ]));
-        let cert = dir.path().join("bob.asc");
-        std::fs::write(&cert, ok_bytes(bob.run(&["key", "export"]))).unwrap();
-        ok(olivia.run(&[
-            "list",
-            "add",
-            LIST,
-            bob.address,
-            "--key",
-            cert.to_str().unwrap(),
-        ]));
-        ok(bob.run(&[
-            "list",
-            "use",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-        ]));
+        list_with(&served, LIST, &olivia, &[(&bob, "member")]);
         let sent = olivia.run_with(
             &["send", "--list", LIST, "--subject", "Plans"],
             b"Secret plans.\n",

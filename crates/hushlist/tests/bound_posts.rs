@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{Person, Served, list_with, ok, ok_bytes, proved_by, refused};
+use common::{Person, Served, list_with, ok, ok_bytes, proved_by, refused, served_to_mailboxes};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::outer::{EncryptedPost, armor_message};
@@ -32,6 +32,8 @@ use hushlist_core::session::POST_CIPHER;
 use hushlist_core::{Address, Pkesk, SecretIdentity, SessionKey};
 use hushlist_envelope::{Sealed, seal};
 use hushlist_peers::{Gpg, SmtpSink};
+use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::now;
 use pgp::packet::{
     LiteralData, OnePassSignature, Packet, PacketParser, PacketTrait as _, SignatureConfig,
     SignatureType, Subpacket, SubpacketData, SymEncryptedProtectedData,
@@ -298,8 +300,7 @@ fn a_members_replay_of_another_members_signed_post_is_refused() {
 #[test]
 fn a_readers_post_to_an_owners_only_list_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (_sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), OLIVIA);
     let rita = Person::new(dir.path(), "rita@example.net");
     let bob = Person::new(dir.path(), BOB);
@@ -330,8 +331,7 @@ fn a_readers_post_to_an_owners_only_list_is_refused() {
 #[test]
 fn a_message_id_seen_under_another_key_id_is_shown_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), OLIVIA);
     let alice = Person::new(dir.path(), ALICE);
     let mallory = Person::new(dir.path(), MALLORY);
@@ -428,17 +428,15 @@ fn unmarked_signed_packets(signer: &SecretIdentity, message: &[u8], created: u64
 #[test]
 fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_depositor() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), OLIVIA);
     // Alice's key is a month old (made by gpg then, and imported), so she has older
     // signatures too.
     let gpg = Gpg::new();
-    let made = format!("{}!", now() - 30 * 86_400);
-    gpg.run_ok(
+    gpg_at(
+        &gpg,
+        now() - 30 * 86_400,
         &[
-            "--faked-system-time",
-            &made,
             "--quick-gen-key",
             ALICE,
             "future-default",
@@ -513,11 +511,4 @@ fn a_post_whose_signature_names_no_post_is_shown_with_a_warning_only_from_its_de
         &mailed_straight_to(&outer, &hers.session_key, &bob),
     ));
     assert!(err.contains("no hushlist post marker"), "{err}");
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

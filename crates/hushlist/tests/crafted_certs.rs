@@ -10,13 +10,15 @@ mod crafted;
 
 use std::path::Path;
 
-use common::{Person, Served, hushlist, ok, refused};
+use common::{Person, Served, add_member, create_list, hushlist, ok, refused, use_list};
 use crafted::{Binding, carrying_key_of};
 use hushlist_core::api::{JoinAsk, JoinRequest, RosterOps, purpose};
 use hushlist_core::request::SignedRequest;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
 use hushlist_core::{Address, Cert, SecretIdentity};
 use hushlist_peers::{Gpg, SmtpSink};
+use hushlist_testkit::http::post_json;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 use serde_json::Value;
 
@@ -56,14 +58,9 @@ async fn post_add(served: &Served, base: &str, owner: &SecretIdentity, cert: &st
     let op = roster
         .sign_next(OsRng, owner, 0, Change::Add { member })
         .unwrap();
-    let response = http
-        .post(format!("{base}/v1/lists/{LIST}/ops"))
-        .json(&op)
-        .send()
+    post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+        .unwrap()
 }
 
 /// `hushlist serve` relaying to `relay_port`, and a list in `mode` that Olivia owns and Bob
@@ -72,40 +69,9 @@ fn list_with_bob(dir: &Path, relay_port: u16, mode: &str) -> (Served, Person, Pe
     let served = Served::start(&dir.join("data"), relay_port, "lists.example.org");
     let olivia = Person::new(dir, "olivia@example.org");
     let bob = Person::new(dir, "bob@example.org");
-    ok(olivia.run(&[
-        "list",
-        "create",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--mode",
-        mode,
-        "--admin-token",
-        &served.admin_token,
-    ]));
-    ok(olivia.run(&[
-        "list",
-        "add",
-        LIST,
-        bob.address,
-        "--key",
-        &bob.cert_file(dir),
-    ]));
-    ok(bob.run(&[
-        "list",
-        "use",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-    ]));
+    create_list(&served, LIST, &olivia, &["--mode", mode]);
+    add_member(LIST, &olivia, &bob, "member");
+    use_list(&served, LIST, &bob);
     (served, olivia, bob)
 }
 
@@ -277,11 +243,4 @@ async fn in_push_mode_a_members_copy_stays_sealed_to_the_member() {
     gpg.run_ok(&["--import"], olivia.cert().to_armored().as_bytes());
     let text = ok(gpg.decrypt_pgp_mime(&copy));
     assert!(text.contains("Sealed to each member."), "{text}");
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

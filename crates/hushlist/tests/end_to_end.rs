@@ -6,10 +6,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Served, hushlist, ok, ok_bytes, refused};
+use common::{Served, hushlist, ok, ok_bytes, refused, served_to_mailboxes};
 use hushlist_client::remote::submit;
 use hushlist_core::Address;
 use hushlist_peers::{Gpg, Postfix, SmtpSink, free_port};
+use hushlist_testkit::gpg::confirmation_token;
 
 const LIST: &str = "team@lists.example.org";
 
@@ -36,7 +37,7 @@ impl Person {
 
     /// Points this home at the list (what a member does once).
     fn use_list(&self, served: &Served) {
-        self.use_list_at(LIST, &served.key_url, &served.list_url, &served.smtp);
+        ok(self.run(&[&["list", "use", LIST][..], &served.servers()].concat()));
     }
 
     /// Points this home at `list` on the given servers.
@@ -84,21 +85,8 @@ fn install(dir: &Path) -> Installation {
 }
 
 fn create_list(owner: &Person, served: &Served, mode: &str) {
-    let out = ok(owner.run(&[
-        "list",
-        "create",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--mode",
-        mode,
-        "--admin-token",
-        &served.admin_token,
-    ]));
+    let options = ["--mode", mode, "--admin-token", &served.admin_token];
+    let out = ok(owner.run(&[&["list", "create", LIST][..], &served.servers(), &options].concat()));
     assert!(out.contains("on both servers"), "{out}");
 }
 
@@ -385,26 +373,6 @@ fn confirmations(sink: &SmtpSink, address: &str, count: usize) -> Vec<Vec<u8>> {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-}
-
-/// The token a confirmation carries, as the person reads it in gpg; None if their key cannot
-/// decrypt it.
-fn confirmation_token(reader: &Gpg, confirmation: &[u8]) -> Option<String> {
-    let out = reader.decrypt_pgp_mime(confirmation);
-    if !out.status.success() {
-        return None;
-    }
-    let part = mail_parser::MessageParser::new()
-        .parse(&out.stdout)
-        .unwrap();
-    let text = part.body_text(0).unwrap().into_owned();
-    Some(
-        text.split("--confirm ")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .to_owned(),
-    )
 }
 
 /// Confirms by mail, as a mail client's reply does: any message to `list-join+TOKEN@`,
@@ -949,12 +917,7 @@ fn a_moderated_list_holds_posts_until_an_owner_releases_or_discards_them() {
 #[test]
 fn owners_add_members_in_bulk_and_sync_servers_that_fell_out_of_step() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(
-        &dir.path().join("hushlist-data"),
-        sink.port,
-        "lists.example.org",
-    );
+    let (_sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), "olivia@example.org");
     ok(olivia.run(&["init", "--email", olivia.address]));
     create_list(&olivia, &served, "pull");

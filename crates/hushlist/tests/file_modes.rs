@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::Path;
 
-use common::{Served, hushlist, ok};
+use common::{Person, Served, create_list, ok};
 use hushlist_peers::SmtpSink;
 
 const LIST: &str = "team@lists.example.org";
@@ -46,34 +46,15 @@ fn data_directories_databases_keys_homes_and_downloads_are_private() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let served = Served::start(&data, sink.port, "lists.example.org");
 
-    let home = dir.path().join(OLIVIA);
-    let run = |args: &[&str], stdin: &[u8]| hushlist(&home, args, stdin);
-    ok(run(&["init", "--email", OLIVIA], b""));
-    ok(run(
-        &[
-            "list",
-            "create",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-            "--admin-token",
-            &served.admin_token,
-        ],
-        b"",
-    ));
-    ok(run(
+    let olivia = Person::new(dir.path(), OLIVIA);
+    let home = olivia.home.clone();
+    create_list(&served, LIST, &olivia, &[]);
+    ok(olivia.run_with(
         &["send", "--list", LIST, "--subject", "Plans"],
         b"Private plans.\n",
     ));
     let download = dir.path().join("download");
-    ok(run(
-        &["archive", LIST, "--download", download.to_str().unwrap()],
-        b"",
-    ));
+    ok(olivia.run(&["archive", LIST, "--download", download.to_str().unwrap()]));
 
     for private_dir in [
         data.clone(),

@@ -3,8 +3,10 @@
 
 mod common;
 
-use common::{Person, Served, ok, refused};
+use common::{Person, Served, create_list, ok, refused};
 use hushlist_peers::Gpg;
+use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::now;
 
 const LIST: &str = "team@lists.example.org";
 
@@ -13,41 +15,15 @@ fn an_owner_adding_an_expired_certificate_is_refused_and_told_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(&dir.path().join("data"), 1, "lists.example.org");
     let olivia = Person::new(dir.path(), "olivia@example.org");
-    ok(olivia.run(&[
-        "list",
-        "create",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
-    ]));
+    create_list(&served, LIST, &olivia, &[]);
 
     // Xena made her key with gpg ten days ago to last two days.
     let gpg = Gpg::new();
-    let ten_days_ago = format!(
-        "{}!",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            - 10 * 86_400
-    );
     let uid = "Xena <xena@example.org>";
-    gpg.run_ok(
-        &[
-            "--faked-system-time",
-            &ten_days_ago,
-            "--quick-gen-key",
-            uid,
-            "future-default",
-            "default",
-            "2d",
-        ],
+    gpg_at(
+        &gpg,
+        now() - 10 * 86_400,
+        &["--quick-gen-key", uid, "future-default", "default", "2d"],
         b"",
     );
     let cert_file = dir.path().join("xena.asc");

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Served;
+use common::served_to_mailboxes;
 use hushlist_client::Home;
 use hushlist_client::lists::ListConfig;
 use hushlist_client::posts;
@@ -17,7 +17,7 @@ use hushlist_client::remote::Server;
 use hushlist_client::rosters;
 use hushlist_core::roster::{MemberEntry, Policy, Role};
 use hushlist_core::{Address, KeyId, SecretIdentity};
-use hushlist_peers::SmtpSink;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
@@ -27,13 +27,6 @@ const REQUESTERS: usize = 8;
 /// per-identity rate limit (50 a second) however fast the requesters go.
 const READERS_PER_REQUESTER: usize = 12;
 const RUN_FOR: Duration = Duration::from_secs(5);
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn identity(address: &str) -> SecretIdentity {
     SecretIdentity::generate(OsRng, address).unwrap()
@@ -84,8 +77,7 @@ impl Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_senders_and_key_requesters_get_no_errors_and_every_post_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let list = ListConfig {
         list: Address::parse(LIST).unwrap(),
         key_server: served.key_url.clone(),

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{Person, Served, ok, ok_bytes, refused};
+use common::{Person, Served, create_list, ok, ok_bytes, refused, served_to_mailboxes};
 use hushlist_core::Address;
 use hushlist_core::api::RosterOps;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster};
@@ -41,22 +41,6 @@ impl Person {
         ];
         args.extend_from_slice(extra);
         ok(self.run(&args))
-    }
-
-    fn create_list(&self, served: &Served) -> String {
-        ok(self.run(&[
-            "list",
-            "create",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-            "--admin-token",
-            &served.admin_token,
-        ]))
     }
 
     /// Adds `member` to the list (this person being an owner).
@@ -98,7 +82,7 @@ fn a_look_alike_list_served_at_the_pinned_urls_is_refused() {
     let honest = Served::start(&dir.path().join("honest"), honest_mail.port, DOMAIN);
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let alice = Person::named(dir.path(), "alice", "alice@example.net");
-    olivia.create_list(&honest);
+    create_list(&honest, LIST, &olivia, &[]);
     olivia.add(&alice, dir.path());
     alice.use_list(&honest.key_url, &honest.list_url, &honest.smtp, &[]);
     olivia.post("Hello", "The real list.\n");
@@ -132,7 +116,7 @@ fn a_look_alike_list_served_at_the_pinned_urls_is_refused() {
     );
     let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
     let fake_olivia = Person::named(dir.path(), "fake-olivia", "olivia@example.org");
-    mallory.create_list(&attacker);
+    create_list(&attacker, LIST, &mallory, &[]);
     mallory.add(&fake_olivia, dir.path());
     mallory.add(&alice, dir.path());
     fake_olivia.use_list(&attacker.key_url, &attacker.list_url, &attacker.smtp, &[]);
@@ -235,12 +219,11 @@ fn get(runtime: &tokio::runtime::Runtime, url: &str, token: &str) -> Bytes {
 fn a_rolled_back_roster_is_refused() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (mail, served) = served_to_mailboxes(dir.path());
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let alice = Person::named(dir.path(), "alice", "alice@example.net");
     let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
-    olivia.create_list(&served);
+    create_list(&served, LIST, &olivia, &[]);
     olivia.add(&alice, dir.path());
     olivia.add(&mallory, dir.path());
     let log_with_mallory = get(
@@ -280,15 +263,14 @@ fn a_rolled_back_roster_is_refused() {
 fn a_list_server_serving_another_list_is_named() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (mail, served) = served_to_mailboxes(dir.path());
     let other = Served::start(&dir.path().join("other"), mail.port, DOMAIN);
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let mallory = Person::named(dir.path(), "mallory", "mallory@example.com");
     let alice = Person::named(dir.path(), "alice", "alice@example.net");
-    olivia.create_list(&served);
+    create_list(&served, LIST, &olivia, &[]);
     olivia.add(&alice, dir.path());
-    mallory.create_list(&other);
+    create_list(&other, LIST, &mallory, &[]);
     let lists = Proxy::start(&runtime, &served.list_url);
     alice.use_list(&served.key_url, &lists.url, &served.smtp, &[]);
     assert!(ok(alice.run(&["list", "show", LIST])).contains("both servers agree"));
@@ -333,14 +315,13 @@ fn a_list_server_serving_another_list_is_named() {
 fn a_forked_roster_is_refused_naming_the_server_that_departs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (mail, served) = served_to_mailboxes(dir.path());
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
     let alice = Person::named(dir.path(), "alice", "alice@example.net");
     let bob = Person::named(dir.path(), "bob", "bob@example.net");
     let carol = Person::named(dir.path(), "carol", "carol@example.net");
     let dave = Person::named(dir.path(), "dave", "dave@example.net");
-    olivia.create_list(&served);
+    create_list(&served, LIST, &olivia, &[]);
     olivia.add(&alice, dir.path());
     olivia.add(&bob, dir.path());
     alice.use_list(&served.key_url, &served.list_url, &served.smtp, &[]);
@@ -423,10 +404,9 @@ fn a_forked_roster_is_refused_naming_the_server_that_departs() {
 #[test]
 fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin() {
     let dir = tempfile::tempdir().unwrap();
-    let mail = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), mail.port, DOMAIN);
+    let (_mail, served) = served_to_mailboxes(dir.path());
     let olivia = Person::named(dir.path(), "olivia", "olivia@example.org");
-    let created = olivia.create_list(&served);
+    let created = create_list(&served, LIST, &olivia, &[]);
     let genesis = created
         .split("its genesis is ")
         .nth(1)
@@ -438,19 +418,16 @@ fn list_use_checks_a_genesis_given_out_of_band_and_old_homes_are_told_how_to_pin
 
     let bob = Person::named(dir.path(), "bob", "bob@example.net");
     let wrong = "0".repeat(64);
-    let err = refused(bob.run(&[
-        "list",
-        "use",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--genesis",
-        &wrong,
-    ]));
+    let err = refused(
+        bob.run(
+            &[
+                &["list", "use", LIST][..],
+                &served.servers(),
+                &["--genesis", &wrong],
+            ]
+            .concat(),
+        ),
+    );
     assert!(
         err.contains(&format!(
             "has genesis {genesis}, not {wrong} as given with --genesis"

@@ -11,14 +11,13 @@
 
 mod common;
 
-use common::{Person, Served, hushlist, ok, ok_bytes, proved_by, refused};
+use common::{Person, hushlist, list_with, ok, proved_by, refused, served_to_mailboxes};
 use hushlist_client::Home;
 use hushlist_client::remote::{Server, submit};
 use hushlist_core::Address;
 use hushlist_core::outer::{EncryptedPost, armor_message};
 use hushlist_core::session::POST_CIPHER;
 use hushlist_envelope::{Sealed, decrypt_packets, seal};
-use hushlist_peers::SmtpSink;
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
@@ -229,53 +228,18 @@ fn assert_refused_naming(err: &str, claimed: &str) {
 #[test]
 fn a_member_cannot_plant_a_verified_header_or_write_as_someone_else() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(
-        &dir.path().join("hushlist-data"),
-        sink.port,
-        "lists.example.org",
-    );
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), "olivia@example.org");
     let mallory = Person::new(dir.path(), MALLORY);
     let alice = Person::new(dir.path(), ALICE);
     let bob = Person::new(dir.path(), "bob@example.net");
     let eve = Person::new(dir.path(), "eve@example.com");
-    ok(olivia.run(&[
-        "list",
-        "create",
+    list_with(
+        &served,
         LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
-    ]));
-    for member in [&mallory, &alice, &bob] {
-        let cert = dir.path().join(format!("{}.asc", member.address));
-        std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
-        ok(olivia.run(&[
-            "list",
-            "add",
-            LIST,
-            member.address,
-            "--key",
-            cert.to_str().unwrap(),
-        ]));
-        ok(member.run(&[
-            "list",
-            "use",
-            LIST,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-        ]));
-    }
+        &olivia,
+        &[(&mallory, "member"), (&alice, "member"), (&bob, "member")],
+    );
 
     let key_ids = mallory_posts(
         &mallory,

@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{Person, Served, hushlist, ok, refused};
-use hushlist_peers::SmtpSink;
+use common::{
+    Person, add_member, create_list, hushlist, ok, refused, served_to_mailboxes, use_list,
+};
 
 const LIST: &str = "team@lists.example.org";
 
@@ -34,45 +35,13 @@ fn the_help_says_which_posts_a_policy_change_applies_to() {
 #[test]
 fn switching_to_current_roster_revokes_only_the_posts_made_after_the_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(&dir.path().join("data"), sink.port, "lists.example.org");
+    let (sink, served) = served_to_mailboxes(dir.path());
     let olivia = Person::new(dir.path(), "olivia@example.org");
     let bob = Person::new(dir.path(), "bob@example.org");
-    ok(olivia.run(&[
-        "list",
-        "create",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
-    ]));
+    create_list(&served, LIST, &olivia, &[]);
     ok(olivia.run(&["list", "policy", LIST, "--keys-follow", "posting-roster"]));
-    let bob_cert = dir.path().join("bob.asc");
-    std::fs::write(&bob_cert, ok(bob.run(&["key", "export"]))).unwrap();
-    ok(olivia.run(&[
-        "list",
-        "add",
-        LIST,
-        bob.address,
-        "--key",
-        bob_cert.to_str().unwrap(),
-    ]));
-    ok(bob.run(&[
-        "list",
-        "use",
-        LIST,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-    ]));
+    add_member(LIST, &olivia, &bob, "member");
+    use_list(&served, LIST, &bob);
 
     olivia.send("Before", "Posted under posting-roster.\n");
     ok(olivia.run(&["list", "policy", LIST, "--keys-follow", "current-roster"]));

@@ -16,13 +16,12 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use common::{Served, hushlist, ok, proved_by, refused};
+use common::{Served, hushlist, ok, proved_by, refused, served_to_mailboxes};
 use hushlist_client::remote::submit;
 use hushlist_core::outer::{EncryptedPost, KEY_ID_HEADER};
 use hushlist_core::post_proof::POST_PROOF_HEADER;
 use hushlist_core::{Address, Cert, SecretIdentity};
 use hushlist_envelope::seal;
-use hushlist_peers::SmtpSink;
 use rand::rngs::OsRng;
 
 const LIST: &str = "team@lists.example.org";
@@ -154,12 +153,7 @@ fn olivia_adding_eve(
 #[test]
 fn a_strangers_post_in_a_members_name_is_refused_and_never_relayed() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(
-        &dir.path().join("hushlist-data"),
-        sink.port,
-        "lists.example.org",
-    );
+    let (sink, served) = served_to_mailboxes(dir.path());
     let eve = SecretIdentity::generate(OsRng, EVE).unwrap();
     let home = olivia_adding_eve(dir.path(), &served, &served.smtp, eve.cert());
     let mallory = SecretIdentity::generate(OsRng, "mallory@example.net").unwrap();
@@ -219,12 +213,7 @@ fn a_strangers_post_in_a_members_name_is_refused_and_never_relayed() {
 #[test]
 fn send_reports_a_post_whose_key_id_was_taken_first_as_not_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let served = Served::start(
-        &dir.path().join("hushlist-data"),
-        sink.port,
-        "lists.example.org",
-    );
+    let (_sink, served) = served_to_mailboxes(dir.path());
     let eve = SecretIdentity::generate(OsRng, EVE).unwrap();
     let eve_cert = eve.cert().clone();
     let (relay, forged) = forging_relay(served.smtp.clone(), served.key_url.clone(), eve);

@@ -36,14 +36,7 @@ fn post_through_serve(dir: &Path, json: bool) -> String {
         b"",
     ));
     ok(hushlist(&bob, &["init", "--email", "bob@example.org"], b""));
-    let servers = [
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-    ];
+    let servers = served.servers();
     let mut create = vec!["list", "create", LIST];
     create.extend(servers);
     create.extend(["--admin-token", &served.admin_token]);

@@ -11,33 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::spawn_binary;
 use hushlist_peers::test_ca_and_leaf;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use hushlist_testkit::net::{closed_within, connect_from, drip, health_from};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const NEIGHBOUR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-
-/// A connection to `server` from the loopback address `from` (all of 127/8 is this machine).
-async fn connect_from(from: Ipv4Addr, server: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from.into(), 0)).unwrap();
-    socket.connect(server).await.unwrap()
-}
-
-/// What the server does with a connection that sends nothing, within `wait`: `None` if it
-/// is still open, else what the server wrote before closing it.
-async fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<String> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read_buf(&mut got)).await {
-            Err(_) => return None,
-            Ok(Ok(0) | Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
 
 /// A connection from `from` that the server holds open. A connection just closed may hold
 /// its place for a moment more, so a refusal is retried for a while.
@@ -53,19 +33,6 @@ async fn hold_from(from: Ipv4Addr, server: SocketAddr) -> TcpStream {
             ),
         }
     }
-}
-
-/// `GET /healthz` from `from` on a connection of its own; the status line.
-async fn health_from(from: Ipv4Addr, server: SocketAddr) -> String {
-    let mut stream = connect_from(from, server).await;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: keys\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = closed_within(&mut stream, Duration::from_secs(10))
-        .await
-        .expect("a /healthz request is answered and the connection closed");
-    answer.lines().next().unwrap_or_default().to_owned()
 }
 
 fn address(base: &str) -> SocketAddr {
@@ -154,18 +121,8 @@ async fn headers_trickled_in_or_never_sent_lose_the_connection_at_the_deadline()
 
     // One header byte a second: the whole request would take over half a minute.
     let request = b"GET /healthz HTTP/1.1\r\nhost: keys\r\nconnection: close\r\n\r\n";
-    let (mut reader, mut writer) = connect_from(CLIENT, server).await.into_split();
-    let dripping = tokio::spawn(async move {
-        let mut sent = 0;
-        for byte in request {
-            if writer.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            sent += 1;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        sent
-    });
+    let (mut reader, writer) = connect_from(CLIENT, server).await.into_split();
+    let dripping = drip(writer, request, Duration::from_secs(1));
     let mut silent = connect_from(CLIENT, server).await;
     let started = Instant::now();
 

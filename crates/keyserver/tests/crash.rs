@@ -18,9 +18,8 @@ async fn kill_9_during_a_burst_of_deposits_loses_none_that_got_201() {
     let p = people();
     let http = reqwest::Client::new();
     let (mut child, base) = spawn_binary(dir.path(), &[]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
 
-    create_list_at(&http, &base, &base, &admin).await;
+    create_list_in(&http, &base, dir.path()).await;
     let server_key = server_key_at(&http, &base).await;
     let server_cert = Arc::new(Cert::from_bytes(server_key.cert.as_bytes()).unwrap());
 
@@ -93,8 +92,7 @@ async fn rotating_the_master_key_keeps_every_key_readable() {
     let p = people();
     let http = reqwest::Client::new();
     let (mut child, base) = spawn_binary_with(dir.path(), &[], &[("HUSHLIST_MASTER_KEY", OLD)]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    create_list_at(&http, &base, &base, &admin).await;
+    create_list_in(&http, &base, dir.path()).await;
     let before = server_key_at(&http, &base).await;
     let server_cert = Cert::from_bytes(before.cert.as_bytes()).unwrap();
     let mut deposited = Vec::new();

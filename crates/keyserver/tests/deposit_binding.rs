@@ -12,8 +12,9 @@ use std::process::Child;
 
 use common::*;
 use hushlist_core::api::{Deposit, purpose};
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
+use hushlist_core::roster::{Change, MemberEntry, Role};
 use hushlist_core::{Address, Cert, KeyId, SecretIdentity, SessionKey};
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 use serde_json::Value;
 
@@ -45,37 +46,16 @@ impl TwoLists {
         let dir = tempfile::tempdir().unwrap();
         let (child, base) = spawn_binary(dir.path(), &[]);
         let http = reqwest::Client::new();
-        let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-        create_list_at(&http, &base, &base, &admin).await;
+        create_list_in(&http, &base, dir.path()).await;
         let p = people();
-        let genesis = sign_genesis(
-            OsRng,
-            &p.eve,
-            Address::parse("eve@example.org").unwrap(),
-            other(),
-            Policy::default(),
-            now(),
-        )
-        .unwrap();
-        let (status, body) = post_json(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{body}");
-        let roster = hushlist_core::roster::Roster::genesis(genesis).unwrap();
+        let mut roster = genesis_at(&http, &base, &admin_token(dir.path()), &p.eve, other()).await;
         let member = MemberEntry {
             address: Address::parse("bob@example.org").unwrap(),
             cert: p.bob.cert().to_armored(),
             role: Role::Member,
         };
-        let op = roster
-            .sign_next(OsRng, &p.eve, now(), Change::Add { member })
-            .unwrap();
-        let (status, body) = post_json(&http, format!("{base}/v1/lists/{OTHER}/ops"), &op, None)
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{body}");
-        let server_cert =
-            Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+        change_at(&http, &base, &mut roster, &p.eve, Change::Add { member }).await;
+        let server_cert = server_cert_at(&http, &base).await;
         TwoLists {
             _dir: dir,
             child,

@@ -11,18 +11,12 @@ use hushlist_core::identity::NotValid;
 use hushlist_core::roster::{Change, MemberEntry, Role, Roster, RosterError, SignedOp};
 use hushlist_core::{Address, Cert, KeyId, Pkesk, SecretIdentity, SessionKey};
 use hushlist_peers::Gpg;
+use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 use serde_json::Value;
 
 const DAY: u64 = 86_400;
-
-/// Runs gpg as if its clock said `at` (unix seconds).
-fn gpg_at(gpg: &Gpg, at: u64, args: &[&str]) {
-    let clock = format!("{at}!");
-    let mut all = vec!["--faked-system-time", clock.as_str()];
-    all.extend_from_slice(args);
-    gpg.run_ok(&all, b"");
-}
 
 /// A primary key for `uid` that only signs and certifies, made at `at` and never expiring
 /// (encryption subkeys are added by each test); its fingerprint.
@@ -31,6 +25,7 @@ fn signing_key_made_at(gpg: &Gpg, uid: &str, at: u64) -> String {
         gpg,
         at,
         &["--quick-gen-key", uid, "ed25519", "sign,cert", "never"],
+        b"",
     );
     primary_fingerprint(gpg, uid)
 }
@@ -181,11 +176,13 @@ async fn keys_are_sealed_to_the_valid_encryption_subkey_not_a_newer_expired_one(
         &gpg,
         made,
         &["--quick-add-key", &fingerprint, "cv25519", "encr", "never"],
+        b"",
     );
     gpg_at(
         &gpg,
         made + 3600,
         &["--quick-add-key", &fingerprint, "cv25519", "encr", "1d"],
+        b"",
     );
     let subkeys = encryption_subkeys(&gpg, uid);
     let valid = subkeys
@@ -243,6 +240,7 @@ async fn an_expired_certificate_is_not_added_and_its_requests_and_ops_are_refuse
         &gpg,
         made,
         &["--quick-gen-key", uid, "future-default", "default", "2d"],
+        b"",
     );
     let xena = secret_identity(&gpg, uid);
 
@@ -306,6 +304,7 @@ async fn a_member_whose_encryption_subkeys_all_expired_gets_no_key_and_is_told_w
         &gpg,
         made,
         &["--quick-add-key", &fingerprint, "cv25519", "encr", "1d"],
+        b"",
     );
     let nell = secret_identity(&gpg, uid);
 

@@ -6,14 +6,8 @@ use hushlist_core::roster::{
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_keyserver::{ReleaseError, release};
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 #[test]
 fn members_get_a_pkesk_that_opens_the_post_and_removed_members_do_not() {

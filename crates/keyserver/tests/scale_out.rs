@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use hushlist_core::Cert;
 use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
+use hushlist_testkit::http::error_code as code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_serve_each_others_keys_and_share_nonces() {
@@ -34,8 +35,7 @@ async fn two_instances_serve_each_others_keys_and_share_nonces() {
     let server_cert = Cert::from_bytes(certs[0].as_bytes()).unwrap();
 
     // The list is created through the first and changed through the second.
-    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap();
-    create_list_at(&http, &bases[0], &bases[1], &admin).await;
+    create_list_at(&http, &bases[0], &bases[1], &admin_token(dirs[0].path())).await;
 
     // Keys deposited through one instance are released by the other, and a signed request
     // seen by one is refused as a replay by the other: the nonce memory is the database's.

@@ -12,13 +12,10 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::Cert;
-use hushlist_core::api::purpose;
-use hushlist_core::roster::{Change, Policy};
 use hushlist_keyserver::master::{MasterKeyError, SealedBlob};
 use hushlist_store::KeyStore;
 use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
-use rand::rngs::OsRng;
+use hushlist_testkit::http::error_code as code;
 use sqlx::Connection as _;
 
 const DATABASE: &str = "keyserver.db";
@@ -76,28 +73,15 @@ async fn a_backup_taken_before_a_revocation_cannot_give_the_revoked_key_back() {
     let p = people();
     let http = reqwest::Client::new();
     let (child, base) = spawn_binary(dir.path(), &[]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    create_list_at(&http, &base, &base, &admin).await;
-    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    create_list_in(&http, &base, dir.path()).await;
+    let server_cert = server_cert_at(&http, &base).await;
     let (revoked, _) = deposit_at(&http, &base, &p.bob, &server_cert).await;
     let (kept, kept_key) = deposit_at(&http, &base, &p.bob, &server_cert).await;
     stop(child);
     copy_database(DATABASE, dir.path(), backup.path());
 
     let (child, base) = spawn_binary(dir.path(), &[]);
-    let revoke = signed(
-        &p.bob,
-        &purpose::revoke(&list(), &revoked),
-        &serde_json::json!({}),
-    );
-    let (status, body) = post_json(
-        &http,
-        format!("{base}/v1/lists/{LIST}/keys/{revoked}/revoke"),
-        &revoke,
-        None,
-    )
-    .await
-    .unwrap();
+    let (status, body) = revoke_at(&http, &base, &p.bob, &revoked).await;
     assert_eq!(status, 200, "{body}");
     // The other key of the same list and day, re-sealed under the new wrapping key, reads.
     let request = fetch_request(&p.rita, &kept);
@@ -130,20 +114,8 @@ async fn a_backup_taken_before_an_expiry_cannot_give_the_expired_key_back() {
     let p = people();
     let http = reqwest::Client::new();
     let (child, base) = spawn_binary(dir.path(), &[]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    let roster = create_list_at(&http, &base, &base, &admin).await;
-    let policy = Policy {
-        key_lifetime_secs: Some(2),
-        ..Policy::default()
-    };
-    let op = roster
-        .sign_next(OsRng, &p.olivia, now(), Change::SetPolicy { policy })
-        .unwrap();
-    let (status, body) = post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    create_list_with_key_lifetime_in(&http, &base, dir.path(), 2).await;
+    let server_cert = server_cert_at(&http, &base).await;
     let (expiring, session_key) = deposit_at(&http, &base, &p.bob, &server_cert).await;
     stop(child);
     copy_database(DATABASE, dir.path(), backup.path());
@@ -212,9 +184,8 @@ async fn on_postgresql_a_dump_taken_before_a_revocation_cannot_give_the_revoked_
     let p = people();
     let http = reqwest::Client::new();
     let (child, base) = spawn_binary(dir.path(), &["--database", db.url()]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    create_list_at(&http, &base, &base, &admin).await;
-    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    create_list_in(&http, &base, dir.path()).await;
+    let server_cert = server_cert_at(&http, &base).await;
     let (revoked, _) = deposit_at(&http, &base, &p.bob, &server_cert).await;
     let (kept, kept_key) = deposit_at(&http, &base, &p.bob, &server_cert).await;
     let mut sql = sqlx::PgConnection::connect(db.url()).await.unwrap();
@@ -225,19 +196,7 @@ async fn on_postgresql_a_dump_taken_before_a_revocation_cannot_give_the_revoked_
         sqlx::query(statement).execute(&mut sql).await.unwrap();
     }
 
-    let revoke = signed(
-        &p.bob,
-        &purpose::revoke(&list(), &revoked),
-        &serde_json::json!({}),
-    );
-    let (status, body) = post_json(
-        &http,
-        format!("{base}/v1/lists/{LIST}/keys/{revoked}/revoke"),
-        &revoke,
-        None,
-    )
-    .await
-    .unwrap();
+    let (status, body) = revoke_at(&http, &base, &p.bob, &revoked).await;
     assert_eq!(status, 200, "{body}");
     let request = fetch_request(&p.rita, &kept);
     fetch_expecting(&http, &base, &p.rita, &request, &kept, &kept_key).await;

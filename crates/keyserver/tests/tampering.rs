@@ -11,9 +11,9 @@ use std::path::Path;
 
 use common::*;
 use hushlist_core::api::purpose;
-use hushlist_core::roster::{Change, Policy, sign_genesis};
-use hushlist_core::{Address, Cert, KeyId};
+use hushlist_core::{Address, KeyId};
 use hushlist_keyserver::master::MasterKey;
+use hushlist_testkit::http::error_code as code;
 use rand::rngs::OsRng;
 use sqlx::{Connection as _, Row as _};
 
@@ -43,37 +43,19 @@ async fn a_key_row_moved_to_another_list_or_given_a_later_expiry_is_reported_as_
     let p = people();
     let http = reqwest::Client::new();
     let (mut child, base) = spawn_binary(dir.path(), &[]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    let mut roster = create_list_at(&http, &base, &base, &admin).await;
     // Keys of this list live an hour.
-    let policy = Policy {
-        key_lifetime_secs: Some(3600),
-        ..Policy::default()
-    };
-    let op = roster
-        .sign_next(OsRng, &p.olivia, now(), Change::SetPolicy { policy })
-        .unwrap();
-    let (status, body) = post_json(&http, format!("{base}/v1/lists/{LIST}/ops"), &op, None)
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    roster.apply(op).unwrap();
+    create_list_with_key_lifetime_in(&http, &base, dir.path(), 3600).await;
     let other = Address::parse(OTHER).unwrap();
-    let genesis = sign_genesis(
-        OsRng,
+    genesis_at(
+        &http,
+        &base,
+        &admin_token(dir.path()),
         &p.eve,
-        Address::parse("eve@example.org").unwrap(),
         other.clone(),
-        Policy::default(),
-        now(),
     )
-    .unwrap();
-    let (status, body) = post_json(&http, format!("{base}/v1/lists"), &genesis, Some(&admin))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
+    .await;
 
-    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    let server_cert = server_cert_at(&http, &base).await;
     let (moved, _) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
     let (extended, _) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
     let (honest, honest_key) = deposit_at(&http, &base, &p.olivia, &server_cert).await;
@@ -164,9 +146,8 @@ async fn keys_sealed_directly_under_the_master_key_still_open_and_the_sweep_move
     let p = people();
     let http = reqwest::Client::new();
     let (mut child, base) = spawn_binary(dir.path(), &[]);
-    let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    create_list_at(&http, &base, &base, &admin).await;
-    let server_cert = Cert::from_bytes(server_key_at(&http, &base).await.cert.as_bytes()).unwrap();
+    create_list_in(&http, &base, dir.path()).await;
+    let server_cert = server_cert_at(&http, &base).await;
     let keys = [
         deposit_at(&http, &base, &p.olivia, &server_cert).await,
         deposit_at(&http, &base, &p.olivia, &server_cert).await,

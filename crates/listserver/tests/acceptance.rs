@@ -1,11 +1,16 @@
 //! Each refusal at the end of DATA carries the right SMTP code and enhanced status.
 
+mod common;
+
+use common::adding;
 use hushlist_core::outer::EncryptedPost;
 use hushlist_core::post_proof::{MAX_PROOF_AGE_SECS, ProofError};
-use hushlist_core::roster::{Admission, Change, MemberEntry, Policy, Role, Roster, sign_genesis};
+use hushlist_core::roster::{Admission, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::{Rejection, check_key_server, parse_post};
+use hushlist_testkit::gpg::gpg_at;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 
 fn addr(s: &str) -> Address {
@@ -24,13 +29,6 @@ fn check_post(
     Ok((post, admission))
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[test]
 fn only_encrypted_posts_from_allowed_posters_are_accepted() {
     let owner = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
@@ -46,13 +44,7 @@ fn only_encrypted_posts_from_allowed_posters_are_accepted() {
     )
     .unwrap();
     let mut roster = Roster::genesis(genesis).unwrap();
-    let add = Change::Add {
-        member: MemberEntry {
-            address: addr("rita@example.org"),
-            cert: reader.cert().to_armored(),
-            role: Role::Reader,
-        },
-    };
+    let add = adding("rita@example.org", &reader, Role::Reader);
     roster
         .apply(roster.sign_next(OsRng, &owner, 1, add).unwrap())
         .unwrap();
@@ -169,16 +161,10 @@ fn a_post_proved_by_an_expired_key_is_refused_with_the_reason() {
     let made = now() - 10 * 86_400;
     let gpg = hushlist_peers::Gpg::new();
     let uid = "Xena <xena@example.org>";
-    gpg.run_ok(
-        &[
-            "--faked-system-time",
-            &format!("{made}!"),
-            "--quick-gen-key",
-            uid,
-            "future-default",
-            "default",
-            "2d",
-        ],
+    gpg_at(
+        &gpg,
+        made,
+        &["--quick-gen-key", uid, "future-default", "default", "2d"],
         b"",
     );
     let xena = SecretIdentity::from_bytes(
@@ -197,13 +183,7 @@ fn a_post_proved_by_an_expired_key_is_refused_with_the_reason() {
     )
     .unwrap();
     let mut roster = Roster::genesis(genesis).unwrap();
-    let add = Change::Add {
-        member: MemberEntry {
-            address: addr("xena@example.org"),
-            cert: xena.cert().to_armored(),
-            role: Role::Member,
-        },
-    };
+    let add = adding("xena@example.org", &xena, Role::Member);
     roster
         .apply(roster.sign_next(OsRng, &owner, made + 86_400, add).unwrap())
         .unwrap();

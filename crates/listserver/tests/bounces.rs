@@ -16,7 +16,7 @@ use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, PostSink as _, SmtpConfig, serve};
+use hushlist_listserver::smtp::PostSink as _;
 use hushlist_peers::Postfix;
 use rand::rngs::OsRng;
 
@@ -47,21 +47,6 @@ async fn server_with_members(dir: &std::path::Path) -> (Arc<ListServer>, SecretI
     (server, owner)
 }
 
-/// The list server's SMTP listener on a free loopback port; it stops with the test.
-async fn listen(server: &Arc<ListServer>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(SmtpConfig::default()),
-        server.clone(),
-        DEFAULT_CONNECTIONS,
-        None,
-        std::future::pending::<()>(),
-    ));
-    port
-}
-
 async fn post(server: &ListServer, owner: &SecretIdentity, message_id: &str) -> i64 {
     queue_id(
         &server
@@ -79,7 +64,7 @@ async fn post(server: &ListServer, owner: &SecretIdentity, message_id: &str) -> 
 async fn postfix_bounces_to_verp_addresses_probe_then_suspend_the_member_and_owners_are_told() {
     let dir = tempfile::tempdir().unwrap();
     let (server, owner) = server_with_members(dir.path()).await;
-    let smtp_port = listen(&server).await;
+    let smtp_port = serve_smtp(&server, None).await;
     let mailboxes = SmtpSink::start(free_port(), &dir.path().join("mailboxes"), &[]);
     let gone = SmtpSink::start(
         free_port(),
@@ -217,16 +202,9 @@ async fn postfix_bounces_to_verp_addresses_probe_then_suspend_the_member_and_own
     );
 }
 
-fn swaks(port: u16, from: &str, to: &str, data: &std::path::Path) -> String {
-    let out = std::process::Command::new("swaks")
-        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--from", from, "--to", to, "--timeout", "20", "--data"])
-        .arg(data)
-        .output()
-        .expect("swaks must be installed (.ci/run installs it)");
-    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{transcript}");
-    transcript
+/// [`swaks_ok`] with a 20 s timeout.
+fn swaks_20s(port: u16, from: &str, to: &str, data: &std::path::Path) -> String {
+    swaks_ok(port, from, to, data, &["--timeout", "20"])
 }
 
 fn golden_bounce(name: &str) -> std::path::PathBuf {
@@ -239,12 +217,12 @@ fn golden_bounce(name: &str) -> std::path::PathBuf {
 async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_their_author() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _owner) = server_with_members(dir.path()).await;
-    let port = listen(&server).await;
+    let port = serve_smtp(&server, None).await;
     let bounces = "team-bounces@lists.example.org";
 
     // A Postfix report to the shared bounce address names bob in Final-Recipient.
     let transcript = tokio::task::spawn_blocking(move || {
-        swaks(port, "<>", bounces, &golden_bounce("postfix-hard.eml"))
+        swaks_20s(port, "<>", bounces, &golden_bounce("postfix-hard.eml"))
     })
     .await
     .unwrap();
@@ -255,7 +233,7 @@ async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_the
     // qmail's report names carol, who is not on the list; a vacation reply and a delay
     // warning are not failures. None of them changes any score.
     for sample in ["qmail.eml", "vacation.eml", "postfix-delayed.eml"] {
-        tokio::task::spawn_blocking(move || swaks(port, "<>", bounces, &golden_bounce(sample)))
+        tokio::task::spawn_blocking(move || swaks_20s(port, "<>", bounces, &golden_bounce(sample)))
             .await
             .unwrap();
     }
@@ -280,7 +258,7 @@ async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_the
     // neither suspends him nor counts as another bounce.
     let unknown_probe = "team-probe+NoSuchToken123@lists.example.org";
     let transcript = tokio::task::spawn_blocking(move || {
-        swaks(
+        swaks_20s(
             port,
             "<>",
             unknown_probe,
@@ -313,7 +291,7 @@ async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_the
     let sender = member.clone();
     let request = leave.clone();
     tokio::task::spawn_blocking(move || {
-        swaks(port, &sender, "team-leave@lists.example.org", &request)
+        swaks_20s(port, &sender, "team-leave@lists.example.org", &request)
     })
     .await
     .unwrap();
@@ -339,7 +317,7 @@ async fn plain_bounces_name_members_by_the_report_and_leave_requests_suspend_the
     )
     .unwrap();
     let transcript = tokio::task::spawn_blocking(move || {
-        swaks(
+        swaks_20s(
             port,
             "mallory@example.com",
             "team-leave@lists.example.org",

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,79 +15,35 @@ use std::time::Duration;
 use common::*;
 use hushlist_core::SecretIdentity;
 use hushlist_listserver::service::ListServer;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use hushlist_testkit::smtp::{data_lines, read_reply};
+use tokio::io::AsyncWriteExt as _;
 
 const MEMBERS: usize = 1000;
 const MAX_RCPTS: usize = 50;
 const WORKERS: usize = 2;
 
-struct Running {
-    child: Child,
-    smtp_port: u16,
-    http: String,
+/// The list server binary relaying to `relay_port` in batches of `max_rcpts`, with short
+/// leases and retries.
+fn start_list_server_with(data_dir: &Path, relay_port: u16, max_rcpts: usize) -> ListServerProcess {
+    let relay = format!("127.0.0.1:{relay_port}");
+    let (max_rcpts, workers) = (max_rcpts.to_string(), WORKERS.to_string());
+    let args = [
+        &[
+            "--relay",
+            &relay,
+            "--max-rcpts",
+            &max_rcpts,
+            "--workers",
+            &workers,
+        ][..],
+        &QUICK_RETRIES,
+    ]
+    .concat();
+    ListServerProcess::start(data_dir, &args)
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_list_server(data_dir: &Path, relay_port: u16) -> Running {
+fn start_list_server(data_dir: &Path, relay_port: u16) -> ListServerProcess {
     start_list_server_with(data_dir, relay_port, MAX_RCPTS)
-}
-
-fn start_list_server_with(data_dir: &Path, relay_port: u16, max_rcpts: usize) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-listserver"))
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args([
-            "--smtp-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--relay", &format!("127.0.0.1:{relay_port}")])
-        .args(["--max-rcpts", &max_rcpts.to_string()])
-        .args(["--workers", &WORKERS.to_string()])
-        .args([
-            "--lease-secs",
-            "9",
-            "--relay-timeout-secs",
-            "2",
-            "--retry-secs",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let smtp = lines.next().unwrap().unwrap();
-    let http = lines.next().unwrap().unwrap();
-    let smtp_port = smtp.rsplit(':').next().unwrap().parse().unwrap();
-    let http = http.strip_prefix("listening on ").unwrap().to_owned();
-    Running {
-        child,
-        smtp_port,
-        http,
-    }
-}
-
-async fn scrape(http: &str) -> Option<String> {
-    reqwest::get(format!("{http}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()
-}
-
-async fn metric(http: &str, name: &str) -> Option<i64> {
-    scrape(http)
-        .await?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 /// Creates the list with `members` in the data directory's store, before the server runs;
@@ -117,14 +71,7 @@ async fn prepare_list(data_dir: &Path, members: usize) -> SecretIdentity {
 
 /// Posts with swaks and checks the 250.
 fn swaks_post(smtp_port: u16, post: &Path) {
-    let swaks = Command::new("swaks")
-        .args(["--server", "127.0.0.1", "--port", &smtp_port.to_string()])
-        .args(["--from", OWNER, "--to", LIST, "--data"])
-        .arg(post)
-        .output()
-        .expect("swaks must be installed (.ci/run installs it)");
-    let transcript = String::from_utf8_lossy(&swaks.stdout);
-    assert!(swaks.status.success(), "{transcript}");
+    let transcript = swaks_ok(smtp_port, OWNER, LIST, post, &[]);
     assert!(transcript.contains("<-  250 2.0.0"), "{transcript}");
 }
 
@@ -146,12 +93,15 @@ async fn a_post_to_ten_thousand_members_completes_in_well_under_200_mb() {
     let post = prepare(dir.path(), &data_dir, LARGE).await;
     let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
     let server = start_list_server_with(&data_dir, sink.port, 500);
-    swaks_post(server.smtp_port, &post);
+    swaks_post(server.smtp.port(), &post);
     wait_until(
         Duration::from_secs(300),
         "the fan-out to 10,000 members",
         || async {
-            metric(&server.http, "hushlist_listserver_queue{state=\"pending\"}").await == Some(0)
+            server
+                .metric("hushlist_listserver_queue{state=\"pending\"}")
+                .await
+                == Some(0)
         },
     )
     .await;
@@ -177,7 +127,7 @@ async fn a_fan_out_killed_mid_way_completes_after_restart_without_loss() {
         .unwrap();
     assert_eq!(health.status(), 200);
 
-    swaks_post(server.smtp_port, &post);
+    swaks_post(server.smtp.port(), &post);
 
     // Kill it once some, but far from all, copies are out.
     wait_until(
@@ -198,7 +148,10 @@ async fn a_fan_out_killed_mid_way_completes_after_restart_without_loss() {
         Duration::from_secs(180),
         "the queue to drain after restart",
         || async {
-            metric(&server.http, "hushlist_listserver_queue{state=\"pending\"}").await == Some(0)
+            server
+                .metric("hushlist_listserver_queue{state=\"pending\"}")
+                .await
+                == Some(0)
         },
     )
     .await;
@@ -218,15 +171,15 @@ async fn a_fan_out_killed_mid_way_completes_after_restart_without_loss() {
         "{duplicates} duplicates; at most the {WORKERS} transactions in flight may repeat"
     );
     assert_eq!(
-        metric(
-            &server.http,
-            "hushlist_listserver_queue{state=\"delivered\"}"
-        )
-        .await,
+        server
+            .metric("hushlist_listserver_queue{state=\"delivered\"}")
+            .await,
         Some(MEMBERS as i64 + 1)
     );
     assert_eq!(
-        metric(&server.http, "hushlist_listserver_queue{state=\"failed\"}").await,
+        server
+            .metric("hushlist_listserver_queue{state=\"failed\"}")
+            .await,
         Some(0)
     );
 }
@@ -245,22 +198,12 @@ async fn post_until_gone(
     };
     let (read, mut write) = stream.into_split();
     let mut read = tokio::io::BufReader::new(read);
+    // None when the server is gone (or silent for 30 s).
     let mut reply = async move || -> Option<String> {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            text.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Some(text);
-            }
-        }
+        read_reply(&mut read, Duration::from_secs(30))
+            .await
+            .ok()
+            .filter(|text| !text.is_empty())
     };
     let mut expect = async |reply: Option<String>, code: &str| match reply {
         Some(text) if text.starts_with(code) => true,
@@ -280,7 +223,7 @@ async fn post_until_gone(
         return (acked, unexpected);
     }
     for (message_id, message) in posts {
-        let mut bytes = format!("MAIL FROM:<{OWNER}>\r\nRCPT TO:<{LIST}>\r\nDATA\r\n").into_bytes();
+        let bytes = format!("MAIL FROM:<{OWNER}>\r\nRCPT TO:<{LIST}>\r\nDATA\r\n").into_bytes();
         if write.write_all(&bytes).await.is_err()
             || !expect(reply().await, "250").await
             || !expect(reply().await, "250").await
@@ -288,15 +231,9 @@ async fn post_until_gone(
         {
             break;
         }
-        bytes.clear();
-        for line in message.split_inclusive(|&b| b == b'\n') {
-            if line.starts_with(b".") {
-                bytes.push(b'.');
-            }
-            bytes.extend_from_slice(line);
-        }
-        bytes.extend_from_slice(b".\r\n");
-        if write.write_all(&bytes).await.is_err() || !expect(reply().await, "250").await {
+        if write.write_all(&data_lines(&message)).await.is_err()
+            || !expect(reply().await, "250").await
+        {
             break;
         }
         acked.push(message_id);
@@ -327,7 +264,7 @@ async fn kill_9_while_senders_post_loses_no_acknowledged_post() {
                 })
                 .collect();
             tokio::spawn(post_until_gone(
-                first.smtp_port,
+                first.smtp.port(),
                 posts,
                 acknowledged.clone(),
             ))
@@ -355,7 +292,10 @@ async fn kill_9_while_senders_post_loses_no_acknowledged_post() {
         Duration::from_secs(120),
         "the queue to drain after restart",
         || async {
-            metric(&second.http, "hushlist_listserver_queue{state=\"pending\"}").await == Some(0)
+            second
+                .metric("hushlist_listserver_queue{state=\"pending\"}")
+                .await
+                == Some(0)
         },
     )
     .await;
@@ -375,7 +315,9 @@ async fn kill_9_while_senders_post_loses_no_acknowledged_post() {
         assert_eq!(reached, everyone, "acknowledged post {id}");
     }
     assert_eq!(
-        metric(&second.http, "hushlist_listserver_queue{state=\"failed\"}").await,
+        second
+            .metric("hushlist_listserver_queue{state=\"failed\"}")
+            .await,
         Some(0)
     );
 }
@@ -399,12 +341,12 @@ async fn a_started_server_loads_each_roster_once_before_any_request() {
     wait_until(
         Duration::from_secs(30),
         "the roster loaded after the start",
-        || async { metric(&server.http, VERIFIED).await == Some(stored_ops) },
+        || async { server.metric(VERIFIED).await == Some(stored_ops) },
     )
     .await;
     // A post then finds the roster loaded: nothing is replayed again.
-    swaks_post(server.smtp_port, &post);
-    assert_eq!(metric(&server.http, VERIFIED).await, Some(stored_ops));
+    swaks_post(server.smtp.port(), &post);
+    assert_eq!(server.metric(VERIFIED).await, Some(stored_ops));
 }
 
 /// Whether `s` is a metric or label name as Prometheus reads one.
@@ -463,8 +405,8 @@ fn assert_exposition_parses(text: &str) {
 }
 
 /// Posts `post` and waits until the sample `name` reaches `value`.
-async fn post_until(server: &Running, post: &Path, name: &str, value: i64) {
-    swaks_post(server.smtp_port, post);
+async fn post_until(server: &ListServerProcess, post: &Path, name: &str, value: i64) {
+    swaks_post(server.smtp.port(), post);
     wait_until(Duration::from_secs(60), name, || async {
         metric(&server.http, name).await == Some(value)
     })

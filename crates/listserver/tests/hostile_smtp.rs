@@ -16,7 +16,9 @@ use hushlist_core::roster::Role;
 use hushlist_http::connections::ConnectionCaps;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SmtpConfig, serve};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use hushlist_testkit::net::drip;
+use hushlist_testkit::smtp::read_reply;
+use tokio::io::{AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -91,25 +93,9 @@ impl Conn {
 
     /// One reply (possibly multi-line), or "" at end of stream.
     async fn reply(&mut self) -> String {
-        let mut text = String::new();
-        loop {
-            let mut line = Vec::new();
-            let read = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.reader.read_until(b'\n', &mut line),
-            )
+        read_reply(&mut self.reader, Duration::from_secs(10))
             .await
             .expect("a reply within 10 s")
-            .unwrap_or(0);
-            if read == 0 {
-                return text;
-            }
-            let line = String::from_utf8_lossy(&line);
-            text.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return text;
-            }
-        }
     }
 
     /// Every reply until the server closes the connection.
@@ -346,18 +332,7 @@ async fn slow_drip_senders_are_cut_off_at_the_deadline() {
     // done within it.
     let (mut c, _) = Conn::open(at.port).await;
     let line = b"EHLO a-very-slow-client.example.org\r\n";
-    let mut writer = c.writer.take().unwrap();
-    let dripping = tokio::spawn(async move {
-        let mut sent = 0;
-        for byte in line {
-            if writer.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        sent
-    });
+    let dripping = drip(c.writer.take().unwrap(), line, Duration::from_millis(100));
     let replies = c.replies_until_closed().await;
     assert_eq!(
         replies,

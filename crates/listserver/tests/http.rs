@@ -12,12 +12,15 @@ use hushlist_core::api::{
 };
 use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::{Change, MemberEntry, Role};
+use hushlist_core::roster::Role;
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::http::router;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_peers::Gpg;
+use hushlist_testkit::gpg::confirmation_token;
+use hushlist_testkit::http::{error_code as code, post_json};
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 use serde_json::Value;
 
@@ -26,13 +29,6 @@ async fn serve(server: Arc<ListServer>) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(server)).await.unwrap() });
     format!("http://{address}")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn archive_request(who: &SecretIdentity, after: i64, limit: u32) -> SignedRequest {
@@ -48,13 +44,7 @@ fn archive_request(who: &SecretIdentity, after: i64, limit: u32) -> SignedReques
 }
 
 async fn post(http: &reqwest::Client, url: String, body: &impl serde::Serialize) -> (u16, Value) {
-    let response = http.post(url).json(body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
+    post_json(http, url, body, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,13 +155,7 @@ async fn a_member_who_joined_later_is_listed_only_the_posts_the_policy_lets_them
             OsRng,
             &owner,
             now(),
-            Change::Add {
-                member: MemberEntry {
-                    address: Address::parse("dave@example.org").unwrap(),
-                    cert: dave.cert().to_armored(),
-                    role: Role::Member,
-                },
-            },
+            adding("dave@example.org", &dave, Role::Member),
         )
         .unwrap();
     server.rosters().append(&list, add).await.unwrap();
@@ -434,21 +418,6 @@ fn join_request(key: &SecretIdentity, cert_of: &SecretIdentity, address: &str) -
         )
         .unwrap(),
     }
-}
-
-/// The token in a join confirmation, as its reader sees it after decrypting with gpg; None
-/// when this gpg home cannot decrypt it.
-fn confirmation_token(gpg: &Gpg, message: &[u8]) -> Option<String> {
-    let out = gpg.decrypt_pgp_mime(message);
-    if !out.status.success() {
-        return None;
-    }
-    let part = mail_parser::MessageParser::new()
-        .parse(&out.stdout)
-        .unwrap();
-    let text = part.body_text(0).unwrap();
-    let token = text.split("--confirm ").nth(1)?.split_whitespace().next()?;
-    Some(token.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,23 +11,16 @@ use std::time::Duration;
 use common::*;
 use hushlist_core::api::{Deposit, purpose};
 use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::{
-    Change, DeliveryMode, KeyFollows, MemberEntry, Policy, Role, Roster, sign_genesis,
-};
+use hushlist_core::roster::{Change, DeliveryMode, KeyFollows, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
 use hushlist_listserver::smtp::PostSink as _;
 use hushlist_store::DeliveryState;
+use hushlist_testkit::http::post_json;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
 use tokio::sync::watch;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// Decrypts with gpg holding only `member`'s secret key and the sender's certificate;
 /// returns stdout after checking the exit code (gpg prints tampered plaintext before failing).
@@ -73,13 +66,8 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         })
         .collect();
     for (address, key) in &members {
-        let member = MemberEntry {
-            address: Address::parse(address).unwrap(),
-            cert: key.cert().to_armored(),
-            role: Role::Reader,
-        };
         let op = roster
-            .sign_next(OsRng, &owner, now(), Change::Add { member })
+            .sign_next(OsRng, &owner, now(), adding(address, key, Role::Reader))
             .unwrap();
         roster.apply(op.clone()).unwrap();
         send_op(&http, format!("{key_server}/v1/lists/{LIST}/ops"), &op).await;
@@ -118,13 +106,9 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         now(),
     )
     .unwrap();
-    let response = http
-        .post(format!("{key_server}/v1/lists/{LIST}/keys"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    let url = format!("{key_server}/v1/lists/{LIST}/keys");
+    let (status, body) = post_json(&http, url, &request, None).await.unwrap();
+    assert_eq!(status, 201, "{body}");
 
     // Carol is removed on the key server only (the list server has not heard yet): the key
     // server must refuse her key, and the list server must not send her a copy.

@@ -6,18 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, Roster, sign_genesis};
+use hushlist_core::roster::{Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::delivery::KeyServerAccess;
 use hushlist_listserver::roster_watch::RosterWatch;
+use hushlist_testkit::now;
 use rand::rngs::OsRng;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_are_told_once_when_the_key_server_has_an_op_the_list_server_missed() {
@@ -57,13 +51,7 @@ async fn owners_are_told_once_when_the_key_server_has_an_op_the_list_server_miss
             OsRng,
             &owner,
             now(),
-            Change::Add {
-                member: MemberEntry {
-                    address: Address::parse("alice@example.net").unwrap(),
-                    cert: member.cert().to_armored(),
-                    role: Role::Member,
-                },
-            },
+            adding("alice@example.net", &member, Role::Member),
         )
         .unwrap();
     roster.apply(op.clone()).unwrap();

@@ -9,8 +9,9 @@ use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{SessionEnd, SmtpConfig, run_session, run_session_offering_tls};
+use hushlist_testkit::smtp::{data_lines, read_reply};
 use rand::rngs::OsRng;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream};
+use tokio::io::{AsyncWriteExt as _, BufReader, DuplexStream};
 
 const LIST: &str = "team@lists.example.org";
 
@@ -87,21 +88,9 @@ impl Client {
 
     /// Reads one (possibly multi-line) reply.
     async fn reply(&mut self) -> String {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            let read = tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut line))
-                .await
-                .expect("reply in time")
-                .unwrap();
-            if read == 0 {
-                return text;
-            }
-            text.push_str(&line);
-            if line.as_bytes().get(3) == Some(&b' ') {
-                return text;
-            }
-        }
+        read_reply(&mut self.io, Duration::from_secs(10))
+            .await
+            .expect("reply in time")
     }
 
     async fn send(&mut self, line: &str) -> String {
@@ -115,15 +104,11 @@ impl Client {
 
     async fn data(&mut self, message: &[u8]) -> String {
         assert!(self.send("DATA").await.starts_with("354 "));
-        let mut stuffed = Vec::new();
-        for line in message.split_inclusive(|&b| b == b'\n') {
-            if line.starts_with(b".") {
-                stuffed.push(b'.');
-            }
-            stuffed.extend_from_slice(line);
-        }
-        self.io.get_mut().write_all(&stuffed).await.unwrap();
-        self.io.get_mut().write_all(b".\r\n").await.unwrap();
+        self.io
+            .get_mut()
+            .write_all(&data_lines(message))
+            .await
+            .unwrap();
         self.reply().await
     }
 }

@@ -1,67 +1,23 @@
 //! A real SMTP client (swaks) posts to the list server over TCP.
 
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 
-use hushlist_core::roster::{Policy, sign_genesis};
-use hushlist_core::{Address, SecretIdentity};
+use common::{LIST, OWNER, create_list, list_server, serve_smtp, swaks};
 use hushlist_envelope::seal;
-use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, SmtpConfig, serve, tls_acceptor};
+use hushlist_peers::test_ca_and_leaf;
 use rand::rngs::OsRng;
 
-const LIST: &str = "team@lists.example.org";
-
-fn swaks(port: u16, from: &str, data: &std::path::Path) -> std::process::Output {
-    swaks_with(port, from, data, &[])
-}
-
-fn swaks_with(
-    port: u16,
-    from: &str,
-    data: &std::path::Path,
-    extra: &[&str],
-) -> std::process::Output {
-    Command::new("swaks")
-        .args([
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--from",
-            from,
-            "--to",
-            LIST,
-        ])
-        .args(["--ehlo", "client.example.org", "--timeout", "20"])
-        .args(extra)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("swaks must be installed (.ci/run installs it)")
-}
+/// swaks's options in these tests besides the server's: a client's name and a timeout.
+const CLIENT: [&str; 4] = ["--ehlo", "client.example.org", "--timeout", "20"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = hushlist_store::ListStore::open(&format!(
-        "sqlite://{}",
-        dir.path().join("lists.db").display()
-    ))
-    .await
-    .unwrap();
-    let server = Arc::new(ListServer::new(store));
-    let olivia = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
-    let genesis = sign_genesis(
-        OsRng,
-        &olivia,
-        Address::parse("olivia@example.org").unwrap(),
-        Address::parse(LIST).unwrap(),
-        Policy::default(),
-        0,
-    )
-    .unwrap();
-    server.rosters().create(genesis).await.unwrap();
+    let server = list_server(dir.path()).await;
+    let olivia = create_list(&server, 0).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -77,12 +33,11 @@ async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
         },
     ));
 
-    let text =
-        format!("From: olivia@example.org\r\nTo: {LIST}\r\nSubject: via swaks\r\n\r\nhello\r\n");
+    let text = format!("From: {OWNER}\r\nTo: {LIST}\r\nSubject: via swaks\r\n\r\nhello\r\n");
     let sealed = seal(OsRng, text.as_bytes(), &olivia, "https://keys.example.org").unwrap();
     let post = dir.path().join("post.eml");
     std::fs::write(&post, &sealed.message).unwrap();
-    let out = tokio::task::spawn_blocking(move || swaks(port, "olivia@example.org", &post))
+    let out = tokio::task::spawn_blocking(move || swaks(port, OWNER, LIST, &post, &CLIENT))
         .await
         .unwrap();
     let transcript = String::from_utf8_lossy(&out.stdout);
@@ -102,7 +57,7 @@ async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
 
     let plain = dir.path().join("plain.eml");
     std::fs::write(&plain, text).unwrap();
-    let out = tokio::task::spawn_blocking(move || swaks(port, "olivia@example.org", &plain))
+    let out = tokio::task::spawn_blocking(move || swaks(port, OWNER, LIST, &plain, &CLIENT))
         .await
         .unwrap();
     let transcript = String::from_utf8_lossy(&out.stdout);
@@ -120,70 +75,29 @@ async fn swaks_posts_an_encrypted_message_and_a_plaintext_one_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_posts_over_starttls_when_a_certificate_is_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl must be installed (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_ca, cert, key) = test_ca_and_leaf(dir.path());
     let acceptor = tls_acceptor(&cert, &key).unwrap();
     assert!(
         tls_acceptor(&key, &cert).is_err(),
         "a key is not a certificate"
     );
 
-    let store = hushlist_store::ListStore::open(&format!(
-        "sqlite://{}",
-        dir.path().join("lists.db").display()
-    ))
-    .await
-    .unwrap();
-    let server = Arc::new(ListServer::new(store));
-    let olivia = SecretIdentity::generate(OsRng, "olivia@example.org").unwrap();
-    let genesis = sign_genesis(
-        OsRng,
-        &olivia,
-        Address::parse("olivia@example.org").unwrap(),
-        Address::parse(LIST).unwrap(),
-        Policy::default(),
-        0,
-    )
-    .unwrap();
-    server.rosters().create(genesis).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(SmtpConfig::default()),
-        server.clone(),
-        DEFAULT_CONNECTIONS,
-        Some(acceptor),
-        std::future::pending(),
-    ));
+    let server = list_server(dir.path()).await;
+    let olivia = create_list(&server, 0).await;
+    let port = serve_smtp(&server, Some(acceptor)).await;
 
-    let text = format!("From: olivia@example.org\r\nTo: {LIST}\r\nSubject: tls\r\n\r\nhello\r\n");
+    let text = format!("From: {OWNER}\r\nTo: {LIST}\r\nSubject: tls\r\n\r\nhello\r\n");
     let sealed = seal(OsRng, text.as_bytes(), &olivia, "https://keys.example.org").unwrap();
     let post = dir.path().join("post.eml");
     std::fs::write(&post, &sealed.message).unwrap();
     let out = tokio::task::spawn_blocking(move || {
-        swaks_with(port, "olivia@example.org", &post, &["--tls"])
+        swaks(
+            port,
+            OWNER,
+            LIST,
+            &post,
+            &[&CLIENT[..], &["--tls"]].concat(),
+        )
     })
     .await
     .unwrap();

@@ -184,11 +184,33 @@ impl Served {
     }
 }
 
+impl Served {
+    /// The options that name these servers to `list create` and `list use`.
+    pub fn servers(&self) -> [&str; 6] {
+        [
+            "--key-server",
+            &self.key_url,
+            "--list-server",
+            &self.list_url,
+            "--smtp",
+            &self.smtp,
+        ]
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Mailboxes (Postfix's smtp-sink, under `dir`) and `hushlist serve` for lists.example.org
+/// (its data in `dir`) relaying to them.
+pub fn served_to_mailboxes(dir: &Path) -> (hushlist_peers::SmtpSink, Served) {
+    let mailboxes = hushlist_peers::SmtpSink::start(&dir.join("mailboxes"));
+    let served = Served::start(&dir.join("data"), mailboxes.port, "lists.example.org");
+    (mailboxes, served)
 }
 
 /// `outer` with its proof of origin replaced by one `who` signs now for `list`, over the
@@ -197,17 +219,13 @@ pub fn proved_by(outer: &[u8], who: &hushlist_core::SecretIdentity, list: &str) 
     use hushlist_core::outer::EncryptedPost;
     use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
     let post = EncryptedPost::parse(outer).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let proof = PostProof::sign(
         rand::rngs::OsRng,
         who,
         &[hushlist_core::Address::parse(list).unwrap()],
         &post.key_id,
         &post.packets,
-        now,
+        hushlist_testkit::now(),
     )
     .unwrap();
     let text = String::from_utf8(outer.to_vec()).unwrap();
@@ -229,46 +247,49 @@ pub fn proved_by(outer: &[u8], who: &hushlist_core::SecretIdentity, list: &str) 
 
 /// `owner` creates `list` on `served`; each of `members` is added with its role and uses it.
 pub fn list_with(served: &Served, list: &str, owner: &Person, members: &[(&Person, &str)]) {
+    create_list(served, list, owner, &[]);
+    for (member, role) in members {
+        add_member(list, owner, member, role);
+        use_list(served, list, member);
+    }
+}
+
+/// `owner` creates `list` on `served` with the operator's admin token and `extra` options
+/// (`--mode`, say); what the command printed.
+pub fn create_list(served: &Served, list: &str, owner: &Person, extra: &[&str]) -> String {
+    let admin = ["--admin-token", &served.admin_token];
+    ok(owner.run(
+        &[
+            &["list", "create", list][..],
+            &served.servers(),
+            &admin,
+            extra,
+        ]
+        .concat(),
+    ))
+}
+
+/// `owner` adds `member` to `list` as `role`, with the certificate `member` exports.
+pub fn add_member(list: &str, owner: &Person, member: &Person, role: &str) {
+    let cert = member
+        .home
+        .parent()
+        .unwrap()
+        .join(format!("{}.asc", member.address));
+    std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
     ok(owner.run(&[
         "list",
-        "create",
+        "add",
         list,
-        "--key-server",
-        &served.key_url,
-        "--list-server",
-        &served.list_url,
-        "--smtp",
-        &served.smtp,
-        "--admin-token",
-        &served.admin_token,
+        member.address,
+        "--key",
+        cert.to_str().unwrap(),
+        "--role",
+        role,
     ]));
-    for (member, role) in members {
-        let cert = member
-            .home
-            .parent()
-            .unwrap()
-            .join(format!("{}.asc", member.address));
-        std::fs::write(&cert, ok_bytes(member.run(&["key", "export"]))).unwrap();
-        ok(owner.run(&[
-            "list",
-            "add",
-            list,
-            member.address,
-            "--key",
-            cert.to_str().unwrap(),
-            "--role",
-            role,
-        ]));
-        ok(member.run(&[
-            "list",
-            "use",
-            list,
-            "--key-server",
-            &served.key_url,
-            "--list-server",
-            &served.list_url,
-            "--smtp",
-            &served.smtp,
-        ]));
-    }
+}
+
+/// `member` points their home at `list` on `served` (what a member does once).
+pub fn use_list(served: &Served, list: &str, member: &Person) {
+    ok(member.run(&[&["list", "use", list][..], &served.servers()].concat()));
 }

@@ -168,6 +168,12 @@ impl TestServer {
         self.change(roster, Change::Add { member }).await;
     }
 
+    /// Olivia removes `address` from the list.
+    pub async fn remove(&self, roster: &mut Roster, address: &str) {
+        let address = Address::parse(address).unwrap();
+        self.change(roster, Change::Remove { address }).await;
+    }
+
     pub async fn change(&self, roster: &mut Roster, change: Change) {
         let op = roster
             .sign_next(OsRng, &people().olivia, now(), change)
@@ -253,18 +259,8 @@ pub fn deposit_request(
     signed(sender, &purpose::deposit(list), &body)
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an error body: {body}"))
-}
+pub use hushlist_testkit::http::post_json;
+pub use hushlist_testkit::now;
 
 pub const MASTER_HEX: &str = "2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a";
 
@@ -307,22 +303,6 @@ pub fn spawn_binary_with(
     (child, base)
 }
 
-/// POSTs JSON, returning the status and the JSON body (null if there is none).
-pub async fn post_json(
-    http: &reqwest::Client,
-    url: String,
-    body: &impl serde::Serialize,
-    token: Option<&str>,
-) -> Result<(u16, Value), reqwest::Error> {
-    let mut request = http.post(url).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
 /// A running key server process's identity.
 pub async fn server_key_at(http: &reqwest::Client, base: &str) -> hushlist_core::api::ServerKey {
     http.get(format!("{base}/v1/server-key"))
@@ -334,34 +314,16 @@ pub async fn server_key_at(http: &reqwest::Client, base: &str) -> hushlist_core:
         .unwrap()
 }
 
-/// Creates the test list (Olivia owner) at `genesis_at` with the operator's `admin` token,
-/// then adds Bob as a member and Rita as a reader through `ops_at`.
+/// Creates the test list (Olivia owner) at `genesis_base` with the operator's `admin` token,
+/// then adds Bob as a member and Rita as a reader through `ops_base`.
 pub async fn create_list_at(
     http: &reqwest::Client,
-    genesis_at: &str,
-    ops_at: &str,
+    genesis_base: &str,
+    ops_base: &str,
     admin: &str,
 ) -> Roster {
     let p = people();
-    let genesis = sign_genesis(
-        OsRng,
-        &p.olivia,
-        Address::parse("olivia@example.org").unwrap(),
-        list(),
-        Policy::default(),
-        now(),
-    )
-    .unwrap();
-    let (status, body) = post_json(
-        http,
-        format!("{genesis_at}/v1/lists"),
-        &genesis,
-        Some(admin),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let mut roster = Roster::genesis(genesis).unwrap();
+    let mut roster = genesis_at(http, genesis_base, admin, &p.olivia, list()).await;
     for (who, address, role) in [
         (&p.bob, "bob@example.org", Role::Member),
         (&p.rita, "rita@example.org", Role::Reader),
@@ -371,16 +333,99 @@ pub async fn create_list_at(
             cert: who.cert().to_armored(),
             role,
         };
-        let op = roster
-            .sign_next(OsRng, &p.olivia, now(), Change::Add { member })
-            .unwrap();
-        let (status, body) = post_json(http, format!("{ops_at}/v1/lists/{LIST}/ops"), &op, None)
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{body}");
-        roster.apply(op).unwrap();
+        change_at(
+            http,
+            ops_base,
+            &mut roster,
+            &p.olivia,
+            Change::Add { member },
+        )
+        .await;
     }
     roster
+}
+
+/// [`create_list_at`] at the key server process `base` whose data directory is `data_dir`,
+/// with the admin token it wrote there.
+pub async fn create_list_in(http: &reqwest::Client, base: &str, data_dir: &Path) -> Roster {
+    create_list_at(http, base, base, &admin_token(data_dir)).await
+}
+
+/// [`create_list_in`], then Olivia has the list's keys live `secs` seconds.
+pub async fn create_list_with_key_lifetime_in(
+    http: &reqwest::Client,
+    base: &str,
+    data_dir: &Path,
+    secs: u64,
+) -> Roster {
+    let mut roster = create_list_in(http, base, data_dir).await;
+    let policy = Policy {
+        key_lifetime_secs: Some(secs),
+        ..Policy::default()
+    };
+    let change = Change::SetPolicy { policy };
+    change_at(http, base, &mut roster, &people().olivia, change).await;
+    roster
+}
+
+/// The admin token a key server process wrote in its data directory.
+pub fn admin_token(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin.token")).unwrap()
+}
+
+/// Creates `list` with the default policy and `owner` (at the address their certificate
+/// names) as its owner at the key server `base`, with the operator's `admin` token.
+pub async fn genesis_at(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    owner: &SecretIdentity,
+    list: Address,
+) -> Roster {
+    let address = owner.cert().addresses().remove(0);
+    let genesis = sign_genesis(OsRng, owner, address, list, Policy::default(), now()).unwrap();
+    let (status, body) = post_json(http, format!("{base}/v1/lists"), &genesis, Some(admin))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    Roster::genesis(genesis).unwrap()
+}
+
+/// `owner` signs `change` as the next op of `roster` and sends it to the key server `base`,
+/// which must take it; then it is applied to `roster`.
+pub async fn change_at(
+    http: &reqwest::Client,
+    base: &str,
+    roster: &mut Roster,
+    owner: &SecretIdentity,
+    change: Change,
+) {
+    let op = roster.sign_next(OsRng, owner, now(), change).unwrap();
+    let url = format!("{base}/v1/lists/{}/ops", roster.list());
+    let (status, body) = post_json(http, url, &op, None).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    roster.apply(op).unwrap();
+}
+
+/// The certificate of the key server process at `base`.
+pub async fn server_cert_at(http: &reqwest::Client, base: &str) -> hushlist_core::Cert {
+    hushlist_core::Cert::from_bytes(server_key_at(http, base).await.cert.as_bytes()).unwrap()
+}
+
+/// `who` revokes `key_id` of the test list at the key server `base`; the answer.
+pub async fn revoke_at(
+    http: &reqwest::Client,
+    base: &str,
+    who: &SecretIdentity,
+    key_id: &KeyId,
+) -> (u16, Value) {
+    let request = signed(
+        who,
+        &purpose::revoke(&list(), key_id),
+        &serde_json::json!({}),
+    );
+    let url = format!("{base}/v1/lists/{LIST}/keys/{key_id}/revoke");
+    post_json(http, url, &request, None).await.unwrap()
 }
 
 /// Deposits a fresh session key as `sender` at a running key server; returns it with its id.

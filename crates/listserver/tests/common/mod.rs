@@ -4,8 +4,10 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::collections::BTreeMap;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +20,10 @@ use hushlist_envelope::seal;
 use hushlist_keyserver::master::MasterKey;
 use hushlist_keyserver::{KeyServer, ServiceConfig};
 use hushlist_listserver::service::ListServer;
+use hushlist_listserver::smtp::{DEFAULT_CONNECTIONS, SmtpConfig, serve};
 use hushlist_store::ListStore;
 use rand::rngs::OsRng;
+use tokio_rustls::TlsAcceptor;
 
 pub const LIST: &str = "team@lists.example.org";
 pub const OWNER: &str = "olivia@example.org";
@@ -67,13 +71,8 @@ pub async fn create_list_with(
     // append works on it in place.
     let mut roster = Arc::unwrap_or_clone(server.rosters().create(genesis).await.unwrap());
     for (address, key) in members {
-        let member = MemberEntry {
-            address: Address::parse(address).unwrap(),
-            cert: key.cert().to_armored(),
-            role: Role::Reader,
-        };
         let op = roster
-            .sign_next(OsRng, &owner, 1, Change::Add { member })
+            .sign_next(OsRng, &owner, 1, adding(address, key, Role::Reader))
             .unwrap();
         roster.apply(op.clone()).unwrap();
         server.rosters().append(&list, op).await.unwrap();
@@ -101,6 +100,17 @@ pub fn sealed_post_with_id(from: &str, who: &SecretIdentity, message_id: &str) -
         .message
 }
 
+/// The roster change adding `key`'s holder at `address` as `role`.
+pub fn adding(address: &str, key: &SecretIdentity, role: Role) -> Change {
+    Change::Add {
+        member: MemberEntry {
+            address: Address::parse(address).unwrap(),
+            cert: key.cert().to_armored(),
+            role,
+        },
+    }
+}
+
 /// Adds `address` to the list with `role` (signed by `owner`); returns their key.
 pub async fn add_member(
     server: &ListServer,
@@ -123,13 +133,8 @@ pub async fn add_member_with_key(
 ) {
     let list = Address::parse(LIST).unwrap();
     let roster = server.rosters().get(&list).await.unwrap();
-    let member = MemberEntry {
-        address: Address::parse(address).unwrap(),
-        cert: key.cert().to_armored(),
-        role,
-    };
     let op = roster
-        .sign_next(OsRng, owner, 1, Change::Add { member })
+        .sign_next(OsRng, owner, 1, adding(address, key, role))
         .unwrap();
     server.rosters().append(&list, op).await.unwrap();
 }
@@ -162,17 +167,13 @@ pub fn under_key_id(post: &[u8], key_id: &str, who: &SecretIdentity) -> Vec<u8> 
     let mut text = String::from_utf8(post.to_vec())
         .unwrap()
         .replace(parsed.key_id.as_str(), key_id);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let proof = PostProof::sign(
         OsRng,
         who,
         &[Address::parse(LIST).unwrap()],
         &key_id.parse().unwrap(),
         &parsed.packets,
-        now,
+        hushlist_testkit::now(),
     )
     .unwrap();
     let header = format!("{POST_PROOF_HEADER}: {}\r\n", proof.to_header_value());
@@ -199,6 +200,105 @@ pub fn queue_id(taken: &str) -> i64 {
 
 pub fn free_port() -> u16 {
     hushlist_peers::free_port()
+}
+
+/// `server`'s SMTP listener (offering STARTTLS with `tls`) on a free loopback port, serving
+/// until the test ends; its port.
+pub async fn serve_smtp(server: &Arc<ListServer>, tls: Option<TlsAcceptor>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(SmtpConfig::default()),
+        server.clone(),
+        DEFAULT_CONNECTIONS,
+        tls,
+        std::future::pending::<()>(),
+    ));
+    port
+}
+
+/// swaks, a real SMTP client, sending the file `data` from `from` to `to` at the loopback
+/// `port` with `extra` options; its output, the transcript on stdout.
+pub fn swaks(port: u16, from: &str, to: &str, data: &Path, extra: &[&str]) -> Output {
+    Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--from", from, "--to", to])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("swaks must be installed (.ci/run installs it)")
+}
+
+/// [`swaks`] that must succeed; its transcript.
+pub fn swaks_ok(port: u16, from: &str, to: &str, data: &Path, extra: &[&str]) -> String {
+    let out = swaks(port, from, to, data, extra);
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{transcript}");
+    transcript
+}
+
+/// Lease, relay timeout and retry short enough for a test to see a killed server's
+/// deliveries taken over and retried.
+pub const QUICK_RETRIES: [&str; 6] = [
+    "--lease-secs",
+    "9",
+    "--relay-timeout-secs",
+    "2",
+    "--retry-secs",
+    "1",
+];
+
+/// The `hushlist-listserver` binary on free loopback ports with the data directory and
+/// `args` given; killed when dropped.
+pub struct ListServerProcess {
+    pub child: Child,
+    pub smtp: SocketAddr,
+    /// The HTTP base URL.
+    pub http: String,
+}
+
+impl ListServerProcess {
+    pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-listserver"))
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(["--smtp-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = |prefix: &str| {
+            let line = lines.next().unwrap().unwrap();
+            line.strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("unexpected {line:?}"))
+                .to_owned()
+        };
+        let smtp = next("smtp on ").parse().unwrap();
+        let http = next("listening on ");
+        ListServerProcess { child, smtp, http }
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.strip_prefix("http://").unwrap().parse().unwrap()
+    }
+
+    /// The value of the metric line starting `name` in `/metrics`; `None` if the server does
+    /// not answer or has no such line.
+    pub async fn metric(&self, name: &str) -> Option<i64> {
+        metric(&self.http, name).await
+    }
+}
+
+impl Drop for ListServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Postfix's smtp-sink on a loopback port, writing each transaction it takes to a file.
@@ -472,4 +572,23 @@ pub fn assert_list_wrote_outer_headers(copy: &str, name: &str, author: &str) {
         assert!(!copy.contains(planted), "{planted} in {copy}");
     }
     assert!(EncryptedPost::parse(copy.as_bytes()).is_ok(), "{copy}");
+}
+
+/// The `/metrics` text of the server at `http`; `None` if it does not answer.
+pub async fn scrape(http: &str) -> Option<String> {
+    reqwest::get(format!("{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of the metric line starting `name` in the `/metrics` of the server at `http`;
+/// `None` if it does not answer or has no such line.
+pub async fn metric(http: &str, name: &str) -> Option<i64> {
+    scrape(http)
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
