@@ -331,6 +331,8 @@ pub struct SmtpSink {
 /// One transaction as smtp-sink saw it.
 #[derive(Debug)]
 pub struct SinkTransaction {
+    /// The name the client gave in EHLO.
+    pub helo: String,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     /// The message as received (without smtp-sink's own X- lines).
@@ -383,6 +385,7 @@ impl SmtpSink {
         };
         for entry in entries {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let mut helo = String::new();
             let mut mail_from = String::new();
             let mut rcpt_to = Vec::new();
             let mut message = String::new();
@@ -397,7 +400,11 @@ impl SmtpSink {
                         rcpt_to.push(first_path(v));
                         continue;
                     }
-                    if line.starts_with("X-Client-") || line.starts_with("X-Helo-Args") {
+                    if let Some(v) = line.strip_prefix("X-Helo-Args: ") {
+                        helo = first_path(v);
+                        continue;
+                    }
+                    if line.starts_with("X-Client-") {
                         continue;
                     }
                     in_envelope = false;
@@ -405,6 +412,7 @@ impl SmtpSink {
                 message.push_str(line);
             }
             out.push(SinkTransaction {
+                helo,
                 mail_from,
                 rcpt_to,
                 message,
