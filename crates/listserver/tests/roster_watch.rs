@@ -33,6 +33,14 @@ async fn notices_about(server: &ListServer, list: &str) -> usize {
         .count()
 }
 
+/// Waits (bounded) until `count` notices about `list` are queued.
+async fn wait_for_notices(server: &ListServer, list: &str, count: usize, what: &str) {
+    wait_until(Duration::from_secs(10), what, || async {
+        notices_about(server, list).await == count
+    })
+    .await;
+}
+
 /// A new list owned by `owner`, with its genesis op.
 fn new_list(owner: &SecretIdentity, list: &str) -> (Roster, SignedOp) {
     let genesis = sign_genesis(
@@ -83,32 +91,19 @@ async fn owners_are_told_once_when_the_key_server_has_an_op_the_list_server_miss
     };
     RosterWatch::new(&server, &access, Duration::from_millis(100)).spawn(stopped);
     // In step: nothing to say, though the watch has been round (it told about the control).
-    wait_until(
-        Duration::from_secs(10),
-        "the notice about the control list",
-        || async { notices_about(&server, CONTROL).await == 1 },
-    )
-    .await;
+    wait_for_notices(&server, CONTROL, 1, "the notice about the control list").await;
     assert_eq!(notices_about(&server, LIST).await, 0);
 
     // The owner's add reaches the key server only.
     let op = add_next(&mut roster, &owner, "alice@example.net");
     send_op(&http, ops_at_key_server(LIST), &op).await;
-    wait_until(Duration::from_secs(10), "the owners' notice", || async {
-        notices_about(&server, LIST).await == 1
-    })
-    .await;
+    wait_for_notices(&server, LIST, 1, "the owners' notice").await;
     // Checks go on (a new difference on the control list is told), but the same difference
     // is reported once.
     send_op(&http, format!("{key_server}/v1/lists"), &control_genesis).await;
     let control_op = add_next(&mut control, &owner, "carol@example.net");
     send_op(&http, ops_at_key_server(CONTROL), &control_op).await;
-    wait_until(
-        Duration::from_secs(10),
-        "the second control notice",
-        || async { notices_about(&server, CONTROL).await == 2 },
-    )
-    .await;
+    wait_for_notices(&server, CONTROL, 2, "the second control notice").await;
     let outbox = server.store().unsent_outbox().await.unwrap();
     let notices: Vec<String> = outbox
         .iter()
@@ -141,11 +136,6 @@ async fn owners_are_told_once_when_the_key_server_has_an_op_the_list_server_miss
         .unwrap();
     let control_op = add_next(&mut control, &owner, "dave@example.net");
     send_op(&http, ops_at_key_server(CONTROL), &control_op).await;
-    wait_until(
-        Duration::from_secs(10),
-        "the third control notice",
-        || async { notices_about(&server, CONTROL).await == 3 },
-    )
-    .await;
+    wait_for_notices(&server, CONTROL, 3, "the third control notice").await;
     assert_eq!(notices_about(&server, LIST).await, 1);
 }
