@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use hushlist_core::{Cert, KeyId, SessionKey};
+use hushlist_testkit::wait_until;
 use rand::rngs::OsRng;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,21 +116,29 @@ async fn rotating_the_master_key_keeps_every_key_readable() {
     assert!(err.contains("HUSHLIST_MASTER_KEY_PREVIOUS"), "{err}");
 
     // New key plus the old as previous: everything reads, and the sweep re-seals it all.
-    let (mut child, base) = spawn_binary_with(
+    let log = dir.path().join("keyserver.log");
+    let (mut child, base) = spawn_binary_logging(
         dir.path(),
         &["--sweep-secs", "1"],
         &[
             ("HUSHLIST_MASTER_KEY", NEW),
             ("HUSHLIST_MASTER_KEY_PREVIOUS", OLD),
+            ("RUST_LOG", "info"),
         ],
+        std::fs::File::create(&log).unwrap(),
     );
     assert_eq!(server_key_at(&http, &base).await.cert, before.cert);
     for (key_id, session_key) in &deposited {
         let request = fetch_request(&p.bob, key_id);
         fetch_expecting(&http, &base, &p.bob, &request, key_id, session_key).await;
     }
-    // The first sweep runs at start; give it a moment past its one-second tick.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The sweep says when it has re-sealed; only then is the old key no longer needed.
+    wait_until(Duration::from_secs(30), "the re-sealing sweep", || async {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("re-sealed keys under the current master key")
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
 

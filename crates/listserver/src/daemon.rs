@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hushlist_core::bounce::BouncePolicy;
 use hushlist_core::listmail::UnsubscribeKey;
@@ -85,6 +86,30 @@ impl RunningListServer {
     }
 }
 
+/// How often spent request nonces and old rate-limit windows are pruned: a nonce lives
+/// five minutes.
+const PRUNE_REQUEST_RECORDS_EVERY: Duration = Duration::from_secs(300);
+
+/// Prunes request nonces and rate-limit windows at start and then every
+/// [`PRUNE_REQUEST_RECORDS_EVERY`] until `shutdown` turns true.
+fn spawn_request_record_pruning(
+    server: Arc<ListServer>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_REQUEST_RECORDS_EVERY);
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => continue,
+            }
+            if let Err(e) = server.prune_request_records().await {
+                tracing::warn!(error = %e, "pruning request nonces and rate-limit windows failed");
+            }
+        }
+    })
+}
+
 /// Opens the data directory and starts serving; returns once both listeners are bound.
 pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, DaemonError> {
     let io = |path: &Path| {
@@ -157,6 +182,10 @@ pub async fn start(config: ListDaemonConfig) -> Result<RunningListServer, Daemon
         ],
         None => Vec::new(),
     };
+    workers.push(spawn_request_record_pruning(
+        server.clone(),
+        stopped.clone(),
+    ));
     workers.extend(Deliverer::new(&server, config.delivery).spawn(stopped));
     let app = router(server.clone());
     let smtp = Arc::new(config.smtp);

@@ -482,6 +482,21 @@ impl ListServer {
         Ok(reported)
     }
 
+    /// Forgets request nonces past their expiry and rate-limit windows that no longer
+    /// matter (the key server does the same in its sweep); otherwise both tables grow with
+    /// every signed request for as long as the server runs.
+    pub async fn prune_request_records(&self) -> Result<(), StoreError> {
+        let now = unix_now();
+        self.store.prune_nonces(now).await?;
+        self.store
+            .prune_request_counts(
+                self.verifier
+                    .prunable_before(u64::try_from(now).unwrap_or(0)),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Sends every digest that waited for its interval to pass (the first delivery worker
     /// calls this when idle).
     pub async fn send_due_refusal_digests(&self) -> Result<usize, StoreError> {

@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::SecretIdentity;
-use hushlist_listserver::service::ListServer;
 use hushlist_testkit::smtp::{data_lines, read_reply};
 use tokio::io::AsyncWriteExt as _;
 
@@ -49,24 +47,10 @@ fn start_list_server(data_dir: &Path, relay_port: u16) -> ListServerProcess {
 /// Creates the list with `members` in the data directory's store, before the server runs;
 /// returns the path of a post by the owner.
 async fn prepare(dir: &Path, data_dir: &Path, members: usize) -> std::path::PathBuf {
-    let owner = prepare_list(data_dir, members).await;
+    let owner = create_list_in(data_dir, members).await;
     let post = dir.join("post.eml");
     std::fs::write(&post, sealed_post(OWNER, &owner)).unwrap();
     post
-}
-
-/// Creates the list with `members` in the data directory's store; returns its owner.
-async fn prepare_list(data_dir: &Path, members: usize) -> SecretIdentity {
-    std::fs::create_dir_all(data_dir).unwrap();
-    let server = ListServer::new(
-        hushlist_store::ListStore::open(&format!(
-            "sqlite://{}",
-            data_dir.join("listserver.db").display()
-        ))
-        .await
-        .unwrap(),
-    );
-    create_list(&server, members).await
 }
 
 /// Posts with swaks and checks the 250.
@@ -249,7 +233,7 @@ async fn kill_9_while_senders_post_loses_no_acknowledged_post() {
     const MEMBERS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("lists");
-    let owner = prepare_list(&data_dir, MEMBERS).await;
+    let owner = create_list_in(&data_dir, MEMBERS).await;
     let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
     let mut first = start_list_server(&data_dir, sink.port);
 
@@ -421,7 +405,7 @@ async fn the_queue_gauge_counts_each_outcome_once_and_is_counted_again_at_a_rest
     let pending = "hushlist_listserver_queue{state=\"pending\"}";
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("lists");
-    let owner = prepare_list(&data_dir, RECIPIENTS as usize - 1).await;
+    let owner = create_list_in(&data_dir, RECIPIENTS as usize - 1).await;
     let posts: Vec<_> = ["first", "second"]
         .into_iter()
         .map(|name| {

@@ -305,32 +305,14 @@ async fn with_starttls_required_copies_go_only_over_tls_to_a_relay_with_a_truste
     stop.send(true).unwrap();
 
     // aiosmtpd requiring STARTTLS, with a certificate from the CA we trust, takes them.
-    let port = free_port();
-    let log = dir.path().join("aiosmtpd.log");
-    let mut relay = std::process::Command::new("/usr/bin/python3")
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .arg("--tlscert")
-        .arg(&cert)
-        .arg("--tlskey")
-        .arg(&key)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3-aiosmtpd must be installed (.ci/run installs it)");
-    wait_until(Duration::from_secs(20), "aiosmtpd to listen", || async {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
-    let mut config = self::config(port);
+    let relay = StarttlsRelay::start(dir.path(), &cert, &key).await;
+    let mut config = self::config(relay.port);
     config.relay.starttls = Some(tls);
     config.retry_first = Duration::from_secs(1);
     let _stop = start(&server, config);
     // The deferred rows are due again within the retry delay.
     wait_for_empty_queue(&server).await;
-    let _ = relay.kill();
-    let _ = relay.wait();
-    let received = std::fs::read_to_string(&log).unwrap();
+    let received = relay.received();
     // aiosmtpd's debugging handler prints each message it took, without the envelope: one
     // transaction carried all three recipients.
     assert_eq!(received.matches("MESSAGE FOLLOWS").count(), 1, "{received}");

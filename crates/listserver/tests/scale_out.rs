@@ -1,7 +1,8 @@
 //! Two real `hushlist-listserver` processes on one PostgreSQL database, as when a list
 //! server is scaled out: posts submitted to either reach every member exactly once, and when
 //! one instance is killed with SIGKILL mid-fan-out, the other finishes its deliveries once
-//! their lease runs out, losing nothing.
+//! their lease runs out, losing nothing. Copies are counted once the queue is empty and every
+//! transaction the instances started has reached the relay, so a late duplicate is seen.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use hushlist_listserver::service::ListServer;
+use hushlist_store::ListStore;
 use hushlist_store::scratch::{ScratchDb, postgres_admin_url};
 
 const MEMBERS: usize = 300;
@@ -25,11 +27,61 @@ async fn transactions(instance: &ListServerProcess) -> i64 {
         .expect("the transactions counter in /metrics")
 }
 
-fn start_instance(data_dir: &Path, database: &str, relay_port: u16) -> ListServerProcess {
+/// Whether every transaction `instance` (saying EHLO `name`) started has reached the relay.
+async fn all_started_arrived(sink: &SmtpSink, instance: &ListServerProcess, name: &str) -> bool {
+    let arrived = sink
+        .transactions()
+        .iter()
+        .filter(|t| t.helo == name)
+        .count();
+    i64::try_from(arrived).unwrap() >= transactions(instance).await
+}
+
+/// Waits (bounded) until nothing is left to deliver in `store` and every transaction the
+/// `instances` (with their EHLO names) started has reached the relay: only then can no
+/// stray duplicate still be on its way.
+async fn wait_for_quiet(
+    store: &ListStore,
+    sink: &SmtpSink,
+    instances: &[(&ListServerProcess, &str)],
+) {
+    wait_until(
+        Duration::from_secs(120),
+        "an empty queue and every started transaction at the relay",
+        || async {
+            if store.delivery_counts().await.unwrap().pending > 0 {
+                return false;
+            }
+            for (instance, name) in instances {
+                if !all_started_arrived(sink, instance, name).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}
+
+/// An instance relaying to `relay_port`, saying EHLO `name` (which tells its transactions
+/// at the relay apart).
+fn start_instance(
+    data_dir: &Path,
+    database: &str,
+    relay_port: u16,
+    name: &str,
+) -> ListServerProcess {
     let relay = format!("127.0.0.1:{relay_port}");
     let (max_rcpts, workers) = (MAX_RCPTS.to_string(), WORKERS.to_string());
     let args = [
-        &["--database", database, "--relay", &relay][..],
+        &[
+            "--database",
+            database,
+            "--relay",
+            &relay,
+            "--hostname",
+            name,
+        ][..],
         &["--max-rcpts", &max_rcpts, "--workers", &workers],
         &QUICK_RETRIES,
     ]
@@ -87,12 +139,14 @@ async fn two_instances_share_the_queue_and_survive_losing_one_mid_fan_out() {
             postgres_admin_url()
         )
     });
-    let owner = create_list(&ListServer::new(db.open_lists().await.unwrap()), MEMBERS).await;
+    let store = db.open_lists().await.unwrap();
+    let owner = create_list(&ListServer::new(store.clone()), MEMBERS).await;
     let dir = tempfile::tempdir().unwrap();
     // The relay answers each DATA after a second, so a fan-out takes a while.
     let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &["-w", "1"]);
-    let first = start_instance(&dir.path().join("one"), db.url(), sink.port);
-    let second = start_instance(&dir.path().join("two"), db.url(), sink.port);
+    let (one, two) = ("one.lists.test", "two.lists.test");
+    let first = start_instance(&dir.path().join("one"), db.url(), sink.port, one);
+    let second = start_instance(&dir.path().join("two"), db.url(), sink.port, two);
 
     // One post through each instance: both instances' workers share both fan-outs, and
     // every member gets each post exactly once.
@@ -104,8 +158,7 @@ async fn two_instances_share_the_queue_and_survive_losing_one_mid_fan_out() {
         })
         .await;
     }
-    // Give any stray duplicate a moment to show up before counting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_quiet(&store, &sink, &[(&first, one), (&second, two)]).await;
     for key_id in [&post_a, &post_b] {
         let copies = copies_of(&sink, key_id);
         assert_eq!(copies.keys().cloned().collect::<Vec<_>>(), everyone());
@@ -143,6 +196,7 @@ async fn two_instances_share_the_queue_and_survive_losing_one_mid_fan_out() {
         || async { copies_of(&sink, &post_c).len() == MEMBERS + 1 },
     )
     .await;
+    wait_for_quiet(&store, &sink, &[(&second, two)]).await;
     let copies = copies_of(&sink, &post_c);
     assert_eq!(copies.keys().cloned().collect::<Vec<_>>(), everyone());
     let duplicates: usize = copies.values().map(|n| n - 1).sum();

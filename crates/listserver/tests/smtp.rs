@@ -1,6 +1,10 @@
 //! The SMTP receiver driven through an in-memory pipe, with the real acceptance path over a
-//! SQLite store: every reply code and enhanced status, and posts stored before 250.
+//! SQLite store: every reply code and enhanced status, and posts stored before 250. STARTTLS
+//! over a real loopback connection with a real TLS handshake.
 
+mod common;
+
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -8,10 +12,15 @@ use hushlist_core::roster::{Change, MemberEntry, Policy, Role, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_listserver::service::ListServer;
-use hushlist_listserver::smtp::{SessionEnd, SmtpConfig, run_session, run_session_offering_tls};
+use hushlist_listserver::smtp::{SmtpConfig, run_session, tls_acceptor};
+use hushlist_peers::test_ca_and_leaf;
 use hushlist_testkit::smtp::{data_lines, read_reply};
 use rand::rngs::OsRng;
-use tokio::io::{AsyncWriteExt as _, BufReader, DuplexStream};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader, DuplexStream};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 const LIST: &str = "team@lists.example.org";
 
@@ -63,12 +72,12 @@ async fn list_server() -> (tempfile::TempDir, Arc<ListServer>) {
     (dir, server)
 }
 
-/// A client end of an SMTP session running on the other end of a pipe.
-struct Client {
-    io: BufReader<DuplexStream>,
+/// The client end of an SMTP session: on the other end of a pipe, or over TCP or TLS.
+struct Client<S> {
+    io: BufReader<S>,
 }
 
-impl Client {
+impl Client<DuplexStream> {
     async fn start(
         server: Arc<ListServer>,
         config: SmtpConfig,
@@ -85,7 +94,9 @@ impl Client {
         assert!(client.reply().await.starts_with("220 "));
         (client, task)
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Reads one (possibly multi-line) reply.
     async fn reply(&mut self) -> String {
         read_reply(&mut self.io, Duration::from_secs(10))
@@ -370,27 +381,81 @@ async fn pipelined_commands_get_replies_in_order() {
     assert!(c.reply().await.starts_with("250 2.0.0"));
 }
 
-#[tokio::test]
-async fn starttls_is_offered_and_commands_pipelined_after_it_are_discarded() {
-    let (_dir, server) = list_server().await;
-    let (client, mut server_end) = tokio::io::duplex(1 << 16);
-    let session = tokio::spawn(async move {
-        run_session_offering_tls(&mut server_end, &SmtpConfig::default(), server.as_ref())
-            .await
-            .unwrap()
-    });
-    let mut c = Client {
-        io: BufReader::new(client),
+/// A TLS client trusting only the CA certificate in the PEM file `ca`.
+fn tls_client_trusting(ca: &Path) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_pipelined_behind_starttls_never_reach_the_tls_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca_and_leaf(dir.path());
+    let server = common::list_server(dir.path()).await;
+    let owner = common::create_list(&server, 0).await;
+    let port = common::serve_smtp(&server, Some(tls_acceptor(&cert, &key).unwrap())).await;
+
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut clear = Client {
+        io: BufReader::new(tcp),
     };
-    assert!(c.reply().await.starts_with("220 "));
-    let ehlo = c.send("EHLO client.example.org").await;
+    assert!(clear.reply().await.starts_with("220 "));
+    let ehlo = clear.send("EHLO client.example.org").await;
     assert!(ehlo.contains("250-STARTTLS"), "{ehlo}");
-    // A command smuggled in clear behind STARTTLS must not reach the TLS session.
-    c.io.get_mut()
-        .write_all(b"STARTTLS\r\nMAIL FROM:<eve@example.org>\r\n")
+    // A man in the middle appends a transaction of its own to the client's STARTTLS, in
+    // clear and in the same packet (CVE-2011-0411): it must not run inside the TLS session.
+    clear
+        .io
+        .get_mut()
+        .write_all(
+            format!("STARTTLS\r\nMAIL FROM:<eve@example.org>\r\nRCPT TO:<{LIST}>\r\n").as_bytes(),
+        )
         .await
         .unwrap();
-    assert_eq!(c.reply().await, "220 2.0.0 Ready to start TLS\r\n");
-    assert_eq!(session.await.unwrap(), SessionEnd::StartTls);
-    assert_eq!(c.reply().await, "", "no reply to the smuggled MAIL");
+    assert_eq!(clear.reply().await, "220 2.0.0 Ready to start TLS\r\n");
+    assert!(
+        clear.io.buffer().is_empty(),
+        "nothing more is answered in clear: {:?}",
+        String::from_utf8_lossy(clear.io.buffer())
+    );
+
+    let tls = tls_client_trusting(&ca)
+        .connect(
+            ServerName::try_from("localhost").unwrap(),
+            clear.io.into_inner(),
+        )
+        .await
+        .expect("the TLS handshake completes");
+    let mut c = Client {
+        io: BufReader::new(tls),
+    };
+    // The first reply inside TLS answers our fresh EHLO, not the smuggled MAIL or RCPT, and
+    // the smuggled MAIL opened no transaction.
+    let ehlo = c.send("EHLO client.example.org").await;
+    assert!(ehlo.starts_with("250-"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS"), "not offered twice: {ehlo}");
+    let rcpt = c.send(&format!("RCPT TO:<{LIST}>")).await;
+    assert!(rcpt.starts_with("503 5.5.1"), "{rcpt}");
+
+    // A post then works over TLS.
+    let mail = c.send(&format!("MAIL FROM:<{}>", common::OWNER)).await;
+    assert!(mail.starts_with("250 2.1.0"), "{mail}");
+    let rcpt = c.send(&format!("RCPT TO:<{LIST}>")).await;
+    assert!(rcpt.starts_with("250 2.1.5"), "{rcpt}");
+    let taken = c.data(&common::sealed_post(common::OWNER, &owner)).await;
+    assert!(taken.starts_with("250 2.0.0 Queued as "), "{taken}");
+    assert!(c.send("QUIT").await.starts_with("221 2.0.0"));
+    let posts = server.store().posts(LIST, 0, 10).await.unwrap();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].mail_from.as_deref(), Some(common::OWNER));
 }

@@ -399,10 +399,18 @@ fn openssl(args: &[&str]) {
 /// A test CA and a certificate it signed for localhost and 127.0.0.1, made by openssl in
 /// `dir`: returns (CA certificate, leaf certificate, leaf key) paths.
 pub fn test_ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    test_ca_and_leaf_for(dir, "IP:127.0.0.1,DNS:localhost")
+}
+
+/// [`test_ca_and_leaf`] with the leaf certificate valid for `subject_alt_names` (openssl's
+/// syntax: `DNS:mail.example.org,IP:192.0.2.1`) instead.
+pub fn test_ca_and_leaf_for(dir: &Path, subject_alt_names: &str) -> (PathBuf, PathBuf, PathBuf) {
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     std::fs::write(
         path("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName={subject_alt_names}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
     )
     .unwrap();
     let ec = [
@@ -439,7 +447,7 @@ pub fn test_ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             &[
                 "req",
                 "-subj",
-                "/CN=localhost",
+                "/CN=hushlist test server",
                 "-keyout",
                 &key,
                 "-out",

@@ -276,16 +276,27 @@ pub fn spawn_binary_with(
     extra_args: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, String) {
+    spawn_binary_logging(data_dir, extra_args, env, Stdio::null())
+}
+
+/// [`spawn_binary_with`], the server's log (its stderr, warnings only unless `env` sets
+/// `RUST_LOG`) going to `log`.
+pub fn spawn_binary_logging(
+    data_dir: &Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+    log: impl Into<Stdio>,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-keyserver"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra_args)
         .env_remove("HUSHLIST_MASTER_KEY")
         .env_remove("HUSHLIST_MASTER_KEY_PREVIOUS")
-        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

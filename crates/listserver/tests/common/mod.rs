@@ -25,6 +25,8 @@ use hushlist_store::ListStore;
 use rand::rngs::OsRng;
 use tokio_rustls::TlsAcceptor;
 
+pub use hushlist_testkit::wait_until;
+
 pub const LIST: &str = "team@lists.example.org";
 pub const OWNER: &str = "olivia@example.org";
 
@@ -78,6 +80,19 @@ pub async fn create_list_with(
         server.rosters().append(&list, op).await.unwrap();
     }
     owner
+}
+
+/// Creates the list with `members` readers in the store of a list server's data directory,
+/// before the server runs; returns its owner.
+pub async fn create_list_in(data_dir: &Path, members: usize) -> SecretIdentity {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let store = ListStore::open(&format!(
+        "sqlite://{}",
+        data_dir.join("listserver.db").display()
+    ))
+    .await
+    .unwrap();
+    create_list(&ListServer::new(store), members).await
 }
 
 pub async fn list_server(dir: &Path) -> Arc<ListServer> {
@@ -261,13 +276,18 @@ pub struct ListServerProcess {
 
 impl ListServerProcess {
     pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_logging(data_dir, args, Stdio::null())
+    }
+
+    /// [`ListServerProcess::start`] with the server's log (its stderr) going to `log`.
+    pub fn start_logging(data_dir: &Path, args: &[&str], log: impl Into<Stdio>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hushlist-listserver"))
             .args(["--data-dir", data_dir.to_str().unwrap()])
             .args(["--smtp-listen", "127.0.0.1:0"])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -311,6 +331,8 @@ pub struct SmtpSink {
 /// One transaction as smtp-sink saw it.
 #[derive(Debug)]
 pub struct SinkTransaction {
+    /// The name the client gave in EHLO.
+    pub helo: String,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     /// The message as received (without smtp-sink's own X- lines).
@@ -363,6 +385,7 @@ impl SmtpSink {
         };
         for entry in entries {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let mut helo = String::new();
             let mut mail_from = String::new();
             let mut rcpt_to = Vec::new();
             let mut message = String::new();
@@ -377,7 +400,11 @@ impl SmtpSink {
                         rcpt_to.push(first_path(v));
                         continue;
                     }
-                    if line.starts_with("X-Client-") || line.starts_with("X-Helo-Args") {
+                    if let Some(v) = line.strip_prefix("X-Helo-Args: ") {
+                        helo = first_path(v);
+                        continue;
+                    }
+                    if line.starts_with("X-Client-") {
                         continue;
                     }
                     in_envelope = false;
@@ -385,6 +412,7 @@ impl SmtpSink {
                 message.push_str(line);
             }
             out.push(SinkTransaction {
+                helo,
                 mail_from,
                 rcpt_to,
                 message,
@@ -412,6 +440,55 @@ impl Drop for SmtpSink {
     }
 }
 
+/// aiosmtpd on a loopback port, requiring STARTTLS with the certificate and key given, and
+/// printing each message it takes to a log file; killed when dropped.
+pub struct StarttlsRelay {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl StarttlsRelay {
+    pub async fn start(dir: &Path, cert: &Path, key: &Path) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("aiosmtpd-{port}.log"));
+        let relay = StarttlsRelay {
+            child: Command::new("/usr/bin/python3")
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .arg("--tlscert")
+                .arg(cert)
+                .arg("--tlskey")
+                .arg(key)
+                .env("PYTHONUNBUFFERED", "1")
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3-aiosmtpd must be installed (.ci/run installs it)"),
+            port,
+            log,
+        };
+        // On failure, dropping `relay` kills it.
+        wait_until(Duration::from_secs(20), "aiosmtpd to listen", || async {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        relay
+    }
+
+    /// What it printed: each message it took, without the envelope, after a line
+    /// "MESSAGE FOLLOWS".
+    pub fn received(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for StarttlsRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn first_path(args: &str) -> String {
     args.split_whitespace()
         .next()
@@ -426,22 +503,6 @@ fn smtp_sink_path() -> &'static str {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .unwrap_or("smtp-sink")
-}
-
-/// Polls `done` every 100 ms for at most `limit`; panics with `what` if it never holds.
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 pub const GRANTS_TOKEN: &str = "grants-token-for-tests";
