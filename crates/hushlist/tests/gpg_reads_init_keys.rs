@@ -1,11 +1,15 @@
-//! What a member's own mail software makes of a key `hushlist init` made: real gpg, real
-//! `hushlist` processes. A key without algorithm preferences makes gpg warn on every
-//! decryption and encrypt to it with 3DES (RFC 4880's implicit default).
+//! What a member's own mail software makes of a key `hushlist init` made and of the push copies
+//! `hushlist serve` delivers to it: real gpg, real `hushlist` processes, mail through loopback.
+//! A key without algorithm preferences makes gpg warn on every decryption and encrypt to it
+//! with 3DES (RFC 4880's implicit default); a protected Subject without the legacy
+//! `protected-headers="v1"` parameter is not shown by Thunderbird or K-9.
 
 mod common;
 
-use common::{Person, ok, ok_bytes};
+use common::{Person, add_member, create_list, ok, ok_bytes, served_to_mailboxes, use_list};
 use hushlist_peers::Gpg;
+
+const LIST: &str = "team@lists.example.org";
 
 /// A gpg home holding `person`'s secret key, as their mail client would.
 fn gpg_with_secret_of(person: &Person) -> Gpg {
@@ -54,4 +58,44 @@ fn a_key_made_by_init_states_aes_and_sha2_preferences_that_gpg_follows() {
         status.contains("[GNUPG:] DECRYPTION_INFO 2 9"),
         "gpg must encrypt to an init key with AES-256 and MDC: {status}"
     );
+}
+
+#[test]
+fn gpg_decrypts_a_push_copy_to_an_init_key_without_warnings_and_sees_the_protected_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mailboxes, served) = served_to_mailboxes(dir.path());
+    let olivia = Person::new(dir.path(), "olivia@example.org");
+    let alice = Person::new(dir.path(), "alice@example.net");
+    create_list(&served, LIST, &olivia, &["--mode", "push"]);
+    add_member(LIST, &olivia, &alice, "member");
+    use_list(&served, LIST, &alice);
+    ok(olivia.run_with(
+        &["send", "--list", LIST, "--subject", "Quarterly numbers"],
+        b"Revenue is up.\n",
+    ));
+
+    let copy = mailboxes.wait_for_copies(alice.address, 1).remove(0);
+    let gpg = gpg_with_secret_of(&alice);
+    gpg.import(&ok_bytes(olivia.run(&["key", "export"])));
+    let decrypted = gpg.decrypt_pgp_mime(&copy);
+    let stderr = String::from_utf8_lossy(&decrypted.stderr);
+    assert!(decrypted.status.success(), "{stderr}");
+    assert!(stderr.contains("Good signature"), "{stderr}");
+    assert!(
+        !stderr.contains("not found in recipient preferences"),
+        "gpg warns about the key's preferences: {stderr}"
+    );
+
+    // The inner part's Content-Type carries both the RFC 9788 marker and the legacy one that
+    // Thunderbird and K-9 read; the real Subject is there beside it.
+    let inner = String::from_utf8(decrypted.stdout).unwrap();
+    let content_type = inner
+        .lines()
+        .find(|line| line.starts_with("Content-Type:"))
+        .unwrap_or_else(|| panic!("no Content-Type in {inner}"));
+    assert!(
+        content_type.contains("protected-headers=\"v1\"") && content_type.contains("hp=\"cipher\""),
+        "{content_type}"
+    );
+    assert!(inner.contains("Subject: Quarterly numbers"), "{inner}");
 }
