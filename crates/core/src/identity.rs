@@ -473,7 +473,9 @@ impl SecretIdentity {
 
     /// Generates a new identity: an Ed25519 primary key for certifying and signing and a
     /// Cv25519 subkey for encryption, the same shape `gpg --quick-gen-key` makes, in the v4
-    /// format that gpg 2.2 reads.
+    /// format that gpg 2.2 reads. The self-signature states AES-256/AES-128, SHA-512/SHA-256
+    /// and SEIPD v1 (MDC): without them gpg falls back to 3DES when encrypting to the key and
+    /// warns on every decryption with it.
     pub fn generate<R: Rng + CryptoRng>(rng: R, user_id: &str) -> Result<Self, IdentityError> {
         if !valid_user_id(user_id) {
             return Err(IdentityError::BadUserId(user_id.to_owned()));
@@ -492,6 +494,17 @@ impl SecretIdentity {
             .can_sign(true)
             .can_encrypt(EncryptionCaps::None)
             .primary_user_id(user_id.to_owned())
+            .preferred_symmetric_algorithms(
+                [SymmetricKeyAlgorithm::AES256, SymmetricKeyAlgorithm::AES128]
+                    .into_iter()
+                    .collect(),
+            )
+            .preferred_hash_algorithms(
+                [HashAlgorithm::Sha512, HashAlgorithm::Sha256]
+                    .into_iter()
+                    .collect(),
+            )
+            .feature_seipd_v1(true)
             .subkeys(vec![encryption])
             .build()
             .map_err(|e| pgp_err(&e))?;

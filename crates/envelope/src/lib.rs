@@ -4,10 +4,10 @@
 //!
 //! A sealed post is an RFC 3156 PGP/MIME message. Inside the encryption is the original
 //! message as an RFC 9788 protected-header part (its real Subject, From, To, Date and
-//! Message-ID, Content-Type marked `hp="cipher"`), signed by the sender. The encryption is a
-//! SEIPD v1 packet (AES-256 with MDC, which gpg 2.2 reads) under a fresh session key, with no
-//! recipient packets: members get the key from the key server, or a list server in push mode
-//! splices in one PKESK per member.
+//! Message-ID, Content-Type marked `hp="cipher"` and the legacy `protected-headers="v1"`),
+//! signed by the sender. The encryption is a SEIPD v1 packet (AES-256 with MDC, which gpg 2.2
+//! reads) under a fresh session key, with no recipient packets: members get the key from the
+//! key server, or a list server in push mode splices in one PKESK per member.
 
 use std::io::Read as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -121,6 +121,11 @@ pub struct Sealed {
     pub message: Vec<u8>,
 }
 
+/// Appended to the inner part's Content-Type: RFC 9788's `hp="cipher"`, after the legacy
+/// `protected-headers="v1"` (draft-autocrypt-lamps-protected-headers) that Thunderbird and K-9
+/// read instead, so they show the real Subject. Thunderbird writes the two in this order.
+const PROTECTED_PART_PARAMETERS: &[u8] = b"; protected-headers=\"v1\"; hp=\"cipher\"";
+
 /// Seals `message` (an RFC 5322 message addressed to a list) for the key server at
 /// `key_server` (a URL, named in the outer header), signed by `sender`. The outer message
 /// carries `sender`'s proof of origin for every address its To and Cc name (the list server
@@ -169,8 +174,9 @@ pub fn seal<R: Rng + CryptoRng>(
         .is_none()
         .then(|| format!("<{key_id}@{}>", from_address.domain()));
 
-    // The protected part: every original header (Content-Type marked hp="cipher"), the
-    // HP-Outer record of what stays visible, then the original body untouched.
+    // The protected part: every original header (Content-Type marked with
+    // PROTECTED_PART_PARAMETERS), the HP-Outer record of what stays visible, then the original
+    // body untouched.
     let mut inner = Vec::with_capacity(message.len() + 512);
     let mut outer_headers = Vec::with_capacity(1024);
     let mut has_content_type = false;
@@ -180,7 +186,7 @@ pub fn seal<R: Rng + CryptoRng>(
         if header.name == HeaderName::ContentType {
             has_content_type = true;
             inner.extend_from_slice(raw.trim_ascii_end());
-            inner.extend_from_slice(b"; hp=\"cipher\"");
+            inner.extend_from_slice(PROTECTED_PART_PARAMETERS);
             inner.extend_from_slice(eol);
         } else {
             inner.extend_from_slice(raw);
@@ -205,7 +211,8 @@ pub fn seal<R: Rng + CryptoRng>(
         }
     }
     if !has_content_type {
-        inner.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"");
+        inner.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii");
+        inner.extend_from_slice(PROTECTED_PART_PARAMETERS);
         inner.extend_from_slice(eol);
     }
     inner.extend_from_slice(format!("HP-Outer: Subject: {OBSCURED_SUBJECT}").as_bytes());

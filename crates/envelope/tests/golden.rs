@@ -126,5 +126,5 @@ fn a_post_sealed_before_the_post_marker_decrypts_but_is_not_taken_as_a_post() {
         ),
         "{signature:?}"
     );
-    check("sealed-post.inner.eml", &opened.message);
+    check("unmarked-post.inner.eml", &opened.message);
 }

@@ -67,7 +67,9 @@ fn sealed_post_hides_subject_and_body_and_opens_with_the_session_key() {
     );
     let inner = String::from_utf8(opened.message).unwrap();
     assert!(inner.contains("Subject: The secret plan\r\n"));
-    assert!(inner.contains("Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\n"));
+    assert!(inner.contains(
+        "Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"; hp=\"cipher\"\r\n"
+    ));
     assert!(inner.contains("HP-Outer: Subject: [...]\r\n"));
     assert!(inner.ends_with("\r\n\r\nMeet at the usual place.\r\n"));
 }
