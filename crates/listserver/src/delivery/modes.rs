@@ -4,7 +4,9 @@
 
 use hushlist_core::Address;
 use hushlist_core::api::endpoints::{Endpoint as _, ReadArchive, Unsubscribe, UnsubscribeToken};
-use hushlist_core::listmail::{Author, ListCopy, ListHeaders, bounce_sender, verp_sender};
+use hushlist_core::listmail::{
+    Author, CopyFrom, ListCopy, ListHeaders, bounce_sender, verp_sender,
+};
 use hushlist_core::roster::DeliveryMode;
 use hushlist_store::rosters::RosterStoreError;
 use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
@@ -45,9 +47,11 @@ impl Worker {
             description: None,
             list,
         };
-        // The copy's From name and Reply-To come from the roster, not from the post.
+        // The copy's From name and Reply-To come from the roster, not from the post. Until
+        // authors' DMARC policies are looked up, the DMARC rule rewrites every From.
+        let from = CopyFrom::by_rule(roster.policy().from_rewrite).unwrap_or(CopyFrom::ViaList);
         let copy = match Author::of_post(&post.message, &roster)
-            .and_then(|author| ListCopy::new(&post.message, &headers, &author))
+            .and_then(|author| ListCopy::new(&post.message, &headers, &author, from))
         {
             Ok(copy) => copy,
             Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
