@@ -47,12 +47,18 @@ impl Worker {
             description: None,
             list,
         };
-        // The copy's From name and Reply-To come from the roster, not from the post. Until
-        // authors' DMARC policies are looked up, the DMARC rule rewrites every From.
-        let from = CopyFrom::by_rule(roster.policy().from_rewrite).unwrap_or(CopyFrom::ViaList);
-        let copy = match Author::of_post(&post.message, &roster)
-            .and_then(|author| ListCopy::new(&post.message, &headers, &author, from))
-        {
+        // The copy's From name and Reply-To come from the roster, not from the post.
+        let author = match Author::of_post(&post.message, &roster) {
+            Ok(author) => author,
+            Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
+        };
+        let from = match CopyFrom::by_rule(roster.policy().from_rewrite) {
+            Some(from) => from,
+            None => CopyFrom::for_author_domain(
+                self.author_domains.dmarc_of(author.address.domain()).await,
+            ),
+        };
+        let copy = match ListCopy::new(&post.message, &headers, &author, from) {
             Ok(copy) => copy,
             Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
         };
