@@ -324,7 +324,7 @@ pub async fn show_post(
 /// list or the signer, or a Reply-To naming anyone but the signer, is refused, since a mail
 /// reader shows or answers them. Every other difference from the signer's `HP-Outer` records
 /// (To, Cc, Date, Message-ID, In-Reply-To, References, Subject `[...]`), and a From name
-/// other than the one the list writes, is flagged in an [`OUTER_MISMATCH_HEADER`] after ours.
+/// other than the one the list writes (for the list's address or the author's), is flagged in an [`OUTER_MISMATCH_HEADER`] after ours.
 fn flag_outer(
     shown: &mut Shown,
     raw: &[u8],
@@ -393,8 +393,14 @@ fn flag_outer(
             true
         }
         [from] if is(from, signer) => {
+            // A list that keeps the author's From (their domain lets it through DMARC)
+            // writes the name the roster gives them; so does the author's own copy as signed.
+            let name = named("From")
+                .filter_map(|h| h.value.as_address()?.first()?.name().map(str::to_owned))
+                .next();
+            let listed = (author.name != author.address.as_str()).then(|| author.name.clone());
             let (written, signed) = (written("From"), signed("From"));
-            if written != signed {
+            if name != listed && written != signed {
                 differences.push(difference("From", &written, signer, &signed));
             }
             false

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use hushlist_core::roster::{
-    Change, DeliveryMode, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role, Roster,
-    SignedOp, sign_genesis,
+    Change, DeliveryMode, FromRewrite, KeyFollows, MemberEntry, Moderation, Policy, Posters, Role,
+    Roster, SignedOp, sign_genesis,
 };
 use hushlist_core::{Address, Cert, SecretIdentity};
 use rand::rngs::OsRng;
@@ -210,6 +210,7 @@ pub struct PolicyUpdate {
     /// Seconds a post's key lives; 0 keeps keys.
     pub key_lifetime_secs: Option<u64>,
     pub moderation: Option<Moderation>,
+    pub from_rewrite: Option<FromRewrite>,
 }
 
 impl PolicyUpdate {
@@ -227,6 +228,7 @@ impl PolicyUpdate {
                 None => policy.key_lifetime_secs,
             },
             moderation: self.moderation.unwrap_or(policy.moderation),
+            from_rewrite: self.from_rewrite.unwrap_or(policy.from_rewrite),
         }
     }
 }
@@ -466,6 +468,7 @@ mod tests {
             new_members_read_old: Some(true),
             key_lifetime_secs: Some(60),
             moderation: Some(Moderation::NonPosters),
+            from_rewrite: Some(FromRewrite::Never),
         };
         assert_eq!(
             every.applied_to(&before),
@@ -476,6 +479,7 @@ mod tests {
                 delivery: DeliveryMode::Push,
                 key_lifetime_secs: Some(60),
                 moderation: Moderation::NonPosters,
+                from_rewrite: FromRewrite::Never,
             }
         );
         let keep_keys = PolicyUpdate {

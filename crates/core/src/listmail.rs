@@ -1,7 +1,7 @@
 //! What a list does to a post's outer headers before delivering it: the list writes them
-//! itself. From "Name via list" (DMARC-safe; who wrote the post is proven by the signature
-//! inside, not by this header) and Reply-To with the author as the roster names them, Subject
-//! `[...]`, only the addressing, threading and MIME headers of the post, and the list headers
+//! itself. From the author as the roster names them, or "Name via list" with Reply-To the
+//! author where the author's domain would have receivers refuse the list's copy (DMARC; who
+//! wrote the post is proven by the signature inside, not by this header), Subject `[...]`, only the addressing, threading and MIME headers of the post, and the list headers
 //! of RFC 2369, 2919 and 8058 plus `Precedence: list`. The encrypted body is never touched.
 //! Also the VERP envelope sender that lets a bounce name the member it is about, and the
 //! one-click unsubscribe links (RFC 8058) only the list server that made them can honour.
@@ -25,17 +25,18 @@ use zeroize::Zeroizing;
 use crate::address::Address;
 use crate::identity::{Cert, IdentityError};
 use crate::outer::{KEY_ID_HEADER, KEY_SERVER_HEADER, OBSCURED_SUBJECT, OuterError};
-use crate::roster::{Member, Roster};
+use crate::roster::{FromRewrite, Member, Roster};
 
 /// The post's outer headers a delivered copy carries over, byte for byte: the addressing and
 /// threading headers the sender signed (RFC 9788 `HP-Outer` records of the
 /// [`EXPOSED_HEADERS`](crate::outer::EXPOSED_HEADERS) but From), the MIME structure of the
-/// encrypted body, and what a member's client needs to fetch the post's key. Every other header of the post is dropped, since nothing proves who wrote
-/// it: a Subject or Reply-To written outside the encryption, any `X-` header, and the trace
-/// and authentication headers of the post's way to the list (Received, DKIM-Signature,
-/// Authentication-Results, ARC-*), which would show members the poster's network path and
-/// claims about it the list never checked, and which the rewritten From breaks anyway; the
-/// list's own relay adds its own. The proof of origin (`Hushlist-Post-Proof`) was for the list
+/// encrypted body, and what a member's client needs to fetch the post's key. Every other
+/// header of the post is dropped, since nothing proves who wrote it: a Subject or Reply-To
+/// written outside the encryption, any `X-` header, and the trace and authentication headers
+/// of the post's way to the list (Received, DKIM-Signature, Authentication-Results, ARC-*),
+/// which would show members the poster's network path and claims about it the list never
+/// checked, and which the list's changes to the post break anyway; the list's own relay adds
+/// its own. The proof of origin (`Hushlist-Post-Proof`) was for the list
 /// server and stays with it.
 const PASSED_HEADERS: [&str; 10] = [
     "To",
@@ -51,7 +52,8 @@ const PASSED_HEADERS: [&str; 10] = [
 ];
 
 /// Who wrote a post, as the list's roster knows them: the list writes this name and address
-/// into every copy (From "Name via list", Reply-To), never what the post's outer headers say.
+/// into every copy (From, or "Name via list" and Reply-To), never what the post's outer
+/// headers say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Author {
     /// The author's address on the roster.
@@ -131,6 +133,51 @@ fn one_line(name: &str) -> String {
         .to_owned()
 }
 
+/// What the author's domain asks receivers to do with mail From it that fails DMARC, as far
+/// as the list server could find out. A list's copy always fails DMARC when From is the
+/// author's: the list changes what the author's DKIM signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorDmarc {
+    /// A policy of quarantine or reject applies to the author's domain.
+    Enforced,
+    /// A policy of none, or no DMARC record at all.
+    NotEnforced,
+    /// The lookup failed (the resolver answered SERVFAIL or not at all).
+    Unknown,
+}
+
+/// Whose address a copy's From carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFrom {
+    /// `"Name via list" <list>`, with Reply-To the author so that a reply still reaches them.
+    ViaList,
+    /// The author as the roster names them, so an OpenPGP client finds the post's signer in
+    /// From; no Reply-To, since a reply goes to From.
+    Author,
+}
+
+impl CopyFrom {
+    /// The From that `rule` settles without the author's domain, or `None` when it depends on
+    /// the domain's DMARC policy ([`CopyFrom::for_author_domain`]).
+    pub fn by_rule(rule: FromRewrite) -> Option<Self> {
+        match rule {
+            FromRewrite::Dmarc => None,
+            FromRewrite::Always => Some(CopyFrom::ViaList),
+            FromRewrite::Never => Some(CopyFrom::Author),
+        }
+    }
+
+    /// The From under [`FromRewrite::Dmarc`] for an author whose domain publishes `dmarc`:
+    /// the list's own address unless the domain surely lets the copy through, so that an
+    /// unknown policy (a failed lookup) never gets the copy refused.
+    pub fn for_author_domain(dmarc: AuthorDmarc) -> Self {
+        match dmarc {
+            AuthorDmarc::NotEnforced => CopyFrom::Author,
+            AuthorDmarc::Enforced | AuthorDmarc::Unknown => CopyFrom::ViaList,
+        }
+    }
+}
+
 /// What the list says about itself in every copy.
 #[derive(Debug, Clone)]
 pub struct ListHeaders {
@@ -163,10 +210,15 @@ pub struct ListCopy {
 }
 
 impl ListCopy {
-    /// The copy of `raw` (an accepted post) that `list` delivers: From "Name via list" and
-    /// Reply-To the author as the roster names them, Subject `[...]`, the post's
-    /// [`PASSED_HEADERS`] as they are, then the list's own headers.
-    pub fn new(raw: &[u8], list: &ListHeaders, author: &Author) -> Result<Self, OuterError> {
+    /// The copy of `raw` (an accepted post) that `list` delivers: From as `from` says (the
+    /// author as the roster names them, or "Name via list" and Reply-To the author), Subject
+    /// `[...]`, the post's [`PASSED_HEADERS`] as they are, then the list's own headers.
+    pub fn new(
+        raw: &[u8],
+        list: &ListHeaders,
+        author: &Author,
+        from: CopyFrom,
+    ) -> Result<Self, OuterError> {
         let message = MessageParser::new()
             .parse(raw)
             .filter(|m| !m.headers().is_empty())
@@ -175,19 +227,21 @@ impl ListCopy {
         let header_end = root.offset_body as usize;
 
         let mut head = Vec::with_capacity(header_end + 512);
-        write_header(
-            &mut head,
-            "From",
-            &HeaderAddress::new_address(Some(author.via(&list.list)), list.list.as_str()),
+        let named_author = HeaderAddress::new_address(
+            (author.name != author.address.as_str()).then_some(author.name.as_str()),
+            author.address.as_str(),
         );
-        write_header(
-            &mut head,
-            "Reply-To",
-            &HeaderAddress::new_address(
-                (author.name != author.address.as_str()).then_some(author.name.as_str()),
-                author.address.as_str(),
-            ),
-        );
+        match from {
+            CopyFrom::ViaList => {
+                write_header(
+                    &mut head,
+                    "From",
+                    &HeaderAddress::new_address(Some(author.via(&list.list)), list.list.as_str()),
+                );
+                write_header(&mut head, "Reply-To", &named_author);
+            }
+            CopyFrom::Author => write_header(&mut head, "From", &named_author),
+        }
         write_header(&mut head, "Subject", &Text::new(OBSCURED_SUBJECT));
         for header in &root.headers {
             let name = header.name.as_str();

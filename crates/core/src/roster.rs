@@ -92,6 +92,22 @@ pub enum DeliveryMode {
     Push,
 }
 
+/// Whose address a delivered copy's From carries. The list changes what the author signed
+/// with DKIM (Subject, headers), so a copy From the author's address fails DMARC at
+/// receivers; the author's own From is what OpenPGP clients check the post's signer against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromRewrite {
+    /// "Name via list" only when the author's domain publishes a DMARC policy of quarantine
+    /// or reject, or when that cannot be looked up; otherwise the author's From.
+    #[default]
+    Dmarc,
+    /// Always "Name via list".
+    Always,
+    /// Always the author's From, even where their domain asks receivers to refuse such mail.
+    Never,
+}
+
 /// The rules a list's posts follow, set by its owners in the roster log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +121,9 @@ pub struct Policy {
     /// Absent in rosters signed before moderation existed: none.
     #[serde(default)]
     pub moderation: Moderation,
+    /// Absent in rosters signed before it existed: [`FromRewrite::Dmarc`].
+    #[serde(default)]
+    pub from_rewrite: FromRewrite,
 }
 
 impl Default for Policy {
@@ -116,6 +135,7 @@ impl Default for Policy {
             delivery: DeliveryMode::Pull,
             key_lifetime_secs: None,
             moderation: Moderation::None,
+            from_rewrite: FromRewrite::Dmarc,
         }
     }
 }

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use hushlist_core::listmail::{
-    Author, ListCopy, ListHeaders, UnsubscribeKey, bounce_sender, verp_sender,
+    Author, AuthorDmarc, CopyFrom, ListCopy, ListHeaders, UnsubscribeKey, bounce_sender,
+    verp_sender,
 };
 use hushlist_core::outer::{EncryptedPost, OuterError};
-use hushlist_core::roster::{Member, Policy, Role, Roster, sign_genesis};
+use hushlist_core::roster::{FromRewrite, Member, Policy, Role, Roster, sign_genesis};
 use hushlist_core::{Address, SecretIdentity};
 use mail_parser::MessageParser;
 use rand::rngs::OsRng;
@@ -53,7 +54,7 @@ fn alice() -> Author {
 #[test]
 fn shared_and_single_copies_match_their_golden_files() {
     let post = std::fs::read(golden("post.eml")).unwrap();
-    let copy = ListCopy::new(&post, &team(), &alice()).unwrap();
+    let copy = ListCopy::new(&post, &team(), &alice(), CopyFrom::ViaList).unwrap();
     assert_golden("post.shared.eml", &copy.shared(&team()));
     assert_golden(
         "post.one.eml",
@@ -65,7 +66,7 @@ fn shared_and_single_copies_match_their_golden_files() {
 fn the_copy_is_the_same_encrypted_post_from_the_list() {
     let post = std::fs::read(golden("post.eml")).unwrap();
     let original = EncryptedPost::parse(&post).unwrap();
-    let delivered = ListCopy::new(&post, &team(), &alice())
+    let delivered = ListCopy::new(&post, &team(), &alice(), CopyFrom::ViaList)
         .unwrap()
         .for_one(&team(), "https://u.example/x");
 
@@ -102,6 +103,69 @@ fn the_copy_is_the_same_encrypted_post_from_the_list() {
     assert_eq!(body(&delivered), body(&post));
 }
 
+/// Issue 19: a copy From the author keeps their address, which an OpenPGP client compares
+/// with the post's signer; a reply goes to that From (no Reply-To), a reply to the list to
+/// List-Post.
+#[test]
+fn a_copy_from_the_author_carries_their_address_and_no_reply_to() {
+    let post = std::fs::read(golden("post.eml")).unwrap();
+    let delivered = ListCopy::new(&post, &team(), &alice(), CopyFrom::Author)
+        .unwrap()
+        .shared(&team());
+    let message = MessageParser::new().parse(&delivered).unwrap();
+    let from: Vec<_> = message.from().unwrap().iter().collect();
+    assert_eq!(from.len(), 1);
+    assert_eq!(from[0].address(), Some("alice@example.org"));
+    assert_eq!(from[0].name(), Some("Alice Liddell"));
+    assert!(message.reply_to().is_none());
+    assert_eq!(
+        message.header_raw("List-Post").map(str::trim),
+        Some("<mailto:team@lists.example.org>")
+    );
+    // Still the same encrypted post, now From its author.
+    let reparsed = EncryptedPost::parse(&delivered).unwrap();
+    assert_eq!(reparsed.from.as_str(), "alice@example.org");
+    assert_eq!(
+        reparsed.packets,
+        EncryptedPost::parse(&post).unwrap().packets
+    );
+}
+
+#[test]
+fn the_from_follows_the_list_rule_then_the_author_domain() {
+    assert_eq!(
+        CopyFrom::by_rule(FromRewrite::Always),
+        Some(CopyFrom::ViaList)
+    );
+    assert_eq!(
+        CopyFrom::by_rule(FromRewrite::Never),
+        Some(CopyFrom::Author)
+    );
+    assert_eq!(CopyFrom::by_rule(FromRewrite::Dmarc), None);
+    assert_eq!(
+        CopyFrom::for_author_domain(AuthorDmarc::Enforced),
+        CopyFrom::ViaList
+    );
+    assert_eq!(
+        CopyFrom::for_author_domain(AuthorDmarc::NotEnforced),
+        CopyFrom::Author
+    );
+    // A failed lookup is the safe side: a rewritten From is never refused.
+    assert_eq!(
+        CopyFrom::for_author_domain(AuthorDmarc::Unknown),
+        CopyFrom::ViaList
+    );
+}
+
+/// Rosters signed before `from_rewrite` existed still read, with the DMARC rule.
+#[test]
+fn a_policy_without_from_rewrite_reads_as_dmarc() {
+    let old = r#"{"posters":"members","key_follows":"current_roster","new_members_read_old":false,"delivery":"pull","key_lifetime_secs":null,"moderation":"none"}"#;
+    let policy: Policy = serde_json::from_str(old).unwrap();
+    assert_eq!(policy.from_rewrite, FromRewrite::Dmarc);
+    assert_eq!(policy, Policy::default());
+}
+
 /// Issue 25, hole 5: nothing outside the encryption proves who wrote a header, so the copy
 /// keeps only the post's addressing, threading and MIME headers and writes the rest itself.
 #[test]
@@ -125,7 +189,7 @@ fn every_header_the_sender_wrote_outside_the_fixed_set_is_replaced_or_dropped() 
             1,
         )
         .replacen("Subject: [...]", "Subject: URGENT - new bank details", 1);
-    let delivered = ListCopy::new(forged.as_bytes(), &team(), &alice())
+    let delivered = ListCopy::new(forged.as_bytes(), &team(), &alice(), CopyFrom::ViaList)
         .unwrap()
         .shared(&team());
     let message = MessageParser::new().parse(&delivered).unwrap();
@@ -218,7 +282,7 @@ fn the_author_is_named_by_their_roster_certificate_in_one_line() {
         "alice@example.org",
     ));
     let post = std::fs::read(golden("post.eml")).unwrap();
-    let delivered = ListCopy::new(&post, &team(), &author)
+    let delivered = ListCopy::new(&post, &team(), &author, CopyFrom::ViaList)
         .unwrap()
         .shared(&team());
     let message = MessageParser::new().parse(&delivered).unwrap();
@@ -260,7 +324,7 @@ fn the_author_of_a_post_is_looked_up_on_the_roster() {
 #[test]
 fn a_message_without_headers_is_refused() {
     assert_eq!(
-        ListCopy::new(b"\r\nbody\r\n", &team(), &alice()).unwrap_err(),
+        ListCopy::new(b"\r\nbody\r\n", &team(), &alice(), CopyFrom::ViaList).unwrap_err(),
         OuterError::NotAMessage
     );
 }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use hushlist_client::rosters::PolicyUpdate;
-use hushlist_core::roster::{DeliveryMode, KeyFollows, Moderation, OpHash, Posters, Role};
+use hushlist_core::roster::{
+    DeliveryMode, FromRewrite, KeyFollows, Moderation, OpHash, Posters, Role,
+};
 
 use commands::lists::Place;
 use commands::{archive, delivery, identity, joins, keys, lists, moderation, posts};
@@ -299,6 +301,9 @@ enum ListAction {
         /// Which posts wait for an owner's approval.
         #[arg(long, value_enum)]
         moderation: Option<ModerationArg>,
+        /// Whose address the From of delivered copies carries.
+        #[arg(long, value_enum)]
+        from_rewrite: Option<FromRewriteArg>,
     },
     /// Posts held for an owner's approval (owners only), or one of them opened.
     Held {
@@ -353,6 +358,18 @@ enum ModerationArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum FromRewriteArg {
+    /// "Name via list" only for authors whose domain publishes a DMARC policy of quarantine
+    /// or reject (or when that cannot be looked up); otherwise the author's own From, which
+    /// OpenPGP clients check the signature against.
+    Dmarc,
+    /// Always "Name via list", with Reply-To the author.
+    Always,
+    /// Always the author's own From (copies from DMARC-enforcing domains may be refused).
+    Never,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum KeysFollowArg {
     /// Whoever was a member when a post was made keeps its key, even after removal.
     PostingRoster,
@@ -385,6 +402,7 @@ macro_rules! mirrors {
 mirrors!(Mode => DeliveryMode { Pull, Push });
 mirrors!(PostersArg => Posters { Members, Owners });
 mirrors!(ModerationArg => Moderation { None, NonPosters, All });
+mirrors!(FromRewriteArg => FromRewrite { Dmarc, Always, Never });
 mirrors!(KeysFollowArg => KeyFollows { PostingRoster, CurrentRoster });
 mirrors!(RoleArg => Role { Owner, Member, Reader });
 
@@ -564,6 +582,7 @@ async fn list_command(cx: &Context, action: ListAction) -> anyhow::Result<()> {
             new_members_read_old,
             key_lifetime_secs,
             moderation,
+            from_rewrite,
         } => {
             let update = PolicyUpdate {
                 delivery: mode.map(Into::into),
@@ -572,6 +591,7 @@ async fn list_command(cx: &Context, action: ListAction) -> anyhow::Result<()> {
                 new_members_read_old,
                 key_lifetime_secs,
                 moderation: moderation.map(Into::into),
+                from_rewrite: from_rewrite.map(Into::into),
             };
             lists::policy(cx, &list, update).await
         }

@@ -75,13 +75,20 @@ fn flags(shown: &str) -> Vec<String> {
 }
 
 /// `hushlist serve` delivering to `sink`, with a list Olivia owns and these members on it,
-/// each using the list from their own home.
-fn a_list(dir: &Path, sink: &SmtpSink, members: &[&'static str]) -> (Served, Vec<Person>) {
+/// each using the list from their own home; copies From "Name via list" (`always`) or From
+/// the author (`never`), whatever example.net's DMARC policy.
+fn a_list(
+    dir: &Path,
+    sink: &SmtpSink,
+    members: &[&'static str],
+    from_rewrite: &str,
+) -> (Served, Vec<Person>) {
     let served = Served::start(&dir.join("hushlist-data"), sink.port, "lists.example.org");
     let olivia = Person::new(dir, "olivia@example.org");
     let members: Vec<Person> = members.iter().map(|a| Person::new(dir, a)).collect();
     let roles: Vec<(&Person, &str)> = members.iter().map(|m| (m, "member")).collect();
     list_with(&served, LIST, &olivia, &roles);
+    ok(olivia.run(&["list", "policy", LIST, "--from-rewrite", from_rewrite]));
     (served, members)
 }
 
@@ -89,7 +96,7 @@ fn a_list(dir: &Path, sink: &SmtpSink, members: &[&'static str]) -> (Served, Vec
 fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(&dir.path().join("mailboxes"));
-    let (_served, members) = a_list(dir.path(), &sink, &[ALICE, "bob@example.net"]);
+    let (_served, members) = a_list(dir.path(), &sink, &[ALICE, "bob@example.net"], "always");
     let [alice, bob] = &members[..] else {
         unreachable!()
     };
@@ -240,4 +247,48 @@ fn a_copy_whose_outer_headers_were_changed_on_the_way_is_flagged_or_refused() {
         "{shown}"
     );
     assert_eq!(flags(&shown), Vec::<String>::new(), "{shown}");
+}
+
+/// Issue 19: a list that keeps the author's From (their domain does not enforce DMARC, or the
+/// owners say `never`) delivers a copy whose From names the signer, which a mail reader
+/// compares with the signature's user ids; `hushlist open` flags nothing on it as delivered,
+/// and flags a name changed on the way.
+#[test]
+fn a_copy_from_the_author_opens_unflagged_and_a_name_changed_on_the_way_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&dir.path().join("mailboxes"));
+    let (_served, members) = a_list(dir.path(), &sink, &[ALICE, "bob@example.net"], "never");
+    let [alice, bob] = &members[..] else {
+        unreachable!()
+    };
+    ok(alice.run_with(
+        &["send", "--list", LIST, "--subject", "Bank details"],
+        b"Our account stays the same.\n",
+    ));
+    let copy = sink.wait_for_copies(bob.address, 1).remove(0);
+    let message = mail_parser::MessageParser::new().parse(&copy).unwrap();
+    let from = message.from().unwrap().first().unwrap();
+    assert_eq!(from.address(), Some(ALICE));
+    assert!(message.reply_to().is_none());
+
+    let shown = ok(bob.run_with(&["open"], &copy));
+    assert!(
+        shown.starts_with(&format!("Hushlist-Verified-Signer: {ALICE} (")),
+        "{shown}"
+    );
+    assert_eq!(flags(&shown), Vec::<String>::new(), "{shown}");
+
+    let changed = edited(
+        &copy,
+        "From",
+        &format!("From: \"Alice Example (CFO)\" <{ALICE}>"),
+    );
+    let shown = ok(bob.run_with(&["open"], &changed));
+    let flagged = flags(&shown);
+    assert_eq!(flagged.len(), 1, "{shown}");
+    assert!(
+        flagged[0].starts_with("From: the outer header is")
+            && flagged[0].contains("Alice Example (CFO)"),
+        "{shown}"
+    );
 }

@@ -4,10 +4,11 @@
 //!
 //! The acceptance decision with the SMTP reply each refusal gets (`parse_post`, `check_post`), the SMTP
 //! receiver (`smtp`), mail to a list's own mailboxes: bounces, probes, leave (`mailboxes`), the durable acceptance path over the store (`service`), the fan-out
-//! workers (`delivery`), the counters behind `/metrics` (`metrics`) and the HTTP interface (`http`).
+//! workers (`delivery`) and their DMARC lookups of authors' domains (`dmarc`), the counters behind `/metrics` (`metrics`) and the HTTP interface (`http`).
 
 pub mod daemon;
 pub mod delivery;
+pub mod dmarc;
 pub mod http;
 pub mod joining;
 pub mod mailboxes;

@@ -110,6 +110,11 @@ option_set! {
         /// PEM private key for --tls-cert.
         #[arg(long)]
         pub tls_key: Option<PathBuf>,
+        /// DNS server asked for the DMARC policy of authors' domains, which decides whether
+        /// a copy's From is the author's or the list's (default: the servers in
+        /// /etc/resolv.conf).
+        #[arg(long, value_name = "IP:PORT")]
+        pub dns_resolver: Option<String>,
     }
 }
 
@@ -173,6 +178,17 @@ impl ListOptions {
             problems.push_value("public_url", format!("{url:?}"), "must be an http(s) URL");
         }
         delivery.public_url = self.public_url;
+        delivery.dns_resolver = self.dns_resolver.and_then(|text| {
+            text.parse()
+                .map_err(|_| {
+                    problems.push_value(
+                        "dns_resolver",
+                        format!("{text:?}"),
+                        "is not an IP:PORT address, for example 127.0.0.1:53",
+                    )
+                })
+                .ok()
+        });
         delivery.key_server = match (self.key_server, self.grants_token_file) {
             (Some(url), Some(file)) => match std::fs::read_to_string(&file) {
                 Ok(token) => Some(KeyServerAccess {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hushlist_core::roster::Role;
+use hushlist_core::roster::{FromRewrite, Role};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig, RelayTls};
 use hushlist_listserver::service::ListServer;
@@ -66,6 +66,8 @@ async fn each_member_gets_one_copy_with_list_headers_in_shared_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let server = list_server(dir.path()).await;
     let owner = create_list(&server, 20).await;
+    // The list's own From, whatever example.org's DMARC policy (kept Froms: dmarc.rs).
+    set_from_rewrite(&server, &owner, FromRewrite::Always).await;
     let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
     let mut config = config(sink.port);
     config.max_rcpts_per_transaction = 8;
@@ -172,6 +174,8 @@ async fn a_posters_outer_headers_are_replaced_by_what_the_list_writes() {
         let mallory =
             SecretIdentity::generate(OsRng, &format!("Mallory Member <{MALLORY}>")).unwrap();
         add_member_with_key(&server, &owner, MALLORY, &mallory, Role::Member).await;
+        // The list's own From, whatever example.net's DMARC policy (kept Froms: dmarc.rs).
+        set_from_rewrite(&server, &owner, FromRewrite::Always).await;
         let sink = SmtpSink::start(free_port(), &dir.path().join("sink"), &[]);
         let mut config = config(sink.port);
         config.verp = verp;

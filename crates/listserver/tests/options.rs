@@ -62,6 +62,7 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         "--grants-token-file", token_file,
         "--tls-cert", "lists.pem",
         "--tls-key", "lists.key",
+        "--dns-resolver", "[::1]:5353",
     ];
     let toml = format!(
         r#"
@@ -90,6 +91,7 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         grants_token_file = "{token_file}"
         tls_cert = "lists.pem"
         tls_key = "lists.key"
+        dns_resolver = "[::1]:5353"
         "#
     );
     // Every option is exercised both ways: a new one must be added here to pass.
@@ -121,6 +123,10 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         assert_eq!(config.bounces.threshold, 2.5);
         let key_server = config.delivery.key_server.as_ref().unwrap();
         assert_eq!(key_server.grants_token, "grants-secret");
+        assert_eq!(
+            config.delivery.dns_resolver,
+            Some("[::1]:5353".parse().unwrap())
+        );
     }
 }
 
@@ -158,13 +164,15 @@ fn every_problem_is_reported_at_once_named_as_flag_or_key() {
         "0",
         "--max-http-connections",
         "0",
+        "--dns-resolver",
+        "ns.example.org",
     ]);
     let problems = options
         .check("data".into(), "lists.example.org")
         .unwrap_err();
     let as_flags = problems.to_string();
     for expected in [
-        "11 problems with the options:",
+        "12 problems with the options:",
         "--relay \"[]:25\" is not HOST:PORT, for example localhost:25",
         "--smtp-listen \"nowhere\" is not an IP:PORT address",
         "--workers and --max-rcpts must be at least 1",
@@ -177,6 +185,7 @@ fn every_problem_is_reported_at_once_named_as_flag_or_key() {
         "--max-connections and --max-connections-per-client must be at least 1",
         "--http-header-timeout-secs, --max-http-connections and \
          --max-http-connections-per-client must be at least 1",
+        "--dns-resolver \"ns.example.org\" is not an IP:PORT address, for example 127.0.0.1:53",
     ] {
         assert!(as_flags.contains(expected), "{expected:?} in {as_flags}");
     }

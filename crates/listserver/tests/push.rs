@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::*;
 use hushlist_core::api::{Deposit, purpose};
 use hushlist_core::request::SignedRequest;
-use hushlist_core::roster::{Change, DeliveryMode, KeyFollows, Policy, Role, Roster, sign_genesis};
+use hushlist_core::roster::{
+    Change, DeliveryMode, FromRewrite, KeyFollows, Policy, Role, Roster, sign_genesis,
+};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::{OpenWith, open, seal};
 use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, KeyServerAccess, RelayConfig};
@@ -43,6 +45,8 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
     let policy = Policy {
         delivery: DeliveryMode::Push,
         key_follows: KeyFollows::CurrentRoster,
+        // The list's own From, whatever example.org's DMARC policy (kept Froms: dmarc.rs).
+        from_rewrite: FromRewrite::Always,
         ..Policy::default()
     };
     let genesis = sign_genesis(

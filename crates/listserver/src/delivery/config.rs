@@ -1,6 +1,7 @@
 //! How the workers deliver: the relay, concurrency, batch sizes, lease and retry timing, and
 //! the key server for push mode.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::RelayConfig;
@@ -34,6 +35,8 @@ pub struct DeliveryConfig {
     /// How often each list's roster is compared with the key server's (when `key_server`
     /// is set); owners are told of a difference that outlasts one check.
     pub roster_check_every: Duration,
+    /// The DNS server asked for authors' DMARC policies; `None`: the system's resolver.
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 /// Where the key server is and the token it gave this list server for grants.
@@ -67,6 +70,7 @@ impl DeliveryConfig {
             public_url: None,
             key_server: None,
             roster_check_every: Duration::from_secs(600),
+            dns_resolver: None,
         }
     }
 }

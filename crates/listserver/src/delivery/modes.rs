@@ -4,7 +4,9 @@
 
 use hushlist_core::Address;
 use hushlist_core::api::endpoints::{Endpoint as _, ReadArchive, Unsubscribe, UnsubscribeToken};
-use hushlist_core::listmail::{Author, ListCopy, ListHeaders, bounce_sender, verp_sender};
+use hushlist_core::listmail::{
+    Author, CopyFrom, ListCopy, ListHeaders, bounce_sender, verp_sender,
+};
 use hushlist_core::roster::DeliveryMode;
 use hushlist_store::rosters::RosterStoreError;
 use hushlist_store::{ClaimedDelivery, PostRow, StoreError};
@@ -46,9 +48,17 @@ impl Worker {
             list,
         };
         // The copy's From name and Reply-To come from the roster, not from the post.
-        let copy = match Author::of_post(&post.message, &roster)
-            .and_then(|author| ListCopy::new(&post.message, &headers, &author))
-        {
+        let author = match Author::of_post(&post.message, &roster) {
+            Ok(author) => author,
+            Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
+        };
+        let from = match CopyFrom::by_rule(roster.policy().from_rewrite) {
+            Some(from) => from,
+            None => CopyFrom::for_author_domain(
+                self.author_domains.dmarc_of(author.address.domain()).await,
+            ),
+        };
+        let copy = match ListCopy::new(&post.message, &headers, &author, from) {
             Ok(copy) => copy,
             Err(e) => return self.unpreparable(post, deliveries, e.to_string()).await,
         };

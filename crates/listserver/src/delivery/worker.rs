@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::relay::Relay;
 use super::{DeliveryConfig, Outcome, TRANSACTIONS_PER_CLAIM, secs};
+use crate::dmarc::AuthorDomains;
 use crate::metrics::DeliveryMetrics;
 use crate::service::{ListServer, unix_now};
 
@@ -24,6 +25,7 @@ pub struct Deliverer {
     config: Arc<DeliveryConfig>,
     metrics: Arc<DeliveryMetrics>,
     key_server: Option<Server>,
+    author_domains: Arc<AuthorDomains>,
 }
 
 impl Deliverer {
@@ -34,6 +36,7 @@ impl Deliverer {
             .as_ref()
             .map(|access| Server::key_server(&access.url).with_timeout(config.relay.timeout));
         Deliverer {
+            author_domains: Arc::new(AuthorDomains::new(config.dns_resolver)),
             server: server.clone(),
             metrics: server.metrics.delivery.clone(),
             config: Arc::new(config),
@@ -51,6 +54,7 @@ impl Deliverer {
                     config: self.config.clone(),
                     metrics: self.metrics.clone(),
                     key_server: self.key_server.clone(),
+                    author_domains: self.author_domains.clone(),
                     relay: None,
                 };
                 let queued = self.server.queued();
@@ -66,6 +70,7 @@ pub(super) struct Worker {
     pub(super) config: Arc<DeliveryConfig>,
     pub(super) metrics: Arc<DeliveryMetrics>,
     pub(super) key_server: Option<Server>,
+    pub(super) author_domains: Arc<AuthorDomains>,
     relay: Option<Relay>,
 }
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use hushlist_core::listmail::UnsubscribeKey;
 use hushlist_core::outer::EncryptedPost;
 use hushlist_core::post_proof::{POST_PROOF_HEADER, PostProof};
-use hushlist_core::roster::{Change, MemberEntry, Policy, Role, SignedOp, sign_genesis};
+use hushlist_core::roster::{
+    Change, FromRewrite, MemberEntry, Policy, Role, SignedOp, sign_genesis,
+};
 use hushlist_core::{Address, SecretIdentity};
 use hushlist_envelope::seal;
 use hushlist_keyserver::master::MasterKey;
@@ -150,6 +152,20 @@ pub async fn add_member_with_key(
     let roster = server.rosters().get(&list).await.unwrap();
     let op = roster
         .sign_next(OsRng, owner, 1, adding(address, key, role))
+        .unwrap();
+    server.rosters().append(&list, op).await.unwrap();
+}
+
+/// Sets the list's rule for whose address a copy's From carries (signed by `owner`).
+pub async fn set_from_rewrite(server: &ListServer, owner: &SecretIdentity, rule: FromRewrite) {
+    let list = Address::parse(LIST).unwrap();
+    let roster = server.rosters().get(&list).await.unwrap();
+    let policy = Policy {
+        from_rewrite: rule,
+        ..roster.policy().clone()
+    };
+    let op = roster
+        .sign_next(OsRng, owner, 1, Change::SetPolicy { policy })
         .unwrap();
     server.rosters().append(&list, op).await.unwrap();
 }
