@@ -20,7 +20,7 @@ use hushlist_core::{Address, KeyId, SecretIdentity};
 use hushlist_http::connections::{ConnectionCaps, HttpLimits};
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
-use hushlist_listserver::delivery::{DeliveryConfig, RelayConfig};
+use hushlist_listserver::delivery::{DeliveryConfig, DnsResolver, RelayConfig};
 use hushlist_listserver::smtp::SmtpConfig;
 use rand::rngs::OsRng;
 
@@ -69,13 +69,16 @@ async fn start_servers(data: &Path) -> ListConfig {
         },
         http: HttpLimits::default(),
         tls: None,
-        delivery: DeliveryConfig::new(RelayConfig {
-            host: "127.0.0.1".into(),
-            port: 1,
-            helo_name: DOMAIN.into(),
-            timeout: Duration::from_secs(1),
-            starttls: None,
-        }),
+        delivery: DeliveryConfig {
+            dns_resolver: DnsResolver::Off,
+            ..DeliveryConfig::new(RelayConfig {
+                host: "127.0.0.1".into(),
+                port: 1,
+                helo_name: DOMAIN.into(),
+                timeout: Duration::from_secs(1),
+                starttls: None,
+            })
+        },
         bounces: BouncePolicy::default(),
     })
     .await

@@ -21,7 +21,7 @@ use hushlist_http::connections::{ConnectionCaps, HttpLimits};
 use hushlist_keyserver::ServiceConfig;
 use hushlist_keyserver::daemon::{self as keys, KeyDaemonConfig};
 use hushlist_listserver::daemon::{self as lists, ListDaemonConfig};
-use hushlist_listserver::delivery::{DeliveryConfig, RelayConfig};
+use hushlist_listserver::delivery::{DeliveryConfig, DnsResolver, RelayConfig};
 use hushlist_listserver::smtp::{PostSink, SinkError, SmtpConfig};
 use rand::rngs::OsRng;
 
@@ -116,6 +116,8 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         starttls: None,
     });
     delivery.poll_interval = Duration::from_millis(50);
+    // Everything stays on this machine: no DMARC lookups (copies are From the list).
+    delivery.dns_resolver = DnsResolver::Off;
     let list_server = lists::start(ListDaemonConfig {
         data_dir: data.path().join("lists"),
         database: None,

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hushlist_core::listmail::AuthorDmarc;
+
+use crate::delivery::DnsResolver;
 use mail_auth::common::cache::NoCache;
 use mail_auth::dmarc::{Dmarc, Policy};
 use mail_auth::hickory_resolver::config::{
@@ -34,21 +36,27 @@ const MAX_QUERIES: usize = 8;
 
 /// The DMARC lookups of one list server process, shared by its delivery workers.
 pub struct AuthorDomains {
-    /// `None` when the system's resolver configuration could not be read: every lookup then
-    /// fails, so every From is rewritten (what the list did before it looked).
+    /// `None` when lookups are off or the system's resolver configuration could not be read:
+    /// every lookup then fails, so every From is rewritten (what the list did before it looked).
     resolver: Option<MessageAuthenticator>,
     known: Mutex<HashMap<String, (AuthorDmarc, Instant)>>,
 }
 
 impl AuthorDomains {
-    /// Lookups through the DNS server at `server`, or the system's when `None`.
-    pub fn new(server: Option<SocketAddr>) -> Self {
+    /// Lookups through `resolver`.
+    pub fn new(resolver: DnsResolver) -> Self {
         let mut options = ResolverOpts::default();
         options.timeout = QUERY_TIMEOUT;
         options.attempts = 1;
-        let config = match server {
-            Some(server) => Ok(resolver_at(server)),
-            None => read_system_conf().map(|(config, _)| config),
+        let config = match resolver {
+            DnsResolver::At(server) => Ok(resolver_at(server)),
+            DnsResolver::System => read_system_conf().map(|(config, _)| config),
+            DnsResolver::Off => {
+                return AuthorDomains {
+                    resolver: None,
+                    known: Mutex::new(HashMap::new()),
+                };
+            }
         };
         let resolver = config
             .and_then(|config| MessageAuthenticator::new(config, options))
@@ -80,7 +88,7 @@ impl AuthorDomains {
                 .unwrap_or(AuthorDmarc::Unknown),
             None => AuthorDmarc::Unknown,
         };
-        if dmarc == AuthorDmarc::Unknown {
+        if dmarc == AuthorDmarc::Unknown && self.resolver.is_some() {
             tracing::warn!(%domain, "DMARC lookup failed: the copy's From is the list's");
         }
         let kept = match dmarc {

@@ -12,7 +12,7 @@ use hushlist_http::options::{OptionProblems, Problems};
 use serde::Deserialize;
 
 use crate::daemon::ListDaemonConfig;
-use crate::delivery::{DeliveryConfig, KeyServerAccess, RelayConfig, RelayTls};
+use crate::delivery::{DeliveryConfig, DnsResolver, KeyServerAccess, RelayConfig, RelayTls};
 use crate::smtp::{DEFAULT_CONNECTIONS, SmtpConfig};
 
 option_set! {
@@ -112,8 +112,8 @@ option_set! {
         pub tls_key: Option<PathBuf>,
         /// DNS server asked for the DMARC policy of authors' domains, which decides whether
         /// a copy's From is the author's or the list's (default: the servers in
-        /// /etc/resolv.conf).
-        #[arg(long, value_name = "IP:PORT")]
+        /// /etc/resolv.conf; `none`: no lookups, every such copy From the list).
+        #[arg(long, value_name = "IP:PORT|none")]
         pub dns_resolver: Option<String>,
     }
 }
@@ -178,17 +178,18 @@ impl ListOptions {
             problems.push_value("public_url", format!("{url:?}"), "must be an http(s) URL");
         }
         delivery.public_url = self.public_url;
-        delivery.dns_resolver = self.dns_resolver.and_then(|text| {
-            text.parse()
-                .map_err(|_| {
-                    problems.push_value(
-                        "dns_resolver",
-                        format!("{text:?}"),
-                        "is not an IP:PORT address, for example 127.0.0.1:53",
-                    )
-                })
-                .ok()
-        });
+        delivery.dns_resolver = match self.dns_resolver.as_deref() {
+            None => DnsResolver::System,
+            Some("none") => DnsResolver::Off,
+            Some(text) => text.parse().map(DnsResolver::At).unwrap_or_else(|_| {
+                problems.push_value(
+                    "dns_resolver",
+                    format!("{text:?}"),
+                    "is not an IP:PORT address (for example 127.0.0.1:53) or none",
+                );
+                DnsResolver::System
+            }),
+        };
         delivery.key_server = match (self.key_server, self.grants_token_file) {
             (Some(url), Some(file)) => match std::fs::read_to_string(&file) {
                 Ok(token) => Some(KeyServerAccess {

@@ -86,6 +86,7 @@ async fn postfix_bounces_to_verp_addresses_probe_then_suspend_the_member_and_own
         timeout: Duration::from_secs(10),
         starttls: None,
     });
+    config.dns_resolver = hushlist_listserver::delivery::DnsResolver::Off;
     config.verp = true;
     config.workers = 2;
     config.poll_interval = Duration::from_millis(100);

@@ -26,6 +26,7 @@ fn config(port: u16) -> DeliveryConfig {
         timeout: Duration::from_secs(10),
         starttls: None,
     });
+    config.dns_resolver = hushlist_listserver::delivery::DnsResolver::Off;
     config.workers = 2;
     config.retry_first = Duration::from_secs(1);
     config.retry_max = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use hushlist_core::roster::{FromRewrite, Role};
 use hushlist_core::{Address, SecretIdentity};
-use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, RelayConfig};
+use hushlist_listserver::delivery::{Deliverer, DeliveryConfig, DnsResolver, RelayConfig};
 use hushlist_listserver::service::ListServer;
 use hushlist_listserver::smtp::PostSink as _;
 use mail_parser::MessageParser;
@@ -96,7 +96,7 @@ fn config(relay_port: u16, dns: SocketAddr) -> DeliveryConfig {
     });
     config.workers = 2;
     config.poll_interval = Duration::from_millis(100);
-    config.dns_resolver = Some(dns);
+    config.dns_resolver = DnsResolver::At(dns);
     config
 }
 

@@ -588,6 +588,7 @@ async fn refused_posts_end_the_session_at_its_error_limit_and_reach_owners_as_on
         },
     );
     delivery.poll_interval = Duration::from_millis(100);
+    delivery.dns_resolver = hushlist_listserver::delivery::DnsResolver::Off;
     let (_stop_workers, stopped) = tokio::sync::watch::channel(false);
     hushlist_listserver::delivery::Deliverer::new(&server, delivery).spawn(stopped);
     let config = SmtpConfig {

@@ -7,6 +7,7 @@
 use clap::{Args as _, Parser};
 use hushlist_http::options::OptionSet as _;
 use hushlist_listserver::daemon::ListDaemonConfig;
+use hushlist_listserver::delivery::DnsResolver;
 use hushlist_listserver::options::ListOptions;
 
 #[derive(Parser)]
@@ -125,9 +126,27 @@ fn the_same_settings_as_flags_and_as_toml_give_the_same_config() {
         assert_eq!(key_server.grants_token, "grants-secret");
         assert_eq!(
             config.delivery.dns_resolver,
-            Some("[::1]:5353".parse().unwrap())
+            DnsResolver::At("[::1]:5353".parse().unwrap())
         );
     }
+}
+
+/// DMARC lookups go to the system's resolver unless told otherwise; `none` turns them off
+/// (every copy of a `dmarc`-rule list From the list), for machines without DNS.
+#[test]
+fn dmarc_lookups_can_be_pointed_elsewhere_or_turned_off() {
+    let resolver = |flags: &[&str]| check(from_flags(flags)).delivery.dns_resolver;
+    assert_eq!(resolver(&[]), DnsResolver::System);
+    assert_eq!(resolver(&["--dns-resolver", "none"]), DnsResolver::Off);
+    assert_eq!(
+        resolver(&["--dns-resolver", "127.0.0.1:5353"]),
+        DnsResolver::At("127.0.0.1:5353".parse().unwrap())
+    );
+    let refused = from_flags(&["--dns-resolver", "ns.example.org"])
+        .check("data/lists".into(), "lists.example.org")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("--dns-resolver \"ns.example.org\" is not an IP:PORT address (for example 127.0.0.1:53) or none"), "{refused}");
 }
 
 #[test]
@@ -185,7 +204,7 @@ fn every_problem_is_reported_at_once_named_as_flag_or_key() {
         "--max-connections and --max-connections-per-client must be at least 1",
         "--http-header-timeout-secs, --max-http-connections and \
          --max-http-connections-per-client must be at least 1",
-        "--dns-resolver \"ns.example.org\" is not an IP:PORT address, for example 127.0.0.1:53",
+        "--dns-resolver \"ns.example.org\" is not an IP:PORT address (for example 127.0.0.1:53) or none",
     ] {
         assert!(as_flags.contains(expected), "{expected:?} in {as_flags}");
     }

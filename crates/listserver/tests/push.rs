@@ -147,6 +147,7 @@ async fn each_member_gets_a_copy_that_opens_with_their_own_key() {
         timeout: Duration::from_secs(10),
         starttls: None,
     });
+    config.dns_resolver = hushlist_listserver::delivery::DnsResolver::Off;
     config.poll_interval = Duration::from_millis(100);
     config.public_url = Some("https://lists.example.org".into());
     config.key_server = Some(KeyServerAccess {

@@ -35,8 +35,21 @@ pub struct DeliveryConfig {
     /// How often each list's roster is compared with the key server's (when `key_server`
     /// is set); owners are told of a difference that outlasts one check.
     pub roster_check_every: Duration,
-    /// The DNS server asked for authors' DMARC policies; `None`: the system's resolver.
-    pub dns_resolver: Option<SocketAddr>,
+    /// Where authors' DMARC policies are looked up.
+    pub dns_resolver: DnsResolver,
+}
+
+/// Where the list server asks for authors' DMARC policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsResolver {
+    /// The servers in /etc/resolv.conf.
+    #[default]
+    System,
+    /// This DNS server only.
+    At(SocketAddr),
+    /// No lookups: every copy of a list whose rule is `dmarc` is From the list, as when a
+    /// lookup fails (for machines without DNS, and for tests, which stay on loopback).
+    Off,
 }
 
 /// Where the key server is and the token it gave this list server for grants.
@@ -70,7 +83,7 @@ impl DeliveryConfig {
             public_url: None,
             key_server: None,
             roster_check_every: Duration::from_secs(600),
-            dns_resolver: None,
+            dns_resolver: DnsResolver::System,
         }
     }
 }

@@ -17,7 +17,7 @@ mod worker;
 
 use std::time::Duration;
 
-pub use config::{DeliveryConfig, KeyServerAccess, TRANSACTIONS_PER_CLAIM};
+pub use config::{DeliveryConfig, DnsResolver, KeyServerAccess, TRANSACTIONS_PER_CLAIM};
 pub use relay::{RelayConfig, RelayTls};
 pub use worker::Deliverer;
 

@@ -301,6 +301,7 @@ impl ListServerProcess {
             .args(["--data-dir", data_dir.to_str().unwrap()])
             .args(["--smtp-listen", "127.0.0.1:0"])
             .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--dns-resolver", "none"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
