@@ -480,6 +480,12 @@ async fn grants_need_the_list_server_token_and_refuse_non_members_with_a_reason(
     };
     let (status, body) = server.post(&path, &request, None).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
+    // Neither a wrong token nor the operator's admin token grants anything: only the list
+    // server's grants token does.
+    for wrong in ["grants-token-for-tesTs", ADMIN] {
+        let (status, body) = server.post(&path, &request, Some(wrong)).await;
+        assert_eq!((status, code(&body)), (401, "unauthorized"), "{wrong}");
+    }
     let (status, body) = server.post(&path, &request, Some(GRANTS)).await;
     assert_eq!(status, 200, "{body}");
     let grants: Grants = serde_json::from_value(body).unwrap();
