@@ -89,7 +89,7 @@ pub struct StoredOp {
     pub signature: Vec<u8>,
 }
 
-/// What [`Store::insert_post`] did.
+/// What [`ListStore::insert_post`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InsertedPost {
     pub id: i64,
@@ -269,7 +269,7 @@ pub enum Inserted {
     AlreadyPresent,
 }
 
-/// What [`Store::insert_session_key`] did.
+/// What [`KeyStore::insert_session_key`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKeyInserted {
     New,

@@ -308,7 +308,7 @@ impl ListStore {
     }
 
     /// Claims up to `limit` due outbox messages, oldest first, until `lease_until` (as
-    /// [`Store::claim_deliveries`] does for posts).
+    /// [`ListStore::claim_deliveries`] does for posts).
     pub async fn claim_outbox(
         &self,
         now: i64,
